@@ -1,0 +1,135 @@
+//! Server settings and the port files of protocol §8.
+
+use std::fs;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::store::Durability;
+
+/// The port every edition's server uses when no port file says otherwise.
+pub const DEFAULT_PORT: u16 = 1357;
+/// Port files, in the order they are read: the current name, then older editions' name.
+pub const PORT_FILES: [&str; 2] = ["myport.info", "port.info"];
+pub const DEFAULT_MAX_PAYLOAD: u32 = 64 << 20;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database: PathBuf,
+    pub durability: Durability,
+    /// Largest payload a request may declare; larger ones are refused unread.
+    pub max_payload: u32,
+    /// Open connections at most; further ones are accepted and closed at once.
+    pub max_connections: usize,
+    /// How long to wait for the rest of a partly arrived block of padding (protocol §4.3).
+    pub padding_grace: Duration,
+    /// How long a connection being closed may keep sending before it is dropped, so that a
+    /// final reply is not destroyed by a reset.
+    pub linger: Duration,
+    /// How long shutdown waits for produced replies to be written.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Defaults for a server on `listen` with its database at `database`.
+    pub fn new(listen: SocketAddr, database: PathBuf) -> Config {
+        Config {
+            listen,
+            database,
+            durability: Durability::Full,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_connections: 10_000,
+            padding_grace: Duration::from_millis(200),
+            linger: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+
+    /// A server on an ephemeral loopback port, for tests and benchmarks.
+    pub fn loopback(database: PathBuf) -> Config {
+        Config::new(
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            database,
+        )
+    }
+}
+
+/// Where the port came from, for the start-up log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortSource {
+    File(PathBuf),
+    /// No usable port file: the default, with the reason for the warning.
+    Default(String),
+}
+
+/// Reads the port from `myport.info`, or `port.info` when that is absent, in `dir`.
+pub fn port_from_files(dir: &Path) -> (u16, PortSource) {
+    for name in PORT_FILES {
+        let path = dir.join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                return match parse_port(&text) {
+                    Some(port) => (port, PortSource::File(path)),
+                    None => (
+                        DEFAULT_PORT,
+                        PortSource::Default(format!("{} holds no valid port", path.display())),
+                    ),
+                };
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => {
+                return (
+                    DEFAULT_PORT,
+                    PortSource::Default(format!("cannot read {}: {error}", path.display())),
+                )
+            }
+        }
+    }
+    (
+        DEFAULT_PORT,
+        PortSource::Default(format!(
+            "neither {} nor {} found",
+            PORT_FILES[0], PORT_FILES[1]
+        )),
+    )
+}
+
+/// One line with a decimal port from 1 to 65535; surrounding white space is allowed.
+fn parse_port(text: &str) -> Option<u16> {
+    text.trim().parse().ok().filter(|&port| port != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_parse_from_one_decimal_line() {
+        assert_eq!(parse_port("1234\n"), Some(1234));
+        assert_eq!(parse_port(" 8080 \r\n"), Some(8080));
+        assert_eq!(parse_port("0"), None);
+        assert_eq!(parse_port("65536"), None);
+        assert_eq!(parse_port("port=1"), None);
+        assert_eq!(parse_port(""), None);
+    }
+
+    #[test]
+    fn myport_info_wins_then_port_info_then_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            port_from_files(dir.path()),
+            (DEFAULT_PORT, PortSource::Default(_))
+        ));
+        fs::write(dir.path().join("port.info"), "2222").unwrap();
+        assert_eq!(port_from_files(dir.path()).0, 2222);
+        fs::write(dir.path().join("myport.info"), "3333\n").unwrap();
+        assert_eq!(port_from_files(dir.path()).0, 3333);
+        fs::write(dir.path().join("myport.info"), "junk").unwrap();
+        assert!(matches!(
+            port_from_files(dir.path()),
+            (DEFAULT_PORT, PortSource::Default(_))
+        ));
+    }
+}

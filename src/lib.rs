@@ -1,0 +1,13 @@
+//! A MessageU-compatible store-and-forward messaging server.
+//!
+//! The [`protocol`] module is the wire format (pure), [`handlers`] the operations, [`store`]
+//! the durable state, and [`server`] the mio event loop that ties them to sockets.
+
+pub mod config;
+pub mod handlers;
+pub mod protocol;
+pub mod server;
+pub mod store;
+
+pub use config::Config;
+pub use server::{Server, ShutdownHandle};

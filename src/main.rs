@@ -1,0 +1,101 @@
+//! `messageu-server`: command line, logging and start-up/shutdown wiring only.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use messageu::config::{self, PortSource};
+use messageu::protocol::Edition;
+use messageu::store::Durability;
+use messageu::{Config, Server};
+
+/// A MessageU server: store-and-forward for end-to-end encrypted chat, compatible with the
+/// clients of every edition (2021, 2022-23, 2024-25, 2026). Type q and Enter to stop it.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// TCP port. Default: the number in myport.info (or port.info) in the working directory,
+    /// else 1357. Use 0 for any free port (the log says which).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// SQLite database file, created if missing.
+    #[arg(long, default_value = "defensive.db")]
+    db: PathBuf,
+    /// full: every acknowledged write is on disk (fsync per commit). normal: survives a crash
+    /// of the server but may lose the last commits on a power cut; faster.
+    #[arg(long, value_enum, default_value = "full")]
+    durability: Durability,
+    /// Largest request payload in bytes; larger ones are refused (9000) and the connection
+    /// closed, unread. Also the most message bytes one pull reply carries.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_PAYLOAD)]
+    max_payload: u32,
+    /// Most open client connections; more are accepted and closed at once. Default: as many
+    /// as the file-descriptor limit allows, after raising the soft limit to the hard one.
+    #[arg(long)]
+    max_connections: Option<usize>,
+}
+
+/// Descriptors kept for the database, its journal, the poll, logging and standard streams.
+const RESERVED_DESCRIPTORS: u64 = 32;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            log::error!("{error}");
+            eprintln!("messageu-server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), messageu::server::ServerError> {
+    let port = cli.port.unwrap_or_else(|| {
+        let (port, source) = config::port_from_files(std::path::Path::new("."));
+        match source {
+            PortSource::File(path) => log::info!("port {port} from {}", path.display()),
+            PortSource::Default(reason) => log::warn!("{reason}; using the default port {port}"),
+        }
+        port
+    });
+    let mut config = Config::new(SocketAddr::new(cli.bind, port), cli.db);
+    config.durability = cli.durability;
+    config.max_payload = cli.max_payload;
+    config.max_connections = cli.max_connections.unwrap_or_else(connection_limit);
+
+    let server = Server::bind(config.clone())?;
+    let shutdown = server.shutdown_handle();
+    shutdown.watch_signals()?;
+    shutdown.watch_stdin()?;
+    let editions: Vec<_> = Edition::ALL
+        .iter()
+        .map(|edition| format!("{} ({}..)", edition.name(), edition.request_base()))
+        .collect();
+    log::info!(
+        "listening on {}, database {} (durability {:?}), editions {}; type q and Enter to stop",
+        server.local_addr(),
+        config.database.display(),
+        config.durability,
+        editions.join(", ")
+    );
+    server.run()
+}
+
+/// Raises the soft descriptor limit to the hard one and leaves room for the server's own
+/// files, so that accepting never runs the process out of descriptors.
+fn connection_limit() -> usize {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit.saturating_sub(RESERVED_DESCRIPTORS).max(1) as usize,
+        Err(error) => {
+            log::warn!("cannot read the descriptor limit ({error}); allowing 1000 connections");
+            1000
+        }
+    }
+}

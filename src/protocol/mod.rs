@@ -1,0 +1,20 @@
+//! The MessageU wire format (`shared/protocol.md`): pure encoding and decoding, no I/O.
+//!
+//! Everything here works on byte slices so that it can be unit-tested without sockets and
+//! reused by clients and benchmarks.
+
+pub mod codes;
+pub mod frame;
+pub mod header;
+pub mod padding;
+pub mod reply;
+pub mod request;
+pub mod types;
+
+pub use codes::{Edition, Operation, RequestCode, ERROR_REPLY_CODE, SERVER_VERSION};
+pub use frame::{Frame, FrameDecoder, Step};
+pub use header::{ReplyHeader, RequestHeader, REPLY_HEADER_LEN, REQUEST_HEADER_LEN};
+pub use padding::{Padding, BLOCK_LEN};
+pub use reply::Reply;
+pub use request::{MalformedRequest, Request};
+pub use types::{ClientId, MessageId, MessageType, PublicKey, NAME_FIELD_LEN, PUBLIC_KEY_LEN};

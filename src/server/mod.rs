@@ -1,0 +1,446 @@
+//! The event loop: one mio poll, edge-triggered, serving every connection and committing the
+//! writes of each round of ready events as one transaction before releasing their replies.
+
+mod connection;
+mod shutdown;
+mod timers;
+
+use std::collections::HashSet;
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::handlers::{self, Context, Response};
+use crate::protocol::{ClientId, MessageId, RequestCode};
+use crate::store::{SqliteStore, Store, StoreError};
+use connection::Connection;
+pub use shutdown::ShutdownHandle;
+use timers::Timers;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX);
+/// Bytes read from a socket per call.
+const READ_CHUNK: usize = 64 << 10;
+/// How long accepting pauses when the process is out of file descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a failed deletion of delivered messages waits before it is retried.
+const DELETE_RETRY: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the database {path}: {source}")]
+    Database { path: String, source: StoreError },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("event loop failure: {0}")]
+    Io(#[from] io::Error),
+    #[error("cannot close the database: {0}")]
+    Close(StoreError),
+}
+
+/// The server state that request handling reaches: everything but the sockets.
+struct Core {
+    config: Config,
+    store: Box<dyn Store>,
+    timers: Timers,
+    /// Messages in pull replies not yet written whole.
+    in_flight: HashSet<MessageId>,
+}
+
+/// The writes and staged replies of one round of ready events (group commit).
+#[derive(Default)]
+struct Batch {
+    open: bool,
+    /// Connections that staged replies in this batch.
+    touched: Vec<usize>,
+}
+
+/// What a connection needs from the server while it serves requests.
+pub(crate) struct Env<'a> {
+    core: &'a mut Core,
+    batch: &'a mut Batch,
+    now: Instant,
+    wall_clock: SystemTime,
+}
+
+impl Env<'_> {
+    fn schedule(&mut self, at: Instant, key: usize) {
+        self.core.timers.schedule(at, key);
+    }
+
+    fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    /// Runs one request inside the batch's transaction; any failure becomes a 9000 reply.
+    fn serve(
+        &mut self,
+        code: RequestCode,
+        caller: ClientId,
+        body: &[u8],
+        peer: SocketAddr,
+    ) -> Response {
+        if !self.batch.open {
+            if let Err(error) = self.core.store.begin_batch() {
+                log::warn!("{peer}: cannot start a transaction: {error}");
+                return Response::error();
+            }
+            self.batch.open = true;
+        }
+        let mut ctx = Context {
+            store: &mut *self.core.store,
+            in_flight: &mut self.core.in_flight,
+            max_pull_reply: self.core.config.max_payload as usize,
+            now: self.wall_clock,
+            caller,
+            reply_code: code.reply_code(),
+        };
+        handlers::dispatch(&mut ctx, code, body).unwrap_or_else(|error| {
+            log::warn!(
+                "{peer}: {:?} (edition {}): {error}",
+                code.operation,
+                code.edition.name()
+            );
+            Response::error()
+        })
+    }
+}
+
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    connections: Slab<Connection>,
+    core: Core,
+    /// Messages whose pull reply was written whole, to delete in the next batch.
+    delivered: Vec<MessageId>,
+    delete_retry_at: Option<Instant>,
+    accept_paused_until: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+    /// Connections to serve again without waiting for an event.
+    needs_service: Vec<usize>,
+}
+
+impl Server {
+    /// Opens the database and binds the listening socket.
+    pub fn bind(config: Config) -> Result<Server, ServerError> {
+        let store = SqliteStore::open(&config.database, config.durability).map_err(|source| {
+            ServerError::Database {
+                path: config.database.display().to_string(),
+                source,
+            }
+        })?;
+        let poll = Poll::new()?;
+        let mut listener =
+            TcpListener::bind(config.listen).map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            shutdown: ShutdownHandle::new(waker),
+            connections: Slab::new(),
+            core: Core {
+                config,
+                store: Box::new(store),
+                timers: Timers::default(),
+                in_flight: HashSet::new(),
+            },
+            delivered: Vec::new(),
+            delete_retry_at: None,
+            accept_paused_until: None,
+            shutdown_deadline: None,
+            needs_service: Vec::new(),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Serves until shut down, then writes produced replies (for a bounded time), commits
+    /// the last deletions and closes the database.
+    pub fn run(mut self) -> Result<(), ServerError> {
+        let mut events = Events::with_capacity(1024);
+        let mut scratch = vec![0; READ_CHUNK];
+        loop {
+            let now = Instant::now();
+            if self.shutdown.is_requested() && self.shutdown_deadline.is_none() {
+                self.begin_shutdown(now);
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.connections.is_empty() || now >= deadline {
+                    break;
+                }
+            }
+            match self.poll.poll(&mut events, self.poll_timeout(now)) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error.into()),
+            }
+            self.turn(&events, &mut scratch)?;
+        }
+        self.finish()
+    }
+
+    /// One round: serve ready connections, commit, release and write the replies.
+    fn turn(&mut self, events: &Events, scratch: &mut [u8]) -> Result<(), ServerError> {
+        let now = Instant::now();
+        let mut ready = mem::take(&mut self.needs_service);
+        let mut writable = Vec::new();
+        let mut accept_ready = self.accept_paused_until.is_some_and(|until| until <= now);
+        for event in events {
+            match event.token() {
+                LISTENER => accept_ready = true,
+                WAKER => {}
+                Token(key) => {
+                    let Some(connection) = self.connections.get_mut(key) else {
+                        continue;
+                    };
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        connection.mark_readable();
+                        ready.push(key);
+                    }
+                    if event.is_writable() {
+                        writable.push(key);
+                    }
+                }
+            }
+        }
+        if accept_ready {
+            self.accept(now)?;
+        }
+
+        let mut batch = Batch::default();
+        let mut env = Env {
+            core: &mut self.core,
+            batch: &mut batch,
+            now,
+            wall_clock: SystemTime::now(),
+        };
+        for &key in &ready {
+            if let Some(connection) = self.connections.get_mut(key) {
+                connection.on_readable(&mut env, scratch);
+            }
+        }
+        let expired = env.core.timers.expired(now);
+        for &key in &expired {
+            if let Some(connection) = self.connections.get_mut(key) {
+                connection.on_deadline(&mut env, now);
+            }
+        }
+        ready.extend(expired);
+
+        let committed = self.commit(&mut batch, now);
+        for &key in &batch.touched {
+            if let Some(connection) = self.connections.get_mut(key) {
+                connection.release(committed, &mut self.core.in_flight);
+            }
+        }
+        ready.extend(batch.touched);
+        ready.extend(writable);
+        self.flush_and_sweep(ready, now)
+    }
+
+    /// Deletes the messages delivered since the last round and commits the batch. Returns
+    /// whether the batch's replies may be released as produced.
+    fn commit(&mut self, batch: &mut Batch, now: Instant) -> bool {
+        let store = &mut self.core.store;
+        let due = self.delete_retry_at.is_none_or(|at| at <= now);
+        let deleting = if due {
+            mem::take(&mut self.delivered)
+        } else {
+            Vec::new()
+        };
+        let mut deleted = false;
+        if !deleting.is_empty() {
+            let result = if batch.open {
+                Ok(())
+            } else {
+                store.begin_batch()
+            };
+            batch.open |= result.is_ok();
+            match result.and_then(|()| store.delete_messages(&deleting)) {
+                Ok(()) => deleted = true,
+                Err(error) => log::error!("cannot delete delivered messages: {error}"),
+            }
+        }
+        if !batch.open {
+            return true;
+        }
+        let committed = match store.commit_batch() {
+            Ok(()) => true,
+            Err(error) => {
+                log::error!(
+                    "commit failed, {} replies become errors: {error}",
+                    batch.touched.len()
+                );
+                false
+            }
+        };
+        if committed && deleted {
+            for id in &deleting {
+                self.core.in_flight.remove(id);
+            }
+            self.delete_retry_at = None;
+        } else if !deleting.is_empty() {
+            self.delivered.extend(deleting);
+            self.delete_retry_at = Some(now + DELETE_RETRY);
+        }
+        committed
+    }
+
+    /// Writes what each connection has released, reregisters interest, and removes the
+    /// connections that closed.
+    fn flush_and_sweep(&mut self, mut keys: Vec<usize>, now: Instant) -> Result<(), ServerError> {
+        keys.sort_unstable();
+        keys.dedup();
+        let mut batch = Batch::default();
+        let mut env = Env {
+            core: &mut self.core,
+            batch: &mut batch,
+            now,
+            wall_clock: SystemTime::now(),
+        };
+        let mut closed = Vec::new();
+        for key in keys {
+            let Some(connection) = self.connections.get_mut(key) else {
+                continue;
+            };
+            connection.flush(&mut self.delivered, &mut env);
+            if connection.is_closed() {
+                closed.push(key);
+                continue;
+            }
+            connection.update_interest(self.poll.registry())?;
+            if connection.wants_service() {
+                self.needs_service.push(key);
+            }
+        }
+        for key in closed {
+            let mut connection = self.connections.remove(key);
+            if let Err(error) = self.poll.registry().deregister(connection.socket()) {
+                log::debug!("deregister: {error}");
+            }
+            connection.abandon(&mut self.core.in_flight);
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, now: Instant) -> Result<(), ServerError> {
+        self.accept_paused_until = None;
+        let Some(listener) = self.listener.as_ref() else {
+            return Ok(());
+        };
+        loop {
+            match listener.accept() {
+                Ok((socket, peer)) => {
+                    if self.connections.len() >= self.core.config.max_connections {
+                        log::warn!(
+                            "{peer}: refused, {} connections open",
+                            self.connections.len()
+                        );
+                        continue;
+                    }
+                    if let Err(error) = socket.set_nodelay(true) {
+                        log::debug!("{peer}: TCP_NODELAY: {error}");
+                    }
+                    let entry = self.connections.vacant_entry();
+                    let key = entry.key();
+                    let mut connection =
+                        Connection::new(socket, key, peer, self.core.config.max_payload);
+                    self.poll.registry().register(
+                        connection.socket(),
+                        Token(key),
+                        Interest::READABLE,
+                    )?;
+                    entry.insert(connection);
+                    log::debug!("{peer}: connected");
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) or anything
+                    // else: the pending connections stay in the backlog; try again shortly
+                    // instead of spinning on the error.
+                    log::warn!("accept failed: {error}; pausing accepts");
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        let deletions_due =
+            !self.delivered.is_empty() && self.delete_retry_at.is_none_or(|at| at <= now);
+        if !self.needs_service.is_empty() || deletions_due {
+            return Some(Duration::ZERO);
+        }
+        [
+            self.core.timers.next(),
+            self.accept_paused_until,
+            self.shutdown_deadline,
+            self.delete_retry_at.filter(|_| !self.delivered.is_empty()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        log::info!(
+            "shutting down: no new connections; finishing {} open ones",
+            self.connections.len()
+        );
+        if let Some(mut listener) = self.listener.take() {
+            if let Err(error) = self.poll.registry().deregister(&mut listener) {
+                log::debug!("deregister listener: {error}");
+            }
+        }
+        self.shutdown_deadline = Some(now + self.core.config.shutdown_grace);
+        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
+        for &key in &keys {
+            self.connections[key].begin_shutdown();
+        }
+        self.needs_service.extend(keys);
+    }
+
+    /// Commits the last deletions and closes the database.
+    fn finish(mut self) -> Result<(), ServerError> {
+        for (_, connection) in mem::take(&mut self.connections) {
+            connection.abandon(&mut self.core.in_flight);
+        }
+        self.delete_retry_at = None;
+        let mut batch = Batch::default();
+        if !self.delivered.is_empty() && !self.commit(&mut batch, Instant::now()) {
+            log::error!(
+                "{} delivered messages could not be deleted and will be delivered again",
+                self.delivered.len()
+            );
+        }
+        self.core.store.close().map_err(ServerError::Close)?;
+        log::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,516 @@
+//! The SQLite backend: one connection, WAL journal, group commit, cached statements.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
+
+use super::{migrations, NewMessage, Store, StoreError, StoredMessage, PULLED_MESSAGE_HEADER_LEN};
+use crate::protocol::{ClientId, MessageId, PublicKey, PUBLIC_KEY_LEN};
+
+/// How long LastSeen updates may wait in memory when no other write would carry them: a
+/// read-only load should not pay an fsync per batch for a timestamp.
+const LAST_SEEN_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How many taken message ids an insert steps over before giving up.
+const MESSAGE_ID_ATTEMPTS: u32 = 1 << 16;
+
+/// What a COMMIT waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// `synchronous=FULL`: every acknowledged write has reached the disk.
+    Full,
+    /// `synchronous=NORMAL`: survives a crash of the server, may lose the last commits on a
+    /// power cut.
+    Normal,
+}
+
+pub struct SqliteStore {
+    conn: Connection,
+    in_batch: bool,
+    /// The database rolled the batch's transaction back (e.g. disk full): every later
+    /// operation of the batch fails rather than run outside the transaction.
+    batch_aborted: bool,
+    /// The batch has written something, so it commits with an fsync anyway.
+    batch_wrote: bool,
+    /// LastSeen times (Unix seconds) not yet written.
+    last_seen: HashMap<ClientId, i64>,
+    last_seen_flushed: Instant,
+    next_message_id: u32,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and brings its schema up to date. The file is
+    /// locked for this process alone: message ids and in-flight deliveries live in memory,
+    /// so two servers on one database would corrupt each other's queues.
+    pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let synchronous = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        migrations::apply(&mut conn)?;
+        let last_id: Option<u32> = conn
+            .query_row(
+                "SELECT ID FROM messages ORDER BY rowid DESC LIMIT 1",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(SqliteStore {
+            conn,
+            in_batch: false,
+            batch_aborted: false,
+            batch_wrote: false,
+            last_seen: HashMap::new(),
+            last_seen_flushed: Instant::now(),
+            next_message_id: last_id.map_or(1, following_message_id),
+        })
+    }
+
+    /// Runs one operation of the batch, noticing when a failure made SQLite roll back the
+    /// whole transaction.
+    fn run<T>(
+        &mut self,
+        operation: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.batch_aborted {
+            return Err(StoreError::BatchAborted);
+        }
+        let result = operation(self);
+        if result.is_err() && self.in_batch && self.conn.is_autocommit() {
+            self.batch_aborted = true;
+        }
+        result
+    }
+
+    fn flush_last_seen(&mut self) -> Result<(), StoreError> {
+        let mut update = self.conn.prepare_cached(
+            "UPDATE clients SET LastSeen = strftime('%Y-%m-%dT%H:%M:%SZ', ?2, 'unixepoch') WHERE ID = ?1",
+        )?;
+        for (id, seconds) in &self.last_seen {
+            update.execute(params![&id.0[..], seconds])?;
+        }
+        drop(update);
+        self.last_seen.clear();
+        self.last_seen_flushed = Instant::now();
+        Ok(())
+    }
+
+    fn try_insert_message(
+        &mut self,
+        id: u32,
+        message: &NewMessage<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO messages (ID, ToClient, FromClient, Type, Content) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        match insert.execute(params![
+            id,
+            &message.to.0[..],
+            &message.from.0[..],
+            message.kind as u8,
+            message.content
+        ]) {
+            Ok(_) => Ok(true),
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if error.code == ErrorCode::ConstraintViolation =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// Message ids run 1..=u32::MAX and wrap, skipping 0.
+fn following_message_id(id: u32) -> u32 {
+    id.checked_add(1).unwrap_or(1)
+}
+
+fn unix_seconds(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() as i64)
+}
+
+fn client_id(bytes: &[u8]) -> Result<ClientId, StoreError> {
+    ClientId::from_slice(bytes).ok_or(StoreError::Corrupt("client id"))
+}
+
+impl Store for SqliteStore {
+    fn begin_batch(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN")?;
+        self.in_batch = true;
+        self.batch_aborted = false;
+        self.batch_wrote = false;
+        Ok(())
+    }
+
+    fn commit_batch(&mut self) -> Result<(), StoreError> {
+        if self.batch_aborted {
+            self.rollback_batch();
+            return Err(StoreError::BatchAborted);
+        }
+        let due = self.last_seen_flushed.elapsed() >= LAST_SEEN_FLUSH_INTERVAL;
+        if !self.last_seen.is_empty() && (self.batch_wrote || due) {
+            if let Err(error) = self.flush_last_seen() {
+                self.rollback_batch();
+                return Err(error);
+            }
+        }
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                self.in_batch = false;
+                Ok(())
+            }
+            Err(error) => {
+                self.rollback_batch();
+                Err(error.into())
+            }
+        }
+    }
+
+    fn rollback_batch(&mut self) {
+        if !self.conn.is_autocommit() {
+            if let Err(error) = self.conn.execute_batch("ROLLBACK") {
+                log::error!("rollback failed: {error}");
+            }
+        }
+        self.in_batch = false;
+        self.batch_aborted = false;
+    }
+
+    fn touch_client(&mut self, id: ClientId, at: SystemTime) -> Result<bool, StoreError> {
+        let exists = self.client_exists(id)?;
+        if exists {
+            self.last_seen.insert(id, unix_seconds(at));
+        }
+        Ok(exists)
+    }
+
+    fn client_exists(&mut self, id: ClientId) -> Result<bool, StoreError> {
+        self.run(|store| {
+            let mut query = store
+                .conn
+                .prepare_cached("SELECT 1 FROM clients WHERE ID = ?1")?;
+            Ok(query.exists([&id.0[..]])?)
+        })
+    }
+
+    fn register_client(
+        &mut self,
+        name: &str,
+        public_key: &PublicKey,
+        at: SystemTime,
+    ) -> Result<ClientId, StoreError> {
+        self.run(|store| {
+            let taken = store
+                .conn
+                .prepare_cached("SELECT 1 FROM clients WHERE UserName = ?1")?
+                .exists([name])?;
+            if taken {
+                return Err(StoreError::NameTaken);
+            }
+            let mut insert = store.conn.prepare_cached(
+                "INSERT INTO clients (ID, UserName, PublicKey, LastSeen) \
+                 VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%SZ', ?4, 'unixepoch'))",
+            )?;
+            // A random 122-bit id collides with an existing one practically never; retry anyway.
+            loop {
+                let id = ClientId::random();
+                match insert.execute(params![
+                    &id.0[..],
+                    name,
+                    &public_key.0[..],
+                    unix_seconds(at)
+                ]) {
+                    Ok(_) => {
+                        store.batch_wrote = true;
+                        return Ok(id);
+                    }
+                    Err(rusqlite::Error::SqliteFailure(error, _))
+                        if error.code == ErrorCode::ConstraintViolation => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        })
+    }
+
+    fn list_clients(
+        &mut self,
+        except: ClientId,
+        each: &mut dyn FnMut(ClientId, &str),
+    ) -> Result<(), StoreError> {
+        self.run(|store| {
+            let mut query = store
+                .conn
+                .prepare_cached("SELECT ID, UserName FROM clients WHERE ID != ?1 ORDER BY rowid")?;
+            let mut rows = query.query([&except.0[..]])?;
+            while let Some(row) = rows.next()? {
+                let id = client_id(row.get_ref(0)?.as_blob()?)?;
+                each(id, row.get_ref(1)?.as_str()?);
+            }
+            Ok(())
+        })
+    }
+
+    fn public_key(&mut self, id: ClientId) -> Result<Option<PublicKey>, StoreError> {
+        self.run(|store| {
+            let mut query = store
+                .conn
+                .prepare_cached("SELECT PublicKey FROM clients WHERE ID = ?1")?;
+            let mut rows = query.query([&id.0[..]])?;
+            let Some(row) = rows.next()? else {
+                return Ok(None);
+            };
+            let key: [u8; PUBLIC_KEY_LEN] = row
+                .get_ref(0)?
+                .as_blob()?
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("public key"))?;
+            Ok(Some(PublicKey(key)))
+        })
+    }
+
+    fn insert_message(&mut self, message: NewMessage<'_>) -> Result<MessageId, StoreError> {
+        self.run(|store| {
+            for _ in 0..MESSAGE_ID_ATTEMPTS {
+                let id = store.next_message_id;
+                store.next_message_id = following_message_id(id);
+                if store.try_insert_message(id, &message)? {
+                    store.batch_wrote = true;
+                    return Ok(MessageId(id));
+                }
+            }
+            Err(StoreError::MessageIdsExhausted)
+        })
+    }
+
+    fn queued_messages(
+        &mut self,
+        to: ClientId,
+        budget: usize,
+        skip: &dyn Fn(MessageId) -> bool,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.run(|store| {
+            // length(Content) comes from the record header; the content itself is read only
+            // for messages that fit the budget.
+            let mut query = store.conn.prepare_cached(
+                "SELECT ID, FromClient, Type, length(Content), Content FROM messages \
+                 WHERE ToClient = ?1 ORDER BY rowid",
+            )?;
+            let mut rows = query.query([&to.0[..]])?;
+            let mut messages = Vec::new();
+            let mut used = 0usize;
+            while let Some(row) = rows.next()? {
+                let id = MessageId(row.get(0)?);
+                if skip(id) {
+                    continue;
+                }
+                let content_len: usize = row.get(3)?;
+                let entry = PULLED_MESSAGE_HEADER_LEN + content_len;
+                if !messages.is_empty() && used + entry > budget {
+                    break;
+                }
+                used += entry;
+                messages.push(StoredMessage {
+                    id,
+                    from: client_id(row.get_ref(1)?.as_blob()?)?,
+                    kind: row.get(2)?,
+                    content: row.get_ref(4)?.as_blob()?.to_vec(),
+                });
+            }
+            Ok(messages)
+        })
+    }
+
+    fn delete_messages(&mut self, ids: &[MessageId]) -> Result<(), StoreError> {
+        self.run(|store| {
+            let mut delete = store
+                .conn
+                .prepare_cached("DELETE FROM messages WHERE ID = ?1")?;
+            for id in ids {
+                delete.execute([id.0])?;
+            }
+            store.batch_wrote = true;
+            Ok(())
+        })
+    }
+
+    fn close(mut self: Box<Self>) -> Result<(), StoreError> {
+        if !self.last_seen.is_empty() {
+            self.flush_last_seen()?;
+        }
+        self.conn.close().map_err(|(_, error)| error.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::MessageType;
+
+    fn open() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("test.db"), Durability::Normal).unwrap();
+        (dir, store)
+    }
+
+    fn key(byte: u8) -> PublicKey {
+        PublicKey([byte; PUBLIC_KEY_LEN])
+    }
+
+    #[test]
+    fn names_are_unique_and_case_sensitive() {
+        let (_dir, mut store) = open();
+        let now = SystemTime::now();
+        store.register_client("Alice", &key(1), now).unwrap();
+        assert!(matches!(
+            store.register_client("Alice", &key(2), now),
+            Err(StoreError::NameTaken)
+        ));
+        store.register_client("alice", &key(3), now).unwrap();
+    }
+
+    #[test]
+    fn clients_are_listed_in_registration_order_without_the_caller() {
+        let (_dir, mut store) = open();
+        let now = SystemTime::now();
+        let ids: Vec<_> = ["c", "a", "b"]
+            .iter()
+            .map(|name| store.register_client(name, &key(0), now).unwrap())
+            .collect();
+        let mut listed = Vec::new();
+        store
+            .list_clients(ids[1], &mut |id, name| listed.push((id, name.to_owned())))
+            .unwrap();
+        assert_eq!(
+            listed,
+            vec![(ids[0], "c".to_owned()), (ids[2], "b".to_owned())]
+        );
+    }
+
+    #[test]
+    fn queued_messages_respect_order_budget_and_skip() {
+        let (_dir, mut store) = open();
+        let (to, from) = (ClientId([1; 16]), ClientId([2; 16]));
+        let ids: Vec<_> = (0..4u8)
+            .map(|n| {
+                let content = [n; 100];
+                store
+                    .insert_message(NewMessage {
+                        to,
+                        from,
+                        kind: MessageType::Text,
+                        content: &content,
+                    })
+                    .unwrap()
+            })
+            .collect();
+        let all = store.queued_messages(to, usize::MAX, &|_| false).unwrap();
+        assert_eq!(all.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+        let two = store
+            .queued_messages(to, 2 * 125 + 124, &|id| id == ids[0])
+            .unwrap();
+        assert_eq!(
+            two.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![ids[1], ids[2]]
+        );
+        let oversized = store.queued_messages(to, 1, &|_| false).unwrap();
+        assert_eq!(oversized.len(), 1);
+        store.delete_messages(&ids[..2]).unwrap();
+        assert_eq!(
+            store
+                .queued_messages(to, usize::MAX, &|_| false)
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn message_ids_wrap_and_skip_taken_ones() {
+        let (_dir, mut store) = open();
+        let (to, from) = (ClientId([1; 16]), ClientId([2; 16]));
+        let message = NewMessage {
+            to,
+            from,
+            kind: MessageType::File,
+            content: b"x",
+        };
+        store.next_message_id = 1;
+        assert_eq!(store.insert_message(message).unwrap(), MessageId(1));
+        store.next_message_id = u32::MAX;
+        assert_eq!(store.insert_message(message).unwrap(), MessageId(u32::MAX));
+        assert_eq!(store.insert_message(message).unwrap(), MessageId(2));
+        let order: Vec<_> = store
+            .queued_messages(to, usize::MAX, &|_| false)
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(order, vec![MessageId(1), MessageId(u32::MAX), MessageId(2)]);
+    }
+
+    #[test]
+    fn a_rolled_back_batch_leaves_nothing() {
+        let (_dir, mut store) = open();
+        store.begin_batch().unwrap();
+        store
+            .register_client("gone", &key(0), SystemTime::now())
+            .unwrap();
+        store.rollback_batch();
+        let mut count = 0;
+        store
+            .list_clients(ClientId::default(), &mut |_, _| count += 1)
+            .unwrap();
+        assert_eq!(count, 0);
+    }
+
+    #[test]
+    fn last_seen_is_iso_8601_utc() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seen.db");
+        let mut store = SqliteStore::open(&path, Durability::Full).unwrap();
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let id = store.register_client("t", &key(0), at).unwrap();
+        assert!(store.touch_client(id, at + Duration::from_secs(5)).unwrap());
+        assert!(!store.touch_client(ClientId([9; 16]), at).unwrap());
+        Box::new(store).close().unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let seen: String = conn
+            .query_row("SELECT LastSeen FROM clients", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(seen, "2023-11-14T22:13:25Z");
+    }
+
+    #[test]
+    fn next_message_id_follows_the_last_stored_one_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ids.db");
+        let mut store = SqliteStore::open(&path, Durability::Full).unwrap();
+        let message = NewMessage {
+            to: ClientId([1; 16]),
+            from: ClientId([2; 16]),
+            kind: MessageType::Text,
+            content: b"",
+        };
+        let first = store.insert_message(message).unwrap();
+        Box::new(store).close().unwrap();
+        let mut store = SqliteStore::open(&path, Durability::Full).unwrap();
+        assert_eq!(
+            store.insert_message(message).unwrap(),
+            MessageId(first.0 + 1)
+        );
+    }
+}
