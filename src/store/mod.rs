@@ -52,7 +52,7 @@ pub enum StoreError {
 /// The operations the handlers need. All writes between [`Store::begin_batch`] and
 /// [`Store::commit_batch`] form one transaction (group commit): nothing is acknowledged until
 /// that transaction is durable.
-pub trait Store {
+pub trait Store: Send {
     fn begin_batch(&mut self) -> Result<(), StoreError>;
     fn commit_batch(&mut self) -> Result<(), StoreError>;
     /// Drops every write since `begin_batch`.

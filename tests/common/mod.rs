@@ -1,0 +1,312 @@
+//! Shared helpers for the end-to-end tests: a server on an ephemeral loopback port with a
+//! temporary database, and a minimal blocking client that speaks the wire format.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use messageu::protocol::{ClientId, Edition, Operation, ReplyHeader, RequestHeader};
+use messageu::{Config, Server, ShutdownHandle};
+
+/// Every blocking socket call in the tests gives up after this long.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub const EDITIONS: [Edition; 4] = Edition::ALL;
+
+/// A server running in a thread of the test process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    shutdown: ShutdownHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        TestServer::start_with(|_| {})
+    }
+
+    pub fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        TestServer::start_in(dir, adjust)
+    }
+
+    /// Starts a server on the database `server.db` in `dir` (kept, so a restart finds it).
+    pub fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::loopback(dir.path().join("server.db"));
+        adjust(&mut config);
+        let server = Server::bind(config).expect("server starts");
+        let addr = server.local_addr();
+        let shutdown = server.shutdown_handle();
+        let thread = thread::spawn(move || server.run().expect("server runs and stops cleanly"));
+        TestServer { addr, dir, shutdown, thread: Some(thread) }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("server.db")
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Stops the server and waits for it; returns the directory so it can be restarted.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.halt();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    fn halt(&mut self) {
+        self.shutdown.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let deadline = Instant::now() + IO_TIMEOUT;
+            while !thread.is_finished() {
+                assert!(Instant::now() < deadline, "server did not stop in time");
+                thread::sleep(Duration::from_millis(10));
+            }
+            let result = thread.join();
+            if !thread::panicking() {
+                result.expect("server thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// A reply as read from the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub version: u8,
+    pub code: u16,
+    pub payload: Vec<u8>,
+}
+
+impl Reply {
+    pub fn is_error(&self) -> bool {
+        self.version == 2 && self.code == 9000 && self.payload.is_empty()
+    }
+}
+
+pub fn request_bytes(caller: ClientId, code: u16, declared: u32, body: &[u8]) -> Vec<u8> {
+    let header = RequestHeader { client_id: caller, version: 2, code, payload_size: declared };
+    let mut bytes = header.encode().to_vec();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+pub fn register_body(name: &str, key: &[u8; 160]) -> Vec<u8> {
+    let mut body = name.as_bytes().to_vec();
+    body.resize(255, 0);
+    body.extend_from_slice(key);
+    body
+}
+
+pub fn send_body(to: ClientId, kind: u8, content: &[u8]) -> Vec<u8> {
+    let mut body = to.0.to_vec();
+    body.push(kind);
+    body.extend_from_slice(&(content.len() as u32).to_le_bytes());
+    body.extend_from_slice(content);
+    body
+}
+
+/// A key that looks like the 160-byte DER public keys real clients send, distinct per seed.
+pub fn test_key(seed: u8) -> [u8; 160] {
+    let mut key = [seed; 160];
+    key[..3].copy_from_slice(&[0x30, 0x81, 0x9d]);
+    key[157..].copy_from_slice(&[0x02, 0x01, 0x11]);
+    key
+}
+
+/// One message of a pull reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    pub from: ClientId,
+    pub id: u32,
+    pub kind: u8,
+    pub content: Vec<u8>,
+}
+
+pub fn parse_pull(payload: &[u8]) -> Vec<Pulled> {
+    let mut messages = Vec::new();
+    let mut rest = payload;
+    while !rest.is_empty() {
+        assert!(rest.len() >= 25, "truncated message header in pull reply");
+        let size = u32::from_le_bytes(rest[21..25].try_into().unwrap()) as usize;
+        messages.push(Pulled {
+            from: ClientId::from_slice(&rest[..16]).unwrap(),
+            id: u32::from_le_bytes(rest[16..20].try_into().unwrap()),
+            kind: rest[20],
+            content: rest[25..25 + size].to_vec(),
+        });
+        rest = &rest[25 + size..];
+    }
+    messages
+}
+
+/// A blocking client on one persistent connection.
+pub struct Client {
+    pub stream: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client { stream }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write request");
+    }
+
+    pub fn read_reply(&mut self) -> Reply {
+        let mut header = [0; 7];
+        self.stream.read_exact(&mut header).expect("read reply header");
+        let header = ReplyHeader::parse(&header);
+        let mut payload = vec![0; header.payload_size as usize];
+        self.stream.read_exact(&mut payload).expect("read reply payload");
+        Reply { version: header.version, code: header.code, payload }
+    }
+
+    /// Sends one request with its true payload size and reads the reply.
+    pub fn call(&mut self, caller: ClientId, code: u16, body: &[u8]) -> Reply {
+        self.call_declared(caller, code, body.len() as u32, body)
+    }
+
+    pub fn call_declared(&mut self, caller: ClientId, code: u16, declared: u32, body: &[u8]) -> Reply {
+        self.send_raw(&request_bytes(caller, code, declared, body));
+        self.read_reply()
+    }
+
+    pub fn register(&mut self, edition: Edition, name: &str) -> ClientId {
+        let reply = self.call(
+            ClientId::default(),
+            edition.request_code(Operation::Register),
+            &register_body(name, &test_key(name.len() as u8)),
+        );
+        assert_eq!(reply.code, edition.reply_code(Operation::Register), "register {name}");
+        ClientId::from_slice(&reply.payload).expect("16-byte client id")
+    }
+
+    /// Sends a message and returns its id.
+    pub fn send(&mut self, edition: Edition, from: ClientId, to: ClientId, kind: u8, content: &[u8]) -> u32 {
+        let reply = self.call(from, edition.request_code(Operation::SendMessage), &send_body(to, kind, content));
+        assert_eq!(reply.code, edition.reply_code(Operation::SendMessage), "send");
+        assert_eq!(&reply.payload[..16], &to.0);
+        u32::from_le_bytes(reply.payload[16..20].try_into().unwrap())
+    }
+
+    pub fn pull(&mut self, edition: Edition, caller: ClientId) -> Vec<Pulled> {
+        let reply = self.call(caller, edition.request_code(Operation::PullMessages), &[]);
+        assert_eq!(reply.code, edition.reply_code(Operation::PullMessages), "pull");
+        parse_pull(&reply.payload)
+    }
+
+    /// Asserts the server closes the connection (EOF) without sending anything more.
+    pub fn expect_closed(&mut self) {
+        let mut byte = [0; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => {}
+            Ok(_) => panic!("expected the connection to be closed, got more bytes"),
+            Err(error) => assert!(
+                matches!(error.kind(), std::io::ErrorKind::ConnectionReset),
+                "expected EOF, got {error}"
+            ),
+        }
+    }
+
+    pub fn finish_writing(&self) {
+        self.stream.shutdown(Shutdown::Write).expect("shutdown write");
+    }
+}
+
+/// The server binary, started as a user would, on an ephemeral port.
+pub struct BinaryServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stdin: Option<ChildStdin>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl BinaryServer {
+    /// Starts `messageu-server` in `dir` with `--port 0` and the extra arguments.
+    pub fn start(dir: &Path, args: &[&str]) -> BinaryServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_messageu-server"))
+            .current_dir(dir)
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn messageu-server");
+        let stderr = child.stderr.take().unwrap();
+        let stdin = child.stdin.take();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (found, addr) = std::sync::mpsc::channel();
+        let lines = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split(',').next().unwrap_or_default().to_owned();
+                    let _ = found.send(addr);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let addr = match addr.recv_timeout(IO_TIMEOUT) {
+            Ok(addr) => addr.parse().expect("listening address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start: {:?}", log.lock().unwrap());
+            }
+        };
+        BinaryServer { child, addr, stdin, log }
+    }
+
+    /// Waits for the process to exit on its own; kills it and fails after the timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("server did not exit; log: {:?}", self.log.lock().unwrap());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        if self.is_running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
