@@ -49,7 +49,6 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            log::error!("{error}");
             eprintln!("messageu-server: {error}");
             ExitCode::FAILURE
         }

@@ -117,6 +117,10 @@ impl Connection {
         &mut self.socket
     }
 
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
     }

@@ -197,13 +197,13 @@ impl Server {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(error.into()),
             }
-            self.turn(&events, &mut scratch)?;
+            self.turn(&events, &mut scratch);
         }
         self.finish()
     }
 
     /// One round: serve ready connections, commit, release and write the replies.
-    fn turn(&mut self, events: &Events, scratch: &mut [u8]) -> Result<(), ServerError> {
+    fn turn(&mut self, events: &Events, scratch: &mut [u8]) {
         let now = Instant::now();
         let mut ready = mem::take(&mut self.needs_service);
         let mut writable = Vec::new();
@@ -227,7 +227,7 @@ impl Server {
             }
         }
         if accept_ready {
-            self.accept(now)?;
+            self.accept(now);
         }
 
         let mut batch = Batch::default();
@@ -258,7 +258,7 @@ impl Server {
         }
         ready.extend(batch.touched);
         ready.extend(writable);
-        self.flush_and_sweep(ready, now)
+        self.flush_and_sweep(ready, now);
     }
 
     /// Deletes the messages delivered since the last round and commits the batch. Returns
@@ -311,7 +311,7 @@ impl Server {
 
     /// Writes what each connection has released, reregisters interest, and removes the
     /// connections that closed.
-    fn flush_and_sweep(&mut self, mut keys: Vec<usize>, now: Instant) -> Result<(), ServerError> {
+    fn flush_and_sweep(&mut self, mut keys: Vec<usize>, now: Instant) {
         keys.sort_unstable();
         keys.dedup();
         let mut batch = Batch::default();
@@ -331,7 +331,14 @@ impl Server {
                 closed.push(key);
                 continue;
             }
-            connection.update_interest(self.poll.registry())?;
+            if let Err(error) = connection.update_interest(self.poll.registry()) {
+                log::warn!(
+                    "{}: cannot watch the connection: {error}",
+                    connection.peer()
+                );
+                closed.push(key);
+                continue;
+            }
             if connection.wants_service() {
                 self.needs_service.push(key);
             }
@@ -343,13 +350,12 @@ impl Server {
             }
             connection.abandon(&mut self.core.in_flight);
         }
-        Ok(())
     }
 
-    fn accept(&mut self, now: Instant) -> Result<(), ServerError> {
+    fn accept(&mut self, now: Instant) {
         self.accept_paused_until = None;
         let Some(listener) = self.listener.as_ref() else {
-            return Ok(());
+            return;
         };
         loop {
             match listener.accept() {
@@ -368,15 +374,16 @@ impl Server {
                     let key = entry.key();
                     let mut connection =
                         Connection::new(socket, key, peer, self.core.config.max_payload);
-                    self.poll.registry().register(
-                        connection.socket(),
-                        Token(key),
-                        Interest::READABLE,
-                    )?;
-                    entry.insert(connection);
-                    log::debug!("{peer}: connected");
+                    let registry = self.poll.registry();
+                    match registry.register(connection.socket(), Token(key), Interest::READABLE) {
+                        Ok(()) => {
+                            entry.insert(connection);
+                            log::debug!("{peer}: connected");
+                        }
+                        Err(error) => log::warn!("{peer}: cannot watch the connection: {error}"),
+                    }
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
                     // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) or anything
@@ -384,7 +391,7 @@ impl Server {
                     // instead of spinning on the error.
                     log::warn!("accept failed: {error}; pausing accepts");
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                    return Ok(());
+                    return;
                 }
             }
         }
