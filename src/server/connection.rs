@@ -10,6 +10,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use super::timers::Timers;
 use super::Env;
 use crate::handlers::Response;
 use crate::protocol::padding::{self, Padding};
@@ -208,9 +209,9 @@ impl Connection {
         }
     }
 
-    fn set_deadline(&mut self, at: Instant, env: &mut Env<'_>) {
+    fn set_deadline(&mut self, at: Instant, timers: &mut Timers) {
         self.deadline = Some(at);
-        env.schedule(at, self.key);
+        timers.schedule(at, self.key);
     }
 
     /// Serves every complete request in the buffer, in order.
@@ -250,7 +251,8 @@ impl Connection {
                 Padding::Undecided => {
                     self.held = Some((frame, len));
                     if self.deadline.is_none() {
-                        self.set_deadline(env.now + env.config().padding_grace, env);
+                        let at = env.now + env.core.config.padding_grace;
+                        self.set_deadline(at, &mut env.core.timers);
                     }
                     break;
                 }
@@ -355,8 +357,14 @@ impl Connection {
     }
 
     /// Writes released replies until the socket would block. Messages of every reply written
-    /// whole are added to `delivered`.
-    pub fn flush(&mut self, delivered: &mut Vec<MessageId>, env: &mut Env<'_>) {
+    /// whole are added to `delivered`. A connection that is done starts lingering until
+    /// `linger_until`.
+    pub fn flush(
+        &mut self,
+        delivered: &mut Vec<MessageId>,
+        timers: &mut Timers,
+        linger_until: Instant,
+    ) {
         while self.output_len > 0 && self.state != State::Closed {
             let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
             let mut count = 0;
@@ -390,7 +398,7 @@ impl Connection {
                     log::debug!("{}: shutdown: {error}", self.peer);
                 }
                 self.state = State::Lingering;
-                self.set_deadline(env.now + env.config().linger, env);
+                self.set_deadline(linger_until, timers);
             }
         }
     }

@@ -71,14 +71,6 @@ pub(crate) struct Env<'a> {
 }
 
 impl Env<'_> {
-    fn schedule(&mut self, at: Instant, key: usize) {
-        self.core.timers.schedule(at, key);
-    }
-
-    fn config(&self) -> &Config {
-        &self.core.config
-    }
-
     /// Runs one request inside the batch's transaction; any failure becomes a 9000 reply.
     fn serve(
         &mut self,
@@ -314,19 +306,13 @@ impl Server {
     fn flush_and_sweep(&mut self, mut keys: Vec<usize>, now: Instant) {
         keys.sort_unstable();
         keys.dedup();
-        let mut batch = Batch::default();
-        let mut env = Env {
-            core: &mut self.core,
-            batch: &mut batch,
-            now,
-            wall_clock: SystemTime::now(),
-        };
+        let linger_until = now + self.core.config.linger;
         let mut closed = Vec::new();
         for key in keys {
             let Some(connection) = self.connections.get_mut(key) else {
                 continue;
             };
-            connection.flush(&mut self.delivered, &mut env);
+            connection.flush(&mut self.delivered, &mut self.core.timers, linger_until);
             if connection.is_closed() {
                 closed.push(key);
                 continue;
