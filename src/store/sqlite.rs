@@ -51,6 +51,9 @@ impl SqliteStore {
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        // No waiting on a lock: only another process can hold one, and start-up should then
+        // fail at once with a clear error.
+        conn.busy_timeout(Duration::ZERO)?;
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         let synchronous = match durability {

@@ -44,7 +44,12 @@ impl TestServer {
         let addr = server.local_addr();
         let shutdown = server.shutdown_handle();
         let thread = thread::spawn(move || server.run().expect("server runs and stops cleanly"));
-        TestServer { addr, dir, shutdown, thread: Some(thread) }
+        TestServer {
+            addr,
+            dir,
+            shutdown,
+            thread: Some(thread),
+        }
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -99,7 +104,12 @@ impl Reply {
 }
 
 pub fn request_bytes(caller: ClientId, code: u16, declared: u32, body: &[u8]) -> Vec<u8> {
-    let header = RequestHeader { client_id: caller, version: 2, code, payload_size: declared };
+    let header = RequestHeader {
+        client_id: caller,
+        version: 2,
+        code,
+        payload_size: declared,
+    };
     let mut bytes = header.encode().to_vec();
     bytes.extend_from_slice(body);
     bytes
@@ -174,11 +184,19 @@ impl Client {
 
     pub fn read_reply(&mut self) -> Reply {
         let mut header = [0; 7];
-        self.stream.read_exact(&mut header).expect("read reply header");
+        self.stream
+            .read_exact(&mut header)
+            .expect("read reply header");
         let header = ReplyHeader::parse(&header);
         let mut payload = vec![0; header.payload_size as usize];
-        self.stream.read_exact(&mut payload).expect("read reply payload");
-        Reply { version: header.version, code: header.code, payload }
+        self.stream
+            .read_exact(&mut payload)
+            .expect("read reply payload");
+        Reply {
+            version: header.version,
+            code: header.code,
+            payload,
+        }
     }
 
     /// Sends one request with its true payload size and reads the reply.
@@ -186,7 +204,13 @@ impl Client {
         self.call_declared(caller, code, body.len() as u32, body)
     }
 
-    pub fn call_declared(&mut self, caller: ClientId, code: u16, declared: u32, body: &[u8]) -> Reply {
+    pub fn call_declared(
+        &mut self,
+        caller: ClientId,
+        code: u16,
+        declared: u32,
+        body: &[u8],
+    ) -> Reply {
         self.send_raw(&request_bytes(caller, code, declared, body));
         self.read_reply()
     }
@@ -197,21 +221,44 @@ impl Client {
             edition.request_code(Operation::Register),
             &register_body(name, &test_key(name.len() as u8)),
         );
-        assert_eq!(reply.code, edition.reply_code(Operation::Register), "register {name}");
+        assert_eq!(
+            reply.code,
+            edition.reply_code(Operation::Register),
+            "register {name}"
+        );
         ClientId::from_slice(&reply.payload).expect("16-byte client id")
     }
 
     /// Sends a message and returns its id.
-    pub fn send(&mut self, edition: Edition, from: ClientId, to: ClientId, kind: u8, content: &[u8]) -> u32 {
-        let reply = self.call(from, edition.request_code(Operation::SendMessage), &send_body(to, kind, content));
-        assert_eq!(reply.code, edition.reply_code(Operation::SendMessage), "send");
+    pub fn send(
+        &mut self,
+        edition: Edition,
+        from: ClientId,
+        to: ClientId,
+        kind: u8,
+        content: &[u8],
+    ) -> u32 {
+        let reply = self.call(
+            from,
+            edition.request_code(Operation::SendMessage),
+            &send_body(to, kind, content),
+        );
+        assert_eq!(
+            reply.code,
+            edition.reply_code(Operation::SendMessage),
+            "send"
+        );
         assert_eq!(&reply.payload[..16], &to.0);
         u32::from_le_bytes(reply.payload[16..20].try_into().unwrap())
     }
 
     pub fn pull(&mut self, edition: Edition, caller: ClientId) -> Vec<Pulled> {
         let reply = self.call(caller, edition.request_code(Operation::PullMessages), &[]);
-        assert_eq!(reply.code, edition.reply_code(Operation::PullMessages), "pull");
+        assert_eq!(
+            reply.code,
+            edition.reply_code(Operation::PullMessages),
+            "pull"
+        );
         parse_pull(&reply.payload)
     }
 
@@ -229,7 +276,9 @@ impl Client {
     }
 
     pub fn finish_writing(&self) {
-        self.stream.shutdown(Shutdown::Write).expect("shutdown write");
+        self.stream
+            .shutdown(Shutdown::Write)
+            .expect("shutdown write");
     }
 }
 
@@ -275,7 +324,12 @@ impl BinaryServer {
                 panic!("server did not start: {:?}", log.lock().unwrap());
             }
         };
-        BinaryServer { child, addr, stdin, log }
+        BinaryServer {
+            child,
+            addr,
+            stdin,
+            log,
+        }
     }
 
     /// Waits for the process to exit on its own; kills it and fails after the timeout.

@@ -1,0 +1,328 @@
+//! The real `messageu-server` binary: stopping it (q, end of input, signals), the port files,
+//! start-up failures, and the command line help.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use messageu::protocol::{ClientId, Edition};
+
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a process started by [`launch`] turned out.
+enum Launch {
+    Listening(BinaryServer),
+    Exited {
+        status: ExitStatus,
+        stdout: String,
+        stderr: String,
+    },
+}
+
+impl Launch {
+    fn listening(self) -> BinaryServer {
+        match self {
+            Launch::Listening(server) => server,
+            Launch::Exited { status, stderr, .. } => {
+                panic!("server exited ({status}) instead of listening: {stderr}")
+            }
+        }
+    }
+
+    fn exited(self) -> (ExitStatus, String, String) {
+        match self {
+            Launch::Exited {
+                status,
+                stdout,
+                stderr,
+            } => (status, stdout, stderr),
+            Launch::Listening(server) => {
+                panic!("server started instead of exiting: {}", server.log_text())
+            }
+        }
+    }
+}
+
+/// Runs `messageu-server` in `dir` with exactly `args` (unlike [`BinaryServer::start`], no
+/// `--port 0`), until it either logs its listening address or exits.
+fn launch(dir: &Path, args: &[&str]) -> Launch {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_messageu-server"))
+        .current_dir(dir)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn messageu-server");
+    let mut stdout_pipe = child.stdout.take().unwrap();
+    let stdout = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout_pipe.read_to_string(&mut text);
+        text
+    });
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (found, listening) = mpsc::channel();
+    let lines = Arc::clone(&log);
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let addr = line.split("listening on ").nth(1).map(|rest| {
+                rest.split(',')
+                    .next()
+                    .unwrap_or_default()
+                    .parse::<SocketAddr>()
+            });
+            lines.lock().unwrap().push(line);
+            if let Some(addr) = addr {
+                let _ = found.send(addr.expect("listening address"));
+            }
+        }
+    });
+    let stdin = child.stdin.take();
+    let mut server = BinaryServer {
+        child,
+        addr: ([127, 0, 0, 1], 0).into(),
+        stdin,
+        log,
+    };
+    match listening.recv_timeout(EXIT_TIMEOUT) {
+        Ok(addr) => {
+            server.addr = addr;
+            Launch::Listening(server)
+        }
+        // Standard error closed: the process is exiting.
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            let status = server.wait_exit(EXIT_TIMEOUT);
+            let stdout = stdout.join().expect("stdout reader");
+            Launch::Exited {
+                status,
+                stdout,
+                stderr: server.log_text(),
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("server neither listened nor exited: {}", server.log_text())
+        }
+    }
+}
+
+fn assert_no_panic(log: &str) {
+    assert!(!log.contains("panicked"), "the server panicked: {log}");
+}
+
+/// Asserts a start-up failure: non-zero exit and one clear `messageu-server: ...` line.
+fn assert_startup_failure(launch: Launch, expected: &str) {
+    let (status, _, stderr) = launch.exited();
+    assert_no_panic(&stderr);
+    assert!(!status.success(), "exit status {status}; log: {stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains(expected))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "not one error line with {expected:?}: {stderr}"
+    );
+    assert!(
+        lines[0].starts_with("messageu-server: "),
+        "error line {:?}",
+        lines[0]
+    );
+}
+
+fn start_on_db(dir: &Path) -> BinaryServer {
+    BinaryServer::start(dir, &["--db", "server.db"])
+}
+
+/// Proves the server still answers: registers a fresh client and returns its id.
+fn assert_serves(server: &BinaryServer, name: &str) -> ClientId {
+    Client::connect(server.addr).register(Edition::Y2024, name)
+}
+
+fn write_stdin(server: &mut BinaryServer, text: &str) {
+    let stdin = server.stdin.as_mut().expect("stdin is open");
+    stdin.write_all(text.as_bytes()).expect("write to stdin");
+    stdin.flush().expect("flush stdin");
+}
+
+fn signal(server: &BinaryServer, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), server.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} failed");
+}
+
+fn assert_clean_exit(server: &mut BinaryServer) {
+    let status = server.wait_exit(EXIT_TIMEOUT);
+    let log = server.log_text();
+    assert_eq!(status.code(), Some(0), "exit status {status}; log: {log}");
+    assert_no_panic(&log);
+    assert!(log.contains("stopped"), "no final log line: {log}");
+}
+
+/// Waits a little and asserts the server is still running.
+fn assert_keeps_running(server: &mut BinaryServer) {
+    thread::sleep(Duration::from_millis(300));
+    assert!(server.is_running(), "server stopped: {}", server.log_text());
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn q_and_enter_stops_the_server_and_other_lines_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_on_db(dir.path());
+    write_stdin(&mut server, "hello\nquit\nqq\n\nstop\n");
+    assert_keeps_running(&mut server);
+    assert_serves(&server, "still here");
+    write_stdin(&mut server, "q\n");
+    assert_clean_exit(&mut server);
+}
+
+#[test]
+fn end_of_standard_input_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_on_db(dir.path());
+    drop(server.stdin.take());
+    assert_keeps_running(&mut server);
+    let alice = assert_serves(&server, "alice");
+    let mut client = Client::connect(server.addr);
+    client.send(Edition::Y2021, alice, alice, 3, b"note to self");
+    assert_eq!(client.pull(Edition::Y2021, alice).len(), 1);
+    signal(&server, "TERM");
+    assert_clean_exit(&mut server);
+}
+
+/// Sends a message, stops the server with `name`, restarts it and pulls the message.
+fn signal_stops_gracefully_and_keeps_messages(name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_on_db(dir.path());
+    let mut client = Client::connect(server.addr);
+    let from = client.register(Edition::Y2022, "sender");
+    let to = client.register(Edition::Y2022, "receiver");
+    let id = client.send(Edition::Y2022, from, to, 3, name.as_bytes());
+    signal(&server, name);
+    assert_clean_exit(&mut server);
+
+    let restarted = start_on_db(dir.path());
+    let pulled = Client::connect(restarted.addr).pull(Edition::Y2026, to);
+    let expected = Pulled {
+        from,
+        id,
+        kind: 3,
+        content: name.as_bytes().to_vec(),
+    };
+    assert_eq!(pulled, vec![expected]);
+}
+
+#[test]
+fn sigterm_stops_the_server_gracefully() {
+    signal_stops_gracefully_and_keeps_messages("TERM");
+}
+
+#[test]
+fn sigint_stops_the_server_gracefully() {
+    signal_stops_gracefully_and_keeps_messages("INT");
+}
+
+/// Starts the server without `--port` in a directory holding `file` with `port`.
+fn listens_on_the_port_in(file: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(dir.path().join(file), format!("{port}\n")).unwrap();
+    let server = launch(dir.path(), &["--bind", "127.0.0.1", "--db", "server.db"]).listening();
+    assert_eq!(server.addr.port(), port, "log: {}", server.log_text());
+    assert_serves(&server, "port file user");
+}
+
+#[test]
+fn the_port_comes_from_myport_info() {
+    listens_on_the_port_in("myport.info");
+}
+
+#[test]
+fn the_port_comes_from_port_info_when_myport_info_is_absent() {
+    listens_on_the_port_in("port.info");
+}
+
+#[test]
+fn an_invalid_port_file_falls_back_to_1357_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("myport.info"), "not a port\n").unwrap();
+    std::fs::write(dir.path().join("port.info"), "2222\n").unwrap();
+    let log = match launch(dir.path(), &["--bind", "127.0.0.1", "--db", "server.db"]) {
+        Launch::Listening(server) => {
+            assert_eq!(server.addr.port(), 1357, "log: {}", server.log_text());
+            server.log_text()
+        }
+        // Port 1357 is busy on this machine: the server must say so and exit.
+        Launch::Exited { status, stderr, .. } => {
+            assert!(!status.success(), "log: {stderr}");
+            assert!(
+                stderr.contains("cannot listen on 127.0.0.1:1357"),
+                "log: {stderr}"
+            );
+            stderr
+        }
+    };
+    assert_no_panic(&log);
+    assert!(
+        log.contains("myport.info holds no valid port"),
+        "log: {log}"
+    );
+    assert!(log.contains("using the default port 1357"), "log: {log}");
+}
+
+#[test]
+fn a_database_that_cannot_be_opened_fails_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("a directory")).unwrap();
+    for db in ["no such directory/server.db", "a directory"] {
+        let args = ["--bind", "127.0.0.1", "--port", "0", "--db", db];
+        assert_startup_failure(launch(dir.path(), &args), "cannot open the database");
+    }
+}
+
+#[test]
+fn a_database_in_use_by_another_server_fails_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start_on_db(dir.path());
+    let started = Instant::now();
+    let args = ["--bind", "127.0.0.1", "--port", "0", "--db", "server.db"];
+    assert_startup_failure(launch(dir.path(), &args), "cannot open the database");
+    assert!(started.elapsed() < EXIT_TIMEOUT);
+    assert_serves(&first, "first server still works");
+}
+
+#[test]
+fn help_mentions_every_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, stdout, stderr) = launch(dir.path(), &["--help"]).exited();
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    let options = [
+        "--port",
+        "--bind",
+        "--db",
+        "--durability",
+        "--max-payload",
+        "--max-connections",
+    ];
+    for option in options {
+        assert!(stdout.contains(option), "--help lacks {option}: {stdout}");
+    }
+}
