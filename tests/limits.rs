@@ -201,3 +201,53 @@ fn a_client_that_pipelines_without_reading_gets_every_reply_in_order() {
     }
     writer.join().unwrap();
 }
+
+#[test]
+fn clients_pipelining_floods_of_requests_do_not_stall_the_others() {
+    let server = TestServer::start();
+    let mut polite = server.connect();
+    let me = polite.register(EDITION, "polite");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Each flooder pipelines thousands of pulls for an unknown id and drains the 9000 replies.
+    let flooders: Vec<_> = (0..16)
+        .map(|_| {
+            let mut client = server.connect();
+            let stop = std::sync::Arc::clone(&stop);
+            let pull = EDITION.request_code(Operation::PullMessages);
+            let burst: Vec<u8> = (0..5_000)
+                .flat_map(|_| request_bytes(ClientId([0xEE; 16]), pull, 0, &[]))
+                .collect();
+            thread::spawn(move || {
+                let mut reader = client.stream.try_clone().unwrap();
+                let drain = thread::spawn(move || {
+                    let mut sink = [0; 64 << 10];
+                    while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+                });
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    client.send_raw(&burst);
+                }
+                // Hang up rather than wait for the server to answer everything still queued.
+                let _ = client.stream.shutdown(std::net::Shutdown::Both);
+                drain.join().unwrap();
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    let mut round_trips: Vec<Duration> = (0..40)
+        .map(|_| {
+            let start = Instant::now();
+            assert_eq!(polite.call(me, list_code(), &[]).code, 2101);
+            start.elapsed()
+        })
+        .collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for flooder in flooders {
+        flooder.join().unwrap();
+    }
+    round_trips.sort();
+    let median = round_trips[round_trips.len() / 2];
+    assert!(
+        median < Duration::from_millis(50),
+        "median round trip {median:?} under a flood"
+    );
+}

@@ -20,9 +20,10 @@ const SEND_ALIGNMENT_SLACK: u64 = 3;
 /// [`FrameDecoder::decode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frame {
-    /// A complete request: the header, then `body_len` bytes of body.
+    /// A complete request of a known code: the header, then `body_len` bytes of body.
     Request {
         header: RequestHeader,
+        code: RequestCode,
         body_len: usize,
     },
     /// A request whose declared size does not fit its code (or an unknown code); its declared
@@ -60,8 +61,8 @@ pub enum Step {
 
 /// How the body of a request is delimited, decided from its header alone.
 enum BodyRule {
-    Exact(usize),
-    SendMessage,
+    Exact(RequestCode, usize),
+    SendMessage(RequestCode),
     Skip,
 }
 
@@ -95,8 +96,8 @@ impl FrameDecoder {
             return fatal(header, FatalReason::PayloadTooLarge(header.payload_size));
         }
         match body_rule(&header) {
-            BodyRule::Exact(body_len) => exact(header, body_len, buf),
-            BodyRule::SendMessage => send_message(header, buf),
+            BodyRule::Exact(code, body_len) => exact(header, code, body_len, buf),
+            BodyRule::SendMessage(code) => send_message(header, code, buf),
             BodyRule::Skip if header.payload_size == 0 => Step::Frame {
                 frame: Frame::Rejected { header },
                 len: REQUEST_HEADER_LEN,
@@ -136,13 +137,13 @@ fn body_rule(header: &RequestHeader) -> BodyRule {
     };
     let size = header.payload_size as usize;
     match (code.operation, size) {
-        (Operation::Register, REGISTER_PAYLOAD_LEN) => BodyRule::Exact(REGISTER_PAYLOAD_LEN),
-        (Operation::ListClients | Operation::PullMessages, 0) => BodyRule::Exact(0),
+        (Operation::Register, REGISTER_PAYLOAD_LEN) => BodyRule::Exact(code, REGISTER_PAYLOAD_LEN),
+        (Operation::ListClients | Operation::PullMessages, 0) => BodyRule::Exact(code, 0),
         // Size 0 is a quirk of some clients: the target id follows the header anyway.
         (Operation::PublicKey, 0 | PUBLIC_KEY_REQUEST_LEN) => {
-            BodyRule::Exact(PUBLIC_KEY_REQUEST_LEN)
+            BodyRule::Exact(code, PUBLIC_KEY_REQUEST_LEN)
         }
-        (Operation::SendMessage, _) => BodyRule::SendMessage,
+        (Operation::SendMessage, _) => BodyRule::SendMessage(code),
         _ => BodyRule::Skip,
     }
 }
@@ -154,18 +155,22 @@ fn fatal(header: RequestHeader, reason: FatalReason) -> Step {
     }
 }
 
-fn exact(header: RequestHeader, body_len: usize, buf: &[u8]) -> Step {
+fn exact(header: RequestHeader, code: RequestCode, body_len: usize, buf: &[u8]) -> Step {
     let len = REQUEST_HEADER_LEN + body_len;
     if buf.len() < len {
         return Step::NeedMore;
     }
     Step::Frame {
-        frame: Frame::Request { header, body_len },
+        frame: Frame::Request {
+            header,
+            code,
+            body_len,
+        },
         len,
     }
 }
 
-fn send_message(header: RequestHeader, buf: &[u8]) -> Step {
+fn send_message(header: RequestHeader, code: RequestCode, buf: &[u8]) -> Step {
     let declared = header.payload_size;
     if (declared as usize) < SEND_HEADER_LEN {
         return fatal(header, FatalReason::SendTooShort(declared));
@@ -181,7 +186,7 @@ fn send_message(header: RequestHeader, buf: &[u8]) -> Step {
         return fatal(header, FatalReason::SendSizeMismatch { declared, content });
     }
     // exact_size <= declared <= max_payload, so it fits in usize.
-    exact(header, exact_size as usize, buf)
+    exact(header, code, exact_size as usize, buf)
 }
 
 #[cfg(test)]
@@ -190,6 +195,14 @@ mod tests {
     use crate::protocol::types::ClientId;
 
     const MAX: u32 = 1 << 20;
+
+    fn request_frame(code: u16, payload_size: u32, body_len: usize) -> Frame {
+        Frame::Request {
+            header: header(code, payload_size),
+            code: RequestCode::from_wire(code).unwrap(),
+            body_len,
+        }
+    }
 
     fn header(code: u16, payload_size: u32) -> RequestHeader {
         RequestHeader {
@@ -249,10 +262,7 @@ mod tests {
             assert_eq!(
                 step,
                 Step::Frame {
-                    frame: Frame::Request {
-                        header: header(code, 0),
-                        body_len: 0
-                    },
+                    frame: request_frame(code, 0, 0),
                     len: 23
                 }
             );
@@ -267,10 +277,7 @@ mod tests {
         assert_eq!(
             decoder.decode(&bytes),
             Step::Frame {
-                frame: Frame::Request {
-                    header: header(602, 0),
-                    body_len: 16
-                },
+                frame: request_frame(602, 0, 16),
                 len: 39
             }
         );
@@ -284,16 +291,7 @@ mod tests {
             bytes.extend_from_slice(&request(604, 0, &[]));
             let frames = dribble(&bytes);
             assert_eq!(frames.len(), 2, "declared {declared}");
-            assert_eq!(
-                frames[0],
-                (
-                    Frame::Request {
-                        header: header(603, declared),
-                        body_len: 26
-                    },
-                    49
-                )
-            );
+            assert_eq!(frames[0], (request_frame(603, declared, 26), 49));
             assert!(matches!(frames[1].0, Frame::Request { body_len: 0, .. }));
         }
     }
@@ -355,10 +353,7 @@ mod tests {
                 Frame::Rejected {
                     header: header(602, 5)
                 },
-                Frame::Request {
-                    header: header(601, 0),
-                    body_len: 0
-                },
+                request_frame(601, 0, 0),
             ]
         );
     }

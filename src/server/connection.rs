@@ -14,15 +14,16 @@ use super::timers::Timers;
 use super::Env;
 use crate::handlers::Response;
 use crate::protocol::padding::{self, Padding};
-use crate::protocol::{
-    Frame, FrameDecoder, MessageId, Reply, RequestCode, Step, REQUEST_HEADER_LEN,
-};
+use crate::protocol::{Frame, FrameDecoder, MessageId, Reply, Step, REQUEST_HEADER_LEN};
 
 /// Unsent reply bytes above which a connection's requests are no longer read: a client that
 /// pipelines without reading replies cannot make the server buffer without bound.
 const OUTPUT_HIGH_WATER: usize = 256 << 10;
 /// Bytes read from one connection per turn, so one fast sender cannot starve the others.
 const READ_BUDGET: usize = 1 << 20;
+/// Requests served from one connection per turn, so that a client pipelining thousands of
+/// requests cannot make everyone else wait for the end of its turn.
+const REQUESTS_PER_TURN: usize = 64;
 /// Input buffers larger than this are given back once empty (after a large request).
 const INPUT_KEEP_CAPACITY: usize = 64 << 10;
 /// Most reply buffers handed to one vectored write.
@@ -68,8 +69,10 @@ pub(crate) struct Connection {
     /// A complete request held until its padding can be classified.
     held: Option<(Frame, usize)>,
     grace_expired: bool,
-    /// Processing stopped on backpressure with input left to process.
+    /// Processing stopped (backpressure, turn budget) with input left to process.
     stalled: bool,
+    /// Requests this connection may still serve in the current turn.
+    requests_left: usize,
 
     staged: Vec<Staged>,
     staged_len: usize,
@@ -103,6 +106,7 @@ impl Connection {
             held: None,
             grace_expired: false,
             stalled: false,
+            requests_left: REQUESTS_PER_TURN,
             staged: Vec::new(),
             staged_len: 0,
             output: VecDeque::new(),
@@ -134,6 +138,11 @@ impl Connection {
         self.output_len + self.staged_len > OUTPUT_HIGH_WATER
     }
 
+    /// Whether requests must wait: too much unsent output, or this turn's budget is spent.
+    fn must_pause(&self) -> bool {
+        self.backpressured() || self.requests_left == 0
+    }
+
     /// Whether the loop should come back to this connection without waiting for an event:
     /// bytes may be left in the socket, or requests in the buffer, after a budget or
     /// backpressure stop.
@@ -147,10 +156,11 @@ impl Connection {
 
     /// Reads what the socket holds (within the budget) and serves the complete requests.
     pub fn on_readable(&mut self, env: &mut Env<'_>, scratch: &mut [u8]) {
+        self.requests_left = REQUESTS_PER_TURN;
         self.process(env);
         let mut budget = READ_BUDGET;
         while self.readable && budget > 0 && self.state != State::Closed {
-            if self.state == State::Open && self.backpressured() {
+            if self.state == State::Open && self.must_pause() {
                 break;
             }
             match self.socket.read(scratch) {
@@ -218,7 +228,7 @@ impl Connection {
     fn process(&mut self, env: &mut Env<'_>) {
         self.stalled = false;
         while self.state == State::Open {
-            if self.backpressured() {
+            if self.must_pause() {
                 self.stalled = self.input_start < self.input.len() || self.held.is_some();
                 break;
             }
@@ -279,16 +289,18 @@ impl Connection {
     /// Runs one framed request (still at the start of the unconsumed input) and stages its
     /// reply.
     fn serve(&mut self, frame: Frame, padded: bool, env: &mut Env<'_>) {
+        self.requests_left = self.requests_left.saturating_sub(1);
         let response = match frame {
-            Frame::Request { header, body_len } => match RequestCode::from_wire(header.code) {
-                Some(code) => {
-                    let body_start = self.input_start + REQUEST_HEADER_LEN;
-                    let body = &self.input[body_start..body_start + body_len];
-                    log::debug!("{}: {code:?} from {}", self.peer, header.client_id);
-                    env.serve(code, header.client_id, body, self.peer)
-                }
-                None => Response::error(),
-            },
+            Frame::Request {
+                header,
+                code,
+                body_len,
+            } => {
+                let body_start = self.input_start + REQUEST_HEADER_LEN;
+                let body = &self.input[body_start..body_start + body_len];
+                log::debug!("{}: {code:?} from {}", self.peer, header.client_id);
+                env.serve(code, header.client_id, body, self.peer)
+            }
             Frame::Rejected { header } => {
                 log::warn!(
                     "{}: request code {} with payload size {} rejected",

@@ -222,6 +222,8 @@ impl Server {
             self.accept(now);
         }
 
+        ready.sort_unstable();
+        ready.dedup();
         let mut batch = Batch::default();
         let mut env = Env {
             core: &mut self.core,
@@ -256,49 +258,52 @@ impl Server {
     /// Deletes the messages delivered since the last round and commits the batch. Returns
     /// whether the batch's replies may be released as produced.
     fn commit(&mut self, batch: &mut Batch, now: Instant) -> bool {
-        let store = &mut self.core.store;
         let due = self.delete_retry_at.is_none_or(|at| at <= now);
         let deleting = if due {
             mem::take(&mut self.delivered)
         } else {
             Vec::new()
         };
-        let mut deleted = false;
-        if !deleting.is_empty() {
-            let result = if batch.open {
-                Ok(())
-            } else {
-                store.begin_batch()
+        let deleted = !deleting.is_empty() && self.delete_in_batch(batch, &deleting);
+        let committed = !batch.open
+            || match self.core.store.commit_batch() {
+                Ok(()) => true,
+                Err(error) => {
+                    let replies = batch.touched.len();
+                    log::error!(
+                        "commit failed, replies on {replies} connections become errors: {error}"
+                    );
+                    false
+                }
             };
-            batch.open |= result.is_ok();
-            match result.and_then(|()| store.delete_messages(&deleting)) {
-                Ok(()) => deleted = true,
-                Err(error) => log::error!("cannot delete delivered messages: {error}"),
-            }
-        }
-        if !batch.open {
-            return true;
-        }
-        let committed = match store.commit_batch() {
-            Ok(()) => true,
-            Err(error) => {
-                log::error!(
-                    "commit failed, {} replies become errors: {error}",
-                    batch.touched.len()
-                );
-                false
-            }
-        };
         if committed && deleted {
             for id in &deleting {
                 self.core.in_flight.remove(id);
             }
             self.delete_retry_at = None;
         } else if !deleting.is_empty() {
+            // Still in flight, so not pulled again; retried shortly.
             self.delivered.extend(deleting);
             self.delete_retry_at = Some(now + DELETE_RETRY);
         }
         committed
+    }
+
+    fn delete_in_batch(&mut self, batch: &mut Batch, ids: &[MessageId]) -> bool {
+        let store = &mut self.core.store;
+        let result = if batch.open {
+            Ok(())
+        } else {
+            store.begin_batch()
+        };
+        batch.open |= result.is_ok();
+        match result.and_then(|()| store.delete_messages(ids)) {
+            Ok(()) => true,
+            Err(error) => {
+                log::error!("cannot delete {} delivered messages: {error}", ids.len());
+                false
+            }
+        }
     }
 
     /// Writes what each connection has released, reregisters interest, and removes the

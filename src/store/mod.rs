@@ -35,8 +35,8 @@ pub enum StoreError {
     NameTaken,
     #[error("the batch's transaction was rolled back by the database; it is retried as a whole")]
     BatchAborted,
-    #[error("no free message id")]
-    MessageIdsExhausted,
+    #[error("no free id found")]
+    IdsExhausted,
     #[error("the database holds a malformed {0}")]
     Corrupt(&'static str),
     #[error(

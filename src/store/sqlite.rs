@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
+use rusqlite::{ffi, params, Connection, OpenFlags, OptionalExtension};
 
 use super::{migrations, NewMessage, Store, StoreError, StoredMessage, PULLED_MESSAGE_HEADER_LEN};
 use crate::protocol::{ClientId, MessageId, PublicKey, PUBLIC_KEY_LEN};
@@ -15,6 +15,8 @@ const LAST_SEEN_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How many taken message ids an insert steps over before giving up.
 const MESSAGE_ID_ATTEMPTS: u32 = 1 << 16;
+/// How many random client ids a registration tries.
+const CLIENT_ID_ATTEMPTS: u32 = 8;
 
 /// What a COMMIT waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -118,21 +120,29 @@ impl SqliteStore {
         let mut insert = self.conn.prepare_cached(
             "INSERT INTO messages (ID, ToClient, FromClient, Type, Content) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        match insert.execute(params![
+        inserted_unless_id_taken(insert.execute(params![
             id,
             &message.to.0[..],
             &message.from.0[..],
             message.kind as u8,
             message.content
-        ]) {
-            Ok(_) => Ok(true),
-            Err(rusqlite::Error::SqliteFailure(error, _))
-                if error.code == ErrorCode::ConstraintViolation =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(error.into()),
+        ]))
+    }
+}
+
+/// Whether an insert succeeded (`true`) or found its id taken (`false`). Other constraint
+/// failures, such as a column an adopted database requires, are errors: retrying them with
+/// another id would never succeed.
+fn inserted_unless_id_taken(result: rusqlite::Result<usize>) -> Result<bool, StoreError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(rusqlite::Error::SqliteFailure(error, _))
+            if error.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                || error.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE =>
+        {
+            Ok(false)
         }
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -229,23 +239,15 @@ impl Store for SqliteStore {
                  VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%SZ', ?4, 'unixepoch'))",
             )?;
             // A random 122-bit id collides with an existing one practically never; retry anyway.
-            loop {
+            for _ in 0..CLIENT_ID_ATTEMPTS {
                 let id = ClientId::random();
-                match insert.execute(params![
-                    &id.0[..],
-                    name,
-                    &public_key.0[..],
-                    unix_seconds(at)
-                ]) {
-                    Ok(_) => {
-                        store.batch_wrote = true;
-                        return Ok(id);
-                    }
-                    Err(rusqlite::Error::SqliteFailure(error, _))
-                        if error.code == ErrorCode::ConstraintViolation => {}
-                    Err(error) => return Err(error.into()),
+                let params = params![&id.0[..], name, &public_key.0[..], unix_seconds(at)];
+                if inserted_unless_id_taken(insert.execute(params))? {
+                    store.batch_wrote = true;
+                    return Ok(id);
                 }
             }
+            Err(StoreError::IdsExhausted)
         })
     }
 
@@ -295,7 +297,7 @@ impl Store for SqliteStore {
                     return Ok(MessageId(id));
                 }
             }
-            Err(StoreError::MessageIdsExhausted)
+            Err(StoreError::IdsExhausted)
         })
     }
 
@@ -463,6 +465,22 @@ mod tests {
             .map(|m| m.id)
             .collect();
         assert_eq!(order, vec![MessageId(1), MessageId(u32::MAX), MessageId(2)]);
+    }
+
+    #[test]
+    fn a_constraint_of_an_adopted_database_fails_instead_of_retrying() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("adopted.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE clients (ID BLOB PRIMARY KEY, UserName TEXT UNIQUE, \
+                 PublicKey BLOB, LastSeen TEXT, Extra TEXT NOT NULL)",
+            )
+            .unwrap();
+        let mut store = SqliteStore::open(&path, Durability::Normal).unwrap();
+        let result = store.register_client("x", &key(0), SystemTime::now());
+        assert!(matches!(result, Err(StoreError::Sqlite(_))), "{result:?}");
     }
 
     #[test]
