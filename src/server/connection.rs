@@ -41,6 +41,12 @@ pub(crate) enum State {
     Closed,
 }
 
+/// A released reply, and the messages it delivers once written whole.
+struct Outgoing {
+    bytes: Vec<u8>,
+    delivered: Vec<MessageId>,
+}
+
 /// A reply produced in the current batch, released to the socket only after the commit.
 struct Staged {
     response: Response,
@@ -76,15 +82,10 @@ pub(crate) struct Connection {
 
     staged: Vec<Staged>,
     staged_len: usize,
-    output: VecDeque<Vec<u8>>,
+    output: VecDeque<Outgoing>,
     /// Bytes of `output.front()` already written.
     output_offset: usize,
     output_len: usize,
-    /// Reply bytes queued and written since the connection opened.
-    queued: u64,
-    written: u64,
-    /// Messages carried by replies, with the stream offset at which each reply is complete.
-    deliveries: VecDeque<(u64, Vec<MessageId>)>,
 }
 
 impl Connection {
@@ -112,9 +113,6 @@ impl Connection {
             output: VecDeque::new(),
             output_offset: 0,
             output_len: 0,
-            queued: 0,
-            written: 0,
-            deliveries: VecDeque::new(),
         }
     }
 
@@ -358,12 +356,8 @@ impl Connection {
                 (Reply::error(), Vec::new())
             };
             let bytes = reply.into_bytes(padded);
-            self.queued += bytes.len() as u64;
             self.output_len += bytes.len();
-            self.output.push_back(bytes);
-            if !delivered.is_empty() {
-                self.deliveries.push_back((self.queued, delivered));
-            }
+            self.output.push_back(Outgoing { bytes, delivered });
         }
         self.staged_len = 0;
     }
@@ -380,25 +374,17 @@ impl Connection {
         while self.output_len > 0 && self.state != State::Closed {
             let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
             let mut count = 0;
-            for (index, buffer) in self.output.iter().take(MAX_WRITE_SLICES).enumerate() {
+            for (index, outgoing) in self.output.iter().take(MAX_WRITE_SLICES).enumerate() {
                 let skip = if index == 0 { self.output_offset } else { 0 };
-                slices[index] = IoSlice::new(&buffer[skip..]);
+                slices[index] = IoSlice::new(&outgoing.bytes[skip..]);
                 count += 1;
             }
             match self.socket.write_vectored(&slices[..count]) {
                 Ok(0) => self.fail("write", &io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.advance_output(n),
+                Ok(n) => self.advance_output(n, delivered),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => self.fail("write", &error),
-            }
-        }
-        while let Some((end, _)) = self.deliveries.front() {
-            if *end > self.written {
-                break;
-            }
-            if let Some((_, ids)) = self.deliveries.pop_front() {
-                delivered.extend(ids);
             }
         }
         if self.state == State::ClosingAfterFlush && self.output_len == 0 && self.staged.is_empty()
@@ -415,20 +401,23 @@ impl Connection {
         }
     }
 
-    fn advance_output(&mut self, mut n: usize) {
-        self.written += n as u64;
+    /// Drops `n` written bytes from the output; the messages of replies now written whole go
+    /// to `delivered`.
+    fn advance_output(&mut self, mut n: usize, delivered: &mut Vec<MessageId>) {
         self.output_len -= n;
         while n > 0 {
             let Some(front) = self.output.front() else {
                 break;
             };
-            let left = front.len() - self.output_offset;
+            let left = front.bytes.len() - self.output_offset;
             if n < left {
                 self.output_offset += n;
                 break;
             }
             n -= left;
-            self.output.pop_front();
+            if let Some(done) = self.output.pop_front() {
+                delivered.extend(done.delivered);
+            }
             self.output_offset = 0;
         }
     }
@@ -470,10 +459,16 @@ impl Connection {
         for staged in &self.staged {
             forget(&staged.response.delivered, in_flight);
         }
-        for (_, ids) in &self.deliveries {
+        let unwritten: Vec<&[MessageId]> = self
+            .output
+            .iter()
+            .map(|outgoing| outgoing.delivered.as_slice())
+            .filter(|ids| !ids.is_empty())
+            .collect();
+        for ids in &unwritten {
             forget(ids, in_flight);
         }
-        if !self.deliveries.is_empty() {
+        if !unwritten.is_empty() {
             log::warn!(
                 "{}: connection lost before a pull reply was written; its messages stay queued",
                 self.peer
