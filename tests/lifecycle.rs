@@ -3,12 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::Write;
+use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,102 +15,10 @@ use messageu::protocol::{ClientId, Edition};
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How a process started by [`launch`] turned out.
-enum Launch {
-    Listening(BinaryServer),
-    Exited {
-        status: ExitStatus,
-        stdout: String,
-        stderr: String,
-    },
-}
-
-impl Launch {
-    fn listening(self) -> BinaryServer {
-        match self {
-            Launch::Listening(server) => server,
-            Launch::Exited { status, stderr, .. } => {
-                panic!("server exited ({status}) instead of listening: {stderr}")
-            }
-        }
-    }
-
-    fn exited(self) -> (ExitStatus, String, String) {
-        match self {
-            Launch::Exited {
-                status,
-                stdout,
-                stderr,
-            } => (status, stdout, stderr),
-            Launch::Listening(server) => {
-                panic!("server started instead of exiting: {}", server.log_text())
-            }
-        }
-    }
-}
-
 /// Runs `messageu-server` in `dir` with exactly `args` (unlike [`BinaryServer::start`], no
 /// `--port 0`), until it either logs its listening address or exits.
-fn launch(dir: &Path, args: &[&str]) -> Launch {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_messageu-server"))
-        .current_dir(dir)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn messageu-server");
-    let mut stdout_pipe = child.stdout.take().unwrap();
-    let stdout = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout_pipe.read_to_string(&mut text);
-        text
-    });
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (found, listening) = mpsc::channel();
-    let lines = Arc::clone(&log);
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let addr = line.split("listening on ").nth(1).map(|rest| {
-                rest.split(',')
-                    .next()
-                    .unwrap_or_default()
-                    .parse::<SocketAddr>()
-            });
-            lines.lock().unwrap().push(line);
-            if let Some(addr) = addr {
-                let _ = found.send(addr.expect("listening address"));
-            }
-        }
-    });
-    let stdin = child.stdin.take();
-    let mut server = BinaryServer {
-        child,
-        addr: ([127, 0, 0, 1], 0).into(),
-        stdin,
-        log,
-    };
-    match listening.recv_timeout(EXIT_TIMEOUT) {
-        Ok(addr) => {
-            server.addr = addr;
-            Launch::Listening(server)
-        }
-        // Standard error closed: the process is exiting.
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            let status = server.wait_exit(EXIT_TIMEOUT);
-            let stdout = stdout.join().expect("stdout reader");
-            Launch::Exited {
-                status,
-                stdout,
-                stderr: server.log_text(),
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("server neither listened nor exited: {}", server.log_text())
-        }
-    }
+fn launch_in(dir: &Path, args: &[&str]) -> Launch {
+    launch(server_command(dir, args))
 }
 
 fn assert_no_panic(log: &str) {
@@ -245,7 +151,7 @@ fn listens_on_the_port_in(file: &str) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     std::fs::write(dir.path().join(file), format!("{port}\n")).unwrap();
-    let server = launch(dir.path(), &["--bind", "127.0.0.1", "--db", "server.db"]).listening();
+    let server = launch_in(dir.path(), &["--bind", "127.0.0.1", "--db", "server.db"]).listening();
     assert_eq!(server.addr.port(), port, "log: {}", server.log_text());
     assert_serves(&server, "port file user");
 }
@@ -265,7 +171,7 @@ fn an_invalid_port_file_falls_back_to_1357_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("myport.info"), "not a port\n").unwrap();
     std::fs::write(dir.path().join("port.info"), "2222\n").unwrap();
-    let log = match launch(dir.path(), &["--bind", "127.0.0.1", "--db", "server.db"]) {
+    let log = match launch_in(dir.path(), &["--bind", "127.0.0.1", "--db", "server.db"]) {
         Launch::Listening(server) => {
             assert_eq!(server.addr.port(), 1357, "log: {}", server.log_text());
             server.log_text()
@@ -294,7 +200,7 @@ fn a_database_that_cannot_be_opened_fails_start_up() {
     std::fs::create_dir(dir.path().join("a directory")).unwrap();
     for db in ["no such directory/server.db", "a directory"] {
         let args = ["--bind", "127.0.0.1", "--port", "0", "--db", db];
-        assert_startup_failure(launch(dir.path(), &args), "cannot open the database");
+        assert_startup_failure(launch_in(dir.path(), &args), "cannot open the database");
     }
 }
 
@@ -304,7 +210,7 @@ fn a_database_in_use_by_another_server_fails_start_up() {
     let first = start_on_db(dir.path());
     let started = Instant::now();
     let args = ["--bind", "127.0.0.1", "--port", "0", "--db", "server.db"];
-    assert_startup_failure(launch(dir.path(), &args), "cannot open the database");
+    assert_startup_failure(launch_in(dir.path(), &args), "cannot open the database");
     assert!(started.elapsed() < EXIT_TIMEOUT);
     assert_serves(&first, "first server still works");
 }
@@ -312,7 +218,7 @@ fn a_database_in_use_by_another_server_fails_start_up() {
 #[test]
 fn help_mentions_every_option() {
     let dir = tempfile::tempdir().unwrap();
-    let (status, stdout, stderr) = launch(dir.path(), &["--help"]).exited();
+    let (status, stdout, stderr) = launch_in(dir.path(), &["--help"]).exited();
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
     let options = [
         "--port",

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -76,40 +76,17 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn running_out_of_descriptors_neither_kills_nor_spins_the_loop() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    command
         .arg("-c")
         .arg(format!(
             "ulimit -n 48 && exec '{}' --bind 127.0.0.1 --port 0 --max-connections 1000 --db server.db",
             env!("CARGO_BIN_EXE_messageu-server")
         ))
         .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn server under a low descriptor limit");
-    let pid = child.id();
-    let stderr = child.stderr.take().unwrap();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (log_tx, log_rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = addr_tx.send(rest.split(',').next().unwrap_or_default().to_owned());
-            }
-            let _ = log_tx.send(line);
-        }
-    });
-    let guard = KillOnDrop(child);
-    let addr: std::net::SocketAddr = addr_rx
-        .recv_timeout(IO_TIMEOUT)
-        .expect("server started")
-        .parse()
-        .unwrap();
+        .env("RUST_LOG", "info");
+    let server = launch(command).listening();
+    let (pid, addr) = (server.child.id(), server.addr);
 
     let mut first = Client::connect(addr);
     let me = first.register(EDITION, "owner");
@@ -149,21 +126,8 @@ fn running_out_of_descriptors_neither_kills_nor_spins_the_loop() {
             "server never recovered from EMFILE"
         );
     }
-    let log: Vec<String> = log_rx.try_iter().collect();
-    assert!(
-        log.iter().any(|line| line.contains("accept failed")),
-        "EMFILE is logged: {log:?}"
-    );
-    drop(guard);
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    let log = server.log_text();
+    assert!(log.contains("accept failed"), "EMFILE is logged: {log}");
 }
 
 #[test]

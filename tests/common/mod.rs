@@ -5,8 +5,8 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -282,7 +282,7 @@ impl Client {
     }
 }
 
-/// The server binary, started as a user would, on an ephemeral port.
+/// The server binary, started as a user would.
 pub struct BinaryServer {
     pub child: Child,
     pub addr: SocketAddr,
@@ -290,46 +290,113 @@ pub struct BinaryServer {
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
-impl BinaryServer {
-    /// Starts `messageu-server` in `dir` with `--port 0` and the extra arguments.
-    pub fn start(dir: &Path, args: &[&str]) -> BinaryServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_messageu-server"))
-            .current_dir(dir)
-            .args(["--bind", "127.0.0.1", "--port", "0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn messageu-server");
-        let stderr = child.stderr.take().unwrap();
-        let stdin = child.stdin.take();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (found, addr) = std::sync::mpsc::channel();
-        let lines = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split(',').next().unwrap_or_default().to_owned();
-                    let _ = found.send(addr);
-                }
-                lines.lock().unwrap().push(line);
+/// How a server process started by [`launch`] turned out.
+pub enum Launch {
+    Listening(BinaryServer),
+    Exited {
+        status: ExitStatus,
+        stdout: String,
+        stderr: String,
+    },
+}
+
+impl Launch {
+    pub fn listening(self) -> BinaryServer {
+        match self {
+            Launch::Listening(server) => server,
+            Launch::Exited { status, stderr, .. } => {
+                panic!("server exited ({status}) instead of listening: {stderr}")
             }
-        });
-        let addr = match addr.recv_timeout(IO_TIMEOUT) {
-            Ok(addr) => addr.parse().expect("listening address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start: {:?}", log.lock().unwrap());
-            }
-        };
-        BinaryServer {
-            child,
-            addr,
-            stdin,
-            log,
         }
+    }
+
+    /// The exit status, standard output and standard error of a process that did not listen.
+    pub fn exited(self) -> (ExitStatus, String, String) {
+        match self {
+            Launch::Exited {
+                status,
+                stdout,
+                stderr,
+            } => (status, stdout, stderr),
+            Launch::Listening(server) => {
+                panic!("server started instead of exiting: {}", server.log_text())
+            }
+        }
+    }
+}
+
+/// A command running `messageu-server` in `dir` with `args`, logging at info.
+pub fn server_command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_messageu-server"));
+    command.current_dir(dir).args(args).env("RUST_LOG", "info");
+    command
+}
+
+/// Runs a server command until it either logs its listening address or exits.
+pub fn launch(mut command: Command) -> Launch {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn messageu-server");
+    let mut stdout_pipe = child.stdout.take().unwrap();
+    let stdout = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout_pipe.read_to_string(&mut text);
+        text
+    });
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (found, listening) = mpsc::channel();
+    let lines = Arc::clone(&log);
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let addr = line
+                .split("listening on ")
+                .nth(1)
+                .and_then(|rest| rest.split(',').next())
+                .map(|addr| addr.parse::<SocketAddr>().expect("listening address"));
+            lines.lock().unwrap().push(line);
+            if let Some(addr) = addr {
+                let _ = found.send(addr);
+            }
+        }
+    });
+    let stdin = child.stdin.take();
+    let mut server = BinaryServer {
+        child,
+        addr: ([127, 0, 0, 1], 0).into(),
+        stdin,
+        log,
+    };
+    match listening.recv_timeout(IO_TIMEOUT) {
+        Ok(addr) => {
+            server.addr = addr;
+            Launch::Listening(server)
+        }
+        // Standard error closed: the process is exiting.
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            let status = server.wait_exit(IO_TIMEOUT);
+            let stdout = stdout.join().expect("stdout reader");
+            Launch::Exited {
+                status,
+                stdout,
+                stderr: server.log_text(),
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("server neither listened nor exited: {}", server.log_text())
+        }
+    }
+}
+
+impl BinaryServer {
+    /// Starts `messageu-server` in `dir` on an ephemeral loopback port, with the extra arguments.
+    pub fn start(dir: &Path, args: &[&str]) -> BinaryServer {
+        let mut command = server_command(dir, &["--bind", "127.0.0.1", "--port", "0"]);
+        command.args(args);
+        launch(command).listening()
     }
 
     /// Waits for the process to exit on its own; kills it and fails after the timeout.
