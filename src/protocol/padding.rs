@@ -13,8 +13,8 @@ pub const BLOCK_LEN: u64 = 1024;
 pub enum Padding {
     /// Serve exactly: nothing (or a non-zero byte) follows before the block boundary.
     Exact,
-    /// The next `len` bytes are padding: discard them, pad the reply, close after writing it.
-    Padded { len: usize },
+    /// The client pads: discard the padding, pad the reply, close after writing it.
+    Padded,
     /// Only zeros so far, and the block is not complete: wait a short grace time for the rest.
     Undecided,
 }
@@ -36,7 +36,7 @@ pub fn classify(start: u64, end: u64, following: &[u8], closed: bool) -> Padding
         return Padding::Exact;
     }
     if seen.len() == padding_len || closed {
-        Padding::Padded { len: seen.len() }
+        Padding::Padded
     } else {
         Padding::Undecided
     }
@@ -58,17 +58,11 @@ mod tests {
 
     #[test]
     fn a_full_block_of_zeros_means_padded() {
-        assert_eq!(
-            classify(0, 23, &[0; 1001], false),
-            Padding::Padded { len: 1001 }
-        );
-        assert_eq!(
-            classify(0, 23, &[0; 3000], false),
-            Padding::Padded { len: 1001 }
-        );
+        assert_eq!(classify(0, 23, &[0; 1001], false), Padding::Padded);
+        assert_eq!(classify(0, 23, &[0; 3000], false), Padding::Padded);
         assert_eq!(
             classify(2048, 2048 + 438, &[0; 586], false),
-            Padding::Padded { len: 586 }
+            Padding::Padded
         );
     }
 
@@ -87,10 +81,7 @@ mod tests {
     #[test]
     fn partial_zeros_wait_unless_the_peer_closed() {
         assert_eq!(classify(0, 23, &[0; 500], false), Padding::Undecided);
-        assert_eq!(
-            classify(0, 23, &[0; 500], true),
-            Padding::Padded { len: 500 }
-        );
+        assert_eq!(classify(0, 23, &[0; 500], true), Padding::Padded);
     }
 
     #[test]

@@ -269,7 +269,7 @@ impl Connection {
                     self.consume(len);
                     self.request_start = self.consumed;
                 }
-                Padding::Padded { .. } => {
+                Padding::Padded => {
                     // The padding, and anything after it, is never parsed: the client sends
                     // one request per connection.
                     log::debug!("{}: zero-padded client", self.peer);
