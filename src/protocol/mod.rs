@@ -3,6 +3,7 @@
 //! Everything here works on byte slices so that it can be unit-tested without sockets and
 //! reused by clients and benchmarks.
 
+pub mod client;
 pub mod codes;
 pub mod frame;
 pub mod header;
