@@ -156,7 +156,7 @@ pub struct ListedClient {
 
 /// The entries of a list reply, in the server's order.
 pub fn parse_client_list(payload: &[u8]) -> Result<Vec<ListedClient>, ReplyError> {
-    if payload.len() % LISTED_CLIENT_LEN != 0 {
+    if !payload.len().is_multiple_of(LISTED_CLIENT_LEN) {
         return Err(ReplyError::WrongLength {
             expected: format!("a multiple of {LISTED_CLIENT_LEN}"),
             actual: payload.len(),
