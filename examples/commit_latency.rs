@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use messageu::protocol::{ClientId, MessageType, PublicKey, PUBLIC_KEY_LEN};
-use messageu::store::{Durability, NewMessage, SqliteStore, Store};
+use messageu::store::{Durability, NewContent, NewMessage, SqliteStore, Store};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort_unstable();
@@ -27,18 +27,18 @@ fn main() {
         for batch in [1, 10, 50] {
             let dir = tempfile::tempdir().expect("temporary directory");
             let mut store =
-                SqliteStore::open(&dir.path().join("bench.db"), durability).expect("open store");
+                SqliteStore::open(&dir.path().join("bench.db"), durability, 0).expect("open store");
             let key = PublicKey([7; PUBLIC_KEY_LEN]);
             let to = store
                 .register_client("bench", &key, SystemTime::now())
                 .expect("register");
             let from = ClientId::random();
             let content = [0x55; 100];
-            let message = NewMessage {
+            let message = || NewMessage {
                 to,
                 from,
                 kind: MessageType::Text,
-                content: &content,
+                content: NewContent::Inline(&content),
             };
             let mut writes = Vec::with_capacity(rounds);
             let mut reads = Vec::with_capacity(rounds);
@@ -46,7 +46,7 @@ fn main() {
                 let start = Instant::now();
                 store.begin_batch().expect("begin");
                 for _ in 0..batch {
-                    store.insert_message(message).expect("insert");
+                    store.insert_message(message()).expect("insert");
                 }
                 store.commit_batch().expect("commit");
                 writes.push(start.elapsed());

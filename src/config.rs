@@ -12,7 +12,12 @@ use crate::store::Durability;
 pub const DEFAULT_PORT: u16 = 1357;
 /// Port files, in the order they are read: the current name, then older editions' name.
 pub const PORT_FILES: [&str; 2] = ["myport.info", "port.info"];
-pub const DEFAULT_MAX_PAYLOAD: u32 = 64 << 20;
+/// The protocol's own limit: a payload size is a u32.
+pub const DEFAULT_MAX_PAYLOAD: u32 = u32::MAX;
+/// Send contents above this are streamed to a spool file instead of buffered.
+pub const DEFAULT_SPOOL_THRESHOLD: u32 = 256 << 10;
+/// Free disk space that uploads must leave, for the database and the rest of the system.
+pub const DEFAULT_MIN_FREE_SPACE: u64 = 128 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -21,6 +26,12 @@ pub struct Config {
     pub durability: Durability,
     /// Largest payload a request may declare; larger ones are refused unread.
     pub max_payload: u32,
+    /// Send contents larger than this are streamed into a spool file as they arrive; smaller
+    /// ones are buffered and stored in their row.
+    pub spool_threshold: u32,
+    /// Free disk space an upload must leave; one that would not is refused before its
+    /// content is read.
+    pub min_free_space: u64,
     /// Open connections at most; further ones are accepted and closed at once.
     pub max_connections: usize,
     /// How long to wait for the rest of a partly arrived block of padding (protocol §4.3).
@@ -40,6 +51,8 @@ impl Config {
             database,
             durability: Durability::Full,
             max_payload: DEFAULT_MAX_PAYLOAD,
+            spool_threshold: DEFAULT_SPOOL_THRESHOLD,
+            min_free_space: DEFAULT_MIN_FREE_SPACE,
             max_connections: 10_000,
             padding_grace: Duration::from_millis(200),
             linger: Duration::from_secs(2),

@@ -34,6 +34,14 @@ struct Cli {
     /// closed, unread. Also the most message bytes one pull reply carries.
     #[arg(long, default_value_t = config::DEFAULT_MAX_PAYLOAD)]
     max_payload: u32,
+    /// Send contents above this many bytes are streamed to a spool file beside the database
+    /// as they arrive, instead of buffered and stored in their row.
+    #[arg(long, default_value_t = config::DEFAULT_SPOOL_THRESHOLD)]
+    spool_threshold: u32,
+    /// Free disk space in bytes that uploads must leave; a send whose content would not is
+    /// refused (9000) before its content is read.
+    #[arg(long, default_value_t = config::DEFAULT_MIN_FREE_SPACE)]
+    min_free_space: u64,
     /// Most open client connections; more are accepted and closed at once. Default: as many
     /// as the file-descriptor limit allows, after raising the soft limit to the hard one.
     #[arg(long)]
@@ -67,6 +75,8 @@ fn run(cli: Cli) -> Result<(), messageu::server::ServerError> {
     let mut config = Config::new(SocketAddr::new(cli.bind, port), cli.db);
     config.durability = cli.durability;
     config.max_payload = cli.max_payload;
+    config.spool_threshold = cli.spool_threshold;
+    config.min_free_space = cli.min_free_space;
     config.max_connections = cli.max_connections.unwrap_or_else(connection_limit);
 
     let server = Server::bind(config.clone())?;

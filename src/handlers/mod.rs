@@ -8,12 +8,15 @@ mod register;
 mod send_message;
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::time::SystemTime;
 
 use crate::protocol::{
     ClientId, MalformedRequest, MessageId, Operation, Reply, Request, RequestCode,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{PullBudget, Store, StoreError};
+
+pub use send_message::{finish_upload, start_upload};
 
 /// What a handler works with while serving one request.
 pub struct Context<'a> {
@@ -21,8 +24,8 @@ pub struct Context<'a> {
     /// Messages sitting in pull replies that are not yet fully written: no second pull reply
     /// may carry them.
     pub in_flight: &'a mut HashSet<MessageId>,
-    /// The most bytes of messages one pull reply carries (a larger single message goes alone).
-    pub max_pull_reply: usize,
+    /// How much one pull reply carries (a larger single message goes alone).
+    pub pull_budget: PullBudget,
     pub now: SystemTime,
     /// The client id of the request header.
     pub caller: ClientId,
@@ -35,13 +38,37 @@ pub struct Context<'a> {
 #[derive(Debug)]
 pub struct Response {
     pub reply: Reply,
+    /// The rest of the payload after `reply`'s bytes, for replies carrying spooled contents.
+    pub tail: Vec<Part>,
     pub delivered: Vec<MessageId>,
+}
+
+/// A piece of a reply's payload: bytes in memory, or a spooled content streamed from its file
+/// as the socket accepts it, so that a 4 GiB message is never held in memory.
+#[derive(Debug)]
+pub enum Part {
+    Bytes(Vec<u8>),
+    File { file: File, len: u64 },
+}
+
+impl Part {
+    pub fn len(&self) -> u64 {
+        match self {
+            Part::Bytes(bytes) => bytes.len() as u64,
+            Part::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Response {
     pub fn new(reply: Reply) -> Response {
         Response {
             reply,
+            tail: Vec::new(),
             delivered: Vec::new(),
         }
     }
@@ -62,6 +89,16 @@ pub enum HandlerError {
     UnknownClient(ClientId),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot write the uploaded content: {0}")]
+    Upload(std::io::Error),
+}
+
+impl HandlerError {
+    /// Whether the connection must close after the 9000 reply: the request's bytes were not
+    /// read, so the stream cannot be trusted to continue with a request.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, HandlerError::Store(StoreError::NoSpace { .. }))
+    }
 }
 
 /// One operation's logic.
@@ -77,8 +114,8 @@ pub fn dispatch(
     body: &[u8],
 ) -> Result<Response, HandlerError> {
     let request = Request::parse(code, body)?;
-    if code.operation != Operation::Register && !ctx.store.touch_client(ctx.caller, ctx.now)? {
-        return Err(HandlerError::UnknownCaller(ctx.caller));
+    if code.operation != Operation::Register {
+        check_caller(ctx)?;
     }
     match request {
         Request::Register(request) => request.handle(ctx),
@@ -86,5 +123,14 @@ pub fn dispatch(
         Request::PublicKey(request) => request.handle(ctx),
         Request::SendMessage(request) => request.handle(ctx),
         Request::PullMessages(request) => request.handle(ctx),
+    }
+}
+
+/// Fails unless the caller is registered, and records that it was seen.
+fn check_caller(ctx: &mut Context<'_>) -> Result<(), HandlerError> {
+    if ctx.store.touch_client(ctx.caller, ctx.now)? {
+        Ok(())
+    } else {
+        Err(HandlerError::UnknownCaller(ctx.caller))
     }
 }

@@ -1,36 +1,69 @@
 //! Pull waiting messages: the caller's queue in send order, as many whole messages as fit the
-//! reply cap. They are not deleted here: the server deletes them once the whole reply has been
-//! written, and until then no other pull reply carries them.
+//! reply budget. They are not deleted here: the server deletes them once the whole reply has
+//! been written, and until then no other pull reply carries them. Spooled contents become
+//! file parts of the reply, streamed as the socket accepts them.
 
-use super::{Context, Handler, HandlerError, Response};
+use super::{Context, Handler, HandlerError, Part, Response};
 use crate::protocol::request::PullMessages;
 use crate::protocol::Reply;
-use crate::store::PULLED_MESSAGE_HEADER_LEN;
+use crate::store::{StoredContent, PULLED_MESSAGE_HEADER_LEN};
 
 impl Handler for PullMessages {
     fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
         let in_flight = &*ctx.in_flight;
         let messages = ctx
             .store
-            .queued_messages(ctx.caller, ctx.max_pull_reply, &|id| {
-                in_flight.contains(&id)
-            })?;
-        let size = messages
+            .queued_messages(ctx.caller, ctx.pull_budget, &|id| in_flight.contains(&id))?;
+        let in_memory = messages
             .iter()
-            .map(|m| PULLED_MESSAGE_HEADER_LEN + m.content.len())
+            .map(|m| match &m.content {
+                StoredContent::Inline(bytes) => PULLED_MESSAGE_HEADER_LEN + bytes.len(),
+                StoredContent::Spooled { .. } => PULLED_MESSAGE_HEADER_LEN,
+            })
             .sum();
-        let mut reply = Reply::with_capacity(ctx.reply_code, size);
-        let payload = reply.payload();
+        let mut payload = Payload {
+            reply: Reply::with_capacity(ctx.reply_code, in_memory),
+            tail: Vec::new(),
+        };
         let mut delivered = Vec::with_capacity(messages.len());
-        for message in &messages {
-            payload.extend_from_slice(&message.from.0);
-            payload.extend_from_slice(&message.id.0.to_le_bytes());
-            payload.push(message.kind);
-            payload.extend_from_slice(&(message.content.len() as u32).to_le_bytes());
-            payload.extend_from_slice(&message.content);
+        for message in messages {
+            let bytes = payload.bytes();
+            bytes.extend_from_slice(&message.from.0);
+            bytes.extend_from_slice(&message.id.0.to_le_bytes());
+            bytes.push(message.kind);
+            // The store returns no content that a u32 cannot size: sends are refused above
+            // that.
+            bytes.extend_from_slice(&(message.content.len() as u32).to_le_bytes());
+            match message.content {
+                StoredContent::Inline(content) => bytes.extend_from_slice(&content),
+                StoredContent::Spooled { file, len } => payload.tail.push(Part::File { file, len }),
+            }
             delivered.push(message.id);
         }
         ctx.in_flight.extend(delivered.iter().copied());
-        Ok(Response { reply, delivered })
+        Ok(Response {
+            reply: payload.reply,
+            tail: payload.tail,
+            delivered,
+        })
+    }
+}
+
+/// A pull reply's payload as it is built: bytes go to the reply until the first file part,
+/// then to byte parts between file parts.
+struct Payload {
+    reply: Reply,
+    tail: Vec<Part>,
+}
+
+impl Payload {
+    fn bytes(&mut self) -> &mut Vec<u8> {
+        if let Some(Part::File { .. }) = self.tail.last() {
+            self.tail.push(Part::Bytes(Vec::new()));
+        }
+        match self.tail.last_mut() {
+            Some(Part::Bytes(bytes)) => bytes,
+            _ => self.reply.payload(),
+        }
     }
 }

@@ -1,25 +1,62 @@
 //! Send message: store an opaque message for a registered destination. The reply is released
 //! only after the batch's transaction commits, so an acknowledged message is durable.
+//!
+//! A large content is an upload in two halves: [`start_upload`] checks the request from its
+//! head and opens a spool file, the server streams the content into it, and
+//! [`finish_upload`] stores the message once the content is whole and durable.
 
-use super::{Context, Handler, HandlerError, Response};
+use super::{check_caller, Context, Handler, HandlerError, Response};
 use crate::protocol::request::SendMessage;
-use crate::protocol::Reply;
-use crate::store::NewMessage;
+use crate::protocol::{ClientId, MessageType, Reply, SendHead};
+use crate::store::{NewContent, NewMessage, Upload};
 
 impl Handler for SendMessage<'_> {
     fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
-        if !ctx.store.client_exists(self.to)? {
-            return Err(HandlerError::UnknownClient(self.to));
-        }
-        let id = ctx.store.insert_message(NewMessage {
-            to: self.to,
-            from: ctx.caller,
-            kind: self.kind,
-            content: self.content,
-        })?;
-        let mut reply = Reply::with_capacity(ctx.reply_code, 20);
-        reply.payload().extend_from_slice(&self.to.0);
-        reply.payload().extend_from_slice(&id.0.to_le_bytes());
-        Ok(Response::new(reply))
+        check_destination(ctx, self.to)?;
+        store(ctx, self.to, self.kind, NewContent::Inline(self.content))
     }
+}
+
+/// Checks a large send from its head, before any content is read, and opens the spool file
+/// its content streams into.
+pub fn start_upload(ctx: &mut Context<'_>, head: &SendHead) -> Result<Upload, HandlerError> {
+    head.kind()?;
+    check_caller(ctx)?;
+    check_destination(ctx, head.to)?;
+    Ok(ctx.store.start_upload(u64::from(head.content_len))?)
+}
+
+/// Stores a large send whose content has been streamed whole into `upload`.
+pub fn finish_upload(
+    ctx: &mut Context<'_>,
+    head: &SendHead,
+    upload: Upload,
+) -> Result<Response, HandlerError> {
+    store(ctx, head.to, head.kind()?, NewContent::Spooled(upload))
+}
+
+fn check_destination(ctx: &mut Context<'_>, to: ClientId) -> Result<(), HandlerError> {
+    if ctx.store.client_exists(to)? {
+        Ok(())
+    } else {
+        Err(HandlerError::UnknownClient(to))
+    }
+}
+
+fn store(
+    ctx: &mut Context<'_>,
+    to: ClientId,
+    kind: MessageType,
+    content: NewContent<'_>,
+) -> Result<Response, HandlerError> {
+    let id = ctx.store.insert_message(NewMessage {
+        to,
+        from: ctx.caller,
+        kind,
+        content,
+    })?;
+    let mut reply = Reply::with_capacity(ctx.reply_code, 20);
+    reply.payload().extend_from_slice(&to.0);
+    reply.payload().extend_from_slice(&id.0.to_le_bytes());
+    Ok(Response::new(reply))
 }

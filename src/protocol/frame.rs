@@ -4,13 +4,13 @@
 //! depends on the operation: public-key requests may declare size 0 and still carry the
 //! 16-byte target, and send-message bodies are framed by their content size whatever the
 //! declared size says (21 + N or 24 + N). The decoder is incremental and never allocates:
-//! the caller keeps the bytes and asks again when more have arrived.
-
-use byteorder::{ByteOrder, LittleEndian};
+//! the caller keeps the bytes and asks again when more have arrived. A send whose content is
+//! too large to buffer is framed as an [`Frame::Upload`]: only its head, with the content left
+//! for the caller to stream to storage.
 
 use super::codes::{Operation, RequestCode};
 use super::header::{RequestHeader, REQUEST_HEADER_LEN};
-use super::request::{PUBLIC_KEY_REQUEST_LEN, REGISTER_PAYLOAD_LEN, SEND_HEADER_LEN};
+use super::request::{SendHead, PUBLIC_KEY_REQUEST_LEN, REGISTER_PAYLOAD_LEN, SEND_HEADER_LEN};
 
 /// Bytes some clients declare beyond the send-message header: their struct had 3 alignment
 /// bytes that they never send.
@@ -25,6 +25,14 @@ pub enum Frame {
         header: RequestHeader,
         code: RequestCode,
         body_len: usize,
+    },
+    /// The 44-byte head of a send whose content exceeds the buffering threshold. The next
+    /// `head.content_len` bytes of the stream are its content: the caller consumes them
+    /// before decoding again.
+    Upload {
+        header: RequestHeader,
+        code: RequestCode,
+        head: SendHead,
     },
     /// A request whose declared size does not fit its code (or an unknown code); its declared
     /// bytes have been consumed. Reply 9000; the connection stays usable.
@@ -46,7 +54,12 @@ pub enum FatalReason {
         "send-message payload size {declared} matches neither 21 + {content} nor 24 + {content}"
     )]
     SendSizeMismatch { declared: u32, content: u32 },
+    #[error("content size {0} leaves no room for the pull reply's 25-byte message header")]
+    ContentUndeliverable(u32),
 }
+
+/// The largest content a pull reply can carry: its payload size (25 + N) is a u32.
+pub const MAX_CONTENT_LEN: u32 = u32::MAX - 25;
 
 /// The outcome of one call to [`FrameDecoder::decode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,15 +83,18 @@ enum BodyRule {
 #[derive(Debug)]
 pub struct FrameDecoder {
     max_payload: u32,
+    /// Send contents larger than this are framed as uploads instead of buffered whole.
+    upload_threshold: u32,
     /// A rejected request whose declared bytes are still being dropped as they arrive, so
     /// that the server never buffers what a client merely announced.
     skipping: Option<(RequestHeader, u32)>,
 }
 
 impl FrameDecoder {
-    pub fn new(max_payload: u32) -> FrameDecoder {
+    pub fn new(max_payload: u32, upload_threshold: u32) -> FrameDecoder {
         FrameDecoder {
             max_payload,
+            upload_threshold,
             skipping: None,
         }
     }
@@ -97,7 +113,7 @@ impl FrameDecoder {
         }
         match body_rule(&header) {
             BodyRule::Exact(code, body_len) => exact(header, code, body_len, buf),
-            BodyRule::SendMessage(code) => send_message(header, code, buf),
+            BodyRule::SendMessage(code) => send_message(header, code, buf, self.upload_threshold),
             BodyRule::Skip if header.payload_size == 0 => Step::Frame {
                 frame: Frame::Rejected { header },
                 len: REQUEST_HEADER_LEN,
@@ -170,7 +186,12 @@ fn exact(header: RequestHeader, code: RequestCode, body_len: usize, buf: &[u8]) 
     }
 }
 
-fn send_message(header: RequestHeader, code: RequestCode, buf: &[u8]) -> Step {
+fn send_message(
+    header: RequestHeader,
+    code: RequestCode,
+    buf: &[u8],
+    upload_threshold: u32,
+) -> Step {
     let declared = header.payload_size;
     if (declared as usize) < SEND_HEADER_LEN {
         return fatal(header, FatalReason::SendTooShort(declared));
@@ -179,11 +200,21 @@ fn send_message(header: RequestHeader, code: RequestCode, buf: &[u8]) -> Step {
     else {
         return Step::NeedMore;
     };
-    let content = LittleEndian::read_u32(&send_header[17..21]);
+    let head = SendHead::parse(send_header);
+    let content = head.content_len;
     let exact_size = SEND_HEADER_LEN as u64 + u64::from(content);
     if u64::from(declared) != exact_size && u64::from(declared) != exact_size + SEND_ALIGNMENT_SLACK
     {
         return fatal(header, FatalReason::SendSizeMismatch { declared, content });
+    }
+    if content > MAX_CONTENT_LEN {
+        return fatal(header, FatalReason::ContentUndeliverable(content));
+    }
+    if content > upload_threshold {
+        return Step::Frame {
+            frame: Frame::Upload { header, code, head },
+            len: REQUEST_HEADER_LEN + SEND_HEADER_LEN,
+        };
     }
     // exact_size <= declared <= max_payload, so it fits in usize.
     exact(header, code, exact_size as usize, buf)
@@ -195,6 +226,7 @@ mod tests {
     use crate::protocol::types::ClientId;
 
     const MAX: u32 = 1 << 20;
+    const THRESHOLD: u32 = 1 << 16;
 
     fn request_frame(code: u16, payload_size: u32, body_len: usize) -> Frame {
         Frame::Request {
@@ -229,7 +261,7 @@ mod tests {
 
     /// Feeds `bytes` one at a time and collects every frame, as a dribbling client would.
     fn dribble(bytes: &[u8]) -> Vec<(Frame, usize)> {
-        let mut decoder = FrameDecoder::new(MAX);
+        let mut decoder = FrameDecoder::new(MAX, THRESHOLD);
         let mut pending = Vec::new();
         let mut frames = Vec::new();
         for &byte in bytes {
@@ -251,14 +283,17 @@ mod tests {
     #[test]
     fn waits_for_a_whole_header() {
         let bytes = request(601, 0, &[]);
-        assert_eq!(FrameDecoder::new(MAX).decode(&bytes[..22]), Step::NeedMore);
+        assert_eq!(
+            FrameDecoder::new(MAX, THRESHOLD).decode(&bytes[..22]),
+            Step::NeedMore
+        );
     }
 
     #[test]
     fn list_and_pull_have_no_body() {
         for code in [601, 604, 1001, 1104, 701] {
             let bytes = request(code, 0, &[]);
-            let step = FrameDecoder::new(MAX).decode(&bytes);
+            let step = FrameDecoder::new(MAX, THRESHOLD).decode(&bytes);
             assert_eq!(
                 step,
                 Step::Frame {
@@ -272,7 +307,7 @@ mod tests {
     #[test]
     fn public_key_with_size_zero_still_reads_the_target() {
         let bytes = request(602, 0, &[1; 16]);
-        let mut decoder = FrameDecoder::new(MAX);
+        let mut decoder = FrameDecoder::new(MAX, THRESHOLD);
         assert_eq!(decoder.decode(&bytes[..38]), Step::NeedMore);
         assert_eq!(
             decoder.decode(&bytes),
@@ -300,7 +335,7 @@ mod tests {
     fn send_with_a_short_declared_size_is_fatal_at_once() {
         let bytes = request(1103, 20, &[]);
         assert_eq!(
-            FrameDecoder::new(MAX).decode(&bytes),
+            FrameDecoder::new(MAX, THRESHOLD).decode(&bytes),
             fatal(header(1103, 20), FatalReason::SendTooShort(20))
         );
     }
@@ -309,7 +344,7 @@ mod tests {
     fn send_with_a_mismatched_size_is_fatal() {
         let bytes = request(603, 21 + 6, &send_body(b"hello"));
         assert_eq!(
-            FrameDecoder::new(MAX).decode(&bytes),
+            FrameDecoder::new(MAX, THRESHOLD).decode(&bytes),
             fatal(
                 header(603, 27),
                 FatalReason::SendSizeMismatch {
@@ -324,7 +359,7 @@ mod tests {
     fn oversized_payloads_are_fatal_without_waiting_for_them() {
         let bytes = request(603, MAX + 1, &[]);
         assert_eq!(
-            FrameDecoder::new(MAX).decode(&bytes),
+            FrameDecoder::new(MAX, THRESHOLD).decode(&bytes),
             fatal(header(603, MAX + 1), FatalReason::PayloadTooLarge(MAX + 1))
         );
     }
@@ -360,7 +395,7 @@ mod tests {
 
     #[test]
     fn skipping_reports_progress_without_buffering() {
-        let mut decoder = FrameDecoder::new(MAX);
+        let mut decoder = FrameDecoder::new(MAX, THRESHOLD);
         let bytes = request(601, 1000, &[0; 100]);
         assert_eq!(decoder.decode(&bytes), Step::Discarded(123));
         assert_eq!(decoder.decode(&[]), Step::NeedMore);
@@ -373,6 +408,44 @@ mod tests {
                 },
                 len: 1
             }
+        );
+    }
+
+    #[test]
+    fn large_sends_are_framed_as_uploads_after_their_head() {
+        let content_len = THRESHOLD + 1;
+        let mut bytes = request(603, 21 + content_len, &send_body(&[]));
+        bytes[23 + 17..23 + 21].copy_from_slice(&content_len.to_le_bytes());
+        let mut decoder = FrameDecoder::new(MAX, THRESHOLD);
+        assert_eq!(decoder.decode(&bytes[..43]), Step::NeedMore);
+        assert_eq!(
+            decoder.decode(&bytes),
+            Step::Frame {
+                frame: Frame::Upload {
+                    header: header(603, 21 + content_len),
+                    code: RequestCode::from_wire(603).unwrap(),
+                    head: SendHead {
+                        to: ClientId([5; 16]),
+                        kind: 3,
+                        content_len,
+                    },
+                },
+                len: 44
+            }
+        );
+    }
+
+    #[test]
+    fn contents_no_pull_reply_could_carry_are_fatal() {
+        let content_len = MAX_CONTENT_LEN + 1;
+        let mut bytes = request(603, 21 + content_len, &send_body(&[]));
+        bytes[23 + 17..23 + 21].copy_from_slice(&content_len.to_le_bytes());
+        assert_eq!(
+            FrameDecoder::new(u32::MAX, THRESHOLD).decode(&bytes),
+            fatal(
+                header(603, 21 + content_len),
+                FatalReason::ContentUndeliverable(content_len)
+            )
         );
     }
 

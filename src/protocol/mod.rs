@@ -13,9 +13,9 @@ pub mod request;
 pub mod types;
 
 pub use codes::{Edition, Operation, RequestCode, ERROR_REPLY_CODE, SERVER_VERSION};
-pub use frame::{Frame, FrameDecoder, Step};
+pub use frame::{Frame, FrameDecoder, Step, MAX_CONTENT_LEN};
 pub use header::{ReplyHeader, RequestHeader, REPLY_HEADER_LEN, REQUEST_HEADER_LEN};
 pub use padding::{Padding, BLOCK_LEN};
 pub use reply::Reply;
-pub use request::{MalformedRequest, Request};
+pub use request::{MalformedRequest, Request, SendHead};
 pub use types::{ClientId, MessageId, MessageType, PublicKey, NAME_FIELD_LEN, PUBLIC_KEY_LEN};

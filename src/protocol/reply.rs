@@ -41,14 +41,26 @@ impl Reply {
     /// The wire bytes, with the payload size filled in and, for padded clients, zeros up to a
     /// whole number of 1024-byte blocks. The payload size must fit in a u32: callers bound it.
     pub fn into_bytes(mut self, padded: bool) -> Vec<u8> {
-        let payload_size = self.bytes.len() - REPLY_HEADER_LEN;
-        let code = u16::from_le_bytes([self.bytes[1], self.bytes[2]]);
-        self.bytes[..REPLY_HEADER_LEN].copy_from_slice(&header(code, payload_size as u32).encode());
+        self.fill_in_size(0);
         if padded {
             let padding = reply_padding(self.bytes.len());
             self.bytes.resize(self.bytes.len() + padding, 0);
         }
         self.bytes
+    }
+
+    /// The first bytes of a reply whose payload goes on with `tail_len` bytes streamed from
+    /// elsewhere; the sender appends those, then any padding. The whole payload size must fit
+    /// in a u32: callers bound it.
+    pub fn into_head(mut self, tail_len: u64) -> Vec<u8> {
+        self.fill_in_size(tail_len);
+        self.bytes
+    }
+
+    fn fill_in_size(&mut self, tail_len: u64) {
+        let payload_size = (self.bytes.len() - REPLY_HEADER_LEN) as u64 + tail_len;
+        let code = u16::from_le_bytes([self.bytes[1], self.bytes[2]]);
+        self.bytes[..REPLY_HEADER_LEN].copy_from_slice(&header(code, payload_size as u32).encode());
     }
 }
 
@@ -79,6 +91,15 @@ mod tests {
         let bytes = reply.into_bytes(false);
         assert_eq!(&bytes[..7], &[2, 0x34, 0x08, 16, 0, 0, 0]);
         assert_eq!(bytes.len(), 23);
+    }
+
+    #[test]
+    fn a_head_declares_the_streamed_tail_too() {
+        let mut reply = Reply::new(2104);
+        reply.payload().extend_from_slice(&[1; 25]);
+        let head = reply.into_head(1 << 30);
+        assert_eq!(head.len(), 32);
+        assert_eq!(&head[3..7], &((1u32 << 30) + 25).to_le_bytes());
     }
 
     #[test]

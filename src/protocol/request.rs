@@ -35,6 +35,30 @@ pub struct SendMessage<'a> {
     pub content: &'a [u8],
 }
 
+/// The 21-byte message header of a send, before the content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendHead {
+    pub to: ClientId,
+    /// The type byte as sent; checked by [`SendHead::kind`].
+    pub kind: u8,
+    pub content_len: u32,
+}
+
+impl SendHead {
+    /// Reads the first 21 bytes of `bytes`, which the caller has checked are there.
+    pub fn parse(bytes: &[u8]) -> SendHead {
+        SendHead {
+            to: client_id(&bytes[..16]),
+            kind: bytes[16],
+            content_len: LittleEndian::read_u32(&bytes[17..21]),
+        }
+    }
+
+    pub fn kind(&self) -> Result<MessageType, MalformedRequest> {
+        MessageType::try_from(self.kind).map_err(MalformedRequest::UnknownMessageType)
+    }
+}
+
 /// Pull the caller's waiting messages.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PullMessages;
@@ -111,12 +135,11 @@ impl<'a> Request<'a> {
                     });
                 }
                 let (head, content) = body.split_at(SEND_HEADER_LEN);
-                expect(SEND_HEADER_LEN + LittleEndian::read_u32(&head[17..21]) as usize)?;
-                let kind = MessageType::try_from(head[16])
-                    .map_err(MalformedRequest::UnknownMessageType)?;
+                let head = SendHead::parse(head);
+                expect(SEND_HEADER_LEN + head.content_len as usize)?;
                 Ok(Request::SendMessage(SendMessage {
-                    to: client_id(&head[..16]),
-                    kind,
+                    to: head.to,
+                    kind: head.kind()?,
                     content,
                 }))
             }

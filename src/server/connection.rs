@@ -1,8 +1,11 @@
 //! One client connection: reassembles requests from reads, frames them, decides whether the
 //! client pads, stages replies until the batch commits, and writes them out while tracking
-//! which pull replies have been delivered whole.
+//! which pull replies have been delivered whole. Large send contents are streamed into a
+//! spool file as they arrive, and large pull replies from their files as the socket accepts
+//! them, so memory does not grow with message size.
 
 use std::collections::{HashSet, VecDeque};
+use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::Instant;
@@ -10,17 +13,28 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use super::sync::Synced;
 use super::timers::Timers;
 use super::Env;
-use crate::handlers::Response;
+use crate::config::Config;
+use crate::handlers::{HandlerError, Part, Response};
 use crate::protocol::padding::{self, Padding};
-use crate::protocol::{Frame, FrameDecoder, MessageId, Reply, Step, REQUEST_HEADER_LEN};
+use crate::protocol::{
+    Frame, FrameDecoder, MessageId, Reply, RequestCode, RequestHeader, SendHead, Step,
+    REQUEST_HEADER_LEN,
+};
+use crate::store::Upload;
 
 /// Unsent reply bytes above which a connection's requests are no longer read: a client that
 /// pipelines without reading replies cannot make the server buffer without bound.
 const OUTPUT_HIGH_WATER: usize = 256 << 10;
 /// Bytes read from one connection per turn, so one fast sender cannot starve the others.
 const READ_BUDGET: usize = 1 << 20;
+/// Bytes written to one connection per turn: a client reading a 4 GiB reply as fast as
+/// loopback allows must not hold the loop for the whole reply.
+const WRITE_BUDGET: usize = 1 << 20;
+/// Bytes of a spooled content read from its file per write.
+const FILE_CHUNK: usize = 64 << 10;
 /// Requests served from one connection per turn, so that a client pipelining thousands of
 /// requests cannot make everyone else wait for the end of its turn.
 const REQUESTS_PER_TURN: usize = 64;
@@ -41,10 +55,75 @@ pub(crate) enum State {
     Closed,
 }
 
-/// A released reply, and the messages it delivers once written whole.
+/// A released piece of a reply, and the messages its reply delivers once this, its last
+/// piece, is written whole.
 struct Outgoing {
-    bytes: Vec<u8>,
+    data: Outbound,
     delivered: Vec<MessageId>,
+}
+
+enum Outbound {
+    Bytes(Vec<u8>),
+    /// A spooled content, `remaining` bytes of it still to be read from `file`.
+    File {
+        file: File,
+        remaining: u64,
+    },
+}
+
+impl Outbound {
+    fn len(&self) -> u64 {
+        match self {
+            Outbound::Bytes(bytes) => bytes.len() as u64,
+            Outbound::File { remaining, .. } => *remaining,
+        }
+    }
+}
+
+/// A large send whose content is arriving.
+struct InboundUpload {
+    header: RequestHeader,
+    code: RequestCode,
+    head: SendHead,
+    /// Content bytes still to come.
+    remaining: u64,
+    /// Where they go: the spool file, or nowhere for a refused request, which is answered
+    /// with 9000 once its content has passed, keeping the stream in step.
+    sink: Result<Upload, HandlerError>,
+}
+
+impl InboundUpload {
+    /// Takes the content bytes at the start of `bytes`; returns how many.
+    fn feed(&mut self, bytes: &[u8], peer: SocketAddr) -> usize {
+        let taken = bytes
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        if let Ok(upload) = &mut self.sink {
+            if let Err(error) = upload.write(&bytes[..taken]) {
+                log::warn!("{peer}: cannot write an uploaded content: {error}");
+                self.sink = Err(HandlerError::Upload(error));
+            }
+        }
+        self.remaining -= taken as u64;
+        taken
+    }
+
+    fn frame(&self) -> Frame {
+        Frame::Upload {
+            header: self.header,
+            code: self.code,
+            head: self.head,
+        }
+    }
+}
+
+/// A whole uploaded content being made durable; no later request of the connection is
+/// served before its reply.
+struct Syncing {
+    header: RequestHeader,
+    code: RequestCode,
+    head: SendHead,
+    padded: bool,
 }
 
 /// A reply produced in the current batch, released to the socket only after the commit.
@@ -56,6 +135,7 @@ struct Staged {
 pub(crate) struct Connection {
     socket: TcpStream,
     key: usize,
+    serial: u64,
     peer: SocketAddr,
     state: State,
     deadline: Option<Instant>,
@@ -79,20 +159,34 @@ pub(crate) struct Connection {
     stalled: bool,
     /// Requests this connection may still serve in the current turn.
     requests_left: usize,
+    upload: Option<InboundUpload>,
+    syncing: Option<Syncing>,
 
     staged: Vec<Staged>,
-    staged_len: usize,
+    staged_len: u64,
     output: VecDeque<Outgoing>,
-    /// Bytes of `output.front()` already written.
+    /// Bytes of `output.front()` already written, when it holds bytes.
     output_offset: usize,
-    output_len: usize,
+    output_len: u64,
+    /// A chunk of the file at the front of the output, read but not yet all written.
+    file_chunk: Vec<u8>,
+    file_chunk_written: usize,
+    /// The last flush stopped at its budget, not at a full socket: no event will come.
+    write_budget_spent: bool,
 }
 
 impl Connection {
-    pub fn new(socket: TcpStream, key: usize, peer: SocketAddr, max_payload: u32) -> Connection {
+    pub fn new(
+        socket: TcpStream,
+        key: usize,
+        serial: u64,
+        peer: SocketAddr,
+        config: &Config,
+    ) -> Connection {
         Connection {
             socket,
             key,
+            serial,
             peer,
             state: State::Open,
             deadline: None,
@@ -103,17 +197,26 @@ impl Connection {
             input_start: 0,
             consumed: 0,
             request_start: 0,
-            decoder: FrameDecoder::new(max_payload),
+            decoder: FrameDecoder::new(config.max_payload, config.spool_threshold),
             held: None,
             grace_expired: false,
             stalled: false,
             requests_left: REQUESTS_PER_TURN,
+            upload: None,
+            syncing: None,
             staged: Vec::new(),
             staged_len: 0,
             output: VecDeque::new(),
             output_offset: 0,
             output_len: 0,
+            file_chunk: Vec::new(),
+            file_chunk_written: 0,
+            write_budget_spent: false,
         }
+    }
+
+    pub fn serial(&self) -> u64 {
+        self.serial
     }
 
     pub fn socket(&mut self) -> &mut TcpStream {
@@ -133,12 +236,13 @@ impl Connection {
     }
 
     fn backpressured(&self) -> bool {
-        self.output_len + self.staged_len > OUTPUT_HIGH_WATER
+        self.output_len + self.staged_len > OUTPUT_HIGH_WATER as u64
     }
 
-    /// Whether requests must wait: too much unsent output, or this turn's budget is spent.
+    /// Whether requests must wait: too much unsent output, this turn's budget is spent, or an
+    /// upload's reply is not known yet.
     fn must_pause(&self) -> bool {
-        self.backpressured() || self.requests_left == 0
+        self.backpressured() || self.requests_left == 0 || self.syncing.is_some()
     }
 
     /// Whether the loop should come back to this connection without waiting for an event:
@@ -147,7 +251,11 @@ impl Connection {
     pub fn wants_service(&self) -> bool {
         match self.state {
             State::Closed => false,
-            State::Open => !self.backpressured() && (self.readable || self.stalled),
+            _ if self.write_budget_spent => true,
+            // A sync in progress wakes the loop itself when it ends.
+            State::Open => {
+                self.syncing.is_none() && !self.backpressured() && (self.readable || self.stalled)
+            }
             State::ClosingAfterFlush | State::Lingering => self.readable,
         }
     }
@@ -169,7 +277,8 @@ impl Connection {
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     if self.state == State::Open {
-                        self.input.extend_from_slice(&scratch[..n]);
+                        let rest = self.feed_upload_directly(&scratch[..n]);
+                        self.input.extend_from_slice(rest);
                         self.process(env);
                     } else {
                         self.consumed += n as u64;
@@ -183,6 +292,20 @@ impl Connection {
         if self.peer_closed {
             self.on_peer_closed(env);
         }
+    }
+
+    /// Content bytes that arrive while nothing else is buffered go straight to the upload,
+    /// without a copy into the input buffer. Returns the bytes left over.
+    fn feed_upload_directly<'b>(&mut self, bytes: &'b [u8]) -> &'b [u8] {
+        let Some(upload) = self.upload.as_mut() else {
+            return bytes;
+        };
+        if self.input_start < self.input.len() {
+            return bytes;
+        }
+        let taken = upload.feed(bytes, self.peer);
+        self.consumed += taken as u64;
+        &bytes[taken..]
     }
 
     fn on_peer_closed(&mut self, env: &mut Env<'_>) {
@@ -230,16 +353,8 @@ impl Connection {
                 self.stalled = self.input_start < self.input.len() || self.held.is_some();
                 break;
             }
-            let (frame, len) = match self.held.take() {
-                Some(held) => held,
-                None => match self.decoder.decode(&self.input[self.input_start..]) {
-                    Step::NeedMore => break,
-                    Step::Discarded(n) => {
-                        self.consume(n);
-                        continue;
-                    }
-                    Step::Frame { frame, len } => (frame, len),
-                },
+            let Some((frame, len)) = self.next_frame(env) else {
+                break;
             };
             if let Frame::Fatal { header, reason } = frame {
                 log::warn!(
@@ -247,9 +362,7 @@ impl Connection {
                     self.peer,
                     header.code
                 );
-                self.stage(Response::error(), false, env);
-                self.drop_input();
-                self.state = State::ClosingAfterFlush;
+                self.close_with_error(env);
                 break;
             }
             let end = self.consumed + len as u64;
@@ -284,6 +397,76 @@ impl Connection {
         self.compact_input();
     }
 
+    /// The next request to classify and serve, with the bytes it covers at the start of the
+    /// unconsumed input; `None` until more bytes arrive. An upload's content is streamed to
+    /// its file on the way, and the upload counts as a request of no bytes once it is whole.
+    fn next_frame(&mut self, env: &mut Env<'_>) -> Option<(Frame, usize)> {
+        if let Some(held) = self.held.take() {
+            return Some(held);
+        }
+        loop {
+            if let Some(upload) = self.upload.as_mut() {
+                let taken = upload.feed(&self.input[self.input_start..], self.peer);
+                let (whole, frame) = (upload.remaining == 0, upload.frame());
+                self.consume(taken);
+                return whole.then_some((frame, 0));
+            }
+            match self.decoder.decode(&self.input[self.input_start..]) {
+                Step::NeedMore => return None,
+                Step::Discarded(n) => self.consume(n),
+                Step::Frame {
+                    frame: Frame::Upload { header, code, head },
+                    len,
+                } => {
+                    self.consume(len);
+                    if !self.start_upload(header, code, head, env) {
+                        return None;
+                    }
+                }
+                Step::Frame { frame, len } => return Some((frame, len)),
+            }
+        }
+    }
+
+    /// Checks a large send from its head and opens its spool file. A refusal that cannot
+    /// wait for the content (no disk space) closes the connection; returns whether it is
+    /// still open.
+    fn start_upload(
+        &mut self,
+        header: RequestHeader,
+        code: RequestCode,
+        head: SendHead,
+        env: &mut Env<'_>,
+    ) -> bool {
+        let sink = env.start_upload(code, header.client_id, &head);
+        if let Err(error) = &sink {
+            log::warn!(
+                "{}: {}-byte upload refused: {error}",
+                self.peer,
+                head.content_len
+            );
+            if error.closes_connection() {
+                self.close_with_error(env);
+                return false;
+            }
+        }
+        self.upload = Some(InboundUpload {
+            header,
+            code,
+            head,
+            remaining: u64::from(head.content_len),
+            sink,
+        });
+        true
+    }
+
+    /// Answers 9000 and closes after writing it: the rest of the stream cannot be trusted.
+    fn close_with_error(&mut self, env: &mut Env<'_>) {
+        self.stage(Response::error(), false, env);
+        self.drop_input();
+        self.state = State::ClosingAfterFlush;
+    }
+
     /// Runs one framed request (still at the start of the unconsumed input) and stages its
     /// reply.
     fn serve(&mut self, frame: Frame, padded: bool, env: &mut Env<'_>) {
@@ -299,6 +482,21 @@ impl Connection {
                 log::debug!("{}: {code:?} from {}", self.peer, header.client_id);
                 env.serve(code, header.client_id, body, self.peer)
             }
+            Frame::Upload {
+                header, code, head, ..
+            } => match self.upload.take().map(|upload| upload.sink) {
+                Some(Ok(upload)) => {
+                    let syncing = Syncing {
+                        header,
+                        code,
+                        head,
+                        padded,
+                    };
+                    self.sync_upload(upload, syncing, env);
+                    return;
+                }
+                Some(Err(_)) | None => Response::error(),
+            },
             Frame::Rejected { header } => {
                 log::warn!(
                     "{}: request code {} with payload size {} rejected",
@@ -313,11 +511,53 @@ impl Connection {
         self.stage(response, padded, env);
     }
 
+    /// Hands a whole upload to a sync thread; its reply is staged when the sync is done.
+    fn sync_upload(&mut self, upload: Upload, syncing: Syncing, env: &mut Env<'_>) {
+        match env.core.syncer.sync(self.key, self.serial, upload) {
+            Ok(()) => self.syncing = Some(syncing),
+            Err(error) => {
+                log::error!("{}: cannot start a sync thread: {error}", self.peer);
+                self.stage(Response::error(), syncing.padded, env);
+            }
+        }
+    }
+
+    /// An upload's content is durable (or failed to become so): stores its message, stages
+    /// the reply, and goes on with the requests that followed it.
+    pub fn on_synced(&mut self, synced: Synced, env: &mut Env<'_>) {
+        let Some(syncing) = self.syncing.take() else {
+            return;
+        };
+        let response = match synced.result {
+            Ok(()) => env.finish_upload(
+                syncing.code,
+                syncing.header.client_id,
+                &syncing.head,
+                synced.upload,
+                self.peer,
+            ),
+            Err(error) => {
+                log::error!("{}: cannot make an upload durable: {error}", self.peer);
+                Response::error()
+            }
+        };
+        self.stage(response, syncing.padded, env);
+        if self.state == State::Open {
+            self.requests_left = REQUESTS_PER_TURN;
+            if self.peer_closed {
+                self.on_peer_closed(env);
+            } else {
+                self.process(env);
+            }
+        }
+    }
+
     fn stage(&mut self, response: Response, padded: bool, env: &mut Env<'_>) {
         if self.staged.is_empty() {
             env.batch.touched.push(self.key);
         }
-        self.staged_len += response.reply.encoded_len();
+        let tail: u64 = response.tail.iter().map(Part::len).sum();
+        self.staged_len += response.reply.encoded_len() as u64 + tail;
         self.staged.push(Staged { response, padded });
     }
 
@@ -326,9 +566,11 @@ impl Connection {
         self.consumed += n as u64;
     }
 
+    /// Drops every request not yet served, and the content of an upload in progress.
     fn drop_input(&mut self) {
         self.consume(self.input.len() - self.input_start);
         self.held = None;
+        self.upload = None;
         self.stalled = false;
     }
 
@@ -348,47 +590,92 @@ impl Connection {
     /// Moves the batch's replies to the output once its fate is known: as produced if it
     /// committed, as 9000 if it did not (their writes are gone, their messages stay queued).
     pub fn release(&mut self, committed: bool, in_flight: &mut HashSet<MessageId>) {
-        for Staged { response, padded } in self.staged.drain(..) {
-            let (reply, delivered) = if committed {
-                (response.reply, response.delivered)
+        let staged = std::mem::take(&mut self.staged);
+        for Staged { response, padded } in staged {
+            if committed {
+                self.queue_reply(response, padded);
             } else {
                 forget(&response.delivered, in_flight);
-                (Reply::error(), Vec::new())
-            };
-            let bytes = reply.into_bytes(padded);
-            self.output_len += bytes.len();
-            self.output.push_back(Outgoing { bytes, delivered });
+                self.push_output(Outbound::Bytes(Reply::error().into_bytes(padded)));
+            }
         }
         self.staged_len = 0;
     }
 
-    /// Writes released replies until the socket would block. Messages of every reply written
-    /// whole are added to `delivered`. A connection that is done starts lingering until
-    /// `linger_until`.
+    /// Queues a reply's pieces; its delivered messages ride on the last one.
+    fn queue_reply(&mut self, response: Response, padded: bool) {
+        let Response {
+            reply,
+            tail,
+            delivered,
+        } = response;
+        if tail.is_empty() {
+            self.push_output(Outbound::Bytes(reply.into_bytes(padded)));
+        } else {
+            let tail_len: u64 = tail.iter().map(Part::len).sum();
+            let head = reply.into_head(tail_len);
+            let total = head.len() as u64 + tail_len;
+            self.push_output(Outbound::Bytes(head));
+            for part in tail.into_iter().filter(|part| !part.is_empty()) {
+                self.push_output(match part {
+                    Part::Bytes(bytes) => Outbound::Bytes(bytes),
+                    Part::File { file, len } => Outbound::File {
+                        file,
+                        remaining: len,
+                    },
+                });
+            }
+            let padding = if padded {
+                padding::reply_padding(total as usize)
+            } else {
+                0
+            };
+            if padding > 0 {
+                self.push_output(Outbound::Bytes(vec![0; padding]));
+            }
+        }
+        if let Some(last) = self.output.back_mut() {
+            last.delivered = delivered;
+        }
+    }
+
+    fn push_output(&mut self, data: Outbound) {
+        self.output_len += data.len();
+        self.output.push_back(Outgoing {
+            data,
+            delivered: Vec::new(),
+        });
+    }
+
+    /// Writes released replies until the socket would block or this turn's write budget is
+    /// spent. Messages of every reply written whole are added to `delivered`. A connection
+    /// that is done starts lingering until `linger_until`.
     pub fn flush(
         &mut self,
         delivered: &mut Vec<MessageId>,
         timers: &mut Timers,
         linger_until: Instant,
     ) {
-        while self.output_len > 0 && self.state != State::Closed {
-            let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
-            let mut count = 0;
-            for (index, outgoing) in self.output.iter().take(MAX_WRITE_SLICES).enumerate() {
-                let skip = if index == 0 { self.output_offset } else { 0 };
-                slices[index] = IoSlice::new(&outgoing.bytes[skip..]);
-                count += 1;
-            }
-            match self.socket.write_vectored(&slices[..count]) {
+        let mut budget = WRITE_BUDGET;
+        while self.output_len > 0 && self.state != State::Closed && budget > 0 {
+            let written = match self.output.front().map(|front| &front.data) {
+                Some(Outbound::File { .. }) => self.write_file_chunk(),
+                _ => self.write_bytes(),
+            };
+            match written {
                 Ok(0) => self.fail("write", &io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.advance_output(n, delivered),
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    self.advance_output(n, delivered);
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => self.fail("write", &error),
             }
         }
-        if self.state == State::ClosingAfterFlush && self.output_len == 0 && self.staged.is_empty()
-        {
+        self.write_budget_spent = budget == 0 && self.output_len > 0;
+        let done = self.output_len == 0 && self.staged.is_empty() && self.syncing.is_none();
+        if self.state == State::ClosingAfterFlush && done {
             if self.peer_closed {
                 self.state = State::Closed;
             } else {
@@ -401,24 +688,77 @@ impl Connection {
         }
     }
 
+    /// One vectored write of the byte pieces at the front of the output.
+    fn write_bytes(&mut self) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
+        let mut count = 0;
+        for (index, outgoing) in self.output.iter().take(MAX_WRITE_SLICES).enumerate() {
+            let Outbound::Bytes(bytes) = &outgoing.data else {
+                break;
+            };
+            let skip = if index == 0 { self.output_offset } else { 0 };
+            slices[index] = IoSlice::new(&bytes[skip..]);
+            count += 1;
+        }
+        self.socket.write_vectored(&slices[..count])
+    }
+
+    /// Writes from the file at the front of the output, reading its next chunk when the last
+    /// one has been written.
+    fn write_file_chunk(&mut self) -> io::Result<usize> {
+        if self.file_chunk_written == self.file_chunk.len() {
+            let Some(Outgoing {
+                data: Outbound::File { file, remaining },
+                ..
+            }) = self.output.front_mut()
+            else {
+                return Ok(0);
+            };
+            let len = usize::try_from(*remaining).map_or(FILE_CHUNK, |left| left.min(FILE_CHUNK));
+            self.file_chunk.resize(len, 0);
+            // A short file means the content changed under us: the reply cannot be finished.
+            file.read_exact(&mut self.file_chunk)?;
+            *remaining -= len as u64;
+            self.file_chunk_written = 0;
+        }
+        self.socket
+            .write(&self.file_chunk[self.file_chunk_written..])
+    }
+
     /// Drops `n` written bytes from the output; the messages of replies now written whole go
     /// to `delivered`.
     fn advance_output(&mut self, mut n: usize, delivered: &mut Vec<MessageId>) {
-        self.output_len -= n;
+        self.output_len -= n as u64;
         while n > 0 {
-            let Some(front) = self.output.front() else {
+            let Some(front) = self.output.front_mut() else {
                 break;
             };
-            let left = front.bytes.len() - self.output_offset;
-            if n < left {
-                self.output_offset += n;
+            let finished = match &front.data {
+                Outbound::Bytes(bytes) => {
+                    let left = bytes.len() - self.output_offset;
+                    let taken = n.min(left);
+                    self.output_offset += taken;
+                    n -= taken;
+                    taken == left
+                }
+                Outbound::File { remaining, .. } => {
+                    self.file_chunk_written += n;
+                    n = 0;
+                    *remaining == 0 && self.file_chunk_written == self.file_chunk.len()
+                }
+            };
+            if !finished {
                 break;
             }
-            n -= left;
             if let Some(done) = self.output.pop_front() {
                 delivered.extend(done.delivered);
             }
             self.output_offset = 0;
+            self.file_chunk.clear();
+            self.file_chunk_written = 0;
+        }
+        if self.output.is_empty() && self.file_chunk.capacity() > 0 {
+            self.file_chunk = Vec::new();
         }
     }
 
@@ -434,7 +774,7 @@ impl Connection {
             self.drop_input();
             self.state = State::ClosingAfterFlush;
         }
-        if self.output_len == 0 && self.staged.is_empty() {
+        if self.output_len == 0 && self.staged.is_empty() && self.syncing.is_none() {
             self.state = State::Closed;
         }
     }

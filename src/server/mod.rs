@@ -3,6 +3,7 @@
 
 mod connection;
 mod shutdown;
+mod sync;
 mod timers;
 
 use std::collections::HashSet;
@@ -17,11 +18,12 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::Config;
-use crate::handlers::{self, Context, Response};
-use crate::protocol::{ClientId, MessageId, RequestCode};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::handlers::{self, Context, HandlerError, Response};
+use crate::protocol::{ClientId, MessageId, RequestCode, SendHead};
+use crate::store::{PullBudget, SqliteStore, Store, StoreError, Upload};
 use connection::Connection;
 pub use shutdown::ShutdownHandle;
+use sync::Syncer;
 use timers::Timers;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -32,6 +34,9 @@ const READ_CHUNK: usize = 64 << 10;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a failed deletion of delivered messages waits before it is retried.
 const DELETE_RETRY: Duration = Duration::from_millis(100);
+/// Content bytes one pull reply holds in memory (contents stored in rows); spooled contents
+/// are streamed from their files and do not count.
+const PULL_MEMORY_BUDGET: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -52,6 +57,7 @@ struct Core {
     timers: Timers,
     /// Messages in pull replies not yet written whole.
     in_flight: HashSet<MessageId>,
+    syncer: Syncer,
 }
 
 /// The writes and staged replies of one round of ready events (group commit).
@@ -79,6 +85,43 @@ impl Env<'_> {
         body: &[u8],
         peer: SocketAddr,
     ) -> Response {
+        self.run(code, caller, peer, |ctx| {
+            handlers::dispatch(ctx, code, body)
+        })
+    }
+
+    /// Stores the message of an upload whose content is whole and durable.
+    fn finish_upload(
+        &mut self,
+        code: RequestCode,
+        caller: ClientId,
+        head: &SendHead,
+        upload: Upload,
+        peer: SocketAddr,
+    ) -> Response {
+        self.run(code, caller, peer, |ctx| {
+            handlers::finish_upload(ctx, head, upload)
+        })
+    }
+
+    /// Checks a large send from its head and opens its spool file. No transaction: the
+    /// content is written outside the batches, which go on committing meanwhile.
+    fn start_upload(
+        &mut self,
+        code: RequestCode,
+        caller: ClientId,
+        head: &SendHead,
+    ) -> Result<Upload, HandlerError> {
+        handlers::start_upload(&mut self.context(code, caller), head)
+    }
+
+    fn run(
+        &mut self,
+        code: RequestCode,
+        caller: ClientId,
+        peer: SocketAddr,
+        handle: impl FnOnce(&mut Context<'_>) -> Result<Response, HandlerError>,
+    ) -> Response {
         if !self.batch.open {
             if let Err(error) = self.core.store.begin_batch() {
                 log::warn!("{peer}: cannot start a transaction: {error}");
@@ -86,15 +129,7 @@ impl Env<'_> {
             }
             self.batch.open = true;
         }
-        let mut ctx = Context {
-            store: &mut *self.core.store,
-            in_flight: &mut self.core.in_flight,
-            max_pull_reply: self.core.config.max_payload as usize,
-            now: self.wall_clock,
-            caller,
-            reply_code: code.reply_code(),
-        };
-        handlers::dispatch(&mut ctx, code, body).unwrap_or_else(|error| {
+        handle(&mut self.context(code, caller)).unwrap_or_else(|error| {
             log::warn!(
                 "{peer}: {:?} (edition {}): {error}",
                 code.operation,
@@ -102,6 +137,20 @@ impl Env<'_> {
             );
             Response::error()
         })
+    }
+
+    fn context(&mut self, code: RequestCode, caller: ClientId) -> Context<'_> {
+        Context {
+            store: &mut *self.core.store,
+            in_flight: &mut self.core.in_flight,
+            pull_budget: PullBudget {
+                payload: u64::from(self.core.config.max_payload),
+                in_memory: PULL_MEMORY_BUDGET,
+            },
+            now: self.wall_clock,
+            caller,
+            reply_code: code.reply_code(),
+        }
     }
 }
 
@@ -119,16 +168,18 @@ pub struct Server {
     shutdown_deadline: Option<Instant>,
     /// Connections to serve again without waiting for an event.
     needs_service: Vec<usize>,
+    /// Numbers connections, so that a finished sync finds its own connection even if its
+    /// slab key has been reused.
+    next_serial: u64,
 }
 
 impl Server {
     /// Opens the database and binds the listening socket.
     pub fn bind(config: Config) -> Result<Server, ServerError> {
-        let store = SqliteStore::open(&config.database, config.durability).map_err(|source| {
-            ServerError::Database {
-                path: config.database.display().to_string(),
-                source,
-            }
+        let store = SqliteStore::open(&config.database, config.durability, config.min_free_space)
+            .map_err(|source| ServerError::Database {
+            path: config.database.display().to_string(),
+            source,
         })?;
         let poll = Poll::new()?;
         let mut listener =
@@ -144,19 +195,21 @@ impl Server {
             poll,
             listener: Some(listener),
             local_addr,
-            shutdown: ShutdownHandle::new(waker),
+            shutdown: ShutdownHandle::new(Arc::clone(&waker)),
             connections: Slab::new(),
             core: Core {
                 config,
                 store: Box::new(store),
                 timers: Timers::default(),
                 in_flight: HashSet::new(),
+                syncer: Syncer::new(waker),
             },
             delivered: Vec::new(),
             delete_retry_at: None,
             accept_paused_until: None,
             shutdown_deadline: None,
             needs_service: Vec::new(),
+            next_serial: 0,
         })
     }
 
@@ -231,6 +284,18 @@ impl Server {
             now,
             wall_clock: SystemTime::now(),
         };
+        let synced: Vec<_> = env.core.syncer.finished().collect();
+        for synced in synced {
+            let key = synced.key;
+            match self.connections.get_mut(key) {
+                Some(connection) if connection.serial() == synced.serial => {
+                    connection.on_synced(synced, &mut env);
+                    ready.push(key);
+                }
+                // The client left before its upload was stored: dropping it removes the file.
+                _ => drop(synced),
+            }
+        }
         for &key in &ready {
             if let Some(connection) = self.connections.get_mut(key) {
                 connection.on_readable(&mut env, scratch);
@@ -363,8 +428,9 @@ impl Server {
                     }
                     let entry = self.connections.vacant_entry();
                     let key = entry.key();
+                    self.next_serial += 1;
                     let mut connection =
-                        Connection::new(socket, key, peer, self.core.config.max_payload);
+                        Connection::new(socket, key, self.next_serial, peer, &self.core.config);
                     let registry = self.poll.registry();
                     match registry.register(connection.socket(), Token(key), Interest::READABLE) {
                         Ok(()) => {

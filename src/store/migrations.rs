@@ -6,7 +6,10 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Every migration, in order; migration `i` (from 0) brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_initial.sql"),
+    include_str!("../../migrations/0002_spool.sql"),
+];
 
 /// Brings the schema up to date. Each migration runs in its own transaction with its
 /// version bump, so a crash leaves the database at a whole version.

@@ -2,31 +2,70 @@
 //! loop do not depend on SQLite (a distributed backend can be added beside it).
 
 mod migrations;
+mod spool;
 mod sqlite;
 
+use std::fs::File;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use crate::protocol::{ClientId, MessageId, MessageType, PublicKey};
 
+pub use spool::{Spool, Upload};
 pub use sqlite::{Durability, SqliteStore};
 
 /// A message as it waits in a recipient's queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct StoredMessage {
     pub id: MessageId,
     pub from: ClientId,
     /// The type byte as stored; a database adopted from another server may hold any value.
     pub kind: u8,
-    pub content: Vec<u8>,
+    pub content: StoredContent,
+}
+
+/// A stored content: in the row, or a spool file read as the reply is sent.
+#[derive(Debug)]
+pub enum StoredContent {
+    Inline(Vec<u8>),
+    Spooled { file: File, len: u64 },
+}
+
+impl StoredContent {
+    pub fn len(&self) -> u64 {
+        match self {
+            StoredContent::Inline(bytes) => bytes.len() as u64,
+            StoredContent::Spooled { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A message to store.
-#[derive(Debug, Clone, Copy)]
 pub struct NewMessage<'a> {
     pub to: ClientId,
     pub from: ClientId,
     pub kind: MessageType,
-    pub content: &'a [u8],
+    pub content: NewContent<'a>,
+}
+
+/// The content of a message to store: small ones from the request buffer, large ones
+/// already streamed into a spool file.
+pub enum NewContent<'a> {
+    Inline(&'a [u8]),
+    Spooled(Upload),
+}
+
+/// How much one pull reply may carry.
+#[derive(Debug, Clone, Copy)]
+pub struct PullBudget {
+    /// Payload bytes (25 + content per message); a u32 on the wire.
+    pub payload: u64,
+    /// Content bytes held in memory (contents stored in rows); spooled contents are streamed.
+    pub in_memory: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +74,13 @@ pub enum StoreError {
     NameTaken,
     #[error("the batch's transaction was rolled back by the database; it is retried as a whole")]
     BatchAborted,
+    #[error("not enough free disk space for a {len}-byte content ({available} bytes available)")]
+    NoSpace { len: u64, available: u64 },
+    #[error("spool {path}: {source}")]
+    Spool {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no free id found")]
     IdsExhausted,
     #[error("the database holds a malformed {0}")]
@@ -76,15 +122,20 @@ pub trait Store: Send {
     ) -> Result<(), StoreError>;
     fn public_key(&mut self, id: ClientId) -> Result<Option<PublicKey>, StoreError>;
 
-    /// Stores a message and returns its id, unique among stored messages.
+    /// Starts streaming a content of `len` bytes to storage, outside any transaction, so that
+    /// other requests commit while it arrives. Fails with `NoSpace` when the disk cannot take
+    /// it.
+    fn start_upload(&mut self, len: u64) -> Result<Upload, StoreError>;
+    /// Stores a message and returns its id, unique among stored messages. A spooled content
+    /// belongs to the message once the batch commits, and is removed if it does not.
     fn insert_message(&mut self, message: NewMessage<'_>) -> Result<MessageId, StoreError>;
     /// The oldest messages queued for `to`, in send order, leaving out those `skip` names,
-    /// whose entries (25 bytes + content) add up to at most `budget` bytes; the first message
-    /// is returned even when it alone exceeds the budget.
+    /// as many as fit the budget; the first message is returned even when it alone exceeds
+    /// it.
     fn queued_messages(
         &mut self,
         to: ClientId,
-        budget: usize,
+        budget: PullBudget,
         skip: &dyn Fn(MessageId) -> bool,
     ) -> Result<Vec<StoredMessage>, StoreError>;
     fn delete_messages(&mut self, ids: &[MessageId]) -> Result<(), StoreError>;

@@ -1,12 +1,17 @@
 //! The SQLite backend: one connection, WAL journal, group commit, cached statements.
 
 use std::collections::HashMap;
+use std::mem;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{ffi, params, Connection, OpenFlags, OptionalExtension};
 
-use super::{migrations, NewMessage, Store, StoreError, StoredMessage, PULLED_MESSAGE_HEADER_LEN};
+use super::spool::{Spool, Upload};
+use super::{
+    migrations, NewContent, NewMessage, PullBudget, Store, StoreError, StoredContent,
+    StoredMessage, PULLED_MESSAGE_HEADER_LEN,
+};
 use crate::protocol::{ClientId, MessageId, PublicKey, PUBLIC_KEY_LEN};
 
 /// How long LastSeen updates may wait in memory when no other write would carry them: a
@@ -40,13 +45,23 @@ pub struct SqliteStore {
     last_seen: HashMap<ClientId, i64>,
     last_seen_flushed: Instant,
     next_message_id: u32,
+    spool: Spool,
+    /// Spooled contents of the batch's new messages: kept if it commits, removed if not.
+    batch_uploads: Vec<Upload>,
+    /// Spool files of the batch's deleted messages, removed once it commits.
+    batch_removals: Vec<String>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database and brings its schema up to date. The file is
     /// locked for this process alone: message ids and in-flight deliveries live in memory,
-    /// so two servers on one database would corrupt each other's queues.
-    pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
+    /// so two servers on one database would corrupt each other's queues. Large contents go
+    /// to the spool folder `<path>.spool`, where uploads must leave `min_free_space` bytes.
+    pub fn open(
+        path: &Path,
+        durability: Durability,
+        min_free_space: u64,
+    ) -> Result<SqliteStore, StoreError> {
         let mut conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -65,6 +80,8 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", synchronous)?;
         conn.set_prepared_statement_cache_capacity(32);
         migrations::apply(&mut conn)?;
+        let spool = Spool::open(path, min_free_space, durability == Durability::Full)?;
+        recover_spool(&conn, &spool)?;
         let last_id: Option<u32> = conn
             .query_row(
                 "SELECT ID FROM messages ORDER BY rowid DESC LIMIT 1",
@@ -80,6 +97,9 @@ impl SqliteStore {
             last_seen: HashMap::new(),
             last_seen_flushed: Instant::now(),
             next_message_id: last_id.map_or(1, following_message_id),
+            spool,
+            batch_uploads: Vec::new(),
+            batch_removals: Vec::new(),
         })
     }
 
@@ -118,16 +138,56 @@ impl SqliteStore {
         message: &NewMessage<'_>,
     ) -> Result<bool, StoreError> {
         let mut insert = self.conn.prepare_cached(
-            "INSERT INTO messages (ID, ToClient, FromClient, Type, Content) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO messages (ID, ToClient, FromClient, Type, Content, SpoolFile, SpoolSize) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
+        let (content, spool_file, spool_size): (&[u8], _, _) = match &message.content {
+            NewContent::Inline(bytes) => (bytes, None, None),
+            NewContent::Spooled(upload) => (&[], Some(upload.name()), Some(upload.len())),
+        };
         inserted_unless_id_taken(insert.execute(params![
             id,
             &message.to.0[..],
             &message.from.0[..],
             message.kind as u8,
-            message.content
+            content,
+            spool_file,
+            spool_size
         ]))
     }
+
+    /// Ends the batch's spool bookkeeping: new contents are kept or removed, deleted
+    /// messages' files removed or kept, as the transaction went.
+    fn settle_spool(&mut self, committed: bool) {
+        for upload in self.batch_uploads.drain(..) {
+            if committed {
+                upload.keep();
+            }
+        }
+        let removals = mem::take(&mut self.batch_removals);
+        if committed {
+            for name in &removals {
+                self.spool.remove(name);
+            }
+        }
+    }
+}
+
+/// Removes spool files no row names, and the rows whose file is missing or cut short: with
+/// durability normal, a power cut can keep a row while losing its file's data.
+fn recover_spool(conn: &Connection, spool: &Spool) -> Result<(), StoreError> {
+    let mut referenced = HashMap::new();
+    let mut query =
+        conn.prepare("SELECT SpoolFile, SpoolSize FROM messages WHERE SpoolFile IS NOT NULL")?;
+    let mut rows = query.query([])?;
+    while let Some(row) = rows.next()? {
+        referenced.insert(row.get::<_, String>(0)?, row.get::<_, u64>(1)?);
+    }
+    for name in spool.recover(&referenced)? {
+        log::error!("message content {name} is missing or incomplete; dropping its message");
+        conn.execute("DELETE FROM messages WHERE SpoolFile = ?1", [&name])?;
+    }
+    Ok(())
 }
 
 /// Whether an insert succeeded (`true`) or found its id taken (`false`). Other constraint
@@ -184,6 +244,7 @@ impl Store for SqliteStore {
         match self.conn.execute_batch("COMMIT") {
             Ok(()) => {
                 self.in_batch = false;
+                self.settle_spool(true);
                 Ok(())
             }
             Err(error) => {
@@ -201,6 +262,7 @@ impl Store for SqliteStore {
         }
         self.in_batch = false;
         self.batch_aborted = false;
+        self.settle_spool(false);
     }
 
     fn touch_client(&mut self, id: ClientId, at: SystemTime) -> Result<bool, StoreError> {
@@ -287,8 +349,12 @@ impl Store for SqliteStore {
         })
     }
 
+    fn start_upload(&mut self, len: u64) -> Result<Upload, StoreError> {
+        self.spool.start(len)
+    }
+
     fn insert_message(&mut self, message: NewMessage<'_>) -> Result<MessageId, StoreError> {
-        self.run(|store| {
+        let id = self.run(|store| {
             for _ in 0..MESSAGE_ID_ATTEMPTS {
                 let id = store.next_message_id;
                 store.next_message_id = following_message_id(id);
@@ -298,41 +364,62 @@ impl Store for SqliteStore {
                 }
             }
             Err(StoreError::IdsExhausted)
-        })
+        })?;
+        if let NewContent::Spooled(upload) = message.content {
+            self.batch_uploads.push(upload);
+        }
+        Ok(id)
     }
 
     fn queued_messages(
         &mut self,
         to: ClientId,
-        budget: usize,
+        budget: PullBudget,
         skip: &dyn Fn(MessageId) -> bool,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.run(|store| {
             // length(Content) comes from the record header; the content itself is read only
             // for messages that fit the budget.
             let mut query = store.conn.prepare_cached(
-                "SELECT ID, FromClient, Type, length(Content), Content FROM messages \
-                 WHERE ToClient = ?1 ORDER BY rowid",
+                "SELECT ID, FromClient, Type, length(Content), Content, SpoolFile, SpoolSize \
+                 FROM messages WHERE ToClient = ?1 ORDER BY rowid",
             )?;
             let mut rows = query.query([&to.0[..]])?;
             let mut messages = Vec::new();
-            let mut used = 0usize;
+            let (mut payload, mut in_memory) = (0u64, 0u64);
             while let Some(row) = rows.next()? {
                 let id = MessageId(row.get(0)?);
                 if skip(id) {
                     continue;
                 }
-                let content_len: usize = row.get(3)?;
-                let entry = PULLED_MESSAGE_HEADER_LEN + content_len;
-                if !messages.is_empty() && used + entry > budget {
+                let spool_file: Option<String> = row.get(5)?;
+                let (content_len, memory) = match spool_file {
+                    Some(_) => (row.get::<_, u64>(6)?, 0),
+                    None => {
+                        let len = row.get::<_, u64>(3)?;
+                        (len, len)
+                    }
+                };
+                let entry = PULLED_MESSAGE_HEADER_LEN as u64 + content_len;
+                let fits =
+                    payload + entry <= budget.payload && in_memory + memory <= budget.in_memory;
+                if !messages.is_empty() && !fits {
                     break;
                 }
-                used += entry;
+                payload += entry;
+                in_memory += memory;
+                let content = match spool_file {
+                    Some(name) => StoredContent::Spooled {
+                        file: store.spool.open_content(&name)?,
+                        len: content_len,
+                    },
+                    None => StoredContent::Inline(row.get_ref(4)?.as_blob()?.to_vec()),
+                };
                 messages.push(StoredMessage {
                     id,
                     from: client_id(row.get_ref(1)?.as_blob()?)?,
                     kind: row.get(2)?,
-                    content: row.get_ref(4)?.as_blob()?.to_vec(),
+                    content,
                 });
             }
             Ok(messages)
@@ -343,9 +430,14 @@ impl Store for SqliteStore {
         self.run(|store| {
             let mut delete = store
                 .conn
-                .prepare_cached("DELETE FROM messages WHERE ID = ?1")?;
+                .prepare_cached("DELETE FROM messages WHERE ID = ?1 RETURNING SpoolFile")?;
             for id in ids {
-                delete.execute([id.0])?;
+                let mut rows = delete.query([id.0])?;
+                while let Some(row) = rows.next()? {
+                    if let Some(name) = row.get::<_, Option<String>>(0)? {
+                        store.batch_removals.push(name);
+                    }
+                }
             }
             store.batch_wrote = true;
             Ok(())
@@ -367,8 +459,19 @@ mod tests {
 
     fn open() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("test.db"), Durability::Normal).unwrap();
+        let store = SqliteStore::open(&dir.path().join("test.db"), Durability::Normal, 0).unwrap();
         (dir, store)
+    }
+
+    fn budget(payload: u64) -> PullBudget {
+        PullBudget {
+            payload,
+            in_memory: u64::MAX,
+        }
+    }
+
+    fn ids(messages: &[StoredMessage]) -> Vec<MessageId> {
+        messages.iter().map(|m| m.id).collect()
     }
 
     fn key(byte: u8) -> PublicKey {
@@ -417,53 +520,127 @@ mod tests {
                         to,
                         from,
                         kind: MessageType::Text,
-                        content: &content,
+                        content: NewContent::Inline(&content),
                     })
                     .unwrap()
             })
             .collect();
-        let all = store.queued_messages(to, usize::MAX, &|_| false).unwrap();
-        assert_eq!(all.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+        let all = store.queued_messages(to, budget(u64::MAX), &|_| false);
+        assert_eq!(self::ids(&all.unwrap()), ids);
         let two = store
-            .queued_messages(to, 2 * 125 + 124, &|id| id == ids[0])
+            .queued_messages(to, budget(2 * 125 + 124), &|id| id == ids[0])
             .unwrap();
-        assert_eq!(
-            two.iter().map(|m| m.id).collect::<Vec<_>>(),
-            vec![ids[1], ids[2]]
-        );
-        let oversized = store.queued_messages(to, 1, &|_| false).unwrap();
+        assert_eq!(self::ids(&two), vec![ids[1], ids[2]]);
+        let oversized = store.queued_messages(to, budget(1), &|_| false).unwrap();
         assert_eq!(oversized.len(), 1);
+        let memory = PullBudget {
+            payload: u64::MAX,
+            in_memory: 250,
+        };
+        let in_memory = store.queued_messages(to, memory, &|_| false).unwrap();
+        assert_eq!(self::ids(&in_memory), ids[..2]);
         store.delete_messages(&ids[..2]).unwrap();
-        assert_eq!(
-            store
-                .queued_messages(to, usize::MAX, &|_| false)
-                .unwrap()
-                .len(),
-            2
-        );
+        let left = store.queued_messages(to, budget(u64::MAX), &|_| false);
+        assert_eq!(left.unwrap().len(), 2);
+    }
+
+    fn spooled_message(store: &mut SqliteStore, content: &[u8]) -> MessageId {
+        let mut upload = store.start_upload(content.len() as u64).unwrap();
+        upload.write(content).unwrap();
+        store
+            .insert_message(NewMessage {
+                to: ClientId([1; 16]),
+                from: ClientId([2; 16]),
+                kind: MessageType::File,
+                content: NewContent::Spooled(upload),
+            })
+            .unwrap()
+    }
+
+    fn spool_files(store: &SqliteStore) -> usize {
+        std::fs::read_dir(store.spool.dir()).unwrap().count()
+    }
+
+    #[test]
+    fn spooled_contents_follow_their_rows_through_commit_and_rollback() {
+        let (_dir, mut store) = open();
+        let to = ClientId([1; 16]);
+        store.begin_batch().unwrap();
+        spooled_message(&mut store, b"gone");
+        store.rollback_batch();
+        assert_eq!(spool_files(&store), 0);
+
+        store.begin_batch().unwrap();
+        let id = spooled_message(&mut store, b"kept");
+        store.commit_batch().unwrap();
+        let mut queued = store.queued_messages(to, budget(u64::MAX), &|_| false);
+        match queued
+            .as_mut()
+            .map(|messages| messages.pop().map(|m| m.content))
+        {
+            Ok(Some(StoredContent::Spooled { file, len: 4 })) => {
+                assert_eq!(std::io::read_to_string(file).unwrap(), "kept");
+            }
+            other => panic!("expected a spooled content, got {other:?}"),
+        }
+
+        store.begin_batch().unwrap();
+        store.delete_messages(&[id]).unwrap();
+        store.rollback_batch();
+        assert_eq!(spool_files(&store), 1);
+        store.begin_batch().unwrap();
+        store.delete_messages(&[id]).unwrap();
+        store.commit_batch().unwrap();
+        assert_eq!(spool_files(&store), 0);
+    }
+
+    #[test]
+    fn reopening_removes_stray_files_and_rows_that_lost_theirs() {
+        let (dir, mut store) = open();
+        let path = dir.path().join("test.db");
+        store.begin_batch().unwrap();
+        spooled_message(&mut store, b"whole");
+        let cut = spooled_message(&mut store, b"cut short");
+        store.commit_batch().unwrap();
+        std::fs::write(store.spool.dir().join("stray"), b"partial upload").unwrap();
+        let cut_name: String = store
+            .conn
+            .query_row(
+                "SELECT SpoolFile FROM messages WHERE ID = ?1",
+                [cut.0],
+                |r| r.get(0),
+            )
+            .unwrap();
+        std::fs::write(store.spool.dir().join(&cut_name), b"cut").unwrap();
+        Box::new(store).close().unwrap();
+
+        let mut store = SqliteStore::open(&path, Durability::Normal, 0).unwrap();
+        let left = store.queued_messages(ClientId([1; 16]), budget(u64::MAX), &|_| false);
+        assert_eq!(left.unwrap().len(), 1);
+        assert_eq!(spool_files(&store), 1);
     }
 
     #[test]
     fn message_ids_wrap_and_skip_taken_ones() {
         let (_dir, mut store) = open();
         let (to, from) = (ClientId([1; 16]), ClientId([2; 16]));
-        let message = NewMessage {
+        let message = || NewMessage {
             to,
             from,
             kind: MessageType::File,
-            content: b"x",
+            content: NewContent::Inline(b"x"),
         };
         store.next_message_id = 1;
-        assert_eq!(store.insert_message(message).unwrap(), MessageId(1));
+        assert_eq!(store.insert_message(message()).unwrap(), MessageId(1));
         store.next_message_id = u32::MAX;
-        assert_eq!(store.insert_message(message).unwrap(), MessageId(u32::MAX));
-        assert_eq!(store.insert_message(message).unwrap(), MessageId(2));
-        let order: Vec<_> = store
-            .queued_messages(to, usize::MAX, &|_| false)
-            .unwrap()
-            .iter()
-            .map(|m| m.id)
-            .collect();
+        assert_eq!(
+            store.insert_message(message()).unwrap(),
+            MessageId(u32::MAX)
+        );
+        assert_eq!(store.insert_message(message()).unwrap(), MessageId(2));
+        let order = ids(&store
+            .queued_messages(to, budget(u64::MAX), &|_| false)
+            .unwrap());
         assert_eq!(order, vec![MessageId(1), MessageId(u32::MAX), MessageId(2)]);
     }
 
@@ -478,7 +655,7 @@ mod tests {
                  PublicKey BLOB, LastSeen TEXT, Extra TEXT NOT NULL)",
             )
             .unwrap();
-        let mut store = SqliteStore::open(&path, Durability::Normal).unwrap();
+        let mut store = SqliteStore::open(&path, Durability::Normal, 0).unwrap();
         let result = store.register_client("x", &key(0), SystemTime::now());
         assert!(matches!(result, Err(StoreError::Sqlite(_))), "{result:?}");
     }
@@ -502,7 +679,7 @@ mod tests {
     fn last_seen_is_iso_8601_utc() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("seen.db");
-        let mut store = SqliteStore::open(&path, Durability::Full).unwrap();
+        let mut store = SqliteStore::open(&path, Durability::Full, 0).unwrap();
         let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let id = store.register_client("t", &key(0), at).unwrap();
         assert!(store.touch_client(id, at + Duration::from_secs(5)).unwrap());
@@ -519,18 +696,18 @@ mod tests {
     fn next_message_id_follows_the_last_stored_one_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ids.db");
-        let mut store = SqliteStore::open(&path, Durability::Full).unwrap();
-        let message = NewMessage {
+        let mut store = SqliteStore::open(&path, Durability::Full, 0).unwrap();
+        let message = || NewMessage {
             to: ClientId([1; 16]),
             from: ClientId([2; 16]),
             kind: MessageType::Text,
-            content: b"",
+            content: NewContent::Inline(b""),
         };
-        let first = store.insert_message(message).unwrap();
+        let first = store.insert_message(message()).unwrap();
         Box::new(store).close().unwrap();
-        let mut store = SqliteStore::open(&path, Durability::Full).unwrap();
+        let mut store = SqliteStore::open(&path, Durability::Full, 0).unwrap();
         assert_eq!(
-            store.insert_message(message).unwrap(),
+            store.insert_message(message()).unwrap(),
             MessageId(first.0 + 1)
         );
     }

@@ -1,0 +1,284 @@
+//! Large message contents, kept as files in a spool folder beside the database.
+//!
+//! A file message may be 4 GiB: too large to buffer, and too large for one SQLite row
+//! written inside the event loop's short transactions. Its content is streamed into a spool
+//! file as it arrives; the message row only names the file. The file is created before the
+//! row exists and removed after the row is gone, so a crash can only leave files without
+//! rows, which [`Spool::recover`] removes at start-up.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::StoreError;
+
+/// The spool folder of one database.
+pub struct Spool {
+    dir: PathBuf,
+    /// Bytes that uploads in progress have announced but not yet written: the free space
+    /// they will take.
+    reserved: Arc<AtomicU64>,
+    /// Free space an upload must leave on the disk, for the database and everything else.
+    min_free: u64,
+    durable: bool,
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool folder of the database at `database`:
+    /// `<database>.spool`.
+    pub fn open(database: &Path, min_free: u64, durable: bool) -> Result<Spool, StoreError> {
+        let mut dir = database.as_os_str().to_owned();
+        dir.push(".spool");
+        let dir = PathBuf::from(dir);
+        fs::create_dir_all(&dir).map_err(|source| StoreError::Spool {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Spool {
+            dir,
+            reserved: Arc::new(AtomicU64::new(0)),
+            min_free,
+            durable,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the file for a content of `len` bytes, if the disk can take it and still keep
+    /// the configured free space.
+    pub fn start(&self, len: u64) -> Result<Upload, StoreError> {
+        let error = |source| StoreError::Spool {
+            path: self.dir.clone(),
+            source,
+        };
+        let available = fs4::available_space(&self.dir).map_err(error)?;
+        let reserved = self.reserved.load(Ordering::Relaxed);
+        let needed = len.saturating_add(reserved).saturating_add(self.min_free);
+        if needed > available {
+            return Err(StoreError::NoSpace { len, available });
+        }
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let path = self.dir.join(&name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(error)?;
+        self.reserved.fetch_add(len, Ordering::Relaxed);
+        Ok(Upload {
+            file,
+            name,
+            path,
+            dir: self.dir.clone(),
+            len,
+            written: 0,
+            reserved: Arc::clone(&self.reserved),
+            durable: self.durable,
+            keep: false,
+        })
+    }
+
+    /// Opens the content of a stored message for reading.
+    pub fn open_content(&self, name: &str) -> Result<File, StoreError> {
+        let path = self.path(name)?;
+        File::open(&path).map_err(|source| StoreError::Spool { path, source })
+    }
+
+    /// Removes the content of a deleted message; a failure only leaves a file that the next
+    /// start-up removes.
+    pub fn remove(&self, name: &str) {
+        let removed = self.path(name).and_then(|path| {
+            fs::remove_file(&path).map_err(|source| StoreError::Spool { path, source })
+        });
+        if let Err(error) = removed {
+            log::warn!("{error}");
+        }
+    }
+
+    /// A stored name as a path inside the folder; a name that is not a plain file name (from a
+    /// tampered database) is refused rather than followed elsewhere.
+    fn path(&self, name: &str) -> Result<PathBuf, StoreError> {
+        let plain = Path::new(name).file_name().is_some_and(|file| file == name);
+        if plain {
+            Ok(self.dir.join(name))
+        } else {
+            Err(StoreError::Corrupt("spool file name"))
+        }
+    }
+
+    /// Brings the folder in line with the rows that name its files (`name → size`): removes
+    /// files no row names (uploads cut short by a crash, contents whose removal was cut
+    /// short) and files of the wrong size, and returns the names whose file is missing or had
+    /// the wrong size.
+    pub fn recover(&self, referenced: &HashMap<String, u64>) -> Result<Vec<String>, StoreError> {
+        let error = |source| StoreError::Spool {
+            path: self.dir.clone(),
+            source,
+        };
+        let mut present = HashMap::new();
+        for entry in fs::read_dir(&self.dir).map_err(error)? {
+            let entry = entry.map_err(error)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if referenced.contains_key(&name) {
+                present.insert(name, entry.metadata().map_err(error)?.len());
+            } else {
+                log::info!("removing unreferenced spool file {name}");
+                fs::remove_file(entry.path()).map_err(error)?;
+            }
+        }
+        let broken: Vec<String> = referenced
+            .iter()
+            .filter(|(name, size)| present.get(*name) != Some(*size))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in broken.iter().filter(|name| present.contains_key(*name)) {
+            fs::remove_file(self.dir.join(name)).map_err(error)?;
+        }
+        Ok(broken)
+    }
+}
+
+/// A content being written to its spool file. Dropped before its message row commits, it
+/// removes the file: an interrupted upload leaves nothing behind.
+pub struct Upload {
+    file: File,
+    name: String,
+    path: PathBuf,
+    dir: PathBuf,
+    len: u64,
+    written: u64,
+    reserved: Arc<AtomicU64>,
+    durable: bool,
+    keep: bool,
+}
+
+impl Upload {
+    /// Appends the next bytes of the content; the caller never passes more than
+    /// [`Upload::remaining`].
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        self.reserved
+            .fetch_sub(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn remaining(&self) -> u64 {
+        self.len - self.written
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Makes the content durable before its row is committed (with durability full): the
+    /// file's data, then its directory entry. Slow for large files, so the server runs it
+    /// off the event loop.
+    pub fn sync(&self) -> io::Result<()> {
+        if self.durable {
+            self.file.sync_data()?;
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// The row naming this file has committed: the file now belongs to the message.
+    pub fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        self.reserved.fetch_sub(self.remaining(), Ordering::Relaxed);
+        if !self.keep {
+            if let Err(error) = fs::remove_file(&self.path) {
+                log::warn!("cannot remove {}: {error}", self.path.display());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spool(min_free: u64) -> (tempfile::TempDir, Spool) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("db"), min_free, true).unwrap();
+        (dir, spool)
+    }
+
+    #[test]
+    fn an_upload_dropped_before_it_is_kept_leaves_no_file() {
+        let (_dir, spool) = spool(0);
+        let mut upload = spool.start(10).unwrap();
+        upload.write(b"hello").unwrap();
+        assert_eq!(upload.remaining(), 5);
+        assert_eq!(spool.reserved.load(Ordering::Relaxed), 5);
+        drop(upload);
+        assert_eq!(fs::read_dir(spool.dir()).unwrap().count(), 0);
+        assert_eq!(spool.reserved.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_kept_upload_is_readable_and_removable() {
+        let (_dir, spool) = spool(0);
+        let mut upload = spool.start(5).unwrap();
+        upload.write(b"hello").unwrap();
+        upload.sync().unwrap();
+        let name = upload.name().to_owned();
+        upload.keep();
+        let content = io::read_to_string(spool.open_content(&name).unwrap()).unwrap();
+        assert_eq!(content, "hello");
+        spool.remove(&name);
+        assert!(spool.open_content(&name).is_err());
+    }
+
+    #[test]
+    fn uploads_that_would_eat_the_free_space_are_refused() {
+        let (_dir, spool) = spool(u64::MAX / 2);
+        assert!(matches!(spool.start(1), Err(StoreError::NoSpace { .. })));
+        assert_eq!(fs::read_dir(spool.dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn names_that_leave_the_folder_are_refused() {
+        let (_dir, spool) = spool(0);
+        for name in ["../db", "/etc/passwd", "a/b", ""] {
+            assert!(spool.open_content(name).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn recovery_removes_strays_and_reports_broken_contents() {
+        let (_dir, spool) = spool(0);
+        fs::write(spool.dir().join("stray"), b"x").unwrap();
+        fs::write(spool.dir().join("good"), b"abc").unwrap();
+        fs::write(spool.dir().join("short"), b"a").unwrap();
+        let referenced = HashMap::from([
+            ("good".to_owned(), 3),
+            ("short".to_owned(), 3),
+            ("missing".to_owned(), 1),
+        ]);
+        let mut broken = spool.recover(&referenced).unwrap();
+        broken.sort();
+        assert_eq!(broken, vec!["missing".to_owned(), "short".to_owned()]);
+        assert!(!spool.dir().join("stray").exists());
+        assert!(!spool.dir().join("short").exists());
+        assert!(spool.dir().join("good").exists());
+    }
+}
