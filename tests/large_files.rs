@@ -1,0 +1,377 @@
+//! Large file messages: contents above the spool threshold are streamed into spool files as
+//! they arrive and streamed back out of them, and nothing half-written survives a disconnect
+//! or a crash.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{parse_pull, request_bytes, send_body, BinaryServer, Client, TestServer, IO_TIMEOUT};
+use messageu::protocol::{ClientId, Edition, Operation, BLOCK_LEN};
+use messageu::Config;
+
+const EDITION: Edition = Edition::Y2024;
+const FILE: u8 = 4;
+
+/// Bytes that differ at every offset, so a shifted or reordered chunk is caught.
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+fn spool_dir(database: &Path) -> PathBuf {
+    let mut dir = database.as_os_str().to_owned();
+    dir.push(".spool");
+    PathBuf::from(dir)
+}
+
+/// The spool files and their sizes.
+fn spool_files(database: &Path) -> Vec<u64> {
+    fs::read_dir(spool_dir(database))
+        .expect("spool folder exists")
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .collect()
+}
+
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn code(operation: Operation) -> u16 {
+    EDITION.request_code(operation)
+}
+
+/// The head of a send request (header and message header) announcing `len` content bytes.
+fn send_head(from: ClientId, to: ClientId, len: usize) -> Vec<u8> {
+    let mut head = request_bytes(from, code(Operation::SendMessage), 21 + len as u32, &to.0);
+    head.push(FILE);
+    head.extend_from_slice(&(len as u32).to_le_bytes());
+    head
+}
+
+struct Pair {
+    alice: ClientId,
+    bob: ClientId,
+}
+
+fn register_pair(client: &mut Client) -> Pair {
+    Pair {
+        alice: client.register(EDITION, "alice"),
+        bob: client.register(EDITION, "bob"),
+    }
+}
+
+#[test]
+fn a_64_mib_file_round_trips_exactly_and_its_spool_file_goes_with_it() {
+    let server = TestServer::start();
+    let mut client = server.connect();
+    let pair = register_pair(&mut client);
+    let content = pattern(64 << 20, 1);
+    client.send(EDITION, pair.alice, pair.bob, FILE, &content);
+    assert_eq!(spool_files(&server.db_path()), vec![64 << 20]);
+
+    let pulled = client.pull(EDITION, pair.bob);
+    assert_eq!(pulled.len(), 1);
+    assert_eq!(pulled[0].from, pair.alice);
+    assert_eq!(pulled[0].kind, FILE);
+    assert!(pulled[0].content == content, "content differs");
+    wait_for("the delivered file is removed", || {
+        spool_files(&server.db_path()).is_empty()
+    });
+    assert!(client.pull(EDITION, pair.bob).is_empty());
+}
+
+#[test]
+fn small_and_spooled_contents_interleave_in_one_pull_reply_in_both_durabilities() {
+    for durability in ["full", "normal"] {
+        let server = TestServer::start_with(|config| {
+            config.spool_threshold = 1000;
+            config.durability = if durability == "full" {
+                messageu::store::Durability::Full
+            } else {
+                messageu::store::Durability::Normal
+            };
+        });
+        let mut client = server.connect();
+        let pair = register_pair(&mut client);
+        let contents: Vec<Vec<u8>> = [10, 300_000, 0, 1001, 1000, 2_000_000]
+            .iter()
+            .enumerate()
+            .map(|(seed, &len)| pattern(len, seed as u32))
+            .collect();
+        let ids: Vec<u32> = contents
+            .iter()
+            .map(|content| client.send(EDITION, pair.alice, pair.bob, FILE, content))
+            .collect();
+        assert_eq!(spool_files(&server.db_path()).len(), 3, "{durability}");
+        let pulled = client.pull(EDITION, pair.bob);
+        let got: Vec<(u32, &[u8])> = pulled.iter().map(|m| (m.id, &m.content[..])).collect();
+        let sent: Vec<(u32, &[u8])> = ids
+            .iter()
+            .copied()
+            .zip(contents.iter().map(|c| &c[..]))
+            .collect();
+        assert!(got == sent, "{durability}: pulled messages differ");
+    }
+}
+
+#[test]
+fn a_message_larger_than_the_reply_cap_is_sent_alone() {
+    let server = TestServer::start();
+    let mut client = server.connect();
+    let pair = register_pair(&mut client);
+    let sizes = [2 << 20, 1 << 20, 1 << 20];
+    for (seed, size) in sizes.iter().enumerate() {
+        client.send(
+            EDITION,
+            pair.alice,
+            pair.bob,
+            FILE,
+            &pattern(*size, seed as u32),
+        );
+    }
+    drop(client);
+    let dir = server.stop();
+    let server = TestServer::start_in(dir, |config| config.max_payload = 3 << 19);
+    let mut client = server.connect();
+    for (seed, size) in sizes.iter().enumerate() {
+        let pulled = client.pull(EDITION, pair.bob);
+        assert_eq!(pulled.len(), 1, "one message per reply");
+        assert!(pulled[0].content == pattern(*size, seed as u32));
+        wait_for("the delivered message is deleted", || {
+            spool_files(&server.db_path()).len() == sizes.len() - seed - 1
+        });
+    }
+}
+
+#[test]
+fn a_disconnect_in_the_middle_of_an_upload_leaves_no_message_and_no_file() {
+    let server = TestServer::start();
+    let mut client = server.connect();
+    let pair = register_pair(&mut client);
+    let content = pattern(8 << 20, 2);
+    let mut uploader = server.connect();
+    uploader.send_raw(&send_head(pair.alice, pair.bob, content.len()));
+    uploader.send_raw(&content[..3 << 20]);
+    wait_for("part of the upload is on disk", || {
+        spool_files(&server.db_path())
+            .first()
+            .is_some_and(|&len| len > 0)
+    });
+    drop(uploader);
+    wait_for("the partial file is removed", || {
+        spool_files(&server.db_path()).is_empty()
+    });
+    assert!(client.pull(EDITION, pair.bob).is_empty());
+}
+
+#[test]
+fn other_clients_are_served_and_committed_while_an_upload_is_in_flight() {
+    let server = TestServer::start();
+    let mut client = server.connect();
+    let pair = register_pair(&mut client);
+    let content = pattern(4 << 20, 3);
+    let mut uploader = server.connect();
+    uploader.send_raw(&send_head(pair.alice, pair.bob, content.len()));
+    uploader.send_raw(&content[..1 << 20]);
+
+    let carol = client.register(EDITION, "carol");
+    let id = client.send(EDITION, carol, pair.alice, 3, b"while you upload");
+    let pulled = client.pull(EDITION, pair.alice);
+    assert_eq!(pulled.len(), 1);
+    assert_eq!(pulled[0].id, id);
+
+    uploader.send_raw(&content[1 << 20..]);
+    let reply = uploader.read_reply();
+    assert_eq!(reply.code, EDITION.reply_code(Operation::SendMessage));
+    let pulled = client.pull(EDITION, pair.bob);
+    assert!(pulled.len() == 1 && pulled[0].content == content);
+}
+
+#[test]
+fn a_disconnect_in_the_middle_of_a_large_pull_leaves_the_message_queued() {
+    let server = TestServer::start();
+    let mut client = server.connect();
+    let pair = register_pair(&mut client);
+    let content = pattern(32 << 20, 4);
+    let id = client.send(EDITION, pair.alice, pair.bob, FILE, &content);
+
+    let mut reader = server.connect();
+    reader.send_raw(&request_bytes(
+        pair.bob,
+        code(Operation::PullMessages),
+        0,
+        &[],
+    ));
+    let mut start = vec![0; 64 << 10];
+    std::io::Read::read_exact(&mut reader.stream, &mut start).expect("first bytes of the reply");
+    drop(reader);
+
+    // The interrupted reply's message is pullable again once the server sees the close.
+    wait_for("the message is queued again", || {
+        let pulled = client.pull(EDITION, pair.bob);
+        match pulled.first() {
+            Some(message) => {
+                assert_eq!(message.id, id);
+                assert!(message.content == content);
+                true
+            }
+            None => false,
+        }
+    });
+}
+
+#[test]
+fn an_upload_the_disk_cannot_take_is_refused_before_its_content_is_read() {
+    let server = TestServer::start_with(|config| config.min_free_space = u64::MAX / 2);
+    let mut client = server.connect();
+    let pair = register_pair(&mut client);
+    let mut uploader = server.connect();
+    uploader.send_raw(&send_head(pair.alice, pair.bob, 1 << 30));
+    assert!(uploader.read_reply().is_error());
+    uploader.expect_closed();
+    assert!(spool_files(&server.db_path()).is_empty());
+    // Small messages are stored in the database and still accepted.
+    client.send(EDITION, pair.alice, pair.bob, 3, b"small");
+    assert_eq!(client.pull(EDITION, pair.bob).len(), 1);
+}
+
+#[test]
+fn a_refused_upload_is_passed_over_and_the_connection_keeps_serving() {
+    let server = TestServer::start();
+    let mut client = server.connect();
+    let pair = register_pair(&mut client);
+    let unknown = ClientId([0xee; 16]);
+    let content = pattern(1 << 20, 5);
+    let mut request = send_head(pair.alice, unknown, content.len());
+    request.extend_from_slice(&content);
+    request.extend_from_slice(&request_bytes(
+        pair.bob,
+        code(Operation::PullMessages),
+        0,
+        &[],
+    ));
+    client.send_raw(&request);
+    assert!(client.read_reply().is_error());
+    let pull = client.read_reply();
+    assert_eq!(pull.code, EDITION.reply_code(Operation::PullMessages));
+    assert!(pull.payload.is_empty());
+    assert!(spool_files(&server.db_path()).is_empty());
+}
+
+#[test]
+fn requests_pipelined_behind_an_upload_are_answered_in_order() {
+    let server = TestServer::start();
+    let mut client = server.connect();
+    let pair = register_pair(&mut client);
+    let content = pattern(3 << 20, 6);
+    let mut request = send_head(pair.alice, pair.bob, content.len());
+    request.extend_from_slice(&content);
+    request.extend_from_slice(&request_bytes(
+        pair.bob,
+        code(Operation::PullMessages),
+        0,
+        &[],
+    ));
+    request.extend_from_slice(&request_bytes(
+        pair.bob,
+        code(Operation::PublicKey),
+        16,
+        &pair.alice.0,
+    ));
+    client.send_raw(&request);
+    let sent = client.read_reply();
+    assert_eq!(sent.code, EDITION.reply_code(Operation::SendMessage));
+    let pulled = client.read_reply();
+    assert_eq!(pulled.code, EDITION.reply_code(Operation::PullMessages));
+    let messages = parse_pull(&pulled.payload);
+    assert!(messages.len() == 1 && messages[0].content == content);
+    let key = client.read_reply();
+    assert_eq!(key.code, EDITION.reply_code(Operation::PublicKey));
+}
+
+#[test]
+fn a_zero_padded_client_can_send_and_pull_a_large_file() {
+    let server = TestServer::start();
+    let mut client = server.connect();
+    let pair = register_pair(&mut client);
+    let content = pattern(1 << 20, 7);
+    let padded = |mut request: Vec<u8>| {
+        let blocks = (request.len() as u64).div_ceil(BLOCK_LEN);
+        request.resize((blocks * BLOCK_LEN) as usize, 0);
+        request
+    };
+    let mut request = send_head(pair.alice, pair.bob, content.len());
+    request.extend_from_slice(&content);
+    let replies = [
+        padded(request),
+        padded(request_bytes(
+            pair.bob,
+            code(Operation::PullMessages),
+            0,
+            &[],
+        )),
+    ]
+    .map(|request| {
+        let mut connection = server.connect();
+        connection.send_raw(&request);
+        let mut reply = Vec::new();
+        std::io::Read::read_to_end(&mut connection.stream, &mut reply).expect("padded reply");
+        assert_eq!(
+            reply.len() as u64 % BLOCK_LEN,
+            0,
+            "reply padded to whole blocks"
+        );
+        reply
+    });
+    assert_eq!(
+        &replies[0][1..3],
+        &EDITION.reply_code(Operation::SendMessage).to_le_bytes()
+    );
+    let size = u32::from_le_bytes(replies[1][3..7].try_into().unwrap()) as usize;
+    let messages = parse_pull(&replies[1][7..7 + size]);
+    assert!(messages.len() == 1 && messages[0].content == content);
+}
+
+#[test]
+fn an_upload_cut_short_by_a_crash_is_removed_at_the_next_start() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = dir.path().join("defensive.db");
+    let mut server = BinaryServer::start(dir.path(), &[]);
+    let mut client = Client::connect(server.addr);
+    let pair = register_pair(&mut client);
+    let mut uploader = Client::connect(server.addr);
+    uploader.send_raw(&send_head(pair.alice, pair.bob, 8 << 20));
+    uploader.send_raw(&pattern(2 << 20, 8));
+    wait_for("part of the upload is on disk", || {
+        spool_files(&database).first().is_some_and(|&len| len > 0)
+    });
+    server.child.kill().expect("SIGKILL the server");
+    server.child.wait().expect("reap the server");
+    assert_eq!(
+        spool_files(&database).len(),
+        1,
+        "the crash left the partial file"
+    );
+
+    let server = BinaryServer::start(dir.path(), &[]);
+    assert!(spool_files(&database).is_empty());
+    let mut client = Client::connect(server.addr);
+    assert!(client.pull(EDITION, pair.bob).is_empty());
+    assert!(server
+        .log_text()
+        .contains("removing unreferenced spool file"));
+}
+
+#[test]
+fn the_default_payload_limit_is_the_protocols() {
+    assert_eq!(Config::loopback(PathBuf::new()).max_payload, u32::MAX);
+}
