@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{parse_pull, request_bytes, send_body, BinaryServer, Client, TestServer, IO_TIMEOUT};
+use common::{parse_pull, request_bytes, BinaryServer, Client, TestServer, IO_TIMEOUT};
 use messageu::protocol::{ClientId, Edition, Operation, BLOCK_LEN};
 use messageu::Config;
 
