@@ -41,6 +41,14 @@ pub struct Config {
     pub linger: Duration,
     /// How long shutdown waits for produced replies to be written.
     pub shutdown_grace: Duration,
+    /// How long a started request may take to arrive whole (for a large upload: how long its
+    /// content may stall), and how long unread replies may wait for the client to read on;
+    /// past it the connection is closed.
+    pub request_timeout: Duration,
+    /// How long a connection with nothing in progress may stay silent before it is closed.
+    pub idle_timeout: Duration,
+    /// Open connections from one IP address at most; more are accepted and closed at once.
+    pub max_connections_per_ip: usize,
 }
 
 impl Config {
@@ -57,6 +65,9 @@ impl Config {
             padding_grace: Duration::from_millis(200),
             linger: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            max_connections_per_ip: usize::MAX,
         }
     }
 

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -46,6 +47,17 @@ struct Cli {
     /// as the file-descriptor limit allows, after raising the soft limit to the hard one.
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Most open connections from one IP address; more are accepted and closed at once.
+    /// Default: no limit, since clients behind one NAT share an address.
+    #[arg(long)]
+    max_connections_per_ip: Option<usize>,
+    /// Seconds a started request may take to arrive whole (a large upload: may stall), and
+    /// replies may wait unread, before the connection is closed.
+    #[arg(long, default_value_t = 30)]
+    request_timeout: u64,
+    /// Seconds a connection with nothing in progress may stay silent before it is closed.
+    #[arg(long, default_value_t = 600)]
+    idle_timeout: u64,
 }
 
 /// Descriptors kept for the database, its journal, the poll, logging and standard streams.
@@ -78,6 +90,9 @@ fn run(cli: Cli) -> Result<(), messageu::server::ServerError> {
     config.spool_threshold = cli.spool_threshold;
     config.min_free_space = cli.min_free_space;
     config.max_connections = cli.max_connections.unwrap_or_else(connection_limit);
+    config.max_connections_per_ip = cli.max_connections_per_ip.unwrap_or(usize::MAX);
+    config.request_timeout = Duration::from_secs(cli.request_timeout);
+    config.idle_timeout = Duration::from_secs(cli.idle_timeout);
 
     let server = Server::bind(config.clone())?;
     let shutdown = server.shutdown_handle();

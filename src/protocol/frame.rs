@@ -99,6 +99,11 @@ impl FrameDecoder {
         }
     }
 
+    /// Whether the decoder is inside a rejected request, dropping its declared bytes.
+    pub fn is_skipping(&self) -> bool {
+        self.skipping.is_some()
+    }
+
     /// Looks at the unconsumed bytes of the stream and says what the next step is. The caller
     /// drops the bytes a returned `Discarded` or `Frame` covers before calling again.
     pub fn decode(&mut self, buf: &[u8]) -> Step {

@@ -8,7 +8,7 @@ use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -173,6 +173,20 @@ pub(crate) struct Connection {
     file_chunk_written: usize,
     /// The last flush stopped at its budget, not at a full socket: no event will come.
     write_budget_spent: bool,
+
+    /// When bytes last arrived.
+    last_read: Instant,
+    /// When the output last made progress, or became non-empty.
+    last_write: Instant,
+    /// When the first bytes of the request not yet complete arrived.
+    request_started: Option<Instant>,
+}
+
+/// The limits [`Connection::timed_out`] enforces.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub request: Duration,
+    pub idle: Duration,
 }
 
 impl Connection {
@@ -182,6 +196,7 @@ impl Connection {
         serial: u64,
         peer: SocketAddr,
         config: &Config,
+        now: Instant,
     ) -> Connection {
         Connection {
             socket,
@@ -212,6 +227,9 @@ impl Connection {
             file_chunk: Vec::new(),
             file_chunk_written: 0,
             write_budget_spent: false,
+            last_read: now,
+            last_write: now,
+            request_started: None,
         }
     }
 
@@ -276,7 +294,9 @@ impl Connection {
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
+                    self.last_read = env.now;
                     if self.state == State::Open {
+                        self.request_started.get_or_insert(env.now);
                         let rest = self.feed_upload_directly(&scratch[..n]);
                         self.input.extend_from_slice(rest);
                         self.process(env);
@@ -347,6 +367,27 @@ impl Connection {
 
     /// Serves every complete request in the buffer, in order.
     fn process(&mut self, env: &mut Env<'_>) {
+        let requests_left = self.requests_left;
+        self.serve_buffered(env);
+        // A request left incomplete must arrive whole within the request timeout, counted
+        // from when the request before it was served. Uploads are timed by their progress,
+        // and requests held by backpressure by the client's reading.
+        let incomplete = !self.stalled
+            && self.syncing.is_none()
+            && self.upload.is_none()
+            && (self.input_start < self.input.len()
+                || self.held.is_some()
+                || self.decoder.is_skipping());
+        self.request_started = if !incomplete {
+            None
+        } else if self.requests_left < requests_left {
+            Some(env.now)
+        } else {
+            self.request_started.or(Some(env.now))
+        };
+    }
+
+    fn serve_buffered(&mut self, env: &mut Env<'_>) {
         self.stalled = false;
         while self.state == State::Open {
             if self.must_pause() {
@@ -640,6 +681,9 @@ impl Connection {
     }
 
     fn push_output(&mut self, data: Outbound) {
+        if self.output.is_empty() {
+            self.last_write = Instant::now();
+        }
         self.output_len += data.len();
         self.output.push_back(Outgoing {
             data,
@@ -657,6 +701,7 @@ impl Connection {
         linger_until: Instant,
     ) {
         let mut budget = WRITE_BUDGET;
+        let pending = self.output_len;
         while self.output_len > 0 && self.state != State::Closed && budget > 0 {
             let written = match self.output.front().map(|front| &front.data) {
                 Some(Outbound::File { .. }) => self.write_file_chunk(),
@@ -674,6 +719,9 @@ impl Connection {
             }
         }
         self.write_budget_spent = budget == 0 && self.output_len > 0;
+        if self.output_len < pending {
+            self.last_write = Instant::now();
+        }
         let done = self.output_len == 0 && self.staged.is_empty() && self.syncing.is_none();
         if self.state == State::ClosingAfterFlush && done {
             if self.peer_closed {
@@ -760,6 +808,36 @@ impl Connection {
         if self.output.is_empty() && self.file_chunk.capacity() > 0 {
             self.file_chunk = Vec::new();
         }
+    }
+
+    /// Why the connection should be closed for slowness or silence at `now`, if it should. A
+    /// sync in progress is the server's own wait, never the client's.
+    pub fn timed_out(&self, now: Instant, limits: Timeouts) -> Option<&'static str> {
+        let since = |at: Instant| now.saturating_duration_since(at);
+        if matches!(self.state, State::Closed | State::Lingering) || self.syncing.is_some() {
+            return None;
+        }
+        if self.output_len > 0 && since(self.last_write) >= limits.request {
+            return Some("did not read its replies");
+        }
+        if self.state != State::Open {
+            return None;
+        }
+        if self.upload.is_some() {
+            return (since(self.last_read) >= limits.request).then_some("stalled in an upload");
+        }
+        match self.request_started {
+            Some(at) => (since(at) >= limits.request).then_some("did not complete a request"),
+            None => {
+                let quiet = self.output_len == 0 && self.staged.is_empty() && !self.stalled;
+                (quiet && since(self.last_read) >= limits.idle).then_some("idle")
+            }
+        }
+    }
+
+    /// Closes the connection at once, for a timeout or an internal failure.
+    pub fn force_close(&mut self) {
+        self.state = State::Closed;
     }
 
     fn fail(&mut self, operation: &str, error: &io::Error) {

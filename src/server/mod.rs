@@ -6,10 +6,11 @@ mod shutdown;
 mod sync;
 mod timers;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::mem;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,7 +22,7 @@ use crate::config::Config;
 use crate::handlers::{self, Context, HandlerError, Response};
 use crate::protocol::{ClientId, MessageId, RequestCode, SendHead};
 use crate::store::{PullBudget, SqliteStore, Store, StoreError, Upload};
-use connection::Connection;
+use connection::{Connection, Timeouts};
 pub use shutdown::ShutdownHandle;
 use sync::Syncer;
 use timers::Timers;
@@ -34,6 +35,13 @@ const READ_CHUNK: usize = 64 << 10;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a failed deletion of delivered messages waits before it is retried.
 const DELETE_RETRY: Duration = Duration::from_millis(100);
+/// Bounds of how often connections are checked for timeouts.
+const SWEEP_MIN: Duration = Duration::from_millis(10);
+const SWEEP_MAX: Duration = Duration::from_secs(1);
+/// How often refused connections are reported in the log, so that a flood of connections
+/// does not become a flood of log lines.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Content bytes one pull reply holds in memory (contents stored in rows); spooled contents
 /// are streamed from their files and do not count.
 const PULL_MEMORY_BUDGET: u64 = 16 << 20;
@@ -129,14 +137,22 @@ impl Env<'_> {
             }
             self.batch.open = true;
         }
-        handle(&mut self.context(code, caller)).unwrap_or_else(|error| {
-            log::warn!(
-                "{peer}: {:?} (edition {}): {error}",
-                code.operation,
-                code.edition.name()
-            );
-            Response::error()
-        })
+        // A handler that panics fails its request, not the server.
+        let outcome =
+            panic::catch_unwind(AssertUnwindSafe(|| handle(&mut self.context(code, caller))));
+        let operation = code.operation;
+        let edition = code.edition.name();
+        match outcome {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                log::warn!("{peer}: {operation:?} (edition {edition}): {error}");
+                Response::error()
+            }
+            Err(_) => {
+                log::error!("{peer}: {operation:?} (edition {edition}): the handler panicked");
+                Response::error()
+            }
+        }
     }
 
     fn context(&mut self, code: RequestCode, caller: ClientId) -> Context<'_> {
@@ -171,6 +187,34 @@ pub struct Server {
     /// Numbers connections, so that a finished sync finds its own connection even if its
     /// slab key has been reused.
     next_serial: u64,
+    /// Open connections per peer address, for the per-address cap.
+    per_ip: HashMap<IpAddr, usize>,
+    next_sweep: Instant,
+    refusals: Refusals,
+}
+
+/// Connections refused since the last log line about them.
+#[derive(Default)]
+struct Refusals {
+    count: u64,
+    last_logged: Option<Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, now: Instant, peer: SocketAddr, reason: &str) {
+        self.count += 1;
+        if self
+            .last_logged
+            .is_none_or(|at| now.saturating_duration_since(at) >= REFUSAL_LOG_INTERVAL)
+        {
+            log::warn!(
+                "{peer}: refused, {reason} ({} refused since the last report)",
+                self.count
+            );
+            self.count = 0;
+            self.last_logged = Some(now);
+        }
+    }
 }
 
 impl Server {
@@ -181,6 +225,12 @@ impl Server {
             path: config.database.display().to_string(),
             source,
         })?;
+        Server::bind_with_store(config, Box::new(store))
+    }
+
+    /// Binds the listening socket for a server on `store`: another backend, or one wrapped
+    /// to inject faults in tests.
+    pub fn bind_with_store(config: Config, store: Box<dyn Store>) -> Result<Server, ServerError> {
         let poll = Poll::new()?;
         let mut listener =
             TcpListener::bind(config.listen).map_err(|source| ServerError::Listen {
@@ -199,7 +249,7 @@ impl Server {
             connections: Slab::new(),
             core: Core {
                 config,
-                store: Box::new(store),
+                store,
                 timers: Timers::default(),
                 in_flight: HashSet::new(),
                 syncer: Syncer::new(waker),
@@ -210,6 +260,9 @@ impl Server {
             shutdown_deadline: None,
             needs_service: Vec::new(),
             next_serial: 0,
+            per_ip: HashMap::new(),
+            next_sweep: Instant::now(),
+            refusals: Refusals::default(),
         })
     }
 
@@ -298,7 +351,14 @@ impl Server {
         }
         for &key in &ready {
             if let Some(connection) = self.connections.get_mut(key) {
-                connection.on_readable(&mut env, scratch);
+                // A bug that client input reaches closes that connection, not the server.
+                let served = panic::catch_unwind(AssertUnwindSafe(|| {
+                    connection.on_readable(&mut env, scratch)
+                }));
+                if served.is_err() {
+                    log::error!("{}: internal error; closing", connection.peer());
+                    connection.force_close();
+                }
             }
         }
         let expired = env.core.timers.expired(now);
@@ -308,6 +368,9 @@ impl Server {
             }
         }
         ready.extend(expired);
+        if now >= self.next_sweep {
+            ready.extend(self.sweep(now));
+        }
 
         let committed = self.commit(&mut batch, now);
         for &key in &batch.touched {
@@ -401,11 +464,39 @@ impl Server {
         }
         for key in closed {
             let mut connection = self.connections.remove(key);
+            let ip = connection.peer().ip();
+            if let Some(count) = self.per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_ip.remove(&ip);
+                }
+            }
             if let Err(error) = self.poll.registry().deregister(connection.socket()) {
                 log::debug!("deregister: {error}");
             }
             connection.abandon(&mut self.core.in_flight);
         }
+    }
+
+    /// Closes the connections that are too slow or too quiet; returns their keys.
+    fn sweep(&mut self, now: Instant) -> Vec<usize> {
+        let limits = Timeouts {
+            request: self.core.config.request_timeout,
+            idle: self.core.config.idle_timeout,
+        };
+        self.next_sweep = now + (limits.request.min(limits.idle) / 4).clamp(SWEEP_MIN, SWEEP_MAX);
+        let mut closed = Vec::new();
+        for (key, connection) in self.connections.iter_mut() {
+            if let Some(reason) = connection.timed_out(now, limits) {
+                log::debug!("{}: closing: {reason}", connection.peer());
+                connection.force_close();
+                closed.push(key);
+            }
+        }
+        if !closed.is_empty() {
+            log::info!("closed {} slow or idle connections", closed.len());
+        }
+        closed
     }
 
     fn accept(&mut self, now: Instant) {
@@ -416,11 +507,14 @@ impl Server {
         loop {
             match listener.accept() {
                 Ok((socket, peer)) => {
-                    if self.connections.len() >= self.core.config.max_connections {
-                        log::warn!(
-                            "{peer}: refused, {} connections open",
-                            self.connections.len()
-                        );
+                    let config = &self.core.config;
+                    let from_peer = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+                    if self.connections.len() >= config.max_connections {
+                        self.refusals.note(now, peer, "connection cap reached");
+                        continue;
+                    }
+                    if from_peer >= config.max_connections_per_ip {
+                        self.refusals.note(now, peer, "per-address cap reached");
                         continue;
                     }
                     if let Err(error) = socket.set_nodelay(true) {
@@ -429,12 +523,19 @@ impl Server {
                     let entry = self.connections.vacant_entry();
                     let key = entry.key();
                     self.next_serial += 1;
-                    let mut connection =
-                        Connection::new(socket, key, self.next_serial, peer, &self.core.config);
+                    let mut connection = Connection::new(
+                        socket,
+                        key,
+                        self.next_serial,
+                        peer,
+                        &self.core.config,
+                        now,
+                    );
                     let registry = self.poll.registry();
                     match registry.register(connection.socket(), Token(key), Interest::READABLE) {
                         Ok(()) => {
                             entry.insert(connection);
+                            *self.per_ip.entry(peer.ip()).or_default() += 1;
                             log::debug!("{peer}: connected");
                         }
                         Err(error) => log::warn!("{peer}: cannot watch the connection: {error}"),
@@ -462,6 +563,7 @@ impl Server {
         }
         [
             self.core.timers.next(),
+            Some(self.next_sweep).filter(|_| !self.connections.is_empty()),
             self.accept_paused_until,
             self.shutdown_deadline,
             self.delete_retry_at.filter(|_| !self.delivered.is_empty()),
