@@ -49,6 +49,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Open connections from one IP address at most; more are accepted and closed at once.
     pub max_connections_per_ip: usize,
+    /// A cap on the database file's size, in bytes: sends that would pass it are refused.
+    pub max_db_size: Option<u64>,
 }
 
 impl Config {
@@ -68,6 +70,7 @@ impl Config {
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             max_connections_per_ip: usize::MAX,
+            max_db_size: None,
         }
     }
 

@@ -58,6 +58,10 @@ struct Cli {
     /// Seconds a connection with nothing in progress may stay silent before it is closed.
     #[arg(long, default_value_t = 600)]
     idle_timeout: u64,
+    /// Cap on the database file's size in bytes; sends that would pass it get 9000 while
+    /// everything else goes on. Default: limited only by the disk (and --min-free-space).
+    #[arg(long)]
+    max_db_size: Option<u64>,
 }
 
 /// Descriptors kept for the database, its journal, the poll, logging and standard streams.
@@ -93,6 +97,7 @@ fn run(cli: Cli) -> Result<(), messageu::server::ServerError> {
     config.max_connections_per_ip = cli.max_connections_per_ip.unwrap_or(usize::MAX);
     config.request_timeout = Duration::from_secs(cli.request_timeout);
     config.idle_timeout = Duration::from_secs(cli.idle_timeout);
+    config.max_db_size = cli.max_db_size;
 
     let server = Server::bind(config.clone())?;
     let shutdown = server.shutdown_handle();

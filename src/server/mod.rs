@@ -220,11 +220,16 @@ impl Refusals {
 impl Server {
     /// Opens the database and binds the listening socket.
     pub fn bind(config: Config) -> Result<Server, ServerError> {
-        let store = SqliteStore::open(&config.database, config.durability, config.min_free_space)
-            .map_err(|source| ServerError::Database {
+        let database_error = |source| ServerError::Database {
             path: config.database.display().to_string(),
             source,
-        })?;
+        };
+        let mut store =
+            SqliteStore::open(&config.database, config.durability, config.min_free_space)
+                .map_err(database_error)?;
+        if let Some(bytes) = config.max_db_size {
+            store.limit_size(bytes).map_err(database_error)?;
+        }
         Server::bind_with_store(config, Box::new(store))
     }
 

@@ -49,6 +49,17 @@ impl Spool {
         &self.dir
     }
 
+    /// Free disk space beyond what the configured minimum and the uploads in progress need:
+    /// what new data may take.
+    pub fn spare_space(&self) -> Result<u64, StoreError> {
+        let available = fs4::available_space(&self.dir).map_err(|source| StoreError::Spool {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let reserved = self.reserved.load(Ordering::Relaxed);
+        Ok(available.saturating_sub(reserved.saturating_add(self.min_free)))
+    }
+
     /// Creates the file for a content of `len` bytes, if the disk can take it and still keep
     /// the configured free space.
     pub fn start(&self, len: u64) -> Result<Upload, StoreError> {
@@ -56,10 +67,8 @@ impl Spool {
             path: self.dir.clone(),
             source,
         };
-        let available = fs4::available_space(&self.dir).map_err(error)?;
-        let reserved = self.reserved.load(Ordering::Relaxed);
-        let needed = len.saturating_add(reserved).saturating_add(self.min_free);
-        if needed > available {
+        let available = self.spare_space()?;
+        if len > available {
             return Err(StoreError::NoSpace { len, available });
         }
         let name = uuid::Uuid::new_v4().simple().to_string();

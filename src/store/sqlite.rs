@@ -22,6 +22,10 @@ const LAST_SEEN_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 const MESSAGE_ID_ATTEMPTS: u32 = 1 << 16;
 /// How many random client ids a registration tries.
 const CLIENT_ID_ATTEMPTS: u32 = 8;
+/// Pages a write may need beyond its bytes: index and interior pages.
+const ROOM_MARGIN_PAGES: u64 = 8;
+/// How long a reading of the free disk space is trusted.
+const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What a COMMIT waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -50,6 +54,11 @@ pub struct SqliteStore {
     batch_uploads: Vec<Upload>,
     /// Spool files of the batch's deleted messages, removed once it commits.
     batch_removals: Vec<String>,
+    page_size: u64,
+    /// The size limit set with [`SqliteStore::limit_size`], in pages.
+    max_pages: Option<u64>,
+    /// The last reading of the spare disk space, and when it was taken.
+    spare_disk: Option<(Instant, u64)>,
 }
 
 impl SqliteStore {
@@ -82,6 +91,7 @@ impl SqliteStore {
         migrations::apply(&mut conn)?;
         let spool = Spool::open(path, min_free_space, durability == Durability::Full)?;
         recover_spool(&conn, &spool)?;
+        let page_size = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
         let last_id: Option<u32> = conn
             .query_row(
                 "SELECT ID FROM messages ORDER BY rowid DESC LIMIT 1",
@@ -97,10 +107,61 @@ impl SqliteStore {
             last_seen: HashMap::new(),
             last_seen_flushed: Instant::now(),
             next_message_id: last_id.map_or(1, following_message_id),
+            page_size,
             spool,
             batch_uploads: Vec::new(),
             batch_removals: Vec::new(),
+            max_pages: None,
+            spare_disk: None,
         })
+    }
+
+    /// Caps the database file at about `bytes`: a quota, and a way to test a full disk.
+    pub fn limit_size(&mut self, bytes: u64) -> Result<(), StoreError> {
+        let pages = (bytes / self.page_size).max(1);
+        self.conn.pragma_update(None, "max_page_count", pages)?;
+        self.max_pages = Some(pages);
+        Ok(())
+    }
+
+    /// Refuses a write of about `bytes` that the database could not take. On a full disk
+    /// SQLite rolls back the whole transaction, so the write must fail before it is tried,
+    /// or every other reply of its batch would fail with it.
+    fn ensure_room(&mut self, bytes: u64) -> Result<(), StoreError> {
+        let needed = bytes.div_ceil(self.page_size) + ROOM_MARGIN_PAGES;
+        let pragma = |name| -> Result<u64, StoreError> {
+            Ok(self.conn.pragma_query_value(None, name, |row| row.get(0))?)
+        };
+        let free_pages = pragma("freelist_count")?;
+        if needed <= free_pages {
+            return Ok(());
+        }
+        let growth = needed - free_pages;
+        let no_space = |available| StoreError::NoSpace {
+            len: bytes,
+            available,
+        };
+        if let Some(max_pages) = self.max_pages {
+            let page_count = pragma("page_count")?;
+            if page_count + growth > max_pages {
+                let left = max_pages.saturating_sub(page_count) + free_pages;
+                return Err(no_space(left * self.page_size));
+            }
+        }
+        let now = Instant::now();
+        let spare = match self.spare_disk {
+            Some((at, spare)) if now.duration_since(at) < DISK_CHECK_INTERVAL => spare,
+            _ => {
+                let spare = self.spool.spare_space()?;
+                self.spare_disk = Some((now, spare));
+                spare
+            }
+        };
+        // The pages go to the write-ahead log first, then to the database file.
+        if 2 * growth * self.page_size > spare {
+            return Err(no_space(spare));
+        }
+        Ok(())
     }
 
     /// Runs one operation of the batch, noticing when a failure made SQLite roll back the
@@ -296,6 +357,7 @@ impl Store for SqliteStore {
             if taken {
                 return Err(StoreError::NameTaken);
             }
+            store.ensure_room((name.len() + public_key.0.len()) as u64)?;
             let mut insert = store.conn.prepare_cached(
                 "INSERT INTO clients (ID, UserName, PublicKey, LastSeen) \
                  VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%SZ', ?4, 'unixepoch'))",
@@ -355,6 +417,11 @@ impl Store for SqliteStore {
 
     fn insert_message(&mut self, message: NewMessage<'_>) -> Result<MessageId, StoreError> {
         let id = self.run(|store| {
+            let row_bytes = match &message.content {
+                NewContent::Inline(bytes) => bytes.len() as u64,
+                NewContent::Spooled(_) => 0,
+            };
+            store.ensure_room(row_bytes + PULLED_MESSAGE_HEADER_LEN as u64)?;
             for _ in 0..MESSAGE_ID_ATTEMPTS {
                 let id = store.next_message_id;
                 store.next_message_id = following_message_id(id);
