@@ -35,6 +35,10 @@ const READ_CHUNK: usize = 64 << 10;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a failed deletion of delivered messages waits before it is retried.
 const DELETE_RETRY: Duration = Duration::from_millis(100);
+/// Connections the kernel may hold before they are accepted (capped by `somaxconn`). The
+/// usual 128 overflows when hundreds of clients connect at once; the overflowing ones then
+/// wait a whole second for the SYN to be sent again.
+const LISTEN_BACKLOG: i32 = 4096;
 /// Bounds of how often connections are checked for timeouts.
 const SWEEP_MIN: Duration = Duration::from_millis(10);
 const SWEEP_MAX: Duration = Duration::from_secs(1);
@@ -237,11 +241,10 @@ impl Server {
     /// to inject faults in tests.
     pub fn bind_with_store(config: Config, store: Box<dyn Store>) -> Result<Server, ServerError> {
         let poll = Poll::new()?;
-        let mut listener =
-            TcpListener::bind(config.listen).map_err(|source| ServerError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+        let mut listener = listen(config.listen).map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -614,4 +617,19 @@ impl Server {
         log::info!("stopped");
         Ok(())
     }
+}
+
+/// A non-blocking listening socket on `addr` with a deep accept queue.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    // A restarted server must not wait for the old connections' TIME_WAIT to end.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
