@@ -1,0 +1,222 @@
+//! The client's files of protocol §6: `server.info` and `me.info`.
+//!
+//! `me.info` is shared with the C++ clients in both directions: this reader accepts the id in
+//! either hex case and the Base64 private key wrapped at any width, and the writer produces
+//! what Crypto++ writes (upper-case hex, Base64 wrapped at 72 characters, LF line endings).
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+
+use super::crypto::{CryptoError, PrivateKey};
+use super::error::ClientError;
+use crate::protocol::{ClientId, NAME_FIELD_LEN};
+
+/// The file holding the user's name, id and private key.
+pub const ME_INFO: &str = "me.info";
+/// The file holding the server's `host:port`.
+pub const SERVER_INFO: &str = "server.info";
+/// Crypto++'s Base64Encoder inserts a line break after this many characters.
+const BASE64_LINE_LEN: usize = 72;
+
+/// What is wrong with the contents of `me.info` or `server.info`.
+#[derive(Debug, thiserror::Error)]
+pub enum FileFormatError {
+    #[error("the file is not text")]
+    NotText,
+    #[error("line 1 (the user name) is missing or empty")]
+    MissingName,
+    #[error("line 2 is not a client id of 32 hex digits")]
+    BadClientId,
+    #[error("the private key (line 3 onward) is missing")]
+    MissingKey,
+    #[error("the private key is not valid Base64: {0}")]
+    BadBase64(#[from] base64::DecodeError),
+    #[error("{0}")]
+    BadKey(#[from] CryptoError),
+    #[error("expected one line `host:port`, e.g. 127.0.0.1:1357")]
+    BadServerAddress,
+}
+
+/// A user name the protocol can carry: 1–254 printable ASCII characters (spaces included).
+pub fn validate_name(name: &str) -> Result<(), ClientError> {
+    let printable = name.bytes().all(|byte| (b' '..=b'~').contains(&byte));
+    if name.is_empty() || name.len() >= NAME_FIELD_LEN || !printable {
+        return Err(ClientError::InvalidName(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// The server to connect to, as `server.info` or `--server` give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+impl ServerAddress {
+    /// Parses `host:port`; surrounding whitespace (the line ending) is ignored.
+    pub fn parse(text: &str) -> Result<ServerAddress, FileFormatError> {
+        let (host, port) = text
+            .trim()
+            .rsplit_once(':')
+            .ok_or(FileFormatError::BadServerAddress)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match port.parse::<u16>() {
+            Ok(port) if port != 0 && !host.is_empty() && !host.contains(char::is_whitespace) => {
+                Ok(ServerAddress {
+                    host: host.to_owned(),
+                    port,
+                })
+            }
+            _ => Err(FileFormatError::BadServerAddress),
+        }
+    }
+
+    /// Reads `server.info`.
+    pub fn load(path: &Path) -> Result<ServerAddress, ClientError> {
+        let text = read_text(path)?;
+        ServerAddress::parse(&text).map_err(|source| ClientError::BadFile {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+impl fmt::Display for ServerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Who this client is: the contents of `me.info`.
+#[derive(Debug)]
+pub struct Identity {
+    pub name: String,
+    pub id: ClientId,
+    pub key: PrivateKey,
+}
+
+impl Identity {
+    /// Parses `me.info`: name, 32 hex digits, then Base64 PKCS#8 over any number of lines.
+    pub fn parse(text: &str) -> Result<Identity, FileFormatError> {
+        let mut lines = text.lines();
+        let name = lines
+            .next()
+            .map(|line| line.trim_end_matches('\r'))
+            .filter(|name| !name.is_empty())
+            .ok_or(FileFormatError::MissingName)?;
+        let id = lines
+            .next()
+            .and_then(|line| decode_hex::<16>(line.trim()))
+            .map(ClientId)
+            .ok_or(FileFormatError::BadClientId)?;
+        let base64: String = lines
+            .flat_map(str::chars)
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if base64.is_empty() {
+            return Err(FileFormatError::MissingKey);
+        }
+        let key = PrivateKey::from_pkcs8_der(&BASE64.decode(base64)?)?;
+        Ok(Identity {
+            name: name.to_owned(),
+            id,
+            key,
+        })
+    }
+
+    /// The text of `me.info` as a C++ (Crypto++) client writes it.
+    pub fn to_me_info(&self) -> Result<String, CryptoError> {
+        let base64 = BASE64.encode(self.key.to_pkcs8_der()?);
+        let mut text = format!("{}\n{}\n", self.name, encode_hex(&self.id.0).to_uppercase());
+        // Base64 is ASCII, so any byte offset is a character boundary.
+        for start in (0..base64.len()).step_by(BASE64_LINE_LEN) {
+            text.push_str(&base64[start..base64.len().min(start + BASE64_LINE_LEN)]);
+            text.push('\n');
+        }
+        Ok(text)
+    }
+
+    /// Reads `me.info`.
+    pub fn load(path: &Path) -> Result<Identity, ClientError> {
+        let text = read_text(path)?;
+        Identity::parse(&text).map_err(|source| ClientError::BadFile {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Writes `me.info`, readable by the owner only; never replaces an existing file.
+    pub fn save_new(&self, path: &Path) -> Result<(), ClientError> {
+        let text = self.to_me_info()?;
+        let file_error = |source| ClientError::File {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = private_file_options()
+            .create_new(true)
+            .open(path)
+            .map_err(file_error)?;
+        file.write_all(text.as_bytes()).map_err(file_error)?;
+        file.sync_all().map_err(file_error)
+    }
+}
+
+/// Options that create a file only its owner can read (it holds keys).
+pub(crate) fn private_file_options() -> fs::OpenOptions {
+    let mut options = fs::OpenOptions::new();
+    options.write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+fn read_text(path: &Path) -> Result<String, ClientError> {
+    let bytes = fs::read(path).map_err(|source| ClientError::File {
+        path: path.to_owned(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|_| ClientError::BadFile {
+        path: path.to_owned(),
+        source: FileFormatError::NotText,
+    })
+}
+
+/// Whether `path` exists; an error other than "not found" (say, permissions) is reported.
+pub(crate) fn exists(path: &Path) -> Result<bool, ClientError> {
+    match fs::metadata(path) {
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(ClientError::File {
+            path: PathBuf::from(path),
+            source,
+        }),
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Exactly `N` bytes from `2 * N` hex digits of either case.
+pub(crate) fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut bytes = [0; N];
+    for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+        // `pair` is two hex digits (checked above), so it is valid UTF-8.
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(bytes)
+}
