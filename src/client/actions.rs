@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::error::ClientError;
-use super::session::Session;
+use super::session::{console_text, Session};
 
 /// One user request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,13 +87,7 @@ pub fn perform(
             .iter()
             .map(|message| format!("{}\n", message.to_json()))
             .collect(),
-        Action::Pull { json: false } => session
-            .pull()?
-            .iter()
-            .map(|message| format!("{message}\n"))
-            .collect::<Vec<_>>()
-            // The C++ clients leave an empty line between messages.
-            .join("\n"),
+        Action::Pull { json: false } => console_text(&session.pull()?),
     };
     out.write_all(report.as_bytes())
         .and_then(|()| out.flush())

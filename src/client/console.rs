@@ -155,3 +155,75 @@ fn say(output: &mut impl Write, line: &str) -> Result<(), ClientError> {
         .and_then(|()| output.flush())
         .map_err(ClientError::Output)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::identity::{ServerAddress, ME_INFO};
+    use crate::client::session::SessionOptions;
+    use crate::client::transport::ConnectionMode;
+    use crate::client::vectors;
+
+    /// Runs the console offline (nothing here reaches the server) on `input`.
+    fn console(edition: Edition, me_info: Option<&str>, input: &str) -> String {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        if let Some(who) = me_info {
+            std::fs::write(
+                dir.path().join(ME_INFO),
+                vectors::read(&format!("{who}.me.info")),
+            )
+            .expect("me.info written");
+        }
+        let mut session = Session::open(SessionOptions {
+            edition,
+            mode: ConnectionMode::Persistent,
+            server: Some(ServerAddress {
+                host: "127.0.0.1".into(),
+                port: 9,
+            }),
+            dir: dir.path().to_owned(),
+        })
+        .expect("session");
+        let mut output = Vec::new();
+        run(&mut session, input.as_bytes(), &mut output).expect("console runs");
+        String::from_utf8(output).expect("text")
+    }
+
+    #[test]
+    fn the_menu_is_numbered_per_edition() {
+        let menu = console(Edition::Y2021, None, "0\n");
+        assert!(menu.contains("10) Register\n20) Request for clients list\n"));
+        assert!(menu.contains("53) Send a file\n0) Exit client\n"));
+        for edition in [Edition::Y2022, Edition::Y2024, Edition::Y2026] {
+            let menu = console(edition, None, "0\n");
+            assert!(menu.contains("\n110) Register\n"), "{edition:?}");
+            assert!(
+                menu.contains("\n152) Send your symmetric key\n"),
+                "{edition:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_numbers_are_refused_and_the_end_of_input_exits() {
+        let output = console(Edition::Y2024, None, "10\nabc\n");
+        assert_eq!(output.matches("Invalid choice, try again.").count(), 2);
+        assert_eq!(output.matches("at your service").count(), 3);
+        let output = console(Edition::Y2021, None, "110\n");
+        assert!(output.contains("Invalid choice"));
+    }
+
+    #[test]
+    fn registering_again_is_refused_before_asking_for_a_name() {
+        let output = console(Edition::Y2024, Some("alice"), "110\n0\n");
+        assert!(output.contains("already registered"), "{output}");
+        assert!(!output.contains("Enter your name"));
+    }
+
+    #[test]
+    fn a_peer_never_listed_is_reported_when_the_list_cannot_be_had() {
+        let output = console(Edition::Y2024, Some("bob"), "152\nalice\n0\n");
+        assert!(output.contains("Enter the recipient's name:"));
+        assert!(output.contains("cannot connect to 127.0.0.1:9"), "{output}");
+    }
+}

@@ -267,3 +267,175 @@ pub fn decrypt(key: &AesKey, ciphertext: &[u8]) -> Result<Vec<u8>, DecryptError>
     decrypt_to(key, ciphertext, &mut plaintext)?;
     Ok(plaintext)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::vectors::{self, aes_key, hex, identity};
+
+    /// The fixed start of a 160-byte RSA-1024 SubjectPublicKeyInfo (protocol §5).
+    const SPKI_PREFIX: &str = "30819d300d06092a864886f70d010101050003818b0030818702818100";
+
+    #[test]
+    fn registered_public_keys_derive_from_the_me_info_private_keys() {
+        let vectors = vectors::vectors();
+        for who in ["alice", "bob"] {
+            let me = identity(who);
+            let key = me.key.public_key().expect("160-byte public key");
+            assert_eq!(
+                key.0.to_vec(),
+                hex(&vectors[who]["public_key_der"]),
+                "{who}"
+            );
+            assert_eq!(
+                me.key.to_pkcs8_der().expect("encodes"),
+                hex(&vectors[who]["private_key_pkcs8_der"]),
+                "{who}: PKCS#8 re-encodes to the stored bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn symmetric_keys_from_either_client_decrypt_with_the_recipients_key() {
+        let vectors = vectors::vectors();
+        for (direction, recipient) in [("alice_to_bob", "bob"), ("bob_to_alice", "alice")] {
+            let message = &vectors[direction]["type2_symmetric_key"];
+            let ciphertext = hex(&message["ciphertext"]);
+            assert_eq!(ciphertext.len(), 128);
+            let key = identity(recipient)
+                .key
+                .decrypt_symmetric_key(&ciphertext)
+                .expect("decrypts with the recipient's key");
+            assert_eq!(key, aes_key(&message["aes_key"]), "{direction}");
+        }
+        let to_bob = hex(&vectors["alice_to_bob"]["type2_symmetric_key"]["ciphertext"]);
+        assert!(matches!(
+            identity("alice").key.decrypt_symmetric_key(&to_bob),
+            Err(DecryptError::Undecryptable)
+        ));
+    }
+
+    #[test]
+    fn aes_ciphertexts_of_both_clients_are_reproduced_byte_for_byte() {
+        let vectors = vectors::vectors();
+        let file = vectors::read("file-1000.bin");
+        let messages = [
+            ("alice_to_bob", "type3_text"),
+            ("alice_to_bob", "type3_text_32_bytes"),
+            ("alice_to_bob", "type4_file"),
+            ("bob_to_alice", "type3_text"),
+        ];
+        for (direction, kind) in messages {
+            let message = &vectors[direction][kind];
+            let key = aes_key(&message["aes_key"]);
+            let plaintext = match message.get("plaintext") {
+                Some(plaintext) => hex(plaintext),
+                None => file.clone(),
+            };
+            let ciphertext = hex(&message["ciphertext"]);
+            assert_eq!(encrypt(&key, &plaintext), ciphertext, "{direction} {kind}");
+            assert_eq!(
+                decrypt(&key, &ciphertext).expect("decrypts"),
+                plaintext,
+                "{direction} {kind}"
+            );
+            assert_eq!(
+                ciphertext_len(plaintext.len() as u64),
+                ciphertext.len() as u64
+            );
+        }
+    }
+
+    #[test]
+    fn the_protocol_test_vector() {
+        let key = AesKey(core::array::from_fn(|i| i as u8));
+        let ciphertext = encrypt(&key, b"hello world");
+        assert_eq!(ciphertext, hex(&"9276fdf384f38518fa6c8310f191678d".into()));
+    }
+
+    /// A reader that hands out at most 7 bytes per read, as a pipe or socket may.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.len().min(buffer.len()).min(7);
+            buffer[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn streaming_agrees_with_one_shot_cbc_at_every_boundary() {
+        let key = AesKey::random();
+        let chunk = STREAM_CHUNK_LEN;
+        for len in [0, 1, 15, 16, 17, chunk - 1, chunk, chunk + 1, 3 * chunk + 5] {
+            let plaintext: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut reference = vec![0; len + BLOCK_LEN];
+            let reference = key
+                .encryptor()
+                .encrypt_padded_b2b_mut::<Pkcs7>(&plaintext, &mut reference)
+                .expect("room for padding")
+                .to_vec();
+            let mut streamed = Vec::new();
+            let mut reported = 0;
+            let read = encrypt_stream(&key, Trickle(&plaintext), &mut streamed, |n| reported += n)
+                .expect("in-memory streams");
+            assert_eq!((read, reported), (len as u64, len as u64));
+            assert_eq!(streamed, reference, "length {len}");
+            assert_eq!(streamed.len() as u64, ciphertext_len(len as u64));
+            assert_eq!(decrypt(&key, &streamed).expect("decrypts"), plaintext);
+        }
+    }
+
+    #[test]
+    fn damaged_ciphertexts_are_undecryptable() {
+        let vectors = vectors::vectors();
+        let message = &vectors["alice_to_bob"]["type3_text"];
+        let key = aes_key(&message["aes_key"]);
+        let ciphertext = hex(&message["ciphertext"]);
+        for damaged in [&[][..], &ciphertext[..15], &ciphertext[..79]] {
+            assert!(matches!(
+                decrypt(&key, damaged),
+                Err(DecryptError::Undecryptable)
+            ));
+        }
+        let other_key = aes_key(&vectors["bob_to_alice"]["type3_text"]["aes_key"]);
+        assert!(matches!(
+            decrypt(&other_key, &ciphertext),
+            Err(DecryptError::Undecryptable)
+        ));
+    }
+
+    #[test]
+    fn generated_keys_have_exponent_17_and_round_trip_a_symmetric_key() {
+        let key = PrivateKey::generate().expect("key generation");
+        let public = key.public_key().expect("160 bytes");
+        assert!(hex_string(&public.0).starts_with(SPKI_PREFIX));
+        assert!(public.0.ends_with(&[0x02, 0x01, 0x11]));
+        let again =
+            PrivateKey::from_pkcs8_der(&key.to_pkcs8_der().expect("encodes")).expect("decodes");
+        assert_eq!(again.public_key().expect("160 bytes"), public);
+
+        let shared = AesKey::random();
+        let ciphertext = encrypt_symmetric_key(&public, &shared).expect("encrypts");
+        assert_eq!(ciphertext.len(), 128);
+        assert_eq!(
+            key.decrypt_symmetric_key(&ciphertext).expect("decrypts"),
+            shared
+        );
+    }
+
+    #[test]
+    fn public_keys_that_are_not_rsa_are_refused() {
+        let mut key = identity("bob").key.public_key().expect("160 bytes");
+        assert!(validate_public_key(&key).is_ok());
+        key.0[1] ^= 0xff;
+        assert!(validate_public_key(&key).is_err());
+        assert!(encrypt_symmetric_key(&key, &AesKey::random()).is_err());
+    }
+
+    fn hex_string(bytes: &[u8]) -> String {
+        crate::client::identity::encode_hex(bytes)
+    }
+}

@@ -220,3 +220,143 @@ pub(crate) fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     }
     Some(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::vectors::{self, client_id, identity, read_text};
+
+    #[test]
+    fn a_cpp_me_info_is_read_and_written_back_byte_for_byte() {
+        let text = read_text("alice.me.info");
+        let alice = Identity::parse(&text).expect("parses");
+        assert_eq!(alice.name, "alice");
+        assert_eq!(
+            alice.id,
+            client_id(&vectors::vectors()["alice"]["client_id"])
+        );
+        assert_eq!(alice.to_me_info().expect("encodes"), text);
+    }
+
+    #[test]
+    fn a_me_info_wrapped_at_64_columns_reads_and_is_rewritten_as_cpp_writes_it() {
+        let bob = identity("bob");
+        assert_eq!(bob.name, "bob");
+        assert_eq!(bob.id, client_id(&vectors::vectors()["bob"]["client_id"]));
+        let rewritten = bob.to_me_info().expect("encodes");
+        let mut lines = rewritten.lines();
+        assert_eq!(lines.next(), Some("bob"));
+        assert_eq!(lines.next(), Some("42DA437C281947CFBAFE16ED4170DBC2"));
+        assert!(lines.all(|line| line.len() <= BASE64_LINE_LEN));
+        let again = Identity::parse(&rewritten).expect("parses");
+        assert_eq!(again.id, bob.id);
+        assert_eq!(
+            again.key.to_pkcs8_der().expect("encodes"),
+            bob.key.to_pkcs8_der().expect("encodes")
+        );
+    }
+
+    #[test]
+    fn lower_case_ids_crlf_line_endings_and_one_line_keys_are_read() {
+        let text = read_text("alice.me.info");
+        let mut lines: Vec<&str> = text.lines().collect();
+        let lower = lines[1].to_lowercase();
+        lines[1] = &lower;
+        let key: String = lines[2..].concat();
+        let crlf = format!("{}\r\n{}\r\n{key}\r\n\r\n", lines[0], lines[1]);
+        let alice = Identity::parse(&crlf).expect("parses");
+        assert_eq!(alice.name, "alice");
+        assert_eq!(alice.id, identity("alice").id);
+    }
+
+    #[test]
+    fn damaged_me_info_files_are_refused_with_the_reason() {
+        let text = read_text("alice.me.info");
+        let (name_and_id, _) = text.split_at(text.find("MIIC").expect("key"));
+        let cases = [
+            ("".to_owned(), "MissingName"),
+            ("alice\n".to_owned(), "BadClientId"),
+            (
+                "alice\n6A5F779FD37349D5A08F05C86A42B77\nMIIC\n".to_owned(),
+                "BadClientId",
+            ),
+            (
+                "alice\n+A5F779FD37349D5A08F05C86A42B772\nMIIC\n".to_owned(),
+                "BadClientId",
+            ),
+            (
+                "alice\nGA5F779FD37349D5A08F05C86A42B772\nMIIC\n".to_owned(),
+                "BadClientId",
+            ),
+            (name_and_id.to_owned(), "MissingKey"),
+            (format!("{name_and_id}not base64!\n"), "BadBase64"),
+            (format!("{name_and_id}AAAA\n"), "BadKey"),
+        ];
+        for (text, expected) in cases {
+            let error = Identity::parse(&text).expect_err(expected);
+            assert!(
+                format!("{error:?}").starts_with(expected),
+                "{text:?}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn me_info_is_written_once_and_private() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join(ME_INFO);
+        let alice = identity("alice");
+        alice.save_new(&path).expect("written");
+        assert_eq!(
+            fs::read_to_string(&path).expect("readable"),
+            read_text("alice.me.info")
+        );
+        assert!(matches!(
+            alice.save_new(&path),
+            Err(ClientError::File { .. })
+        ));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).expect("exists").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn server_info_is_host_colon_port() {
+        let parse = |text| ServerAddress::parse(text).ok().map(|a| a.to_string());
+        assert_eq!(parse("127.0.0.1:1357\n"), Some("127.0.0.1:1357".into()));
+        assert_eq!(parse("  localhost:80 \r\n"), Some("localhost:80".into()));
+        assert_eq!(parse("[::1]:1357"), Some("[::1]:1357".into()));
+        for bad in [
+            "",
+            "localhost",
+            ":1357",
+            "host:0",
+            "host:65536",
+            "host:port",
+            "a b:1",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_one_to_254_printable_ascii_characters() {
+        assert!(validate_name("Michael Jackson").is_ok());
+        assert!(validate_name(&"x".repeat(254)).is_ok());
+        for bad in ["", "two\nlines", "tab\there", "Zoë"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_name(&"x".repeat(255)).is_err());
+    }
+
+    #[test]
+    fn hex_round_trips_in_either_case() {
+        assert_eq!(decode_hex::<2>("aBcD"), Some([0xab, 0xcd]));
+        assert_eq!(encode_hex(&[0xab, 0x01]), "ab01");
+        assert_eq!(decode_hex::<2>("abc"), None);
+        assert_eq!(decode_hex::<1>("+f"), None);
+    }
+}

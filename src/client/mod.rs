@@ -31,3 +31,6 @@ pub fn edition_from_year(year: &str) -> Option<Edition> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod vectors;

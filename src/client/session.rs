@@ -442,6 +442,15 @@ impl fmt::Display for Received {
     }
 }
 
+/// Messages as the console prints them, with an empty line between two, as the C++ clients do.
+pub fn console_text(messages: &[Received]) -> String {
+    messages
+        .iter()
+        .map(|message| format!("{message}\n"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl Received {
     /// One JSON object: sender name and id, message id, type, the console's content text
     /// (the text itself for type 3, the saved file's path for type 4), and for types 2–4
@@ -458,5 +467,277 @@ impl Received {
             object["decrypted"] = decrypted.into();
         }
         object.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::crypto::encrypt_symmetric_key;
+    use crate::client::vectors::{self, client_id, hex, identity, public_key};
+    use crate::protocol::{ReplyHeader, RequestCode, RequestHeader};
+    use serde_json::Value;
+
+    /// The capture's edition: 2025 (codes 600–604).
+    const EDITION: Edition = Edition::Y2024;
+
+    fn other(who: &str) -> &'static str {
+        if who == "alice" {
+            "bob"
+        } else {
+            "alice"
+        }
+    }
+
+    fn frame_bytes(frame: &Value) -> Vec<u8> {
+        hex(&frame["hex"])
+    }
+
+    /// The peers `who` knows after listing: the other side, by name and id.
+    fn peers_of(who: &str) -> Peers {
+        let vectors = vectors::vectors();
+        let mut peers = Peers::default();
+        peers.learn(&[ListedClient {
+            id: client_id(&vectors[other(who)]["client_id"]),
+            name: other(who).to_owned(),
+        }]);
+        peers
+    }
+
+    fn receive_all(who: &str, peers: &mut Peers, payload: &[u8]) -> Vec<Received> {
+        let me = identity(who);
+        pulled_messages(payload)
+            .map(|message| receive(&me.key, peers, &message.expect("whole message")))
+            .collect()
+    }
+
+    fn remove_saved_files(received: &[Received]) {
+        for message in received {
+            if let Content::File(path) = &message.content {
+                std::fs::remove_file(path).expect("saved file removable");
+            }
+        }
+    }
+
+    #[test]
+    fn our_codec_reproduces_every_captured_request_byte_for_byte() {
+        let vectors = vectors::vectors();
+        let id = |who: &str| client_id(&vectors[who]["client_id"]);
+        let requests = vectors::capture().into_iter().filter(|f| f["dir"] == "c2s");
+        let mut count = 0;
+        for frame in requests {
+            let who = frame["who"].as_str().expect("who");
+            let bytes = frame_bytes(&frame);
+            let header = RequestHeader::parse_prefix(&bytes).expect("header");
+            let code = RequestCode::from_wire(header.code).expect("known code");
+            assert_eq!(code.edition, EDITION);
+            let ours = match code.operation {
+                Operation::Register => {
+                    register_request(EDITION, who, &public_key(&vectors[who]["public_key_der"]))
+                }
+                Operation::ListClients | Operation::PullMessages => {
+                    bare_request(EDITION, code.operation, id(who))
+                }
+                Operation::PublicKey => public_key_request(EDITION, id(who), id(other(who))),
+                Operation::SendMessage => {
+                    let kind = frame["message_type"].as_u64().expect("type") as u8;
+                    send_request(EDITION, id(who), id(other(who)), kind, &bytes[44..])
+                }
+            };
+            assert_eq!(ours, bytes, "frame {}", frame["n"]);
+            count += 1;
+        }
+        assert_eq!(count, 15);
+    }
+
+    #[test]
+    fn every_captured_reply_parses() {
+        let vectors = vectors::vectors();
+        let id = |who: &str| client_id(&vectors[who]["client_id"]);
+        let replies = vectors::capture().into_iter().filter(|f| f["dir"] == "s2c");
+        let mut count = 0;
+        for frame in replies {
+            let who = frame["who"].as_str().expect("who");
+            let bytes = frame_bytes(&frame);
+            let header = ReplyHeader::parse(bytes[..7].try_into().expect("header"));
+            let payload = &bytes[7..];
+            assert_eq!(header.payload_size as usize, payload.len());
+            let operation = Operation::ALL[usize::from(header.code - 2100)];
+            check_reply_code(EDITION, operation, &header).expect("expected code");
+            match operation {
+                Operation::Register => assert_eq!(parse_registered(payload), Ok(id(who))),
+                Operation::ListClients => {
+                    let listed = parse_client_list(payload).expect("list");
+                    assert_eq!(listed.len(), 1);
+                    assert_eq!(
+                        (listed[0].id, listed[0].name.as_str()),
+                        (id(other(who)), other(who))
+                    );
+                }
+                Operation::PublicKey => assert_eq!(
+                    parse_public_key(payload),
+                    Ok((
+                        id(other(who)),
+                        public_key(&vectors[other(who)]["public_key_der"])
+                    ))
+                ),
+                Operation::SendMessage => {
+                    assert_eq!(parse_sent(payload).map(|(to, _)| to), Ok(id(other(who))))
+                }
+                Operation::PullMessages => {
+                    let messages = pulled_messages(payload).collect::<Result<Vec<_>, _>>();
+                    let messages = messages.expect("whole messages");
+                    assert_eq!(messages.len(), if who == "bob" { 5 } else { 2 });
+                }
+            }
+            count += 1;
+        }
+        assert_eq!(count, 15);
+    }
+
+    #[test]
+    fn captured_pulls_decrypt_and_print_as_the_cpp_client_printed_them() {
+        let vectors = vectors::vectors();
+        let to_bob = &vectors["alice_to_bob"];
+        let mut peers = peers_of("bob");
+        let received = receive_all("bob", &mut peers, &hex(&vectors["pull_reply_to_bob"])[7..]);
+        let file_path = match &received[4].content {
+            Content::File(path) => path.clone(),
+            other => panic!("expected a saved file, got {other:?}"),
+        };
+        let file = std::fs::read(&file_path).expect("saved file");
+        remove_saved_files(&received);
+        assert_eq!(file, vectors::read("file-1000.bin"));
+        let text = |kind: &str| {
+            to_bob[kind]["plaintext_text"]
+                .as_str()
+                .expect("text")
+                .to_owned()
+        };
+        let contents: Vec<_> = received.iter().map(|m| m.content.clone()).collect();
+        assert_eq!(
+            contents,
+            [
+                Content::KeyRequest,
+                Content::KeyReceived,
+                Content::Text(text("type3_text")),
+                Content::Text(text("type3_text_32_bytes")),
+                Content::File(file_path),
+            ]
+        );
+        assert!(received.iter().all(|m| m.from_name == "alice"));
+        assert_eq!(received[2].id, MessageId(3));
+
+        let mut peers = peers_of("alice");
+        let received = receive_all(
+            "alice",
+            &mut peers,
+            &hex(&vectors["pull_reply_to_alice"])[7..],
+        );
+        let cpp_output = vectors["bob_to_alice"]["cpp_console_output"]
+            .as_str()
+            .expect("text");
+        // The one difference: that C++ client capitalizes the type-2 line; §6 does not.
+        let cpp_output = cpp_output.replace("Symmetric key received", "symmetric key received");
+        assert_eq!(console_text(&received), cpp_output);
+    }
+
+    /// A pull reply's payload: each message as sender | id | type | size | content.
+    fn pull_payload(from: ClientId, messages: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut payload = Vec::new();
+        for (index, (kind, content)) in messages.iter().enumerate() {
+            payload.extend_from_slice(&from.0);
+            payload.extend_from_slice(&(index as u32 + 1).to_le_bytes());
+            payload.push(*kind);
+            payload.extend_from_slice(&(content.len() as u32).to_le_bytes());
+            payload.extend_from_slice(content);
+        }
+        payload
+    }
+
+    #[test]
+    fn each_message_type_round_trips_between_our_clients() {
+        let vectors = vectors::vectors();
+        let alice = client_id(&vectors["alice"]["client_id"]);
+        let bob_public = identity("bob").key.public_key().expect("160 bytes");
+        let shared = AesKey::random();
+        let file: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let messages = [
+            (1, Vec::new()),
+            (
+                2,
+                encrypt_symmetric_key(&bob_public, &shared).expect("encrypts"),
+            ),
+            (3, encrypt(&shared, b"Michael Jackson says hi")),
+            (4, encrypt(&shared, &file)),
+        ];
+        let mut peers = peers_of("bob");
+        let received = receive_all("bob", &mut peers, &pull_payload(alice, &messages));
+        remove_saved_files(&received);
+        assert_eq!(received[0].content, Content::KeyRequest);
+        assert_eq!(received[1].content, Content::KeyReceived);
+        assert_eq!(
+            peers.by_name("alice").and_then(|p| p.symmetric_key.clone()),
+            Some(shared)
+        );
+        assert_eq!(
+            received[2].content,
+            Content::Text("Michael Jackson says hi".into())
+        );
+        assert!(matches!(received[3].content, Content::File(_)));
+    }
+
+    #[test]
+    fn what_cannot_be_understood_is_said_so() {
+        let stranger = ClientId([0xab; 16]);
+        let messages = [
+            (3, encrypt(&AesKey::random(), b"no key shared yet")),
+            (4, encrypt(&AesKey::random(), b"nor for files")),
+            (2, vec![1; 128]),
+            (9, Vec::new()),
+        ];
+        let mut peers = Peers::default();
+        let received = receive_all("bob", &mut peers, &pull_payload(stranger, &messages));
+        let contents: Vec<_> = received.iter().map(|m| m.content.clone()).collect();
+        assert_eq!(
+            contents,
+            [
+                Content::Undecryptable,
+                Content::Undecryptable,
+                Content::Undecryptable,
+                Content::UnknownType(9),
+            ]
+        );
+        assert_eq!(received[0].from_name, "ab".repeat(16));
+    }
+
+    #[test]
+    fn received_messages_print_as_the_console_and_as_json() {
+        let message = Received {
+            from: ClientId([1; 16]),
+            from_name: "alice".into(),
+            id: MessageId(7),
+            kind: 3,
+            content: Content::Text("hi\nthere".into()),
+        };
+        assert_eq!(
+            message.to_string(),
+            "From: alice\nContent:\nhi\nthere\n-----<EOM>-----"
+        );
+        let json: Value = serde_json::from_str(&message.to_json()).expect("JSON");
+        assert_eq!(json["from"], "alice");
+        assert_eq!(json["from_id"], "01".repeat(16));
+        assert_eq!(json["message_id"], 7);
+        assert_eq!(json["type"], 3);
+        assert_eq!(json["content"], "hi\nthere");
+        assert_eq!(json["decrypted"], true);
+        let request = Received {
+            kind: 1,
+            content: Content::KeyRequest,
+            ..message
+        };
+        let json: Value = serde_json::from_str(&request.to_json()).expect("JSON");
+        assert_eq!(json["content"], "Request for symmetric key");
+        assert!(json.get("decrypted").is_none());
     }
 }

@@ -195,3 +195,98 @@ impl PeerRecord {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(id: u8, name: &str) -> ListedClient {
+        ListedClient {
+            id: ClientId([id; 16]),
+            name: name.to_owned(),
+        }
+    }
+
+    fn known_peers() -> Peers {
+        let mut peers = Peers::default();
+        peers.learn(&[listed(1, "alice"), listed(2, "Michael Jackson")]);
+        peers.set_public_key(ClientId([1; 16]), PublicKey([7; PUBLIC_KEY_LEN]));
+        peers.set_symmetric_key(ClientId([2; 16]), "Michael Jackson", AesKey([9; 16]));
+        peers
+    }
+
+    #[test]
+    fn peers_and_their_keys_survive_a_save_and_load() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join(STATE_FILE);
+        let owner = ClientId([5; 16]);
+        let peers = known_peers();
+        peers.save(&path, owner).expect("saved");
+        assert_eq!(Peers::load(&path, owner).expect("loaded"), peers);
+        let loaded = Peers::load(&path, owner).expect("loaded");
+        let jackson = loaded.by_name("Michael Jackson").expect("known");
+        assert_eq!(jackson.symmetric_key, Some(AesKey([9; 16])));
+        assert_eq!(jackson.public_key, None);
+    }
+
+    #[test]
+    fn a_missing_file_or_one_of_another_owner_is_empty() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join(STATE_FILE);
+        assert_eq!(
+            Peers::load(&path, ClientId([5; 16])).expect("empty"),
+            Peers::default()
+        );
+        known_peers().save(&path, ClientId([5; 16])).expect("saved");
+        assert_eq!(
+            Peers::load(&path, ClientId([6; 16])).expect("empty"),
+            Peers::default()
+        );
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_not_a_loss() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join(STATE_FILE);
+        let owner = "05".repeat(16);
+        for text in [
+            "{ not json".to_owned(),
+            format!(r#"{{"owner":"{owner}","peers":[{{"id":"zz","name":"x"}}]}}"#),
+            format!(
+                r#"{{"owner":"{owner}","peers":[{{"id":"{owner}","name":"x","symmetric_key":"00"}}]}}"#
+            ),
+        ] {
+            fs::write(&path, text).expect("written");
+            assert!(matches!(
+                Peers::load(&path, ClientId([5; 16])),
+                Err(ClientError::BadState { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_new_list_renames_and_adds_but_keeps_keys() {
+        let mut peers = known_peers();
+        peers.learn(&[listed(1, "alice2"), listed(3, "carol")]);
+        assert!(peers.by_name("alice").is_none());
+        assert_eq!(
+            peers.by_name("alice2").and_then(|p| p.public_key.clone()),
+            Some(PublicKey([7; PUBLIC_KEY_LEN]))
+        );
+        assert_eq!(
+            peers.by_id(ClientId([3; 16])).map(|p| p.name.as_str()),
+            Some("carol")
+        );
+        assert!(peers.by_name("Michael Jackson").is_some());
+    }
+
+    #[test]
+    fn a_key_from_an_unlisted_sender_is_kept_under_the_name_given() {
+        let mut peers = Peers::default();
+        peers.set_symmetric_key(ClientId([4; 16]), "04040404", AesKey([1; 16]));
+        assert_eq!(
+            peers.by_name("04040404").map(|p| p.id),
+            Some(ClientId([4; 16]))
+        );
+    }
+}

@@ -159,3 +159,153 @@ pub fn read_reply(stream: &mut impl Read, padded: bool) -> io::Result<Reply> {
     }
     Ok(Reply { header, payload })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+    use std::net::{SocketAddr, TcpListener};
+    use std::thread;
+
+    fn reply_bytes(code: u16, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = ReplyHeader {
+            version: 2,
+            code,
+            payload_size: payload.len() as u32,
+        }
+        .encode()
+        .to_vec();
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    #[test]
+    fn a_reply_is_its_header_and_exactly_its_payload() {
+        let mut wire = reply_bytes(2101, &[1; 271]);
+        wire.extend_from_slice(b"next");
+        let mut stream = Cursor::new(wire);
+        let reply = read_reply(&mut stream, false).expect("whole reply");
+        assert_eq!(reply.header.code, 2101);
+        assert_eq!(reply.payload, vec![1; 271]);
+        assert_eq!(stream.position(), 7 + 271);
+    }
+
+    #[test]
+    fn a_padded_reply_is_read_to_the_block_boundary_or_the_close() {
+        let mut wire = reply_bytes(2100, &[3; 16]);
+        wire.resize(1024, 0);
+        wire.extend_from_slice(b"after");
+        let mut stream = Cursor::new(wire);
+        let reply = read_reply(&mut stream, true).expect("whole reply");
+        assert_eq!(reply.payload, vec![3; 16]);
+        assert_eq!(stream.position(), 1024);
+
+        let unpadded = reply_bytes(2100, &[3; 16]);
+        let reply = read_reply(&mut Cursor::new(unpadded), true).expect("closed after the reply");
+        assert_eq!(reply.payload, vec![3; 16]);
+    }
+
+    #[test]
+    fn cut_short_replies_are_errors_and_lying_sizes_allocate_nothing() {
+        let whole = reply_bytes(2102, &[4; 176]);
+        for cut in [0, 3, 7, 100] {
+            let error = read_reply(&mut Cursor::new(&whole[..cut]), false).expect_err("short");
+            assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "cut at {cut}");
+        }
+        let mut lying = whole[..7].to_vec();
+        lying[3..7].copy_from_slice(&u32::MAX.to_le_bytes());
+        lying.extend_from_slice(&[0; 10]);
+        let error = read_reply(&mut Cursor::new(lying), false).expect_err("short");
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(matches!(socket_error(error), ClientError::ClosedEarly));
+    }
+
+    /// A server that answers `requests` requests, each read as `request_len` bytes, with an
+    /// empty list reply, and reports every connection's bytes. A `padded` server pads its
+    /// replies to 1024 bytes and closes after each, as ours does for padded clients.
+    fn recording_server(
+        requests: usize,
+        request_len: usize,
+        padded: bool,
+    ) -> (SocketAddr, thread::JoinHandle<Vec<Vec<u8>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = thread::spawn(move || {
+            let mut connections: Vec<Vec<u8>> = Vec::new();
+            let mut open: Option<TcpStream> = None;
+            for _ in 0..requests {
+                let mut request = vec![0; request_len];
+                // The next request comes on the open connection, or on a new one if the
+                // client closed it.
+                let reused = open
+                    .take()
+                    .filter(|mut stream| stream.read_exact(&mut request).is_ok());
+                let mut stream = match reused {
+                    Some(stream) => stream,
+                    None => {
+                        connections.push(Vec::new());
+                        let (mut stream, _) = listener.accept().expect("accept");
+                        stream.read_exact(&mut request).expect("request");
+                        stream
+                    }
+                };
+                connections.last_mut().expect("connection").extend(&request);
+                let mut reply = reply_bytes(2101, &[]);
+                if padded {
+                    reply.resize(1024, 0);
+                }
+                stream.write_all(&reply).expect("reply");
+                if !padded {
+                    open = Some(stream);
+                }
+            }
+            connections
+        });
+        (addr, server)
+    }
+
+    fn transport(addr: SocketAddr, mode: ConnectionMode) -> Transport {
+        let server = ServerAddress {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        };
+        Transport::new(server, mode)
+    }
+
+    #[test]
+    fn persistent_mode_keeps_one_connection_and_reconnect_opens_one_per_request() {
+        for (mode, connections) in [
+            (ConnectionMode::Persistent, 1),
+            (ConnectionMode::Reconnect, 3),
+        ] {
+            let (addr, server) = recording_server(3, 23, false);
+            let mut transport = transport(addr, mode);
+            for _ in 0..3 {
+                let reply = transport.call(&[9; 23]).expect("reply");
+                assert_eq!(reply.header.code, 2101);
+            }
+            drop(transport);
+            let seen = server.join().expect("server");
+            assert_eq!(seen.len(), connections, "{mode:?}");
+            assert_eq!(seen.concat(), vec![9; 69]);
+        }
+    }
+
+    #[test]
+    fn padded_mode_pads_each_request_to_a_block_on_its_own_connection() {
+        let (addr, server) = recording_server(2, 1024, true);
+        let mut transport = transport(addr, ConnectionMode::Padded);
+        transport.call(&[9; 23]).expect("reply");
+        transport
+            .call_streaming(&[9; 23], 1000, |body| {
+                body.write_all(&[8; 1000]).map_err(socket_error)
+            })
+            .expect("reply");
+        let seen = server.join().expect("server");
+        assert_eq!(seen.len(), 2);
+        assert_eq!(&seen[0][..23], &[9; 23]);
+        assert!(seen[0][23..].iter().all(|&byte| byte == 0));
+        assert_eq!(&seen[1][23..1023], &[8; 1000]);
+        assert_eq!(seen[1][1023], 0);
+    }
+}
