@@ -187,8 +187,6 @@ impl Session {
         mut progress: impl FnMut(u64, u64),
     ) -> Result<MessageId, ClientError> {
         let caller = self.me()?.id;
-        let to = self.peer_id(name)?;
-        let key = self.symmetric_key(to, name)?;
         let file_error = |source| ClientError::File {
             path: path.to_owned(),
             source,
@@ -203,6 +201,8 @@ impl Session {
                 path: path.to_owned(),
                 len,
             })?;
+        let to = self.peer_id(name)?;
+        let key = self.symmetric_key(to, name)?;
         let head = send_request_head(
             self.edition,
             caller,

@@ -76,7 +76,15 @@ impl Transport {
             ConnectionMode::Padded => reply_padding(request_len as usize) as u64,
             ConnectionMode::Persistent | ConnectionMode::Reconnect => 0,
         };
-        Transport::write_request(&mut stream, head, write_body, padding)?;
+        match Transport::write_request(&mut stream, head, write_body, padding) {
+            Ok(()) => {}
+            // A server that refuses a request (one too large, say) answers before reading it
+            // all and then closes: its reply says more than the broken pipe.
+            Err(ClientError::Connection(error)) => {
+                return read_reply(&mut stream, false).map_err(|_| ClientError::Connection(error))
+            }
+            Err(error) => return Err(error),
+        }
         // A request that already ends on a block boundary carries no padding, so the server
         // cannot tell it from an exact one and answers exactly (protocol §4 rule 3).
         let reply = read_reply(&mut stream, padding > 0).map_err(socket_error)?;
