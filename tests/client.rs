@@ -96,6 +96,17 @@ impl User {
         output
     }
 
+    /// Makes this user the owner of a `me.info` from the test vectors (made by a C++ or the
+    /// Python client).
+    fn use_me_info_of(&self, who: &str) {
+        let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+        std::fs::copy(
+            vectors.join(format!("{who}.me.info")),
+            self.dir.path().join("me.info"),
+        )
+        .expect("me.info copied");
+    }
+
     /// Runs a subcommand that must succeed; returns its standard output.
     fn ok(&self, args: &[&str]) -> String {
         let output = self.run(args, "");
@@ -314,82 +325,76 @@ fn truncated_pull() -> Vec<u8> {
     payload
 }
 
+/// Runs `args` against a fake server sending `replies`; the client must fail with `expected`.
+fn refuses_malformed(args: &[&str], replies: Vec<Vec<u8>>, expected: &str) {
+    let (addr, server) = fake_server(replies);
+    let user = User::new(addr, "2025", &[]);
+    if args[0] != "register" {
+        user.use_me_info_of("alice");
+    }
+    let error = user.fails(args);
+    assert!(error.contains(expected), "{args:?}: {error}");
+    server.join().expect("fake server");
+}
+
 #[test]
 fn malformed_replies_are_one_line_errors_never_panics() {
-    let listed_bob = {
-        let mut entry = vec![2; 16];
-        entry.extend_from_slice(b"bob");
-        entry.resize(271, 0);
-        entry
-    };
-    let cases: Vec<(&[&str], Vec<Vec<u8>>, &str)> = vec![
-        (
-            &["register", "x"],
-            vec![whole(2101, &[7; 16])],
-            "reply code 2101, expected 2100",
-        ),
-        (
-            &["register", "x"],
-            vec![whole(2100, &[7; 10])],
-            "payload is 10 bytes, expected 16",
-        ),
-        (
-            &["register", "x"],
-            vec![reply(2100, 16, &[7; 5])],
-            "closed the connection",
-        ),
-        (&["register", "x"], vec![], "closed the connection"),
-        (
-            &["register", "x"],
-            vec![whole(9000, &[])],
-            "server responded with an error",
-        ),
-        (&["list"], vec![whole(2101, &[1; 100])], "a multiple of 271"),
-        (
-            &["list"],
-            vec![whole(2101, &[b'x'; 271])],
-            "no terminating NUL",
-        ),
-        (&["pull"], vec![whole(2104, &truncated_pull())], "cut short"),
-        (
-            &["get-key", "bob"],
-            vec![whole(2101, &listed_bob), whole(2102, &[2; 176])],
-            "not X.509",
-        ),
-        (
-            &["get-key", "bob"],
-            vec![whole(2101, &listed_bob), whole(2102, &[3; 176])],
-            "but the request was for",
-        ),
-        (
-            &["request-key", "bob"],
-            vec![whole(2101, &listed_bob), whole(2103, &[2; 19])],
-            "payload is 19 bytes, expected 20",
-        ),
-    ];
-    for (args, replies, expected) in cases {
-        let (addr, server) = fake_server(replies);
-        let user = User::new(addr, "2025", &[]);
-        if args[0] != "register" {
-            let me_info = std::fs::read(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/vectors/alice.me.info"
-            ))
-            .expect("vector");
-            std::fs::write(user.dir.path().join("me.info"), me_info).expect("me.info");
-        }
-        let error = user.fails(args);
-        assert!(error.contains(expected), "{args:?}: {error}");
-        server.join().expect("fake server");
-    }
+    let register = ["register", "x"];
+    refuses_malformed(
+        &register,
+        vec![whole(2101, &[7; 16])],
+        "code 2101, expected 2100",
+    );
+    refuses_malformed(
+        &register,
+        vec![whole(2100, &[7; 10])],
+        "10 bytes, expected 16",
+    );
+    refuses_malformed(
+        &register,
+        vec![reply(2100, 16, &[7; 5])],
+        "closed the connection",
+    );
+    refuses_malformed(&register, vec![], "closed the connection");
+    refuses_malformed(
+        &register,
+        vec![whole(9000, &[])],
+        "server responded with an error",
+    );
+    refuses_malformed(&["list"], vec![whole(2101, &[1; 100])], "a multiple of 271");
+    refuses_malformed(
+        &["list"],
+        vec![whole(2101, &[b'x'; 271])],
+        "no terminating NUL",
+    );
+    refuses_malformed(&["pull"], vec![whole(2104, &truncated_pull())], "cut short");
+
+    let mut listed_bob = vec![2; 16];
+    listed_bob.extend_from_slice(b"bob");
+    listed_bob.resize(271, 0);
+    let list = whole(2101, &listed_bob);
+    let get_key = ["get-key", "bob"];
+    let garbage_key = whole(2102, &[2; 176]);
+    refuses_malformed(&get_key, vec![list.clone(), garbage_key], "not X.509");
+    let other_client = whole(2102, &[3; 176]);
+    refuses_malformed(
+        &get_key,
+        vec![list.clone(), other_client],
+        "the request was for",
+    );
+    let short_sent = whole(2103, &[2; 19]);
+    refuses_malformed(
+        &["request-key", "bob"],
+        vec![list, short_sent],
+        "19 bytes, expected 20",
+    );
 }
 
 #[test]
 fn a_file_too_large_for_one_message_is_refused_before_connecting() {
     let unused: SocketAddr = ([127, 0, 0, 1], 9).into();
     let user = User::new(unused, "2025", &[]);
-    let me_info = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/alice.me.info");
-    std::fs::copy(me_info, user.dir.path().join("me.info")).expect("me.info");
+    user.use_me_info_of("alice");
     let huge = user.dir.path().join("huge.bin");
     let file = std::fs::File::create(&huge).expect("file");
     file.set_len(u64::from(u32::MAX)).expect("sparse file");
@@ -427,4 +432,74 @@ fn a_file_the_server_refuses_is_reported_as_its_error_reply() {
         let pulled = bob.ok(&["pull"]);
         assert!(pulled.ends_with(&message("alice", TEXT)), "{pulled}");
     }
+}
+
+fn vector_json(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(path).expect("vector file")).expect("JSON")
+}
+
+fn hex(value: &Value) -> Vec<u8> {
+    let text = value.as_str().expect("hex string");
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex digits"))
+        .collect()
+}
+
+/// The captured replies of the real session, replayed to our binary holding the real
+/// `me.info` files: `pull`, then the list the client fetches to name the sender.
+fn replay_pull(who: &str, args: &[&str]) -> String {
+    let vectors = vector_json("vectors.json");
+    let list_reply = vector_json("session-capture.json")
+        .as_array()
+        .expect("frames")
+        .iter()
+        .find(|frame| frame["who"] == who && frame["what"] == "client list")
+        .map(|frame| hex(&frame["hex"]))
+        .expect("captured list reply");
+    let pull_reply = hex(&vectors[format!("pull_reply_to_{who}")]);
+    let (addr, server) = fake_server(vec![pull_reply, list_reply]);
+    let user = User::new(addr, "2025", &[]);
+    user.use_me_info_of(who);
+    let output = user.ok(args);
+    server.join().expect("fake server");
+    output
+}
+
+#[test]
+fn messages_of_the_cpp_and_python_clients_are_read_with_their_own_me_info() {
+    let vectors = vector_json("vectors.json");
+    let cpp_output = vectors["bob_to_alice"]["cpp_console_output"]
+        .as_str()
+        .expect("text")
+        // §6's wording; the C++ client capitalizes it.
+        .replace("Symmetric key received", "symmetric key received");
+    assert_eq!(replay_pull("alice", &["pull"]), cpp_output);
+
+    let pulled: Vec<Value> = replay_pull("bob", &["pull", "--json"])
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    let contents: Vec<_> = pulled.iter().map(|m| m["content"].clone()).collect();
+    let to_bob = &vectors["alice_to_bob"];
+    assert_eq!(
+        contents[..4],
+        [
+            Value::from("Request for symmetric key"),
+            Value::from("symmetric key received"),
+            to_bob["type3_text"]["plaintext_text"].clone(),
+            to_bob["type3_text_32_bytes"]["plaintext_text"].clone(),
+        ]
+    );
+    let saved = Path::new(contents[4].as_str().expect("a path"));
+    let file = std::fs::read(saved).expect("saved file");
+    std::fs::remove_file(saved).expect("saved file removed");
+    let expected =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/file-1000.bin"))
+            .expect("vector file");
+    assert_eq!(file, expected);
+    assert!(pulled.iter().all(|m| m["from"] == "alice"));
 }
