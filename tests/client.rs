@@ -334,6 +334,12 @@ fn refuses_malformed(args: &[&str], replies: Vec<Vec<u8>>, expected: &str) {
     }
     let error = user.fails(args);
     assert!(error.contains(expected), "{args:?}: {error}");
+    let me_info = user.dir.path().join("me.info");
+    assert_eq!(
+        me_info.exists(),
+        args[0] != "register",
+        "a failed registration leaves none"
+    );
     server.join().expect("fake server");
 }
 

@@ -154,30 +154,59 @@ impl Identity {
             source,
         })
     }
+}
 
-    /// Writes `me.info`, readable by the owner only; never replaces an existing file.
-    pub fn save_new(&self, path: &Path) -> Result<(), ClientError> {
-        let text = self.to_me_info()?;
-        let file_error = |source| ClientError::File {
+/// A `me.info` created empty before registering, so that a folder where it cannot be written
+/// is found before the server registers the name. Removed again unless written.
+#[derive(Debug)]
+pub struct NewMeInfo {
+    file: fs::File,
+    path: PathBuf,
+    written: bool,
+}
+
+impl NewMeInfo {
+    /// Creates `path`, readable by the owner only (it will hold the private key); fails if
+    /// it exists.
+    pub fn create(path: &Path) -> Result<NewMeInfo, ClientError> {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(path).map_err(|source| ClientError::File {
             path: path.to_owned(),
             source,
-        };
-        let mut file = private_file_options()
-            .create_new(true)
-            .open(path)
-            .map_err(file_error)?;
-        file.write_all(text.as_bytes()).map_err(file_error)?;
-        file.sync_all().map_err(file_error)
+        })?;
+        Ok(NewMeInfo {
+            file,
+            path: path.to_owned(),
+            written: false,
+        })
+    }
+
+    /// Writes `identity` and keeps the file.
+    pub fn write(mut self, identity: &Identity) -> Result<(), ClientError> {
+        let text = identity.to_me_info()?;
+        let written = self
+            .file
+            .write_all(text.as_bytes())
+            .and_then(|()| self.file.sync_all());
+        written.map_err(|source| ClientError::File {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.written = true;
+        Ok(())
     }
 }
 
-/// Options that create a file only its owner can read (it holds keys).
-pub(crate) fn private_file_options() -> fs::OpenOptions {
-    let mut options = fs::OpenOptions::new();
-    options.write(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
+impl Drop for NewMeInfo {
+    fn drop(&mut self) {
+        if !self.written {
+            // Nothing useful is in it; a failure here leaves an empty file the user can see.
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 fn read_text(path: &Path) -> Result<String, ClientError> {
@@ -302,17 +331,31 @@ mod tests {
     }
 
     #[test]
+    fn a_me_info_never_written_is_removed() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join(ME_INFO);
+        drop(NewMeInfo::create(&path).expect("created"));
+        assert!(!path.exists());
+        let missing = dir.path().join("no such folder").join(ME_INFO);
+        assert!(matches!(
+            NewMeInfo::create(&missing),
+            Err(ClientError::File { .. })
+        ));
+    }
+
+    #[test]
     fn me_info_is_written_once_and_private() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join(ME_INFO);
         let alice = identity("alice");
-        alice.save_new(&path).expect("written");
+        let new = NewMeInfo::create(&path).expect("created");
+        new.write(&alice).expect("written");
         assert_eq!(
             fs::read_to_string(&path).expect("readable"),
             read_text("alice.me.info")
         );
         assert!(matches!(
-            alice.save_new(&path),
+            NewMeInfo::create(&path),
             Err(ClientError::File { .. })
         ));
         #[cfg(unix)]

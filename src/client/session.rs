@@ -11,7 +11,9 @@ use super::crypto::{
     validate_public_key, AesKey, DecryptError, PrivateKey, StreamError,
 };
 use super::error::ClientError;
-use super::identity::{exists, validate_name, Identity, ServerAddress, ME_INFO, SERVER_INFO};
+use super::identity::{
+    exists, validate_name, Identity, NewMeInfo, ServerAddress, ME_INFO, SERVER_INFO,
+};
 use super::state::{Peers, STATE_FILE};
 use super::transport::{socket_error, ConnectionMode, Reply, Transport};
 use crate::protocol::client::{
@@ -75,23 +77,15 @@ impl Session {
         })
     }
 
+    /// The edition whose request codes this session sends.
     pub fn edition(&self) -> Edition {
         self.edition
-    }
-
-    /// Who this client is, once registered.
-    pub fn identity(&self) -> Option<&Identity> {
-        self.identity.as_ref()
-    }
-
-    pub fn peers(&self) -> &Peers {
-        &self.peers
     }
 
     fn me(&self) -> Result<&Identity, ClientError> {
         self.identity
             .as_ref()
-            .ok_or_else(|| ClientError::NotRegistered(self.dir.join(ME_INFO)))
+            .ok_or_else(|| not_registered(&self.dir))
     }
 
     /// Fails if this client is registered already: one `me.info` is one user.
@@ -109,13 +103,14 @@ impl Session {
         validate_name(name)?;
         let key = PrivateKey::generate()?;
         let request = register_request(self.edition, name, &key.public_key()?);
+        let me_info = NewMeInfo::create(&self.dir.join(ME_INFO))?;
         let id = parse_registered(&self.exchange(Operation::Register, &request)?)?;
         let identity = Identity {
             name: name.to_owned(),
             id,
             key,
         };
-        identity.save_new(&self.dir.join(ME_INFO))?;
+        me_info.write(&identity)?;
         self.identity = Some(identity);
         self.peers = Peers::default();
         Ok(id)
@@ -249,13 +244,15 @@ impl Session {
             // not lose them; unknown senders then show as hex ids.
             let _ = self.list_clients();
         }
-        let received = match &self.identity {
-            Some(me) => messages
-                .iter()
-                .map(|message| receive(&me.key, &mut self.peers, message))
-                .collect(),
-            None => Vec::new(),
-        };
+        // Borrowing the fields, not `self`, lets the peers change while the key is read.
+        let me = self
+            .identity
+            .as_ref()
+            .ok_or_else(|| not_registered(&self.dir))?;
+        let received = messages
+            .iter()
+            .map(|message| receive(&me.key, &mut self.peers, message))
+            .collect();
         self.save_state()?;
         Ok(received)
     }
@@ -317,6 +314,10 @@ impl Session {
             None => Ok(()),
         }
     }
+}
+
+fn not_registered(dir: &Path) -> ClientError {
+    ClientError::NotRegistered(dir.join(ME_INFO))
 }
 
 /// Interprets one pulled message with `key` (ours) and the keys shared with `peers`.

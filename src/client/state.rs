@@ -132,7 +132,10 @@ impl Peers {
             path: path.to_owned(),
             reason: error.to_string(),
         })?;
-        let dir = path.parent().unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let file_error = |source| ClientError::File {
             path: PathBuf::from(path),
             source,
