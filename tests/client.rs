@@ -274,8 +274,8 @@ fn console_conversation_2021_padded() {
     console_conversation("2021", &["--padded"]);
 }
 
-/// A server that answers each request on one connection with the next of `replies`, then
-/// closes. The first request is read as a whole so the client is not cut off mid-write.
+/// A server that answers each request on one connection with the next of `replies`, and
+/// closes after its last reply (or after reading a request when it has none).
 fn fake_server(replies: Vec<Vec<u8>>) -> (SocketAddr, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("address");
@@ -284,15 +284,21 @@ fn fake_server(replies: Vec<Vec<u8>>) -> (SocketAddr, JoinHandle<()>) {
         stream
             .set_read_timeout(Some(common::IO_TIMEOUT))
             .expect("timeout");
-        for reply in replies {
+        let mut replies = replies.into_iter();
+        loop {
+            // Reading each request whole means closing never resets the connection.
             let mut header = [0; REQUEST_HEADER_LEN];
             if stream.read_exact(&mut header).is_err() {
                 return;
             }
             let size = RequestHeader::parse(&header).payload_size;
             let mut payload = vec![0; size as usize];
-            if stream.read_exact(&mut payload).is_err() || stream.write_all(&reply).is_err() {
+            if stream.read_exact(&mut payload).is_err() {
                 return;
+            }
+            match replies.next() {
+                Some(reply) if stream.write_all(&reply).is_ok() && replies.len() > 0 => {}
+                _ => return,
             }
         }
     });
