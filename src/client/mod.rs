@@ -34,3 +34,20 @@ pub fn edition_from_year(year: &str) -> Option<Edition> {
 
 #[cfg(test)]
 mod vectors;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn editions_are_named_by_any_of_their_years() {
+        let named = edition_from_year;
+        assert_eq!(named("2021"), Some(Edition::Y2021));
+        assert_eq!(named("2022"), Some(Edition::Y2022));
+        assert_eq!(named("2023"), Some(Edition::Y2022));
+        assert_eq!(named("2024"), Some(Edition::Y2024));
+        assert_eq!(named("2025"), Some(Edition::Y2024));
+        assert_eq!(named("2026"), Some(Edition::Y2026));
+        assert_eq!(named("2020"), None);
+    }
+}
