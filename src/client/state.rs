@@ -49,10 +49,12 @@ pub struct Peers {
 }
 
 impl Peers {
+    /// The peer the client list calls `name`.
     pub fn by_name(&self, name: &str) -> Option<&Peer> {
         self.peers.iter().find(|peer| peer.name == name)
     }
 
+    /// The peer with client id `id`.
     pub fn by_id(&self, id: ClientId) -> Option<&Peer> {
         self.peers.iter().find(|peer| peer.id == id)
     }

@@ -45,6 +45,7 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// A transport to `server`; nothing connects until the first request.
     pub fn new(server: ServerAddress, mode: ConnectionMode) -> Transport {
         Transport {
             server,

@@ -9,7 +9,7 @@ use super::crypto::AesKey;
 use super::identity::Identity;
 use crate::protocol::{ClientId, PublicKey};
 
-pub fn path(name: &str) -> PathBuf {
+fn path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/vectors")
         .join(name)
