@@ -231,7 +231,12 @@ fn a_disconnect_in_the_middle_of_a_large_pull_leaves_the_message_queued() {
 
 #[test]
 fn an_upload_the_disk_cannot_take_is_refused_before_its_content_is_read() {
-    let server = TestServer::start_with(|config| config.min_free_space = u64::MAX / 2);
+    // Leave 512 MiB spare: small writes fit, a 1 GiB upload does not.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let available = fs4::available_space(dir.path()).expect("free space");
+    let server = TestServer::start_in(dir, |config| {
+        config.min_free_space = available.saturating_sub(512 << 20)
+    });
     let mut client = server.connect();
     let pair = register_pair(&mut client);
     let mut uploader = server.connect();
@@ -239,7 +244,7 @@ fn an_upload_the_disk_cannot_take_is_refused_before_its_content_is_read() {
     assert!(uploader.read_reply().is_error());
     uploader.expect_closed();
     assert!(spool_files(&server.db_path()).is_empty());
-    // Small messages are stored in the database and still accepted.
+    // Small messages fit in the spare space and are still accepted.
     client.send(EDITION, pair.alice, pair.bob, 3, b"small");
     assert_eq!(client.pull(EDITION, pair.bob).len(), 1);
 }

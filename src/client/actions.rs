@@ -1,0 +1,109 @@
+//! The eight things a user can ask for, performed and reported the same way whether they
+//! come from the console's menu or from a subcommand.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::error::ClientError;
+use super::session::{console_text, Session};
+
+/// One user request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Register {
+        name: String,
+    },
+    ListClients,
+    GetPublicKey {
+        name: String,
+    },
+    RequestSymmetricKey {
+        name: String,
+    },
+    SendSymmetricKey {
+        name: String,
+    },
+    SendText {
+        name: String,
+        text: String,
+    },
+    SendFile {
+        name: String,
+        path: PathBuf,
+    },
+    /// Pull and print the waiting messages, as the console does or as JSON lines.
+    Pull {
+        json: bool,
+    },
+}
+
+/// Performs `action` and writes what it did to `out`. A file's progress bar is drawn on the
+/// terminal only if standard output is one.
+pub fn perform(
+    session: &mut Session,
+    action: &Action,
+    out: &mut dyn Write,
+) -> Result<(), ClientError> {
+    let report = match action {
+        Action::Register { name } => {
+            let id = session.register(name)?;
+            format!("Registered as {name}, client id {id}\n")
+        }
+        Action::ListClients => session
+            .list_clients()?
+            .iter()
+            .map(|client| format!("{}\n", client.name))
+            .collect(),
+        Action::GetPublicKey { name } => {
+            session.fetch_public_key(name)?;
+            format!("Public key of {name} received\n")
+        }
+        Action::RequestSymmetricKey { name } => {
+            session.request_symmetric_key(name)?;
+            format!("Request for symmetric key sent to {name}\n")
+        }
+        Action::SendSymmetricKey { name } => {
+            session.send_symmetric_key(name)?;
+            format!("Symmetric key sent to {name}\n")
+        }
+        Action::SendText { name, text } => {
+            session.send_text(name, text)?;
+            format!("Message sent to {name}\n")
+        }
+        Action::SendFile { name, path } => {
+            let bar = progress_bar();
+            let sent = session.send_file(name, path, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            });
+            bar.finish_and_clear();
+            sent?;
+            format!("File {} sent to {name}\n", path.display())
+        }
+        Action::Pull { json: true } => session
+            .pull()?
+            .iter()
+            .map(|message| format!("{}\n", message.to_json()))
+            .collect(),
+        Action::Pull { json: false } => console_text(&session.pull()?),
+    };
+    out.write_all(report.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(ClientError::Output)
+}
+
+/// A bar on standard output when it is a terminal; otherwise one that draws nothing.
+fn progress_bar() -> ProgressBar {
+    if !std::io::stdout().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
+    if let Ok(style) =
+        ProgressStyle::with_template("{wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}

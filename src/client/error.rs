@@ -1,0 +1,63 @@
+//! Everything that can make a client operation fail, each with a one-line message.
+
+use std::io;
+use std::path::PathBuf;
+
+use super::crypto::CryptoError;
+use super::identity::FileFormatError;
+use crate::protocol::client::ReplyError;
+use crate::protocol::ClientId;
+
+/// Why an operation failed. The message of a 9000 reply is exactly the console's
+/// `server responded with an error`.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
+    #[error("the reply names client {actual}, but the request was for {expected}")]
+    ReplyForOtherClient {
+        expected: ClientId,
+        actual: ClientId,
+    },
+    #[error("cannot connect to {server}: {source}")]
+    Connect { server: String, source: io::Error },
+    #[error("the server did not answer within {0} seconds")]
+    Timeout(u64),
+    #[error("the server closed the connection before its reply was complete")]
+    ClosedEarly,
+    #[error("connection to the server failed: {0}")]
+    Connection(#[source] io::Error),
+    #[error("{path}: {source}")]
+    File { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    BadFile {
+        path: PathBuf,
+        source: FileFormatError,
+    },
+    #[error("{path}: the file changed while it was being sent")]
+    FileChanged { path: PathBuf },
+    #[error("{path}: {len} bytes is more than one message can carry")]
+    FileTooLarge { path: PathBuf, len: u64 },
+    #[error("no server address: write host:port to {0} or pass --server")]
+    NoServer(PathBuf),
+    #[error("already registered: {0} exists")]
+    AlreadyRegistered(PathBuf),
+    #[error("not registered: {0} not found (register first)")]
+    NotRegistered(PathBuf),
+    #[error("invalid name {0:?}: use 1 to 254 printable ASCII characters")]
+    InvalidName(String),
+    #[error("no client named {0:?} (the list of clients does not have it)")]
+    UnknownPeer(String),
+    #[error("no public key of {0} yet: request it first")]
+    NoPublicKey(String),
+    #[error("no symmetric key shared with {0} yet: send yours or ask for theirs first")]
+    NoSymmetricKey(String),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("{path}: the state file is damaged: {reason}")]
+    BadState { path: PathBuf, reason: String },
+    #[error("reading the input failed: {0}")]
+    Input(#[source] io::Error),
+    #[error("writing the output failed: {0}")]
+    Output(#[source] io::Error),
+}
