@@ -71,7 +71,7 @@ impl Settings {
     }
 
     /// Generous against hangs: a kill costs about half a second, the default campaign about
-    /// 20 s; yet within CI's three minutes.
+    /// 20 s; for the default campaign still within the three minutes CI allows.
     fn deadline(&self, from: Instant) -> Instant {
         from + Duration::from_secs(60) + Duration::from_secs(2) * self.kills as u32
     }
