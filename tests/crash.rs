@@ -135,13 +135,16 @@ struct MessageKey {
 /// Sender index (2 bytes) and sequence number (4) open every content.
 const KEY_LEN: usize = 6;
 const CHECKSUM_LEN: usize = 8;
+/// Below the 64 KiB contents, so that those are streamed into spool files.
+const SPOOL_THRESHOLD: usize = 32 << 10;
 
 fn message_kind(key: MessageKey) -> u8 {
     1 + (key.seq % 4) as u8
 }
 
 /// The content of `key`'s message: the key, filler derived from it, and a checksum. Mostly
-/// small; now and then 64 KiB, so that some pull replies take several writes to send.
+/// small; now and then 64 KiB, so that some pull replies take several writes to send and
+/// some contents go through the spool (the server runs with a lower spool threshold).
 fn message_content(key: MessageKey) -> Vec<u8> {
     let mut rng = Rng::new(((key.sender as u64) << 32) | u64::from(key.seq));
     let filler = if rng.below(32) == 0 {
@@ -455,6 +458,7 @@ impl LoadClient {
 fn start_server(dir: &Path, generation: usize, settings: &Settings) -> BinaryServer {
     let mut command = server_command(dir, &["--bind", "127.0.0.1", "--port", "0"]);
     command.args(["--db", DATABASE, "--durability", "full"]);
+    command.args(["--spool-threshold", &SPOOL_THRESHOLD.to_string()]);
     match launch(command) {
         Launch::Listening(server) => server,
         Launch::Exited { status, stderr, .. } => panic!(
@@ -812,7 +816,8 @@ fn kill_and_restart(
     (server, lifetimes)
 }
 
-/// After a clean stop every deletion is committed: a restarted server has nothing queued.
+/// After a clean stop every deletion is committed: a restarted server has nothing queued,
+/// and no spool file is left behind, neither of delivered messages nor of cut uploads.
 fn assert_queues_empty_after_restart(
     dir: &Path,
     generation: usize,
@@ -829,6 +834,14 @@ fn assert_queues_empty_after_restart(
             back.len()
         );
     }
+    let spool = dir.join(format!("{DATABASE}.spool"));
+    let left = std::fs::read_dir(&spool).map_or(0, |files| files.count());
+    assert_eq!(
+        left,
+        0,
+        "spool files left in {}; {settings}",
+        spool.display()
+    );
 }
 
 fn print_summary(findings: &Findings, settings: &Settings, elapsed: Duration) {
