@@ -97,32 +97,8 @@ fn env_number(name: &str) -> Option<u64> {
     )
 }
 
-/// A small seeded generator (xorshift64*), so that a campaign's choices can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    /// Scrambles the seed (splitmix64), so that neighbouring seeds give unrelated streams.
-    fn new(seed: u64) -> Rng {
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-
-    fn millis_below(&mut self, bound: u64) -> Duration {
-        Duration::from_millis(self.below(bound))
-    }
+fn millis_below(rng: &mut Rng, bound: usize) -> Duration {
+    Duration::from_millis(rng.below(bound) as u64)
 }
 
 /// One send attempt: the sending client's index and its sequence number.
@@ -150,7 +126,7 @@ fn message_content(key: MessageKey) -> Vec<u8> {
     let filler = if rng.below(32) == 0 {
         64 << 10
     } else {
-        rng.below(2048) as usize
+        rng.below(2048)
     };
     let mut content = Vec::with_capacity(KEY_LEN + filler + CHECKSUM_LEN);
     content.extend_from_slice(&(key.sender as u16).to_le_bytes());
@@ -372,7 +348,7 @@ impl LoadClient {
             seq: self.sends.len() as u32,
         };
         let clients = shared.ids.len();
-        let to = (self.me + 1 + self.rng.below(clients as u64 - 1) as usize) % clients;
+        let to = (self.me + 1 + self.rng.below(clients - 1)) % clients;
         let request = send_request(
             self.edition,
             shared.ids[self.me],
@@ -507,9 +483,9 @@ fn kill_server(server: &mut BinaryServer, generation: usize, settings: &Settings
 /// (start-up, clients reconnecting at once), otherwise long enough for hundreds of requests.
 fn kill_delay(rng: &mut Rng) -> Duration {
     if rng.below(4) == 0 {
-        rng.millis_below(40)
+        millis_below(rng, 40)
     } else {
-        Duration::from_millis(40) + rng.millis_below(1000)
+        Duration::from_millis(40) + millis_below(rng, 1000)
     }
 }
 
