@@ -40,6 +40,9 @@ struct Cli {
     /// A folder on the server's filesystem, for the disk floor.
     #[arg(long, default_value = ".")]
     disk_dir: std::path::PathBuf,
+    /// Only the transfer through the server, no floors: for running beside other load.
+    #[arg(long)]
+    no_floor: bool,
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -47,9 +50,15 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let size = u64::from(cli.size);
-    let raw_up = raw_copy(size, Direction::ToServer)?;
-    let raw_down = raw_copy(size, Direction::FromServer)?;
-    let disk = disk_write(size, &cli.disk_dir)?;
+    let floors = if cli.no_floor {
+        None
+    } else {
+        Some(Floors {
+            raw_up: raw_copy(size, Direction::ToServer)?,
+            raw_down: raw_copy(size, Direction::FromServer)?,
+            disk: disk_write(size, &cli.disk_dir)?,
+        })
+    };
 
     let edition = Edition::Y2024;
     let mut stream = connect(cli.addr)?;
@@ -92,17 +101,33 @@ fn main() -> Result<()> {
     );
     println!("|---|---|---|---|---|---|");
     let megabytes = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
-    for (name, elapsed, raw, peak) in [
-        ("send", upload, raw_up, upload_peak),
-        ("pull", download, raw_down, download_peak),
+    for (name, elapsed, peak, raw) in [
+        (
+            "send",
+            upload,
+            upload_peak,
+            floors.as_ref().map(|f| f.raw_up),
+        ),
+        (
+            "pull",
+            download,
+            download_peak,
+            floors.as_ref().map(|f| f.raw_down),
+        ),
     ] {
+        let na = || "n/a".to_owned();
         println!(
-            "| {name} | {:.0} | {:.0} | {:.2} | {:.0} | {} |",
+            "| {name} | {:.0} | {} | {} | {} | {} |",
             rate(elapsed),
-            rate(raw),
-            raw.as_secs_f64() / elapsed.as_secs_f64(),
-            rate(disk),
-            peak.map_or("n/a".to_owned(), megabytes),
+            raw.map_or_else(na, |raw| format!("{:.0}", rate(raw))),
+            raw.map_or_else(na, |raw| format!(
+                "{:.2}",
+                raw.as_secs_f64() / elapsed.as_secs_f64()
+            )),
+            floors
+                .as_ref()
+                .map_or_else(na, |f| format!("{:.0}", rate(f.disk))),
+            peak.map_or_else(na, megabytes),
         );
     }
     Ok(())
@@ -165,6 +190,13 @@ fn check_pattern(stream: &mut impl Read, size: u64) -> Result<()> {
         offset += len as u64;
     }
     Ok(())
+}
+
+/// The same bytes without the server: over loopback each way, and to the disk.
+struct Floors {
+    raw_up: Duration,
+    raw_down: Duration,
+    disk: Duration,
 }
 
 #[derive(Clone, Copy)]
