@@ -4,8 +4,10 @@
 # against it (and its floor, in the same invocation), and stops it. Prints one markdown table
 # on standard output; the full reports go to standard error.
 #
+# Each run alternates ROUNDS windows of DURATION seconds against the server with as many
+# against the floor; ratios are the median over rounds (this machine may be shared and noisy).
 # Exits non-zero if any run lost, duplicated or corrupted a message, or could not be carried
-# out. Override the matrix with DURABILITIES, MIXES, CLIENTS, SIZE, WARMUP and DURATION.
+# out. Override the matrix with DURABILITIES, MIXES, CLIENTS, SIZE, WARMUP, DURATION, ROUNDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +16,8 @@ MIXES=${MIXES:-"send-pull pubkey"}
 CLIENTS=${CLIENTS:-"1 50 500 5000"}
 SIZE=${SIZE:-100}
 WARMUP=${WARMUP:-1}
-DURATION=${DURATION:-3}
+DURATION=${DURATION:-1}
+ROUNDS=${ROUNDS:-3}
 
 # 5,000 clients need 5,000 descriptors in the server and twice that in the generator (which
 # also hosts the floor).
@@ -61,7 +64,7 @@ for durability in $DURABILITIES; do
             echo "== durability $durability, mix $mix, $clients clients" >&2
             "$bench_bin" --addr "127.0.0.1:$port" --server-pid "$server_pid" \
                 --clients "$clients" --mix "$mix" --size "$SIZE" \
-                --warmup "$WARMUP" --duration "$DURATION" \
+                --warmup "$WARMUP" --duration "$DURATION" --rounds "$ROUNDS" \
                 --markdown --durability-label "$durability" >>"$work/rows" || status=1
             stop_server
         done
@@ -69,7 +72,8 @@ for durability in $DURABILITIES; do
 done
 
 echo "Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; $(uname -sr);" \
-    "${SIZE}-byte content, ${WARMUP} s warm-up, ${DURATION} s measured per run."
+    "${SIZE}-byte content; ${WARMUP} s warm-up, then ${ROUNDS} rounds of ${DURATION} s against" \
+    "the server and ${DURATION} s against the floor."
 echo
 "$bench_bin" --markdown-header
 cat "$work/rows"

@@ -29,9 +29,13 @@ pub struct Cli {
     /// What each client repeats.
     #[arg(long, value_enum, default_value = "send-pull")]
     pub mix: Mix,
-    /// Seconds measured.
+    /// Seconds measured in each window.
     #[arg(long, default_value = "5", value_parser = seconds)]
     pub duration: Duration,
+    /// Measured windows against the server, each followed by one against the floor; ratios
+    /// are the median over rounds, so that both sides of each see the same machine load.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
     /// Seconds of load before measuring.
     #[arg(long, default_value = "1", value_parser = seconds)]
     pub warmup: Duration,
@@ -118,6 +122,7 @@ impl Cli {
             style,
             warmup: self.warmup,
             duration: self.duration,
+            rounds: self.rounds,
             threads: self.threads as usize,
             timeout: self.timeout,
             server_pid: self.server_pid,

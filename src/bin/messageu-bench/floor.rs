@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -54,7 +55,9 @@ pub struct Floor {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
-    thread: JoinHandle<io::Result<Duration>>,
+    thread: JoinHandle<io::Result<()>>,
+    /// The floor thread's scheduler statistics, for its CPU time.
+    schedstat: PathBuf,
 }
 
 impl Floor {
@@ -75,14 +78,21 @@ impl Floor {
             scratch: vec![0; READ_CHUNK],
         };
         let stopping = Arc::clone(&stop);
-        let thread = thread::Builder::new()
-            .name("floor".into())
-            .spawn(move || echo.run(&stopping))?;
+        let (tell_schedstat, schedstat) = mpsc::channel();
+        let thread = thread::Builder::new().name("floor".into()).spawn(move || {
+            // The receiver waits for this; it cannot have gone.
+            let _ = tell_schedstat.send(procstat::own_schedstat());
+            echo.run(&stopping)
+        })?;
+        let schedstat = schedstat
+            .recv()
+            .map_err(|_| io::Error::other("the floor thread ended at once"))??;
         Ok(Floor {
             addr,
             stop,
             waker,
             thread,
+            schedstat,
         })
     }
 
@@ -90,8 +100,12 @@ impl Floor {
         self.addr
     }
 
-    /// Stops the floor; returns the CPU time its thread used.
-    pub fn stop(self) -> io::Result<Duration> {
+    /// CPU time the floor's thread has used so far.
+    pub fn cpu(&self) -> io::Result<Duration> {
+        procstat::schedstat_cpu(&self.schedstat)
+    }
+
+    pub fn stop(self) -> io::Result<()> {
         self.stop.store(true, Ordering::Release);
         self.waker.wake()?;
         self.thread
@@ -124,8 +138,7 @@ struct Echo {
 }
 
 impl Echo {
-    fn run(mut self, stop: &AtomicBool) -> io::Result<Duration> {
-        let cpu_at_start = procstat::thread_cpu()?;
+    fn run(mut self, stop: &AtomicBool) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         while !stop.load(Ordering::Acquire) {
             match self.poll.poll(&mut events, None) {
@@ -141,7 +154,7 @@ impl Echo {
                 }
             }
         }
-        Ok(procstat::thread_cpu()? - cpu_at_start)
+        Ok(())
     }
 
     fn accept(&mut self) -> io::Result<()> {
@@ -271,7 +284,8 @@ mod tests {
         assert!(reply[..183].iter().all(|&b| b == 1));
         assert!(reply[183..].iter().all(|&b| b == 2));
         drop(client);
-        assert!(floor.stop().is_ok());
+        assert!(floor.cpu().expect("floor thread's CPU") > std::time::Duration::ZERO);
+        floor.stop().expect("stops");
     }
 
     #[test]

@@ -44,28 +44,16 @@ fn main() -> ExitCode {
         eprintln!("messageu-bench: cannot raise the descriptor limit: {error}");
     }
     let plan = cli.plan(addr);
-    let server = match run::against_server(&plan) {
-        Ok(server) => server,
+    let measured = match run::measure(&plan, !cli.no_floor) {
+        Ok(measured) => measured,
         Err(error) => {
             eprintln!("messageu-bench: {error}");
             return ExitCode::from(RUN_FAILED);
         }
     };
-    let floor = if cli.no_floor {
-        None
-    } else {
-        match run::against_floor(&plan, &server.load.stats) {
-            Ok(floor) => Some(floor),
-            Err(error) => {
-                eprintln!("messageu-bench: floor run failed: {error}");
-                None
-            }
-        }
-    };
     let report = Report {
         plan: &plan,
-        server: &server,
-        floor: floor.as_ref(),
+        measured: &measured,
         durability: &cli.durability_label,
     };
     if cli.markdown {
@@ -74,7 +62,7 @@ fn main() -> ExitCode {
     } else {
         print!("{}", report.human());
     }
-    if server.verdict.is_exactly_once() {
+    if measured.delivery.verdict.is_exactly_once() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(DELIVERY_FAILED)

@@ -64,7 +64,6 @@ impl Phase for Registration {
 
 struct LoadClient {
     cursor: usize,
-    next_seq: u64,
     served: bool,
 }
 
@@ -75,6 +74,8 @@ pub struct Load<'a> {
     window: Window,
     rng: fastrand::Rng,
     clients: Vec<LoadClient>,
+    /// Each client's next send sequence number, carried from one round to the next.
+    next_seqs: Vec<u64>,
     pub stats: Stats,
     pub ledger: Ledger,
 }
@@ -84,7 +85,7 @@ impl<'a> Load<'a> {
         workload: &'a Workload,
         cycle: &'static [Operation],
         window: Window,
-        clients: usize,
+        next_seqs: Vec<u64>,
         seed: u64,
     ) -> Load<'a> {
         Load {
@@ -92,13 +93,14 @@ impl<'a> Load<'a> {
             cycle,
             window,
             rng: fastrand::Rng::with_seed(seed),
-            clients: (0..clients)
+            clients: next_seqs
+                .iter()
                 .map(|_| LoadClient {
                     cursor: 0,
-                    next_seq: 0,
                     served: false,
                 })
                 .collect(),
+            next_seqs,
             stats: Stats::default(),
             ledger: Ledger::default(),
         }
@@ -107,6 +109,11 @@ impl<'a> Load<'a> {
     /// Clients that had at least one successful reply in the window.
     pub fn served(&self) -> usize {
         self.clients.iter().filter(|client| client.served).count()
+    }
+
+    /// The sequence numbers the clients' next sends take.
+    pub fn into_next_seqs(self) -> Vec<u64> {
+        self.next_seqs
     }
 }
 
@@ -118,10 +125,12 @@ impl Phase for Load<'_> {
         let state = &mut self.clients[client.slot];
         let operation = self.cycle[state.cursor % self.cycle.len()];
         state.cursor += 1;
-        Some(
-            self.workload
-                .request(operation, client.index, &mut self.rng, &mut state.next_seq),
-        )
+        Some(self.workload.request(
+            operation,
+            client.index,
+            &mut self.rng,
+            &mut self.next_seqs[client.slot],
+        ))
     }
 
     fn finish(

@@ -3,11 +3,19 @@
 
 use std::fs;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// CPU time the calling thread has run (scheduler statistics, nanosecond resolution).
 pub fn thread_cpu() -> io::Result<Duration> {
-    schedstat_cpu("/proc/thread-self/schedstat")
+    schedstat_cpu(Path::new("/proc/thread-self/schedstat"))
+}
+
+/// The calling thread's statistics file, by a name other threads can read too.
+pub fn own_schedstat() -> io::Result<PathBuf> {
+    Ok(Path::new("/proc")
+        .join(fs::read_link("/proc/thread-self")?)
+        .join("schedstat"))
 }
 
 /// CPU time all live threads of process `pid` have run.
@@ -16,7 +24,7 @@ pub fn process_cpu(pid: u32) -> io::Result<Duration> {
     for task in fs::read_dir(format!("/proc/{pid}/task"))? {
         let path = task?.path().join("schedstat");
         // A thread may end between listing and reading.
-        if let Ok(cpu) = schedstat_cpu(&path.to_string_lossy()) {
+        if let Ok(cpu) = schedstat_cpu(&path) {
             total += cpu;
         }
     }
@@ -31,13 +39,14 @@ pub fn peak_rss(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other(format!("no VmHWM in /proc/{pid}/status")))
 }
 
-fn schedstat_cpu(path: &str) -> io::Result<Duration> {
+/// The CPU time in a `schedstat` file of `/proc`.
+pub fn schedstat_cpu(path: &Path) -> io::Result<Duration> {
     let text = fs::read_to_string(path)?;
     text.split_whitespace()
         .next()
         .and_then(|nanos| nanos.parse().ok())
         .map(Duration::from_nanos)
-        .ok_or_else(|| io::Error::other(format!("{path}: unexpected format")))
+        .ok_or_else(|| io::Error::other(format!("{}: unexpected format", path.display())))
 }
 
 /// The value of a `Name:   1234 kB` line of a `/proc/*/status` file.
@@ -52,6 +61,7 @@ fn parse_kib_field(status: &str, field: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::thread;
 
     #[test]
     fn kib_fields_are_read_from_status_text() {
@@ -71,5 +81,10 @@ mod tests {
         }
         assert!(thread_cpu().expect("own schedstat") > before, "{spin}");
         assert!(process_cpu(pid).expect("own tasks") >= thread_cpu().expect("own schedstat"));
+        let shared = own_schedstat().expect("own thread's path");
+        let seen_from_elsewhere = thread::spawn(move || schedstat_cpu(&shared))
+            .join()
+            .expect("reader thread");
+        assert!(seen_from_elsewhere.expect("readable") > Duration::ZERO);
     }
 }

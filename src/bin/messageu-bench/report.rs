@@ -6,14 +6,13 @@ use std::time::Duration;
 
 use messageu::protocol::Operation;
 
-use crate::run::{FloorRun, LoadOutcome, Plan, ServerRun};
-use crate::stats::{ErrorKind, OpStats};
+use crate::run::{LoadOutcome, Measured, Plan};
+use crate::stats::{ErrorKind, Percentiles};
 
 /// One invocation's results.
 pub struct Report<'a> {
     pub plan: &'a Plan,
-    pub server: &'a ServerRun,
-    pub floor: Option<&'a FloorRun>,
+    pub measured: &'a Measured,
     /// What the durability column says (the generator cannot see the server's setting).
     pub durability: &'a str,
 }
@@ -34,7 +33,7 @@ const MARKDOWN_COLUMNS: [&str; 16] = [
     "errors",
     "lost/dup/corrupt",
     "server RSS MiB",
-    "CPU cores server / gen (gen at floor)",
+    "CPU cores: server, gen (floor, gen)",
 ];
 
 /// The header of the markdown table whose rows [`Report::markdown_rows`] prints.
@@ -47,39 +46,67 @@ pub fn markdown_header() -> String {
     )
 }
 
+/// The rounds of one side combined, for totals and percentiles.
+struct Side(LoadOutcome);
+
+impl Side {
+    fn of(rounds: &[LoadOutcome]) -> Option<Side> {
+        LoadOutcome::combine(rounds).map(Side)
+    }
+
+    fn rate(&self, operation: Option<Operation>) -> String {
+        rate(completed(&self.0, operation), self.0.window)
+    }
+
+    fn percentiles(&self, operation: Operation) -> Option<Percentiles> {
+        self.0.stats.op(operation).percentiles()
+    }
+
+    fn errors(&self, operation: Operation) -> u64 {
+        self.0.stats.op(operation).error_count()
+    }
+
+    fn cores(&self) -> String {
+        cores(self.0.subject_cpu, self.0.elapsed)
+    }
+
+    fn generator_cores(&self) -> String {
+        cores(Some(self.0.generator_cpu), self.0.elapsed)
+    }
+}
+
 impl Report<'_> {
     fn operations(&self) -> &'static [Operation] {
         self.plan.mix.cycle()
     }
 
-    fn floor_op(&self, operation: Operation) -> Option<&OpStats> {
-        self.floor.map(|floor| floor.load.stats.op(operation))
+    /// The median over rounds of server throughput / floor throughput, for one operation or
+    /// (with `None`) all of them: each round's pair was measured back to back.
+    fn ratio(&self, operation: Option<Operation>) -> String {
+        let ratios = self
+            .measured
+            .server
+            .iter()
+            .zip(&self.measured.floor)
+            .filter_map(|(server, floor)| {
+                let per_second = |outcome: &LoadOutcome| {
+                    completed(outcome, operation) as f64 / outcome.window.as_secs_f64()
+                };
+                let floor_rate = per_second(floor);
+                (floor_rate > 0.0).then(|| per_second(server) / floor_rate)
+            })
+            .collect();
+        median(ratios).map_or("-".into(), |ratio| format!("{ratio:.2}"))
     }
 
     /// The multi-line report for people.
     pub fn human(&self) -> String {
-        let plan = self.plan;
-        let server = self.server;
+        let Some(server) = Side::of(&self.measured.server) else {
+            return "no measured window\n".into();
+        };
+        let floor = Side::of(&self.measured.floor);
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "messageu-bench against {} (edition {}): {} clients, mix {}, {}-byte content, {}",
-            plan.addr,
-            plan.edition.name(),
-            plan.clients,
-            plan.mix.name(),
-            plan.size,
-            plan.style.name(),
-        );
-        let _ = writeln!(
-            out,
-            "registered in {:.3} s; measured {:.1} s after {:.1} s of warm-up; {} generator threads",
-            server.registration.as_secs_f64(),
-            plan.duration.as_secs_f64(),
-            plan.warmup.as_secs_f64(),
-            plan.threads.min(plan.clients as usize),
-        );
-        let _ = writeln!(out);
+        self.write_heading(&mut out);
         let _ = writeln!(
             out,
             "{:<10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} | {:>9} {:>8} {:>8} {:>6}",
@@ -97,97 +124,82 @@ impl Report<'_> {
             "ratio"
         );
         for &operation in self.operations() {
-            let op = server.load.stats.op(operation);
-            let p = op.percentiles();
-            let floor = self.floor_op(operation);
-            let floor_p = floor.and_then(OpStats::percentiles);
+            let p = server.percentiles(operation);
+            let floor_p = floor
+                .as_ref()
+                .and_then(|floor| floor.percentiles(operation));
             let _ = writeln!(
                 out,
                 "{:<10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} | {:>9} {:>8} {:>8} {:>6}",
                 operation_name(operation),
-                rate(op.completed, server.load.window),
+                server.rate(Some(operation)),
                 millis(p.map(|p| p.p50)),
                 millis(p.map(|p| p.p90)),
                 millis(p.map(|p| p.p99)),
                 millis(p.map(|p| p.p999)),
                 millis(p.map(|p| p.max)),
-                op.error_count(),
-                self.floor
-                    .zip(floor)
-                    .map_or("-".into(), |(run, op)| rate(op.completed, run.load.window)),
+                server.errors(operation),
+                floor
+                    .as_ref()
+                    .map_or("-".into(), |floor| floor.rate(Some(operation))),
                 millis(floor_p.map(|p| p.p50)),
                 millis(floor_p.map(|p| p.p99)),
-                ratio(op.completed, floor.map(|op| op.completed)),
+                self.ratio(Some(operation)),
             );
         }
         if self.operations().len() > 1 {
             let _ = writeln!(
                 out,
-                "{:<10} {:>9} {:>61} | {:>9} {:>26}",
+                "{:<10} {:>9} {:>52} | {:>9} {:>17} {:>6}",
                 "all",
-                rate(server.load.stats.completed(), server.load.window),
+                server.rate(None),
                 "",
-                self.floor.map_or("-".into(), |run| rate(
-                    run.load.stats.completed(),
-                    run.load.window
-                )),
-                ratio(
-                    server.load.stats.completed(),
-                    self.floor.map(|run| run.load.stats.completed())
-                ),
+                floor.as_ref().map_or("-".into(), |floor| floor.rate(None)),
+                "",
+                self.ratio(None),
             );
         }
-        let _ = writeln!(out, "ratio: server requests per second / floor requests per second (the floor: same clients and sizes, an echo server that does no work)");
-        let _ = writeln!(out);
-        self.write_errors(&mut out);
-        let v = &server.verdict;
         let _ = writeln!(
             out,
-            "delivery: acknowledged {}, delivered {}, lost {}, duplicated {}, corrupted {}; unacknowledged {} ({} delivered anyway); drain errors {}",
-            v.acknowledged,
-            v.delivered,
-            v.lost,
-            v.duplicated,
-            v.corrupted,
-            v.unacknowledged,
-            v.delivered_unacknowledged,
-            server.drain_errors,
+            "ratio: server req/s / floor req/s, median over rounds (the floor: the same clients, \
+             requests and reply sizes against an echo server that does no work)"
         );
-        let _ = writeln!(
-            out,
-            "clients served in the window: {}/{}",
-            server.load.served, plan.clients
-        );
-        let _ = writeln!(
-            out,
-            "server: peak RSS {} MiB, CPU {} cores",
-            mebibytes(&server.peak_rss),
-            cores_of(&server.server_cpu, &server.load),
-        );
-        let _ = write!(
-            out,
-            "generator: {} cores",
-            cores(server.load.generator_cpu, server.load.elapsed),
-        );
-        match self.floor {
-            Some(floor) => {
-                let _ = writeln!(
-                    out,
-                    "; floor run: generator {} cores, floor server {} cores",
-                    cores(floor.load.generator_cpu, floor.load.elapsed),
-                    cores(floor.floor_cpu, floor.load.elapsed),
-                );
-            }
-            None => {
-                let _ = writeln!(out, "; no floor run");
-            }
+        if let Some(error) = &self.measured.floor_error {
+            let _ = writeln!(out, "no floor: {error}");
         }
+        let _ = writeln!(out);
+        self.write_outcome(&mut out, &server, floor.as_ref());
         out
     }
 
-    fn write_errors(&self, out: &mut String) {
+    fn write_heading(&self, out: &mut String) {
+        let plan = self.plan;
+        let _ = writeln!(
+            out,
+            "messageu-bench against {} (edition {}): {} clients, mix {}, {}-byte content, {}",
+            plan.addr,
+            plan.edition.name(),
+            plan.clients,
+            plan.mix.name(),
+            plan.size,
+            plan.style.name(),
+        );
+        let _ = writeln!(
+            out,
+            "registered in {:.3} s; {} round(s) of {:.1} s against the server, each followed by \
+             one against the floor, after {:.1} s of warm-up; {} generator threads",
+            self.measured.registration.as_secs_f64(),
+            self.measured.server.len(),
+            plan.duration.as_secs_f64(),
+            plan.warmup.as_secs_f64(),
+            plan.threads.min(plan.clients as usize),
+        );
+        let _ = writeln!(out);
+    }
+
+    fn write_outcome(&self, out: &mut String, server: &Side, floor: Option<&Side>) {
         for &operation in self.operations() {
-            let op = self.server.load.stats.op(operation);
+            let op = server.0.stats.op(operation);
             if op.error_count() == 0 {
                 continue;
             }
@@ -203,43 +215,82 @@ impl Report<'_> {
                 kinds.join(", ")
             );
         }
+        let delivery = &self.measured.delivery;
+        let v = &delivery.verdict;
+        let _ = writeln!(
+            out,
+            "delivery: acknowledged {}, delivered {}, lost {}, duplicated {}, corrupted {}; \
+             unacknowledged {} ({} delivered anyway); drain errors {}",
+            v.acknowledged,
+            v.delivered,
+            v.lost,
+            v.duplicated,
+            v.corrupted,
+            v.unacknowledged,
+            v.delivered_unacknowledged,
+            delivery.drain_errors,
+        );
+        let _ = writeln!(
+            out,
+            "clients served in every window: {}/{}",
+            server.0.served, self.plan.clients
+        );
+        let _ = writeln!(
+            out,
+            "server: peak RSS {} MiB, CPU {} cores; generator {} cores",
+            mebibytes(&delivery.peak_rss),
+            server.cores(),
+            server.generator_cores(),
+        );
+        if let Some(floor) = floor {
+            let _ = writeln!(
+                out,
+                "floor: CPU {} cores; generator {} cores",
+                floor.cores(),
+                floor.generator_cores(),
+            );
+        }
     }
 
     /// One markdown row per operation of the mix.
     pub fn markdown_rows(&self) -> String {
-        let server = self.server;
-        let v = &server.verdict;
+        let Some(server) = Side::of(&self.measured.server) else {
+            return String::new();
+        };
+        let floor = Side::of(&self.measured.floor);
+        let delivery = &self.measured.delivery;
+        let v = &delivery.verdict;
         let mut out = String::new();
         for &operation in self.operations() {
-            let op = server.load.stats.op(operation);
-            let p = op.percentiles();
-            let floor = self.floor_op(operation);
+            let p = server.percentiles(operation);
+            let floor_p99 = floor
+                .as_ref()
+                .and_then(|floor| floor.percentiles(operation))
+                .map(|p| p.p99);
             let cells = [
                 self.plan.clients.to_string(),
                 self.plan.mix.name().to_string(),
                 self.durability.to_string(),
                 operation_name(operation).to_string(),
-                rate(op.completed, server.load.window),
-                self.floor
-                    .zip(floor)
-                    .map_or("-".into(), |(run, op)| rate(op.completed, run.load.window)),
-                ratio(op.completed, floor.map(|op| op.completed)),
+                server.rate(Some(operation)),
+                floor
+                    .as_ref()
+                    .map_or("-".into(), |floor| floor.rate(Some(operation))),
+                self.ratio(Some(operation)),
                 millis(p.map(|p| p.p50)),
                 millis(p.map(|p| p.p99)),
                 millis(p.map(|p| p.p999)),
                 millis(p.map(|p| p.max)),
-                millis(floor.and_then(OpStats::percentiles).map(|p| p.p99)),
-                op.error_count().to_string(),
+                millis(floor_p99),
+                server.errors(operation).to_string(),
                 format!("{}/{}/{}", v.lost, v.duplicated, v.corrupted),
-                mebibytes(&server.peak_rss),
+                mebibytes(&delivery.peak_rss),
                 format!(
-                    "{} / {} ({})",
-                    cores_of(&server.server_cpu, &server.load),
-                    cores(server.load.generator_cpu, server.load.elapsed),
-                    self.floor.map_or("-".into(), |floor| cores(
-                        floor.load.generator_cpu,
-                        floor.load.elapsed
-                    )),
+                    "{}, {} ({}, {})",
+                    server.cores(),
+                    server.generator_cores(),
+                    floor.as_ref().map_or("-".into(), Side::cores),
+                    floor.as_ref().map_or("-".into(), Side::generator_cores),
                 ),
             ];
             let _ = writeln!(out, "| {} |", cells.join(" | "));
@@ -258,15 +309,26 @@ fn operation_name(operation: Operation) -> &'static str {
     }
 }
 
-fn rate(completed: u64, window: Duration) -> String {
-    format!("{:.0}", completed as f64 / window.as_secs_f64())
+/// Successful replies of one operation, or of all with `None`.
+fn completed(outcome: &LoadOutcome, operation: Option<Operation>) -> u64 {
+    match operation {
+        Some(operation) => outcome.stats.op(operation).completed,
+        None => outcome.stats.completed(),
+    }
 }
 
-fn ratio(server: u64, floor: Option<u64>) -> String {
-    match floor {
-        Some(floor) if floor > 0 => format!("{:.2}", server as f64 / floor as f64),
-        _ => "-".into(),
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => None,
+        len if len % 2 == 1 => Some(values[middle]),
+        _ => Some((values[middle - 1] + values[middle]) / 2.0),
     }
+}
+
+fn rate(completed: u64, window: Duration) -> String {
+    format!("{:.0}", completed as f64 / window.as_secs_f64())
 }
 
 /// Milliseconds with three significant digits or so; `-` when nothing was measured.
@@ -284,18 +346,14 @@ fn millis(duration: Option<Duration>) -> String {
     }
 }
 
-fn cores(cpu: Duration, elapsed: Duration) -> String {
-    format!(
-        "{:.2}",
-        cpu.as_secs_f64() / elapsed.as_secs_f64().max(f64::EPSILON)
-    )
-}
-
-fn cores_of(cpu: &Option<io::Result<Duration>>, load: &LoadOutcome) -> String {
-    match cpu {
-        Some(Ok(cpu)) => cores(*cpu, load.elapsed),
-        Some(Err(_)) | None => "-".into(),
-    }
+/// CPU time as cores kept busy over `elapsed`; `-` when unknown.
+fn cores(cpu: Option<Duration>, elapsed: Duration) -> String {
+    cpu.map_or("-".into(), |cpu| {
+        format!(
+            "{:.2}",
+            cpu.as_secs_f64() / elapsed.as_secs_f64().max(f64::EPSILON)
+        )
+    })
 }
 
 fn mebibytes(bytes: &Option<io::Result<u64>>) -> String {
@@ -315,13 +373,19 @@ mod tests {
         assert_eq!(millis(Some(Duration::from_micros(1_520))), "1.5");
         assert_eq!(millis(Some(Duration::from_millis(250))), "250");
         assert_eq!(millis(None), "-");
-        assert_eq!(ratio(50, Some(100)), "0.50");
-        assert_eq!(ratio(50, Some(0)), "-");
         assert_eq!(rate(1500, Duration::from_secs(3)), "500");
         assert_eq!(
-            cores(Duration::from_millis(500), Duration::from_secs(1)),
+            cores(Some(Duration::from_millis(500)), Duration::from_secs(1)),
             "0.50"
         );
+        assert_eq!(cores(None, Duration::from_secs(1)), "-");
+    }
+
+    #[test]
+    fn medians_take_the_middle_or_the_mean_of_the_two_middles() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![0.9, 0.1, 0.5]), Some(0.5));
+        assert_eq!(median(vec![0.4, 0.2, 0.8, 0.6]), Some(0.5));
     }
 
     #[test]
