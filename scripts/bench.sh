@@ -16,8 +16,8 @@ MIXES=${MIXES:-"send-pull pubkey"}
 CLIENTS=${CLIENTS:-"1 50 500 5000"}
 SIZE=${SIZE:-100}
 WARMUP=${WARMUP:-1}
-DURATION=${DURATION:-1}
-ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-0.5}
+ROUNDS=${ROUNDS:-5}
 
 # 5,000 clients need 5,000 descriptors in the server and twice that in the generator (which
 # also hosts the floor).
