@@ -40,13 +40,14 @@ trap 'stop_server; rm -rf "$work"' EXIT
 
 # Starts a server with durability $1 on a fresh database; sets server_pid and port.
 start_server() {
-    rm -f "$work"/bench.db*
+    # The old log holds the previous server's port: it must be gone before the new one starts.
+    rm -f "$work"/bench.db* "$work/server.log"
     "$server_bin" --bind 127.0.0.1 --port 0 --db "$work/bench.db" --durability "$1" \
         </dev/null 2>"$work/server.log" &
     server_pid=$!
     port=
     for _ in $(seq 100); do
-        port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\),.*/\1/p' "$work/server.log")
+        port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\),.*/\1/p' "$work/server.log" 2>/dev/null)
         [ -n "$port" ] && return 0
         kill -0 "$server_pid" 2>/dev/null || break
         sleep 0.1
