@@ -90,7 +90,10 @@ fn two_rounds_against_the_server_binary_deliver_everything_exactly_once() {
     );
     for row in rows.lines() {
         assert!(row.starts_with("| 4 | send-pull | normal |"), "{row}");
-        assert!(row.contains("| 0/0/0 |"), "{row}");
+        assert!(
+            row.contains("| 4/4 | 0/0/0 |"),
+            "served, then lost/dup/corrupt: {row}"
+        );
     }
 }
 

@@ -17,7 +17,7 @@ pub struct Report<'a> {
     pub durability: &'a str,
 }
 
-const MARKDOWN_COLUMNS: [&str; 16] = [
+const MARKDOWN_COLUMNS: [&str; 17] = [
     "clients",
     "mix",
     "durability",
@@ -31,6 +31,7 @@ const MARKDOWN_COLUMNS: [&str; 16] = [
     "max ms",
     "floor p99 ms",
     "errors",
+    "served",
     "lost/dup/corrupt",
     "server RSS MiB",
     "CPU cores: server, gen (floor, gen)",
@@ -283,6 +284,7 @@ impl Report<'_> {
                 millis(p.map(|p| p.max)),
                 millis(floor_p99),
                 server.errors(operation).to_string(),
+                format!("{}/{}", server.0.served, self.plan.clients),
                 format!("{}/{}/{}", v.lost, v.duplicated, v.corrupted),
                 mebibytes(&delivery.peak_rss),
                 format!(
