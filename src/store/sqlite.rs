@@ -14,8 +14,9 @@ use super::{
 };
 use crate::protocol::{ClientId, MessageId, PublicKey, PUBLIC_KEY_LEN};
 
-/// How long LastSeen updates may wait in memory when no other write would carry them: a
-/// read-only load should not pay an fsync per batch for a timestamp.
+/// How long LastSeen updates may wait in memory: written with every batch, they cost one
+/// UPDATE per request, more than the messages themselves, and a read-only load would pay an
+/// fsync per batch for a timestamp.
 const LAST_SEEN_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How many taken message ids an insert steps over before giving up.
@@ -49,6 +50,12 @@ pub struct SqliteStore {
     last_seen: HashMap<ClientId, i64>,
     last_seen_flushed: Instant,
     next_message_id: u32,
+    /// Every registered client's public key (`None`: the stored key is malformed). Ids are
+    /// never deleted, so the caller and destination checks and key lookups of every request
+    /// need no query: 176 bytes per client.
+    clients: HashMap<ClientId, Option<PublicKey>>,
+    /// Clients registered in the current batch, forgotten again if it rolls back.
+    batch_registered: Vec<ClientId>,
     spool: Spool,
     /// Spooled contents of the batch's new messages: kept if it commits, removed if not.
     batch_uploads: Vec<Upload>,
@@ -92,6 +99,7 @@ impl SqliteStore {
         let spool = Spool::open(path, min_free_space, durability == Durability::Full)?;
         recover_spool(&conn, &spool)?;
         let page_size = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+        let clients = load_clients(&conn)?;
         let last_id: Option<u32> = conn
             .query_row(
                 "SELECT ID FROM messages ORDER BY rowid DESC LIMIT 1",
@@ -106,6 +114,8 @@ impl SqliteStore {
             batch_wrote: false,
             last_seen: HashMap::new(),
             last_seen_flushed: Instant::now(),
+            clients,
+            batch_registered: Vec::new(),
             next_message_id: last_id.map_or(1, following_message_id),
             page_size,
             spool,
@@ -234,6 +244,27 @@ impl SqliteStore {
     }
 }
 
+/// The registered clients and their keys, for the in-memory index. Rows whose id is not
+/// 16 bytes (from an adopted database) cannot be addressed by any request and are left out.
+fn load_clients(conn: &Connection) -> Result<HashMap<ClientId, Option<PublicKey>>, StoreError> {
+    let mut clients = HashMap::new();
+    let mut query = conn.prepare("SELECT ID, PublicKey FROM clients")?;
+    let mut rows = query.query([])?;
+    while let Some(row) = rows.next()? {
+        let Some(id) = ClientId::from_slice(row.get_ref(0)?.as_blob()?) else {
+            continue;
+        };
+        let key = row
+            .get_ref(1)?
+            .as_blob()
+            .ok()
+            .and_then(|key| <[u8; PUBLIC_KEY_LEN]>::try_from(key).ok())
+            .map(PublicKey);
+        clients.insert(id, key);
+    }
+    Ok(clients)
+}
+
 /// Removes spool files no row names, and the rows whose file is missing or cut short: with
 /// durability normal, a power cut can keep a row while losing its file's data.
 fn recover_spool(conn: &Connection, spool: &Spool) -> Result<(), StoreError> {
@@ -296,7 +327,7 @@ impl Store for SqliteStore {
             return Err(StoreError::BatchAborted);
         }
         let due = self.last_seen_flushed.elapsed() >= LAST_SEEN_FLUSH_INTERVAL;
-        if !self.last_seen.is_empty() && (self.batch_wrote || due) {
+        if !self.last_seen.is_empty() && due {
             if let Err(error) = self.flush_last_seen() {
                 self.rollback_batch();
                 return Err(error);
@@ -305,6 +336,7 @@ impl Store for SqliteStore {
         match self.conn.execute_batch("COMMIT") {
             Ok(()) => {
                 self.in_batch = false;
+                self.batch_registered.clear();
                 self.settle_spool(true);
                 Ok(())
             }
@@ -323,6 +355,9 @@ impl Store for SqliteStore {
         }
         self.in_batch = false;
         self.batch_aborted = false;
+        for id in self.batch_registered.drain(..) {
+            self.clients.remove(&id);
+        }
         self.settle_spool(false);
     }
 
@@ -335,12 +370,10 @@ impl Store for SqliteStore {
     }
 
     fn client_exists(&mut self, id: ClientId) -> Result<bool, StoreError> {
-        self.run(|store| {
-            let mut query = store
-                .conn
-                .prepare_cached("SELECT 1 FROM clients WHERE ID = ?1")?;
-            Ok(query.exists([&id.0[..]])?)
-        })
+        if self.batch_aborted {
+            return Err(StoreError::BatchAborted);
+        }
+        Ok(self.clients.contains_key(&id))
     }
 
     fn register_client(
@@ -368,6 +401,10 @@ impl Store for SqliteStore {
                 let params = params![&id.0[..], name, &public_key.0[..], unix_seconds(at)];
                 if inserted_unless_id_taken(insert.execute(params))? {
                     store.batch_wrote = true;
+                    store.clients.insert(id, Some(public_key.clone()));
+                    if store.in_batch {
+                        store.batch_registered.push(id);
+                    }
                     return Ok(id);
                 }
             }
@@ -394,21 +431,14 @@ impl Store for SqliteStore {
     }
 
     fn public_key(&mut self, id: ClientId) -> Result<Option<PublicKey>, StoreError> {
-        self.run(|store| {
-            let mut query = store
-                .conn
-                .prepare_cached("SELECT PublicKey FROM clients WHERE ID = ?1")?;
-            let mut rows = query.query([&id.0[..]])?;
-            let Some(row) = rows.next()? else {
-                return Ok(None);
-            };
-            let key: [u8; PUBLIC_KEY_LEN] = row
-                .get_ref(0)?
-                .as_blob()?
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("public key"))?;
-            Ok(Some(PublicKey(key)))
-        })
+        if self.batch_aborted {
+            return Err(StoreError::BatchAborted);
+        }
+        match self.clients.get(&id) {
+            None => Ok(None),
+            Some(Some(key)) => Ok(Some(key.clone())),
+            Some(None) => Err(StoreError::Corrupt("public key")),
+        }
     }
 
     fn start_upload(&mut self, len: u64) -> Result<Upload, StoreError> {
@@ -725,6 +755,28 @@ mod tests {
         let mut store = SqliteStore::open(&path, Durability::Normal, 0).unwrap();
         let result = store.register_client("x", &key(0), SystemTime::now());
         assert!(matches!(result, Err(StoreError::Sqlite(_))), "{result:?}");
+    }
+
+    #[test]
+    fn the_client_index_follows_commits_rollbacks_and_reopening() {
+        let (dir, mut store) = open();
+        let now = SystemTime::now();
+        store.begin_batch().unwrap();
+        let gone = store.register_client("gone", &key(1), now).unwrap();
+        assert!(store.client_exists(gone).unwrap());
+        store.rollback_batch();
+        assert!(!store.client_exists(gone).unwrap());
+        assert_eq!(store.public_key(gone).unwrap(), None);
+
+        store.begin_batch().unwrap();
+        let kept = store.register_client("kept", &key(2), now).unwrap();
+        store.commit_batch().unwrap();
+        Box::new(store).close().unwrap();
+        let mut store =
+            SqliteStore::open(&dir.path().join("test.db"), Durability::Normal, 0).unwrap();
+        assert!(store.client_exists(kept).unwrap());
+        assert_eq!(store.public_key(kept).unwrap(), Some(key(2)));
+        assert!(!store.client_exists(gone).unwrap());
     }
 
     #[test]
