@@ -41,7 +41,7 @@ trap 'stop_server; rm -rf "$work"' EXIT
 # Starts a server with durability $1 on a fresh database; sets server_pid and port.
 start_server() {
     # The old log holds the previous server's port: it must be gone before the new one starts.
-    rm -f "$work"/bench.db* "$work/server.log"
+    rm -rf "$work"/bench.db* "$work/server.log"
     "$server_bin" --bind 127.0.0.1 --port 0 --db "$work/bench.db" --durability "$1" \
         </dev/null 2>"$work/server.log" &
     server_pid=$!

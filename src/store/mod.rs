@@ -76,8 +76,8 @@ pub enum StoreError {
     BatchAborted,
     #[error("not enough free disk space for a {len}-byte content ({available} bytes available)")]
     NoSpace { len: u64, available: u64 },
-    #[error("spool {path}: {source}")]
-    Spool {
+    #[error("{path}: {source}")]
+    File {
         path: PathBuf,
         source: std::io::Error,
     },

@@ -33,7 +33,7 @@ impl Spool {
         let mut dir = database.as_os_str().to_owned();
         dir.push(".spool");
         let dir = PathBuf::from(dir);
-        fs::create_dir_all(&dir).map_err(|source| StoreError::Spool {
+        fs::create_dir_all(&dir).map_err(|source| StoreError::File {
             path: dir.clone(),
             source,
         })?;
@@ -52,7 +52,7 @@ impl Spool {
     /// Free disk space beyond what the configured minimum and the uploads in progress need:
     /// what new data may take.
     pub fn spare_space(&self) -> Result<u64, StoreError> {
-        let available = fs4::available_space(&self.dir).map_err(|source| StoreError::Spool {
+        let available = fs4::available_space(&self.dir).map_err(|source| StoreError::File {
             path: self.dir.clone(),
             source,
         })?;
@@ -63,7 +63,7 @@ impl Spool {
     /// Creates the file for a content of `len` bytes, if the disk can take it and still keep
     /// the configured free space.
     pub fn start(&self, len: u64) -> Result<Upload, StoreError> {
-        let error = |source| StoreError::Spool {
+        let error = |source| StoreError::File {
             path: self.dir.clone(),
             source,
         };
@@ -95,14 +95,14 @@ impl Spool {
     /// Opens the content of a stored message for reading.
     pub fn open_content(&self, name: &str) -> Result<File, StoreError> {
         let path = self.path(name)?;
-        File::open(&path).map_err(|source| StoreError::Spool { path, source })
+        File::open(&path).map_err(|source| StoreError::File { path, source })
     }
 
     /// Removes the content of a deleted message; a failure only leaves a file that the next
     /// start-up removes.
     pub fn remove(&self, name: &str) {
         let removed = self.path(name).and_then(|path| {
-            fs::remove_file(&path).map_err(|source| StoreError::Spool { path, source })
+            fs::remove_file(&path).map_err(|source| StoreError::File { path, source })
         });
         if let Err(error) = removed {
             log::warn!("{error}");
@@ -125,7 +125,7 @@ impl Spool {
     /// short) and files of the wrong size, and returns the names whose file is missing or had
     /// the wrong size.
     pub fn recover(&self, referenced: &HashMap<String, u64>) -> Result<Vec<String>, StoreError> {
-        let error = |source| StoreError::Spool {
+        let error = |source| StoreError::File {
             path: self.dir.clone(),
             source,
         };

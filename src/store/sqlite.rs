@@ -1,6 +1,7 @@
 //! The SQLite backend: one connection, WAL journal, group commit, cached statements.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::mem;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,10 +29,11 @@ const ROOM_MARGIN_PAGES: u64 = 8;
 /// How long a reading of the free disk space is trusted.
 const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
-/// What a COMMIT waits for.
+/// What an acknowledgement waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Durability {
-    /// `synchronous=FULL`: every acknowledged write has reached the disk.
+    /// Every acknowledged write has reached the disk: the write-ahead log is flushed after
+    /// each commit that holds one (as `synchronous=FULL` would after every commit).
     Full,
     /// `synchronous=NORMAL`: survives a crash of the server, may lose the last commits on a
     /// power cut.
@@ -44,8 +46,15 @@ pub struct SqliteStore {
     /// The database rolled the batch's transaction back (e.g. disk full): every later
     /// operation of the batch fails rather than run outside the transaction.
     batch_aborted: bool,
-    /// The batch has written something, so it commits with an fsync anyway.
-    batch_wrote: bool,
+    /// The batch holds writes that will be acknowledged (messages, registrations), so its
+    /// commit must reach the disk before the replies go out. Deletions of delivered messages
+    /// need not: losing one to a power cut only delivers a message again.
+    batch_acknowledges: bool,
+    /// With durability full: the write-ahead log, flushed after each commit that
+    /// acknowledges. Opened once the log exists.
+    wal: Option<File>,
+    durable: bool,
+    wal_path: std::path::PathBuf,
     /// LastSeen times (Unix seconds) not yet written.
     last_seen: HashMap<ClientId, i64>,
     last_seen_flushed: Instant,
@@ -89,11 +98,9 @@ impl SqliteStore {
         conn.busy_timeout(Duration::ZERO)?;
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        let synchronous = match durability {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", synchronous)?;
+        // Commits never wait for the disk themselves; with durability full the log is flushed
+        // after the commits that need it (see `sync_log`).
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.set_prepared_statement_cache_capacity(32);
         migrations::apply(&mut conn)?;
         let spool = Spool::open(path, min_free_space, durability == Durability::Full)?;
@@ -111,7 +118,10 @@ impl SqliteStore {
             conn,
             in_batch: false,
             batch_aborted: false,
-            batch_wrote: false,
+            batch_acknowledges: false,
+            wal: None,
+            durable: durability == Durability::Full,
+            wal_path: wal_path(path),
             last_seen: HashMap::new(),
             last_seen_flushed: Instant::now(),
             clients,
@@ -227,6 +237,34 @@ impl SqliteStore {
         ]))
     }
 
+    /// Flushes the write-ahead log, and the first time its folder entry too: the commit just
+    /// made is then on disk. The log file is kept open by SQLite for the connection's life
+    /// (exclusive locking mode), and reused from its start after checkpoints, so this one
+    /// handle stays its file.
+    fn sync_log(&mut self) -> Result<(), StoreError> {
+        let file_error = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::File { path, source }
+        };
+        if self.wal.is_none() {
+            let wal = File::open(&self.wal_path).map_err(file_error(&self.wal_path))?;
+            if let Some(dir) = self
+                .wal_path
+                .parent()
+                .filter(|dir| !dir.as_os_str().is_empty())
+            {
+                File::open(dir)
+                    .and_then(|dir| dir.sync_all())
+                    .map_err(file_error(dir))?;
+            }
+            self.wal = Some(wal);
+        }
+        if let Some(wal) = &self.wal {
+            wal.sync_data().map_err(file_error(&self.wal_path))?;
+        }
+        Ok(())
+    }
+
     /// Ends the batch's spool bookkeeping: new contents are kept or removed, deleted
     /// messages' files removed or kept, as the transaction went.
     fn settle_spool(&mut self, committed: bool) {
@@ -242,6 +280,13 @@ impl SqliteStore {
             }
         }
     }
+}
+
+/// The write-ahead log of the database at `path`.
+fn wal_path(path: &Path) -> std::path::PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::path::PathBuf::from(wal)
 }
 
 /// The registered clients and their keys, for the in-memory index. Rows whose id is not
@@ -317,7 +362,7 @@ impl Store for SqliteStore {
         self.conn.execute_batch("BEGIN")?;
         self.in_batch = true;
         self.batch_aborted = false;
-        self.batch_wrote = false;
+        self.batch_acknowledges = false;
         Ok(())
     }
 
@@ -333,18 +378,20 @@ impl Store for SqliteStore {
                 return Err(error);
             }
         }
-        match self.conn.execute_batch("COMMIT") {
-            Ok(()) => {
-                self.in_batch = false;
-                self.batch_registered.clear();
-                self.settle_spool(true);
-                Ok(())
-            }
-            Err(error) => {
-                self.rollback_batch();
-                Err(error.into())
-            }
+        if let Err(error) = self.conn.execute_batch("COMMIT") {
+            self.rollback_batch();
+            return Err(error.into());
         }
+        // Committed: the rows exist, whatever the flush below says, so the index and the
+        // spool follow them. A failed flush fails the replies (nothing acknowledged may be
+        // lost), which at worst makes a client send a stored message again.
+        self.in_batch = false;
+        self.batch_registered.clear();
+        self.settle_spool(true);
+        if self.durable && self.batch_acknowledges {
+            self.sync_log()?;
+        }
+        Ok(())
     }
 
     fn rollback_batch(&mut self) {
@@ -400,7 +447,7 @@ impl Store for SqliteStore {
                 let id = ClientId::random();
                 let params = params![&id.0[..], name, &public_key.0[..], unix_seconds(at)];
                 if inserted_unless_id_taken(insert.execute(params))? {
-                    store.batch_wrote = true;
+                    store.batch_acknowledges = true;
                     store.clients.insert(id, Some(public_key.clone()));
                     if store.in_batch {
                         store.batch_registered.push(id);
@@ -456,7 +503,7 @@ impl Store for SqliteStore {
                 let id = store.next_message_id;
                 store.next_message_id = following_message_id(id);
                 if store.try_insert_message(id, &message)? {
-                    store.batch_wrote = true;
+                    store.batch_acknowledges = true;
                     return Ok(MessageId(id));
                 }
             }
@@ -536,7 +583,6 @@ impl Store for SqliteStore {
                     }
                 }
             }
-            store.batch_wrote = true;
             Ok(())
         })
     }
