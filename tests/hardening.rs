@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use common::{request_bytes, Client, TestServer};
 use messageu::protocol::{ClientId, Edition, Operation, PublicKey};
 use messageu::store::{
-    Durability, NewMessage, PullBudget, SqliteStore, Store, StoreError, StoredMessage, Upload,
+    Committed, Durability, NewMessage, PullBudget, SqliteStore, Store, StoreError, StoredMessage,
+    Upload,
 };
 use messageu::{Config, Server, ShutdownHandle};
 
@@ -170,7 +171,7 @@ impl Store for PanickingStore {
     fn begin_batch(&mut self) -> Result<(), StoreError> {
         self.inner.begin_batch()
     }
-    fn commit_batch(&mut self) -> Result<(), StoreError> {
+    fn commit_batch(&mut self) -> Result<Committed, StoreError> {
         self.inner.commit_batch()
     }
     fn rollback_batch(&mut self) {

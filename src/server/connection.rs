@@ -130,6 +130,10 @@ struct Syncing {
 struct Staged {
     response: Response,
     padded: bool,
+    /// Bytes it will take in the output.
+    len: u64,
+    /// The commit whose durability it waits for; `None` until its batch commits.
+    epoch: Option<u64>,
 }
 
 pub(crate) struct Connection {
@@ -162,7 +166,9 @@ pub(crate) struct Connection {
     upload: Option<InboundUpload>,
     syncing: Option<Syncing>,
 
-    staged: Vec<Staged>,
+    /// Replies produced but not yet released: those of the current batch, then those whose
+    /// commit is waiting for its flush, in request order.
+    staged: VecDeque<Staged>,
     staged_len: u64,
     output: VecDeque<Outgoing>,
     /// Bytes of `output.front()` already written, when it holds bytes.
@@ -219,7 +225,7 @@ impl Connection {
             requests_left: REQUESTS_PER_TURN,
             upload: None,
             syncing: None,
-            staged: Vec::new(),
+            staged: VecDeque::new(),
             staged_len: 0,
             output: VecDeque::new(),
             output_offset: 0,
@@ -594,12 +600,18 @@ impl Connection {
     }
 
     fn stage(&mut self, response: Response, padded: bool, env: &mut Env<'_>) {
-        if self.staged.is_empty() {
+        if self.staged.back().is_none_or(|last| last.epoch.is_some()) {
             env.batch.touched.push(self.key);
         }
         let tail: u64 = response.tail.iter().map(Part::len).sum();
-        self.staged_len += response.reply.encoded_len() as u64 + tail;
-        self.staged.push(Staged { response, padded });
+        let len = response.reply.encoded_len() as u64 + tail;
+        self.staged_len += len;
+        self.staged.push_back(Staged {
+            response,
+            padded,
+            len,
+            epoch: None,
+        });
     }
 
     fn consume(&mut self, n: usize) {
@@ -628,19 +640,59 @@ impl Connection {
         }
     }
 
-    /// Moves the batch's replies to the output once its fate is known: as produced if it
-    /// committed, as 9000 if it did not (their writes are gone, their messages stay queued).
-    pub fn release(&mut self, committed: bool, in_flight: &mut HashSet<MessageId>) {
-        let staged = std::mem::take(&mut self.staged);
-        for Staged { response, padded } in staged {
-            if committed {
+    /// Ties the current batch's replies to commit `epoch` once the batch's fate is known: as
+    /// produced if it committed, as 9000 if it did not (their writes are gone, their messages
+    /// stay queued). They are released once that commit is durable.
+    pub fn seal(&mut self, epoch: u64, committed: bool, in_flight: &mut HashSet<MessageId>) {
+        for staged in self.staged.iter_mut().rev() {
+            if staged.epoch.is_some() {
+                break;
+            }
+            staged.epoch = Some(epoch);
+            if !committed {
+                forget(&staged.response.delivered, in_flight);
+                staged.response = Response::error();
+            }
+        }
+    }
+
+    /// Moves the replies whose commit is durable through `durable` to the output, in order.
+    /// If that flush failed, they become 9000: their writes may not survive a power cut.
+    pub fn release_through(
+        &mut self,
+        durable: u64,
+        flushed: bool,
+        in_flight: &mut HashSet<MessageId>,
+    ) {
+        while self
+            .staged
+            .front()
+            .is_some_and(|staged| staged.epoch.is_some_and(|epoch| epoch <= durable))
+        {
+            let Some(Staged {
+                response,
+                padded,
+                len,
+                ..
+            }) = self.staged.pop_front()
+            else {
+                break;
+            };
+            self.staged_len -= len;
+            if flushed {
                 self.queue_reply(response, padded);
             } else {
                 forget(&response.delivered, in_flight);
                 self.push_output(Outbound::Bytes(Reply::error().into_bytes(padded)));
             }
         }
-        self.staged_len = 0;
+    }
+
+    /// Whether replies wait for a commit to become durable.
+    pub fn awaits_flush(&self) -> bool {
+        self.staged
+            .front()
+            .is_some_and(|staged| staged.epoch.is_some())
     }
 
     /// Queues a reply's pieces; its delivered messages ride on the last one.

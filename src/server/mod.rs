@@ -2,6 +2,7 @@
 //! writes of each round of ready events as one transaction before releasing their replies.
 
 mod connection;
+mod durability;
 mod shutdown;
 mod sync;
 mod timers;
@@ -21,8 +22,9 @@ use slab::Slab;
 use crate::config::Config;
 use crate::handlers::{self, Context, HandlerError, Response};
 use crate::protocol::{ClientId, MessageId, RequestCode, SendHead};
-use crate::store::{PullBudget, SqliteStore, Store, StoreError, Upload};
+use crate::store::{Committed, PullBudget, SqliteStore, Store, StoreError, Upload};
 use connection::{Connection, Timeouts};
+use durability::{Flushed, Flusher};
 pub use shutdown::ShutdownHandle;
 use sync::Syncer;
 use timers::Timers;
@@ -191,6 +193,13 @@ pub struct Server {
     /// Numbers connections, so that a finished sync finds its own connection even if its
     /// slab key has been reused.
     next_serial: u64,
+    flusher: Flusher,
+    /// The last commit that needs a flush to be durable (numbered from 1), and the last one
+    /// known durable.
+    committed_epoch: u64,
+    durable_epoch: u64,
+    /// Connections whose replies wait for a flush.
+    awaiting_flush: Vec<usize>,
     /// Open connections per peer address, for the per-address cap.
     per_ip: HashMap<IpAddr, usize>,
     next_sweep: Instant,
@@ -254,6 +263,10 @@ impl Server {
             listener: Some(listener),
             local_addr,
             shutdown: ShutdownHandle::new(Arc::clone(&waker)),
+            flusher: Flusher::start(Arc::clone(&waker))?,
+            committed_epoch: 0,
+            durable_epoch: 0,
+            awaiting_flush: Vec::new(),
             connections: Slab::new(),
             core: Core {
                 config,
@@ -380,20 +393,58 @@ impl Server {
             ready.extend(self.sweep(now));
         }
 
-        let committed = self.commit(&mut batch, now);
+        let epoch = self.commit(&mut batch, now);
         for &key in &batch.touched {
             if let Some(connection) = self.connections.get_mut(key) {
-                connection.release(committed, &mut self.core.in_flight);
+                let in_flight = &mut self.core.in_flight;
+                let committed = epoch.is_some();
+                connection.seal(epoch.unwrap_or(self.durable_epoch), committed, in_flight);
+                connection.release_through(self.durable_epoch, true, in_flight);
+                if connection.awaits_flush() {
+                    self.awaiting_flush.push(key);
+                }
             }
         }
         ready.extend(batch.touched);
+        let flushed: Vec<Flushed> = self.flusher.finished().collect();
+        for flushed in flushed {
+            ready.extend(self.on_flushed(flushed));
+        }
         ready.extend(writable);
         self.flush_and_sweep(ready, now);
     }
 
+    /// A log flush finished: releases the replies it made durable (or fails them, if it
+    /// failed). Returns the connections that got output.
+    fn on_flushed(&mut self, flushed: Flushed) -> Vec<usize> {
+        let ok = match flushed.result {
+            Ok(()) => true,
+            Err(error) => {
+                log::error!("cannot flush the database log; the replies it covers fail: {error}");
+                false
+            }
+        };
+        self.durable_epoch = self.durable_epoch.max(flushed.through);
+        let mut released = mem::take(&mut self.awaiting_flush);
+        released.sort_unstable();
+        released.dedup();
+        for &key in &released {
+            if let Some(connection) = self.connections.get_mut(key) {
+                connection.release_through(flushed.through, ok, &mut self.core.in_flight);
+                if connection.awaits_flush() {
+                    self.awaiting_flush.push(key);
+                }
+            }
+        }
+        released
+    }
+
     /// Deletes the messages delivered since the last round and commits the batch. Returns
-    /// whether the batch's replies may be released as produced.
-    fn commit(&mut self, batch: &mut Batch, now: Instant) -> bool {
+    /// the epoch whose flush the batch's replies wait for, `None` if it did not commit. A
+    /// batch without acknowledged writes waits for nothing: what it read may still be in a
+    /// flush, but only a power cut could undo that, and then its writer was never told it
+    /// succeeded.
+    fn commit(&mut self, batch: &mut Batch, now: Instant) -> Option<u64> {
         let due = self.delete_retry_at.is_none_or(|at| at <= now);
         let deleting = if due {
             mem::take(&mut self.delivered)
@@ -401,17 +452,26 @@ impl Server {
             Vec::new()
         };
         let deleted = !deleting.is_empty() && self.delete_in_batch(batch, &deleting);
-        let committed = !batch.open
-            || match self.core.store.commit_batch() {
-                Ok(()) => true,
+        let epoch = if !batch.open {
+            Some(self.durable_epoch)
+        } else {
+            match self.core.store.commit_batch() {
+                Ok(Committed::Durable) => Some(self.durable_epoch),
+                Ok(Committed::AfterFlush(flush)) => {
+                    self.committed_epoch += 1;
+                    self.flusher.request(self.committed_epoch, flush);
+                    Some(self.committed_epoch)
+                }
                 Err(error) => {
                     let replies = batch.touched.len();
                     log::error!(
                         "commit failed, replies on {replies} connections become errors: {error}"
                     );
-                    false
+                    None
                 }
-            };
+            }
+        };
+        let committed = epoch.is_some();
         if committed && deleted {
             for id in &deleting {
                 self.core.in_flight.remove(id);
@@ -422,7 +482,7 @@ impl Server {
             self.delivered.extend(deleting);
             self.delete_retry_at = Some(now + DELETE_RETRY);
         }
-        committed
+        epoch
     }
 
     fn delete_in_batch(&mut self, batch: &mut Batch, ids: &[MessageId]) -> bool {
@@ -607,7 +667,7 @@ impl Server {
         }
         self.delete_retry_at = None;
         let mut batch = Batch::default();
-        if !self.delivered.is_empty() && !self.commit(&mut batch, Instant::now()) {
+        if !self.delivered.is_empty() && self.commit(&mut batch, Instant::now()).is_none() {
             log::error!(
                 "{} delivered messages could not be deleted and will be delivered again",
                 self.delivered.len()

@@ -59,6 +59,24 @@ pub enum NewContent<'a> {
     Spooled(Upload),
 }
 
+/// How a committed batch becomes durable.
+pub enum Committed {
+    /// Already: nothing in it must survive a power cut, or the durability setting says so.
+    Durable,
+    /// Once this flush has run. The server runs it off the event loop, and releases the
+    /// batch's replies after it; flushes coalesce, since each covers every earlier commit.
+    AfterFlush(LogFlush),
+}
+
+/// A flush of the database's log, covering every commit made before it was taken.
+pub struct LogFlush(File);
+
+impl LogFlush {
+    pub fn run(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
 /// How much one pull reply may carry.
 #[derive(Debug, Clone, Copy)]
 pub struct PullBudget {
@@ -97,10 +115,10 @@ pub enum StoreError {
 
 /// The operations the handlers need. All writes between [`Store::begin_batch`] and
 /// [`Store::commit_batch`] form one transaction (group commit): nothing is acknowledged until
-/// that transaction is durable.
+/// that transaction is durable, which [`Committed`] says how to wait for.
 pub trait Store: Send {
     fn begin_batch(&mut self) -> Result<(), StoreError>;
-    fn commit_batch(&mut self) -> Result<(), StoreError>;
+    fn commit_batch(&mut self) -> Result<Committed, StoreError>;
     /// Drops every write since `begin_batch`.
     fn rollback_batch(&mut self);
 

@@ -10,8 +10,8 @@ use rusqlite::{ffi, params, Connection, OpenFlags, OptionalExtension};
 
 use super::spool::{Spool, Upload};
 use super::{
-    migrations, NewContent, NewMessage, PullBudget, Store, StoreError, StoredContent,
-    StoredMessage, PULLED_MESSAGE_HEADER_LEN,
+    migrations, Committed, LogFlush, NewContent, NewMessage, PullBudget, Store, StoreError,
+    StoredContent, StoredMessage, PULLED_MESSAGE_HEADER_LEN,
 };
 use crate::protocol::{ClientId, MessageId, PublicKey, PUBLIC_KEY_LEN};
 
@@ -26,6 +26,10 @@ const MESSAGE_ID_ATTEMPTS: u32 = 1 << 16;
 const CLIENT_ID_ATTEMPTS: u32 = 8;
 /// Pages a write may need beyond its bytes: index and interior pages.
 const ROOM_MARGIN_PAGES: u64 = 8;
+/// Log pages after which a commit also checkpoints the log into the database. A checkpoint
+/// flushes both files and holds up that commit's round; under churn the same pages are
+/// rewritten, so rarer checkpoints write little more each, and delay fewer rounds.
+const WAL_CHECKPOINT_PAGES: i64 = 8000;
 /// How long a reading of the free disk space is trusted.
 const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -101,6 +105,7 @@ impl SqliteStore {
         // Commits never wait for the disk themselves; with durability full the log is flushed
         // after the commits that need it (see `sync_log`).
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         conn.set_prepared_statement_cache_capacity(32);
         migrations::apply(&mut conn)?;
         let spool = Spool::open(path, min_free_space, durability == Durability::Full)?;
@@ -237,32 +242,33 @@ impl SqliteStore {
         ]))
     }
 
-    /// Flushes the write-ahead log, and the first time its folder entry too: the commit just
-    /// made is then on disk. The log file is kept open by SQLite for the connection's life
-    /// (exclusive locking mode), and reused from its start after checkpoints, so this one
-    /// handle stays its file.
-    fn sync_log(&mut self) -> Result<(), StoreError> {
+    /// What makes the commits so far durable: a flush of the write-ahead log, to run off the
+    /// event loop. The first time, the log's folder entry is flushed here. The log file is
+    /// kept open by SQLite for the connection's life (exclusive locking mode) and reused from
+    /// its start after checkpoints, so one handle stays its file.
+    fn log_flush(&mut self) -> Result<LogFlush, StoreError> {
         let file_error = |path: &Path| {
             let path = path.to_owned();
             move |source| StoreError::File { path, source }
         };
-        if self.wal.is_none() {
-            let wal = File::open(&self.wal_path).map_err(file_error(&self.wal_path))?;
-            if let Some(dir) = self
-                .wal_path
-                .parent()
-                .filter(|dir| !dir.as_os_str().is_empty())
-            {
-                File::open(dir)
-                    .and_then(|dir| dir.sync_all())
-                    .map_err(file_error(dir))?;
+        let wal = match &self.wal {
+            Some(wal) => wal,
+            None => {
+                let wal = File::open(&self.wal_path).map_err(file_error(&self.wal_path))?;
+                let dir = self
+                    .wal_path
+                    .parent()
+                    .filter(|dir| !dir.as_os_str().is_empty());
+                if let Some(dir) = dir {
+                    File::open(dir)
+                        .and_then(|dir| dir.sync_all())
+                        .map_err(file_error(dir))?;
+                }
+                self.wal.insert(wal)
             }
-            self.wal = Some(wal);
-        }
-        if let Some(wal) = &self.wal {
-            wal.sync_data().map_err(file_error(&self.wal_path))?;
-        }
-        Ok(())
+        };
+        let handle = wal.try_clone().map_err(file_error(&self.wal_path))?;
+        Ok(LogFlush(handle))
     }
 
     /// Ends the batch's spool bookkeeping: new contents are kept or removed, deleted
@@ -366,7 +372,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn commit_batch(&mut self) -> Result<(), StoreError> {
+    fn commit_batch(&mut self) -> Result<Committed, StoreError> {
         if self.batch_aborted {
             self.rollback_batch();
             return Err(StoreError::BatchAborted);
@@ -382,16 +388,17 @@ impl Store for SqliteStore {
             self.rollback_batch();
             return Err(error.into());
         }
-        // Committed: the rows exist, whatever the flush below says, so the index and the
+        // Committed: the rows exist, whatever the flush says later, so the index and the
         // spool follow them. A failed flush fails the replies (nothing acknowledged may be
         // lost), which at worst makes a client send a stored message again.
         self.in_batch = false;
         self.batch_registered.clear();
         self.settle_spool(true);
         if self.durable && self.batch_acknowledges {
-            self.sync_log()?;
+            Ok(Committed::AfterFlush(self.log_flush()?))
+        } else {
+            Ok(Committed::Durable)
         }
-        Ok(())
     }
 
     fn rollback_batch(&mut self) {

@@ -1,0 +1,83 @@
+//! Making commits durable off the event loop (pipelined group commit). A commit that holds
+//! acknowledged writes is flushed to disk by this thread while the loop goes on serving the
+//! next round; the replies of that commit are released when the flush reports back. A flush
+//! covers every commit made before it, so requests that pile up while one runs are answered
+//! by a single following flush.
+
+use std::io;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use mio::Waker;
+
+use crate::store::LogFlush;
+
+/// A flush that ran: every commit numbered up to `through` is durable if `result` is Ok.
+pub(crate) struct Flushed {
+    pub through: u64,
+    pub result: io::Result<()>,
+}
+
+pub(crate) struct Flusher {
+    requests: Option<Sender<(u64, LogFlush)>>,
+    done: Receiver<Flushed>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    pub fn start(waker: Arc<Waker>) -> io::Result<Flusher> {
+        let (requests, pending) = mpsc::channel::<(u64, LogFlush)>();
+        let (report, done) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("log-flush".into())
+            .spawn(move || {
+                while let Ok(mut newest) = pending.recv() {
+                    // Later commits are covered by a flush started after them: take the newest.
+                    while let Ok(later) = pending.try_recv() {
+                        newest = later;
+                    }
+                    let (through, flush) = newest;
+                    let flushed = Flushed {
+                        through,
+                        result: flush.run(),
+                    };
+                    if report.send(flushed).is_err() {
+                        return;
+                    }
+                    if let Err(error) = waker.wake() {
+                        log::error!("cannot wake the event loop: {error}");
+                    }
+                }
+            })?;
+        Ok(Flusher {
+            requests: Some(requests),
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for commit `epoch` (and all before it) to be made durable.
+    pub fn request(&self, epoch: u64, flush: LogFlush) {
+        if let Some(requests) = &self.requests {
+            // The thread ends only when this sender is dropped.
+            let _ = requests.send((epoch, flush));
+        }
+    }
+
+    /// The flushes finished since the last call, oldest first.
+    pub fn finished(&self) -> impl Iterator<Item = Flushed> + '_ {
+        self.done.try_iter()
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.requests = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("the log flush thread panicked");
+            }
+        }
+    }
+}
