@@ -24,6 +24,8 @@ use messageu::protocol::client::{
 use messageu::protocol::{ClientId, Edition, Operation, PublicKey, ReplyHeader, REPLY_HEADER_LEN};
 
 const CHUNK: usize = 256 << 10;
+/// Every this many bytes, the content carries its own offset.
+const STAMP_EVERY: usize = 4096;
 const FILE: u8 = 4;
 
 #[derive(Parser)]
@@ -159,9 +161,24 @@ fn read_reply(stream: &mut TcpStream, edition: Edition, operation: Operation) ->
 /// The content byte at every offset: cheap to make and to check, and a shifted or reordered
 /// chunk never matches.
 fn fill_pattern(offset: u64, chunk: &mut [u8]) {
-    for (index, byte) in chunk.iter_mut().enumerate() {
-        let at = offset + index as u64;
-        *byte = (at ^ (at >> 11) ^ (at >> 23)) as u8;
+    // Copying a fixed block and stamping each 4 KiB with its offset keeps this tool's CPU
+    // low (it shares the machine with the server) while any shifted or swapped block still
+    // differs.
+    static BLOCK: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let block = BLOCK.get_or_init(|| {
+        (0..CHUNK as u64)
+            .map(|at| (at ^ (at >> 11) ^ (at >> 5).wrapping_mul(31)) as u8)
+            .collect()
+    });
+    let start = (offset % CHUNK as u64) as usize;
+    for (index, piece) in chunk.chunks_mut(STAMP_EVERY).enumerate() {
+        let at = start + index * STAMP_EVERY;
+        let source = &block[at % CHUNK..];
+        let len = piece.len().min(source.len());
+        piece[..len].copy_from_slice(&source[..len]);
+        let stamp = (offset + (index * STAMP_EVERY) as u64).to_le_bytes();
+        let stamped = piece.len().min(stamp.len());
+        piece[..stamped].copy_from_slice(&stamp[..stamped]);
     }
 }
 

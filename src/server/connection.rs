@@ -29,10 +29,10 @@ use crate::store::Upload;
 /// pipelines without reading replies cannot make the server buffer without bound.
 const OUTPUT_HIGH_WATER: usize = 256 << 10;
 /// Bytes read from one connection per turn, so one fast sender cannot starve the others.
-const READ_BUDGET: usize = 1 << 20;
+const READ_BUDGET: usize = 256 << 10;
 /// Bytes written to one connection per turn: a client reading a 4 GiB reply as fast as
 /// loopback allows must not hold the loop for the whole reply.
-const WRITE_BUDGET: usize = 1 << 20;
+const WRITE_BUDGET: usize = 256 << 10;
 /// Bytes of a spooled content read from its file per write.
 const FILE_CHUNK: usize = 64 << 10;
 /// Requests served from one connection per turn, so that a client pipelining thousands of

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The large-file measurement (README, "Large files"): builds in release mode, starts
+# messageu-server on a fresh temporary database (durability full), then
+#   1. sends and pulls one SIZE-byte file message (default 1 GiB) with examples/large_file,
+#      against a raw loopback copy and a disk write of the same bytes, reporting the server's
+#      peak resident memory during each transfer;
+#   2. runs CLIENTS clients of send-pull with messageu-bench, alone and then while the same
+#      transfer repeats beside them, and prints both rows.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZE=${SIZE:-1073741824}
+CLIENTS=${CLIENTS:-50}
+DURATION=${DURATION:-8}
+DURABILITY=${DURABILITY:-full}
+
+cargo build --release --bin messageu-server --bin messageu-bench --example large_file >&2
+server_bin=target/release/messageu-server
+bench_bin=target/release/messageu-bench
+transfer_bin=target/release/examples/large_file
+
+work=$(mktemp -d)
+server_pid=
+transfers_pid=
+cleanup() {
+    [ -n "$transfers_pid" ] && kill "$transfers_pid" 2>/dev/null || true
+    [ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$server_bin" --bind 127.0.0.1 --port 0 --db "$work/large.db" --durability "$DURABILITY" </dev/null 2>"$work/server.log" &
+server_pid=$!
+port=
+for _ in $(seq 100); do
+    port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\),.*/\1/p' "$work/server.log")
+    [ -n "$port" ] && break
+    sleep 0.1
+done
+[ -n "$port" ] || { cat "$work/server.log" >&2; exit 2; }
+addr=127.0.0.1:$port
+
+echo "Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; $(uname -sr); durability $DURABILITY."
+echo
+"$transfer_bin" --addr "$addr" --size "$SIZE" --server-pid "$server_pid" --disk-dir "$work"
+echo
+
+bench() {
+    "$bench_bin" --addr "$addr" --clients "$CLIENTS" --mix send-pull --duration "$DURATION" \
+        --no-floor --markdown --durability-label "$1"
+}
+"$bench_bin" --markdown-header
+bench "$DURABILITY, alone"
+# The transfer repeats for the whole window, so every measured request meets it.
+(while true; do "$transfer_bin" --addr "$addr" --size "$SIZE" --no-floor >/dev/null; done) &
+transfers_pid=$!
+bench "$DURABILITY, beside $SIZE-byte transfers"
