@@ -154,10 +154,14 @@ impl SqliteStore {
     /// or every other reply of its batch would fail with it.
     fn ensure_room(&mut self, bytes: u64) -> Result<(), StoreError> {
         let needed = bytes.div_ceil(self.page_size) + ROOM_MARGIN_PAGES;
-        let pragma = |name| -> Result<u64, StoreError> {
-            Ok(self.conn.pragma_query_value(None, name, |row| row.get(0))?)
+        // Cached statements: this runs for every insert.
+        let pragma = |sql| -> Result<u64, StoreError> {
+            Ok(self
+                .conn
+                .prepare_cached(sql)?
+                .query_row([], |row| row.get(0))?)
         };
-        let free_pages = pragma("freelist_count")?;
+        let free_pages = pragma("PRAGMA freelist_count")?;
         if needed <= free_pages {
             return Ok(());
         }
@@ -167,7 +171,7 @@ impl SqliteStore {
             available,
         };
         if let Some(max_pages) = self.max_pages {
-            let page_count = pragma("page_count")?;
+            let page_count = pragma("PRAGMA page_count")?;
             if page_count + growth > max_pages {
                 let left = max_pages.saturating_sub(page_count) + free_pages;
                 return Err(no_space(left * self.page_size));
