@@ -34,7 +34,7 @@ const READ_BUDGET: usize = 256 << 10;
 /// loopback allows must not hold the loop for the whole reply.
 const WRITE_BUDGET: usize = 256 << 10;
 /// Bytes of a spooled content read from its file per write.
-const FILE_CHUNK: usize = 64 << 10;
+const FILE_CHUNK: usize = 256 << 10;
 /// Requests served from one connection per turn, so that a client pipelining thousands of
 /// requests cannot make everyone else wait for the end of its turn.
 const REQUESTS_PER_TURN: usize = 64;
