@@ -15,7 +15,8 @@ DURATION=${DURATION:-8}
 DURABILITY=${DURABILITY:-full}
 
 cargo build --release --bin messageu-server --bin messageu-bench --example large_file >&2
-server_bin=target/release/messageu-server
+# SERVER_BIN measures another build (or another MessageU server) with the same tools.
+server_bin=${SERVER_BIN:-target/release/messageu-server}
 bench_bin=target/release/messageu-bench
 transfer_bin=target/release/examples/large_file
 

@@ -10,9 +10,8 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread;
 
 use super::StoreError;
 
@@ -90,8 +89,6 @@ impl Spool {
             reserved: Arc::clone(&self.reserved),
             durable: self.durable,
             keep: false,
-            flushed_to: 0,
-            flushing: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -155,9 +152,6 @@ impl Spool {
     }
 }
 
-/// Bytes of a durable upload written between two background flushes.
-const WRITEBACK_CHUNK: u64 = 8 << 20;
-
 /// A content being written to its spool file. Dropped before its message row commits, it
 /// removes the file: an interrupted upload leaves nothing behind.
 pub struct Upload {
@@ -170,10 +164,6 @@ pub struct Upload {
     reserved: Arc<AtomicU64>,
     durable: bool,
     keep: bool,
-    /// Where the last background flush started.
-    flushed_to: u64,
-    /// A background flush is running.
-    flushing: Arc<AtomicBool>,
 }
 
 impl Upload {
@@ -184,33 +174,7 @@ impl Upload {
         self.written += bytes.len() as u64;
         self.reserved
             .fetch_sub(bytes.len() as u64, Ordering::Relaxed);
-        if self.durable && self.written - self.flushed_to >= WRITEBACK_CHUNK {
-            self.flush_in_background();
-        }
         Ok(())
-    }
-
-    /// Flushes what has arrived so far on another thread while more arrives. A large upload
-    /// must not pile up dirty pages: with ext4's ordered journal, every log flush of the
-    /// database would have to wait for all of them, stalling every other client's replies.
-    fn flush_in_background(&mut self) {
-        if self.flushing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        self.flushed_to = self.written;
-        let flushing = Arc::clone(&self.flushing);
-        let started = self.file.try_clone().and_then(|file| {
-            thread::Builder::new()
-                .name("spool-writeback".into())
-                .spawn(move || {
-                    // Only an early start: the final sync reports what fails.
-                    let _ = file.sync_data();
-                    flushing.store(false, Ordering::Release);
-                })
-        });
-        if started.is_err() {
-            self.flushing.store(false, Ordering::Release);
-        }
     }
 
     pub fn remaining(&self) -> u64 {
