@@ -11,7 +11,7 @@
 //! name them by markers, `[0xA1; 16]` and `[0xB0; 16]`, which are replaced before sending:
 //! that lets inputs reach successful sends, uploads, key lookups and pulls.
 //!
-//! Options byte: bits 0–1 pick the pauses between chunks (see [`PAUSES`]).
+//! Options byte: bits 0–2 pick the pauses between chunks (see [`PAUSES`]).
 
 use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
@@ -42,15 +42,20 @@ pub const ALICE_MARKER: [u8; 16] = [0xA1; 16];
 pub const BOB_MARKER: [u8; 16] = [0xB0; 16];
 /// The server must have closed this long after the last byte was written.
 pub const HANG_TIMEOUT: Duration = Duration::from_secs(2);
-/// Options bits 0–1: (pause, how many chunks are followed by it). The 30 ms pause outlasts
-/// the padding grace time, so a partly arrived block of padding is decided by the timer.
-pub const PAUSES: [(Duration, usize); 4] = [
+/// Options bits 0–2: (pause, how many chunks are followed by it). Mostly none, as pauses
+/// cost fuzzing speed; the longer one outlasts the padding grace time, so that a partly
+/// arrived block of padding is decided by the timer.
+pub const PAUSES: [(Duration, usize); 8] = [
     (Duration::ZERO, 0),
-    (Duration::from_millis(1), 4),
-    (Duration::from_millis(30), 2),
     (Duration::ZERO, 0),
+    (Duration::ZERO, 0),
+    (Duration::ZERO, 0),
+    (Duration::ZERO, 0),
+    (Duration::ZERO, 0),
+    (Duration::from_millis(1), 2),
+    (Duration::from_millis(8), 1),
 ];
-const PADDING_GRACE: Duration = Duration::from_millis(20);
+const PADDING_GRACE: Duration = Duration::from_millis(5);
 const LINGER: Duration = Duration::from_millis(100);
 const INPUTS_PER_SERVER: u32 = 500;
 /// Descriptors and threads a server may still hold for connections that are closing.
@@ -70,7 +75,7 @@ pub fn check(data: &[u8]) {
     let server = Harness::next_input(&mut harness);
     let stream = server.name_clients(input.stream);
     let expected = Decoding::whole(&stream, LIMITS);
-    let (pause, paused_chunks) = PAUSES[usize::from(input.options & 3)];
+    let (pause, paused_chunks) = PAUSES[usize::from(input.options & 7)];
     let received = exchange(server.addr, &input.chunks(&stream), pause, paused_chunks)
         .unwrap_or_else(|error| panic!("{error}"));
     let replies = parse_reply_stream(&received, LIMITS.max_payload)
@@ -102,6 +107,11 @@ fn exchange(
                     Ok(()) => {}
                     // The server closed first (a fatal request, a padded client): fine.
                     Err(error) if closed_by_peer(&error) => return Ok(()),
+                    Err(error) if timed_out(&error) => {
+                        return Err(format!(
+                            "hang: the server read nothing of chunk {index} for {HANG_TIMEOUT:?}"
+                        ))
+                    }
                     Err(error) => return Err(format!("write of chunk {index}: {error}")),
                 }
                 if index < paused_chunks {
@@ -131,6 +141,11 @@ fn closed_by_peer(error: &io::Error) -> bool {
     )
 }
 
+/// How a socket timeout shows: EAGAIN, which std reports as `WouldBlock`.
+fn timed_out(error: &io::Error) -> bool {
+    matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
 fn read_until_closed(mut socket: &TcpStream, deadline: Instant) -> Result<Vec<u8>, String> {
     let mut received = Vec::new();
     let mut buffer = vec![0; 64 << 10];
@@ -150,7 +165,7 @@ fn read_until_closed(mut socket: &TcpStream, deadline: Instant) -> Result<Vec<u8
             Ok(0) => return Ok(received),
             Ok(n) => received.extend_from_slice(&buffer[..n]),
             Err(error) if closed_by_peer(&error) => return Ok(received),
-            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(error) if timed_out(&error) => {}
             Err(error) if error.kind() == ErrorKind::Interrupted => {}
             Err(error) => return Err(format!("read: {error}")),
         }

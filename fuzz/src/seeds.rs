@@ -267,8 +267,8 @@ fn connection() -> Vec<Seed> {
             });
         }
         if name.contains("padded") || name.contains("pipelined") {
-            // Pieces arriving 1 ms apart, and 30 ms apart: past the padding grace time.
-            for (tag, options) in [("paused-1ms", 1), ("paused-30ms", 2)] {
+            // Pieces arriving 1 ms apart, and 8 ms apart: past the padding grace time.
+            for (tag, options) in [("paused-1ms", 6), ("paused-8ms", 7)] {
                 seeds.push(Seed {
                     name: format!("{name}.{tag}"),
                     data: StreamInput::encode(options, &[40, 256], &stream),
