@@ -145,6 +145,17 @@ fn streams() -> Vec<(String, Vec<u8>)> {
         streams.push((format!("{tag}-padded-upload"), padded(upload(edition, 0))));
     }
 
+    // More requests than the server serves from one connection per turn (64).
+    let mut pipelined_100 = Vec::new();
+    for round in 0..25 {
+        let edition = Edition::ALL[round % 4];
+        pipelined_100.extend(bare_request(edition, Operation::ListClients, ALICE));
+        pipelined_100.extend(public_key_request(edition, ALICE, BOB));
+        pipelined_100.extend(send_request(edition, BOB, ALICE, 3, &[round as u8; 8]));
+        pipelined_100.extend(bare_request(edition, Operation::PullMessages, ALICE));
+    }
+    streams.push(("pipelined-100".into(), pipelined_100));
+
     let e = Edition::Y2024;
     let mut wrong_sizes = Vec::new();
     for (operation, declared) in [
