@@ -132,11 +132,14 @@ fn streams() -> Vec<(String, Vec<u8>)> {
         ];
         let mut pipelined = Vec::new();
         for (operation, request) in &single {
-            if !operation.starts_with("upload") {
+            if !operation.starts_with("upload") && *operation != "register" {
                 pipelined.extend_from_slice(request);
             }
             streams.push((format!("{tag}-{operation}"), request.clone()));
         }
+        // Last, so that a request is followed by the zeros of a register's client id, which
+        // must not pass for a padded client's padding.
+        pipelined.extend_from_slice(&single[0].1);
         streams.push((format!("{tag}-pipelined"), pipelined));
         let padded_register = register_request(edition, &format!("padded {tag}"), &key());
         streams.push((format!("{tag}-padded-register"), padded(padded_register)));
