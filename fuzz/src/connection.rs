@@ -22,7 +22,7 @@ use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, TryLockError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -330,11 +330,15 @@ impl Harness {
 
 /// Stops the server when libFuzzer exits, so that its temporary directory is removed.
 extern "C" fn stop_at_exit() {
-    // Never wait: the exit may come from another thread while an input is running.
-    if let Ok(mut harness) = HARNESS.try_lock() {
-        if let Some(mut harness) = harness.take() {
-            harness.server.stop();
-        }
+    // Never wait: the exit may come from another thread while an input is running. A failed
+    // check (under `cargo test`) poisons the lock and leaves the server to stop all the same.
+    let mut harness = match HARNESS.try_lock() {
+        Ok(harness) => harness,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => return,
+    };
+    if let Some(mut harness) = harness.take() {
+        harness.server.stop();
     }
 }
 
