@@ -156,9 +156,10 @@ impl Decoding {
                         "frame of {len} bytes from a {}-byte buffer: {frame:?}",
                         self.pending.len()
                     );
-                    let head = match self.skipped_head.is_empty() {
-                        true => &self.pending,
-                        false => &self.skipped_head,
+                    let head = if self.skipped_head.is_empty() {
+                        &self.pending
+                    } else {
+                        &self.skipped_head
                     };
                     assert_eq!(
                         RequestHeader::parse_prefix(head),
