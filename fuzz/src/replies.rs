@@ -155,17 +155,7 @@ fn check_pull(payload: &[u8], max_payload: u32) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn reply(code: u16, payload: &[u8]) -> Vec<u8> {
-        let header = ReplyHeader {
-            version: SERVER_VERSION,
-            code,
-            payload_size: payload.len() as u32,
-        };
-        let mut bytes = header.encode().to_vec();
-        bytes.extend_from_slice(payload);
-        bytes
-    }
+    use crate::seeds::reply;
 
     #[test]
     fn replies_and_the_padding_of_the_last_are_accepted() {

@@ -293,7 +293,8 @@ fn connection() -> Vec<Seed> {
     seeds
 }
 
-fn reply(code: u16, payload: &[u8]) -> Vec<u8> {
+/// A reply with `code` and `payload`, as a server writes it.
+pub(crate) fn reply(code: u16, payload: &[u8]) -> Vec<u8> {
     let header = ReplyHeader {
         version: SERVER_VERSION,
         code,
