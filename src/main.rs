@@ -27,8 +27,9 @@ struct Cli {
     /// SQLite database file, created if missing.
     #[arg(long, default_value = "defensive.db")]
     db: PathBuf,
-    /// full: every acknowledged write is on disk (fsync per commit). normal: survives a crash
-    /// of the server but may lose the last commits on a power cut; faster.
+    /// full: every acknowledged write is on disk before its reply (the log is flushed after
+    /// each commit that holds one). normal: survives a crash of the server but may lose the
+    /// last commits on a power cut; faster.
     #[arg(long, value_enum, default_value = "full")]
     durability: Durability,
     /// Largest request payload in bytes; larger ones are refused (9000) and the connection
