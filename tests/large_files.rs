@@ -196,6 +196,56 @@ fn other_clients_are_served_and_committed_while_an_upload_is_in_flight() {
     assert!(pulled.len() == 1 && pulled[0].content == content);
 }
 
+/// Bulk transfers are paced while other clients are active: neither side may starve. A
+/// client that never stops sending small messages and a 32 MiB round trip both finish.
+#[test]
+fn a_large_round_trip_and_a_client_that_never_pauses_both_make_progress() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let server = TestServer::start();
+    let mut client = server.connect();
+    let pair = register_pair(&mut client);
+    let (carol, dave) = (
+        client.register(EDITION, "carol"),
+        client.register(EDITION, "dave"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let chatter = thread::spawn({
+        let stop = Arc::clone(&stop);
+        let mut small = server.connect();
+        move || {
+            let mut exchanged = 0;
+            while !stop.load(Ordering::Relaxed) {
+                small.send(EDITION, carol, dave, 3, b"still here");
+                assert_eq!(small.pull(EDITION, dave).len(), 1);
+                exchanged += 1;
+            }
+            exchanged
+        }
+    });
+
+    let content = pattern(32 << 20, 9);
+    let started = Instant::now();
+    let id = client.send(EDITION, pair.alice, pair.bob, FILE, &content);
+    let pulled = client.pull(EDITION, pair.bob);
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let exchanged = chatter
+        .join()
+        .expect("the small client's requests all succeed");
+    assert!(pulled.len() == 1 && pulled[0].id == id && pulled[0].content == content);
+    assert!(
+        exchanged > 0,
+        "the small client was served during the transfer"
+    );
+    // Well under a second here; a starved transfer takes minutes.
+    assert!(
+        took < Duration::from_secs(15),
+        "the transfer starved: {took:?}"
+    );
+}
+
 #[test]
 fn a_disconnect_in_the_middle_of_a_large_pull_leaves_the_message_queued() {
     let server = TestServer::start();

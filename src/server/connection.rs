@@ -259,6 +259,32 @@ impl Connection {
         self.readable = true;
     }
 
+    /// Whether the next read would take an upload's content: bulk work, paced.
+    pub fn bulk_reading(&self) -> bool {
+        self.state == State::Open
+            && self.syncing.is_none()
+            && self.input_start == self.input.len()
+            && self
+                .upload
+                .as_ref()
+                .is_some_and(|upload| upload.remaining > 0)
+    }
+
+    /// Whether the next write would send a spooled content: bulk work, paced.
+    pub fn bulk_writing(&self) -> bool {
+        matches!(
+            self.output.front(),
+            Some(Outgoing {
+                data: Outbound::File { .. },
+                ..
+            })
+        )
+    }
+
+    pub fn is_bulk(&self) -> bool {
+        self.bulk_reading() || self.bulk_writing()
+    }
+
     fn backpressured(&self) -> bool {
         self.output_len + self.staged_len > OUTPUT_HIGH_WATER as u64
     }
@@ -518,6 +544,9 @@ impl Connection {
     /// reply.
     fn serve(&mut self, frame: Frame, padded: bool, env: &mut Env<'_>) {
         self.requests_left = self.requests_left.saturating_sub(1);
+        if !matches!(frame, Frame::Upload { .. }) {
+            env.core.pacer.saw_request(env.now);
+        }
         let response = match frame {
             Frame::Request {
                 header,

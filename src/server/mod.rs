@@ -3,6 +3,7 @@
 
 mod connection;
 mod durability;
+mod pacer;
 mod shutdown;
 mod sync;
 mod timers;
@@ -25,6 +26,7 @@ use crate::protocol::{ClientId, MessageId, RequestCode, SendHead};
 use crate::store::{Committed, PullBudget, SqliteStore, Store, StoreError, Upload};
 use connection::{Connection, Timeouts};
 use durability::{Flushed, Flusher};
+use pacer::BulkPacer;
 pub use shutdown::ShutdownHandle;
 use sync::Syncer;
 use timers::Timers;
@@ -72,6 +74,7 @@ struct Core {
     /// Messages in pull replies not yet written whole.
     in_flight: HashSet<MessageId>,
     syncer: Syncer,
+    pacer: BulkPacer,
 }
 
 /// The writes and staged replies of one round of ready events (group commit).
@@ -190,6 +193,8 @@ pub struct Server {
     shutdown_deadline: Option<Instant>,
     /// Connections to serve again without waiting for an event.
     needs_service: Vec<usize>,
+    /// Bulk transfers to serve again once the pacer lets them.
+    bulk_waiting: Vec<usize>,
     /// Numbers connections, so that a finished sync finds its own connection even if its
     /// slab key has been reused.
     next_serial: u64,
@@ -274,12 +279,14 @@ impl Server {
                 timers: Timers::default(),
                 in_flight: HashSet::new(),
                 syncer: Syncer::new(waker),
+                pacer: BulkPacer::new(Instant::now()),
             },
             delivered: Vec::new(),
             delete_retry_at: None,
             accept_paused_until: None,
             shutdown_deadline: None,
             needs_service: Vec::new(),
+            bulk_waiting: Vec::new(),
             next_serial: 0,
             per_ip: HashMap::new(),
             next_sweep: Instant::now(),
@@ -325,6 +332,9 @@ impl Server {
     fn turn(&mut self, events: &Events, scratch: &mut [u8]) {
         let now = Instant::now();
         let mut ready = mem::take(&mut self.needs_service);
+        if self.core.pacer.may_run(now) {
+            ready.append(&mut self.bulk_waiting);
+        }
         let mut writable = Vec::new();
         let mut accept_ready = self.accept_paused_until.is_some_and(|until| until <= now);
         for event in events {
@@ -372,6 +382,11 @@ impl Server {
         }
         for &key in &ready {
             if let Some(connection) = self.connections.get_mut(key) {
+                let bulk = connection.bulk_reading();
+                let started = Instant::now();
+                if bulk && !env.core.pacer.may_run(started) {
+                    continue;
+                }
                 // A bug that client input reaches closes that connection, not the server.
                 let served = panic::catch_unwind(AssertUnwindSafe(|| {
                     connection.on_readable(&mut env, scratch)
@@ -379,6 +394,9 @@ impl Server {
                 if served.is_err() {
                     log::error!("{}: internal error; closing", connection.peer());
                     connection.force_close();
+                }
+                if bulk {
+                    env.core.pacer.ran(started, Instant::now());
                 }
             }
         }
@@ -513,7 +531,16 @@ impl Server {
             let Some(connection) = self.connections.get_mut(key) else {
                 continue;
             };
+            let bulk = connection.bulk_writing();
+            let started = Instant::now();
+            if bulk && !self.core.pacer.may_run(started) {
+                self.bulk_waiting.push(key);
+                continue;
+            }
             connection.flush(&mut self.delivered, &mut self.core.timers, linger_until);
+            if bulk {
+                self.core.pacer.ran(started, Instant::now());
+            }
             if connection.is_closed() {
                 closed.push(key);
                 continue;
@@ -526,7 +553,12 @@ impl Server {
                 closed.push(key);
                 continue;
             }
-            if connection.wants_service() {
+            if !connection.wants_service() {
+                continue;
+            }
+            if connection.is_bulk() && !self.core.pacer.may_run(Instant::now()) {
+                self.bulk_waiting.push(key);
+            } else {
                 self.needs_service.push(key);
             }
         }
@@ -635,6 +667,7 @@ impl Server {
             self.accept_paused_until,
             self.shutdown_deadline,
             self.delete_retry_at.filter(|_| !self.delivered.is_empty()),
+            Some(self.core.pacer.wake_at()).filter(|_| !self.bulk_waiting.is_empty()),
         ]
         .into_iter()
         .flatten()

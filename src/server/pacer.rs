@@ -1,0 +1,102 @@
+//! Sharing the event loop between bulk transfers and everyone else.
+//!
+//! A client streaming a 4 GiB file could take every turn's time, and with it the CPU and
+//! the disk that the other clients' small requests need. While other requests are being
+//! served, bulk work (an upload's content, a spooled reply) may use at most a set share of
+//! the loop's time: after each bulk slice, bulk waits in proportion to what the slice took.
+//! With no one else active, bulk transfers run at full speed.
+
+use std::time::{Duration, Instant};
+
+/// Bulk work waits this many times as long as it ran, while others are active: it gets
+/// 1 / (1 + this) of the loop's time.
+const WAIT_PER_BULK_TIME: u32 = 3;
+/// Other clients count as active for this long after their last request.
+const ACTIVE_WINDOW: Duration = Duration::from_millis(5);
+
+#[derive(Debug)]
+pub(crate) struct BulkPacer {
+    /// When a request other than a bulk transfer was last served.
+    last_request: Option<Instant>,
+    /// Bulk work waits until then while others are active.
+    resume_at: Instant,
+}
+
+impl BulkPacer {
+    pub fn new(now: Instant) -> BulkPacer {
+        BulkPacer {
+            last_request: None,
+            resume_at: now,
+        }
+    }
+
+    /// A request other than a bulk transfer was served at `now`.
+    pub fn saw_request(&mut self, now: Instant) {
+        self.last_request = Some(now);
+    }
+
+    fn others_active(&self, now: Instant) -> bool {
+        self.last_request
+            .is_some_and(|at| now.saturating_duration_since(at) < ACTIVE_WINDOW)
+    }
+
+    /// Whether bulk work may run at `now`.
+    pub fn may_run(&self, now: Instant) -> bool {
+        now >= self.resume_at || !self.others_active(now)
+    }
+
+    /// When bulk work that may not run now may run: when its wait ends, or when the others
+    /// have gone quiet.
+    pub fn wake_at(&self) -> Instant {
+        let quiet_at = self
+            .last_request
+            .map_or(self.resume_at, |at| at + ACTIVE_WINDOW);
+        self.resume_at.min(quiet_at)
+    }
+
+    /// Bulk work ran from `started` until `now`.
+    pub fn ran(&mut self, started: Instant, now: Instant) {
+        if self.others_active(now) {
+            self.resume_at = now + now.saturating_duration_since(started) * WAIT_PER_BULK_TIME;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_runs_freely_while_no_one_else_is_active() {
+        let start = Instant::now();
+        let mut pacer = BulkPacer::new(start);
+        pacer.ran(start, start + Duration::from_millis(10));
+        assert!(pacer.may_run(start + Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn bulk_waits_in_proportion_to_its_work_while_others_are_active() {
+        let start = Instant::now();
+        let mut pacer = BulkPacer::new(start);
+        let ms = |n| start + Duration::from_millis(n);
+        pacer.saw_request(ms(1));
+        pacer.ran(ms(1), ms(2));
+        assert!(!pacer.may_run(ms(3)));
+        pacer.saw_request(ms(4));
+        assert!(!pacer.may_run(ms(4)));
+        assert_eq!(pacer.wake_at(), ms(5));
+        assert!(pacer.may_run(ms(5)));
+    }
+
+    #[test]
+    fn bulk_resumes_once_the_others_go_quiet() {
+        let start = Instant::now();
+        let mut pacer = BulkPacer::new(start);
+        let ms = |n| start + Duration::from_millis(n);
+        pacer.saw_request(ms(0));
+        pacer.ran(ms(0), ms(4));
+        assert!(!pacer.may_run(ms(4)));
+        assert_eq!(pacer.wake_at(), ms(5));
+        assert!(pacer.may_run(ms(5)));
+    }
+}
