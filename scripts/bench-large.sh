@@ -5,7 +5,9 @@
 #      against a raw loopback copy and a disk write of the same bytes, reporting the server's
 #      peak resident memory during each transfer;
 #   2. runs CLIENTS clients of send-pull with messageu-bench, alone and then while the same
-#      transfer repeats beside them, and prints both rows.
+#      transfer repeats beside them, ROUNDS times alternately, prints every row, the share of
+#      throughput the clients kept in each round and its median, and the rates of the
+#      transfers that completed beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,7 @@ SIZE=${SIZE:-1073741824}
 CLIENTS=${CLIENTS:-50}
 DURATION=${DURATION:-8}
 DURABILITY=${DURABILITY:-full}
+ROUNDS=${ROUNDS:-3}
 
 cargo build --release --bin messageu-server --bin messageu-bench --example large_file >&2
 # SERVER_BIN measures another build (or another MessageU server) with the same tools.
@@ -51,9 +54,38 @@ bench() {
     "$bench_bin" --addr "$addr" --clients "$CLIENTS" --mix send-pull --duration "$DURATION" \
         --no-floor --markdown --durability-label "$1"
 }
+# Transfers back to back, each logging its rates, until stopped (with the one in progress).
+transfers() {
+    trap 'kill "$child" 2>/dev/null; exit 0' TERM
+    while true; do
+        "$transfer_bin" --addr "$addr" --size "$SIZE" --no-floor >>"$work/transfers.md" &
+        child=$!
+        wait "$child"
+    done
+}
 "$bench_bin" --markdown-header
-bench "$DURABILITY, alone"
-# The transfer repeats for the whole window, so every measured request meets it.
-(while true; do "$transfer_bin" --addr "$addr" --size "$SIZE" --no-floor >/dev/null; done) &
-transfers_pid=$!
-bench "$DURABILITY, beside $SIZE-byte transfers"
+for _ in $(seq "$ROUNDS"); do
+    bench "$DURABILITY, alone"
+    transfers &
+    transfers_pid=$!
+    bench "$DURABILITY, beside $SIZE-byte transfers"
+    kill "$transfers_pid"
+    wait "$transfers_pid" || true
+    transfers_pid=
+done | tee "$work/rows.md"
+
+median() { sort -n | awk '{v[NR] = $1} END {if (NR) print v[int((NR + 1) / 2)]; else print "-"}'; }
+echo
+awk -F'|' '$5 ~ /send/ {
+    gsub(/ /, "", $6)
+    if ($4 ~ /alone/) alone = $6; else printf "%.2f\n", $6 / alone
+}' "$work/rows.md" >"$work/kept"
+echo "Throughput the $CLIENTS clients kept beside the transfers, per round (beside / alone just before):" \
+    "$(tr '\n' ' ' <"$work/kept")-> median $(median <"$work/kept")."
+for op in send pull; do
+    awk -F'|' -v op="$op" '$2 ~ " " op " " {gsub(/ /, "", $3); print $3}' "$work/transfers.md" \
+        >"$work/$op.rates"
+done
+echo "Transfers completed beside the clients: $(wc -l <"$work/send.rates") sends (median" \
+    "$(median <"$work/send.rates") MiB/s), $(wc -l <"$work/pull.rates") pulls (median" \
+    "$(median <"$work/pull.rates") MiB/s)."

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 const WAIT_PER_BULK_TIME: u32 = 3;
 /// Other clients count as active for this long after their last request.
 const ACTIVE_WINDOW: Duration = Duration::from_millis(5);
+/// The disk counts as free for an upload's early writeback once no other request has been
+/// served for this long: longer than the others' pauses while their log flush is slow.
+const QUIET_FOR_WRITEBACK: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 pub(crate) struct BulkPacer {
@@ -36,8 +39,17 @@ impl BulkPacer {
     }
 
     fn others_active(&self, now: Instant) -> bool {
+        self.quiet_for(now) < ACTIVE_WINDOW
+    }
+
+    /// Whether an upload may write back early at `now`: no one else needs the disk.
+    pub fn disk_free(&self, now: Instant) -> bool {
+        self.quiet_for(now) >= QUIET_FOR_WRITEBACK
+    }
+
+    fn quiet_for(&self, now: Instant) -> Duration {
         self.last_request
-            .is_some_and(|at| now.saturating_duration_since(at) < ACTIVE_WINDOW)
+            .map_or(Duration::MAX, |at| now.saturating_duration_since(at))
     }
 
     /// Whether bulk work may run at `now`.
@@ -86,6 +98,17 @@ mod tests {
         assert!(!pacer.may_run(ms(4)));
         assert_eq!(pacer.wake_at(), ms(5));
         assert!(pacer.may_run(ms(5)));
+    }
+
+    #[test]
+    fn the_disk_is_free_for_writeback_only_after_a_longer_quiet() {
+        let start = Instant::now();
+        let mut pacer = BulkPacer::new(start);
+        let ms = |n| start + Duration::from_millis(n);
+        assert!(pacer.disk_free(ms(0)));
+        pacer.saw_request(ms(0));
+        assert!(!pacer.disk_free(ms(10)) && pacer.may_run(ms(10)));
+        assert!(pacer.disk_free(ms(50)));
     }
 
     #[test]

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread;
 
 use super::StoreError;
 
@@ -89,6 +90,8 @@ impl Spool {
             reserved: Arc::clone(&self.reserved),
             durable: self.durable,
             keep: false,
+            written_back: 0,
+            writing_back: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -164,7 +167,14 @@ pub struct Upload {
     reserved: Arc<AtomicU64>,
     durable: bool,
     keep: bool,
+    /// Where the last early writeback ended.
+    written_back: u64,
+    /// An early writeback is running.
+    writing_back: Arc<AtomicBool>,
 }
+
+/// Bytes of a durable upload that arrive between two early writebacks.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
 
 impl Upload {
     /// Appends the next bytes of the content; the caller never passes more than
@@ -175,6 +185,32 @@ impl Upload {
         self.reserved
             .fetch_sub(bytes.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Starts making what has arrived durable on another thread while the rest arrives, so
+    /// that the final sync has little left to do. The caller does so only while no one else
+    /// is waiting on the disk: each writeback delays the database's log flushes.
+    pub fn write_back_early(&mut self) {
+        if !self.durable
+            || self.written - self.written_back < WRITEBACK_CHUNK
+            || self.writing_back.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        self.written_back = self.written;
+        let writing_back = Arc::clone(&self.writing_back);
+        let started = self.file.try_clone().and_then(|file| {
+            thread::Builder::new()
+                .name("spool-writeback".into())
+                .spawn(move || {
+                    // Only an early start: the final sync reports what fails.
+                    let _ = file.sync_data();
+                    writing_back.store(false, Ordering::Release);
+                })
+        });
+        if started.is_err() {
+            self.writing_back.store(false, Ordering::Release);
+        }
     }
 
     pub fn remaining(&self) -> u64 {
@@ -255,6 +291,28 @@ mod tests {
         assert_eq!(content, "hello");
         spool.remove(&name);
         assert!(spool.open_content(&name).is_err());
+    }
+
+    #[test]
+    fn early_writeback_starts_once_a_chunk_has_arrived_and_only_when_durable() {
+        let (dir, spool) = spool(0);
+        let chunk = vec![7; WRITEBACK_CHUNK as usize];
+        let mut upload = spool.start(3 * WRITEBACK_CHUNK).unwrap();
+        upload.write(&chunk[..1000]).unwrap();
+        upload.write_back_early();
+        assert_eq!(upload.written_back, 0, "less than a chunk waits");
+        upload.write(&chunk).unwrap();
+        upload.write_back_early();
+        assert_eq!(upload.written_back, WRITEBACK_CHUNK + 1000);
+        while upload.writing_back.load(Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+
+        let not_durable = Spool::open(&dir.path().join("other"), 0, false).unwrap();
+        let mut upload = not_durable.start(WRITEBACK_CHUNK).unwrap();
+        upload.write(&chunk).unwrap();
+        upload.write_back_early();
+        assert_eq!(upload.written_back, 0);
     }
 
     #[test]
