@@ -19,8 +19,8 @@ use super::StoreError;
 /// The spool folder of one database.
 pub struct Spool {
     dir: PathBuf,
-    /// Bytes that uploads in progress have announced but not yet written: the free space
-    /// they will take.
+    /// Bytes that uploads in progress have announced but not yet written, on a file system
+    /// that could not allocate them up front: the free space they will take.
     reserved: Arc<AtomicU64>,
     /// Free space an upload must leave on the disk, for the database and everything else.
     min_free: u64,
@@ -79,20 +79,32 @@ impl Spool {
             .create_new(true)
             .open(&path)
             .map_err(error)?;
-        self.reserved.fetch_add(len, Ordering::Relaxed);
-        Ok(Upload {
+        let mut upload = Upload {
             file,
             name,
             path,
             dir: self.dir.clone(),
             len,
             written: 0,
-            reserved: Arc::clone(&self.reserved),
+            reserved: None,
             durable: self.durable,
             keep: false,
             written_back: 0,
             writing_back: Arc::new(AtomicBool::new(false)),
-        })
+        };
+        // Dropped on failure, the upload removes its file.
+        match upload.allocate() {
+            Ok(true) => {}
+            Ok(false) => {
+                self.reserved.fetch_add(len, Ordering::Relaxed);
+                upload.reserved = Some(Arc::clone(&self.reserved));
+            }
+            Err(source) if source.kind() == io::ErrorKind::StorageFull => {
+                return Err(StoreError::NoSpace { len, available });
+            }
+            Err(source) => return Err(error(source)),
+        }
+        Ok(upload)
     }
 
     /// Opens the content of a stored message for reading.
@@ -164,7 +176,9 @@ pub struct Upload {
     dir: PathBuf,
     len: u64,
     written: u64,
-    reserved: Arc<AtomicU64>,
+    /// The spool's count of announced bytes, when this upload's are in it (its blocks could
+    /// not be allocated up front).
+    reserved: Option<Arc<AtomicU64>>,
     durable: bool,
     keep: bool,
     /// Where the last early writeback ended.
@@ -177,13 +191,26 @@ pub struct Upload {
 const WRITEBACK_CHUNK: u64 = 8 << 20;
 
 impl Upload {
+    /// Allocates the content's blocks before it arrives: another writer on the disk cannot
+    /// then make the upload fail half-way, and the writes skip allocating blocks. Returns
+    /// false on a file system that cannot allocate ahead (no fallocate).
+    fn allocate(&self) -> io::Result<bool> {
+        if self.len == 0 {
+            return Ok(true);
+        }
+        match fs4::fs_std::FileExt::allocate(&self.file, self.len) {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == io::ErrorKind::Unsupported => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Appends the next bytes of the content; the caller never passes more than
     /// [`Upload::remaining`].
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.file.write_all(bytes)?;
         self.written += bytes.len() as u64;
-        self.reserved
-            .fetch_sub(bytes.len() as u64, Ordering::Relaxed);
+        self.unreserve(bytes.len() as u64);
         Ok(())
     }
 
@@ -240,6 +267,12 @@ impl Upload {
         Ok(())
     }
 
+    fn unreserve(&self, len: u64) {
+        if let Some(reserved) = &self.reserved {
+            reserved.fetch_sub(len, Ordering::Relaxed);
+        }
+    }
+
     /// The row naming this file has committed: the file now belongs to the message.
     pub fn keep(mut self) {
         self.keep = true;
@@ -248,7 +281,7 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        self.reserved.fetch_sub(self.remaining(), Ordering::Relaxed);
+        self.unreserve(self.remaining());
         if !self.keep {
             if let Err(error) = fs::remove_file(&self.path) {
                 log::warn!("cannot remove {}: {error}", self.path.display());
@@ -273,7 +306,11 @@ mod tests {
         let mut upload = spool.start(10).unwrap();
         upload.write(b"hello").unwrap();
         assert_eq!(upload.remaining(), 5);
-        assert_eq!(spool.reserved.load(Ordering::Relaxed), 5);
+        // Allocated up front where the file system can (as the test folder's can), counted
+        // in the spool's reservations where it cannot.
+        let announced = if upload.reserved.is_some() { 5 } else { 0 };
+        assert_eq!(spool.reserved.load(Ordering::Relaxed), announced);
+        assert!(upload.reserved.is_some() || fs::metadata(&upload.path).unwrap().len() == 10);
         drop(upload);
         assert_eq!(fs::read_dir(spool.dir()).unwrap().count(), 0);
         assert_eq!(spool.reserved.load(Ordering::Relaxed), 0);
