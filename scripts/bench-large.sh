@@ -48,6 +48,13 @@ addr=127.0.0.1:$port
 echo "Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; $(uname -sr); durability $DURABILITY."
 echo
 "$transfer_bin" --addr "$addr" --size "$SIZE" --server-pid "$server_pid" --disk-dir "$work"
+# The disk's best durable write of the same size, as dd does it: O_DIRECT, then fdatasync
+# (a file system without O_DIRECT reports an error instead).
+dd_rate=$(dd if=/dev/zero of="$work/dd" bs=1M count=$((SIZE >> 20)) oflag=direct conv=fdatasync \
+    2>&1 | tail -n 1)
+rm -f "$work/dd"
+echo
+echo "Disk floor, dd O_DIRECT + fdatasync: $dd_rate"
 echo
 
 bench() {

@@ -78,48 +78,49 @@ impl BulkPacer {
 mod tests {
     use super::*;
 
+    /// A pacer and a clock: `at(n)` is n ms after the pacer's start.
+    fn pacer() -> (BulkPacer, impl Fn(u64) -> Instant) {
+        let start = Instant::now();
+        (BulkPacer::new(start), move |ms| {
+            start + Duration::from_millis(ms)
+        })
+    }
+
     #[test]
     fn bulk_runs_freely_while_no_one_else_is_active() {
-        let start = Instant::now();
-        let mut pacer = BulkPacer::new(start);
-        pacer.ran(start, start + Duration::from_millis(10));
-        assert!(pacer.may_run(start + Duration::from_millis(10)));
+        let (mut pacer, at) = pacer();
+        pacer.ran(at(0), at(10));
+        assert!(pacer.may_run(at(10)));
     }
 
     #[test]
     fn bulk_waits_in_proportion_to_its_work_while_others_are_active() {
-        let start = Instant::now();
-        let mut pacer = BulkPacer::new(start);
-        let ms = |n| start + Duration::from_millis(n);
-        pacer.saw_request(ms(1));
-        pacer.ran(ms(1), ms(2));
-        assert!(!pacer.may_run(ms(3)));
-        pacer.saw_request(ms(4));
-        assert!(!pacer.may_run(ms(4)));
-        assert_eq!(pacer.wake_at(), ms(5));
-        assert!(pacer.may_run(ms(5)));
-    }
-
-    #[test]
-    fn the_disk_is_free_for_writeback_only_after_a_longer_quiet() {
-        let start = Instant::now();
-        let mut pacer = BulkPacer::new(start);
-        let ms = |n| start + Duration::from_millis(n);
-        assert!(pacer.disk_free(ms(0)));
-        pacer.saw_request(ms(0));
-        assert!(!pacer.disk_free(ms(10)) && pacer.may_run(ms(10)));
-        assert!(pacer.disk_free(ms(50)));
+        let (mut pacer, at) = pacer();
+        pacer.saw_request(at(1));
+        pacer.ran(at(1), at(2));
+        assert!(!pacer.may_run(at(3)));
+        pacer.saw_request(at(4));
+        assert!(!pacer.may_run(at(4)));
+        assert_eq!(pacer.wake_at(), at(5));
+        assert!(pacer.may_run(at(5)));
     }
 
     #[test]
     fn bulk_resumes_once_the_others_go_quiet() {
-        let start = Instant::now();
-        let mut pacer = BulkPacer::new(start);
-        let ms = |n| start + Duration::from_millis(n);
-        pacer.saw_request(ms(0));
-        pacer.ran(ms(0), ms(4));
-        assert!(!pacer.may_run(ms(4)));
-        assert_eq!(pacer.wake_at(), ms(5));
-        assert!(pacer.may_run(ms(5)));
+        let (mut pacer, at) = pacer();
+        pacer.saw_request(at(0));
+        pacer.ran(at(0), at(4));
+        assert!(!pacer.may_run(at(4)));
+        assert_eq!(pacer.wake_at(), at(5));
+        assert!(pacer.may_run(at(5)));
+    }
+
+    #[test]
+    fn the_disk_is_free_for_writeback_only_after_a_longer_quiet() {
+        let (mut pacer, at) = pacer();
+        assert!(pacer.disk_free(at(0)));
+        pacer.saw_request(at(0));
+        assert!(!pacer.disk_free(at(10)) && pacer.may_run(at(10)));
+        assert!(pacer.disk_free(at(50)));
     }
 }
