@@ -361,6 +361,10 @@ impl Server {
 
         ready.sort_unstable();
         ready.dedup();
+        // Decided once per turn, so that every bulk transfer ready now gets its slice, not
+        // only the first one.
+        let bulk_allowed = self.core.pacer.may_run(now);
+        let mut bulk_time = Duration::ZERO;
         let mut batch = Batch::default();
         let mut env = Env {
             core: &mut self.core,
@@ -383,10 +387,10 @@ impl Server {
         for &key in &ready {
             if let Some(connection) = self.connections.get_mut(key) {
                 let bulk = connection.bulk_reading();
-                let started = Instant::now();
-                if bulk && !env.core.pacer.may_run(started) {
+                if bulk && !bulk_allowed {
                     continue;
                 }
+                let started = bulk.then(Instant::now);
                 // A bug that client input reaches closes that connection, not the server.
                 let served = panic::catch_unwind(AssertUnwindSafe(|| {
                     connection.on_readable(&mut env, scratch)
@@ -395,11 +399,12 @@ impl Server {
                     log::error!("{}: internal error; closing", connection.peer());
                     connection.force_close();
                 }
-                if bulk {
-                    env.core.pacer.ran(started, Instant::now());
+                if let Some(started) = started {
+                    bulk_time += started.elapsed();
                 }
             }
         }
+        env.core.pacer.ran(bulk_time, Instant::now());
         let expired = env.core.timers.expired(now);
         for &key in &expired {
             if let Some(connection) = self.connections.get_mut(key) {
@@ -527,19 +532,22 @@ impl Server {
         keys.dedup();
         let linger_until = now + self.core.config.linger;
         let mut closed = Vec::new();
+        let bulk_allowed = self.core.pacer.may_run(Instant::now());
+        let mut bulk_time = Duration::ZERO;
+        let mut wanting = Vec::new();
         for key in keys {
             let Some(connection) = self.connections.get_mut(key) else {
                 continue;
             };
             let bulk = connection.bulk_writing();
-            let started = Instant::now();
-            if bulk && !self.core.pacer.may_run(started) {
+            if bulk && !bulk_allowed {
                 self.bulk_waiting.push(key);
                 continue;
             }
+            let started = bulk.then(Instant::now);
             connection.flush(&mut self.delivered, &mut self.core.timers, linger_until);
-            if bulk {
-                self.core.pacer.ran(started, Instant::now());
+            if let Some(started) = started {
+                bulk_time += started.elapsed();
             }
             if connection.is_closed() {
                 closed.push(key);
@@ -553,10 +561,15 @@ impl Server {
                 closed.push(key);
                 continue;
             }
-            if !connection.wants_service() {
-                continue;
+            if connection.wants_service() {
+                wanting.push((key, connection.is_bulk()));
             }
-            if connection.is_bulk() && !self.core.pacer.may_run(Instant::now()) {
+        }
+        let done = Instant::now();
+        self.core.pacer.ran(bulk_time, done);
+        let bulk_allowed = self.core.pacer.may_run(done);
+        for (key, bulk) in wanting {
+            if bulk && !bulk_allowed {
                 self.bulk_waiting.push(key);
             } else {
                 self.needs_service.push(key);

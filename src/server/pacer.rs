@@ -66,10 +66,10 @@ impl BulkPacer {
         self.resume_at.min(quiet_at)
     }
 
-    /// Bulk work ran from `started` until `now`.
-    pub fn ran(&mut self, started: Instant, now: Instant) {
-        if self.others_active(now) {
-            self.resume_at = now + now.saturating_duration_since(started) * WAIT_PER_BULK_TIME;
+    /// Bulk work ran for `time`, ending at `now`.
+    pub fn ran(&mut self, time: Duration, now: Instant) {
+        if !time.is_zero() && self.others_active(now) {
+            self.resume_at = now + time * WAIT_PER_BULK_TIME;
         }
     }
 }
@@ -89,7 +89,7 @@ mod tests {
     #[test]
     fn bulk_runs_freely_while_no_one_else_is_active() {
         let (mut pacer, at) = pacer();
-        pacer.ran(at(0), at(10));
+        pacer.ran(Duration::from_millis(10), at(10));
         assert!(pacer.may_run(at(10)));
     }
 
@@ -97,7 +97,7 @@ mod tests {
     fn bulk_waits_in_proportion_to_its_work_while_others_are_active() {
         let (mut pacer, at) = pacer();
         pacer.saw_request(at(1));
-        pacer.ran(at(1), at(2));
+        pacer.ran(Duration::from_millis(1), at(2));
         assert!(!pacer.may_run(at(3)));
         pacer.saw_request(at(4));
         assert!(!pacer.may_run(at(4)));
@@ -109,7 +109,7 @@ mod tests {
     fn bulk_resumes_once_the_others_go_quiet() {
         let (mut pacer, at) = pacer();
         pacer.saw_request(at(0));
-        pacer.ran(at(0), at(4));
+        pacer.ran(Duration::from_millis(4), at(4));
         assert!(!pacer.may_run(at(4)));
         assert_eq!(pacer.wake_at(), at(5));
         assert!(pacer.may_run(at(5)));
