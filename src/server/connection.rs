@@ -93,16 +93,16 @@ struct InboundUpload {
 }
 
 impl InboundUpload {
-    /// Takes the content bytes at the start of `bytes`; returns how many. With
-    /// `write_back`, what has arrived starts going to the disk while the rest arrives.
-    fn feed(&mut self, bytes: &[u8], write_back: bool, peer: SocketAddr) -> usize {
+    /// Takes the content bytes at the start of `bytes`; returns how many. Each
+    /// `writeback_step` bytes, what has arrived starts going to the disk while the rest
+    /// arrives.
+    fn feed(&mut self, bytes: &[u8], writeback_step: u64, peer: SocketAddr) -> usize {
         let taken = bytes
             .len()
             .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         if let Ok(upload) = &mut self.sink {
             match upload.write(&bytes[..taken]) {
-                Ok(()) if write_back => upload.write_back_early(),
-                Ok(()) => {}
+                Ok(()) => upload.write_back_early(writeback_step),
                 Err(error) => {
                     log::warn!("{peer}: cannot write an uploaded content: {error}");
                     self.sink = Err(HandlerError::Upload(error));
@@ -334,8 +334,8 @@ impl Connection {
                     self.last_read = env.now;
                     if self.state == State::Open {
                         self.request_started.get_or_insert(env.now);
-                        let write_back = env.core.pacer.disk_free(env.now);
-                        let rest = self.feed_upload_directly(&scratch[..n], write_back);
+                        let writeback_step = env.core.pacer.writeback_step(env.now);
+                        let rest = self.feed_upload_directly(&scratch[..n], writeback_step);
                         self.input.extend_from_slice(rest);
                         self.process(env);
                     } else {
@@ -354,14 +354,14 @@ impl Connection {
 
     /// Content bytes that arrive while nothing else is buffered go straight to the upload,
     /// without a copy into the input buffer. Returns the bytes left over.
-    fn feed_upload_directly<'b>(&mut self, bytes: &'b [u8], write_back: bool) -> &'b [u8] {
+    fn feed_upload_directly<'b>(&mut self, bytes: &'b [u8], writeback_step: u64) -> &'b [u8] {
         let Some(upload) = self.upload.as_mut() else {
             return bytes;
         };
         if self.input_start < self.input.len() {
             return bytes;
         }
-        let taken = upload.feed(bytes, write_back, self.peer);
+        let taken = upload.feed(bytes, writeback_step, self.peer);
         self.consumed += taken as u64;
         &bytes[taken..]
     }
@@ -485,8 +485,8 @@ impl Connection {
         }
         loop {
             if let Some(upload) = self.upload.as_mut() {
-                let write_back = env.core.pacer.disk_free(env.now);
-                let taken = upload.feed(&self.input[self.input_start..], write_back, self.peer);
+                let writeback_step = env.core.pacer.writeback_step(env.now);
+                let taken = upload.feed(&self.input[self.input_start..], writeback_step, self.peer);
                 let (whole, frame) = (upload.remaining == 0, upload.frame());
                 self.consume(taken);
                 return whole.then_some((frame, 0));

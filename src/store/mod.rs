@@ -164,3 +164,14 @@ pub trait Store: Send {
 
 /// Bytes a message takes in a pull reply besides its content: sender, id, type, size.
 pub const PULLED_MESSAGE_HEADER_LEN: usize = 16 + 4 + 1 + 4;
+
+/// Waits (up to 5 s) until `condition` holds: for files the spool removes in the background.
+#[cfg(test)]
+pub(crate) fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

@@ -9,8 +9,10 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::mem;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread;
 
@@ -25,6 +27,40 @@ pub struct Spool {
     /// Free space an upload must leave on the disk, for the database and everything else.
     min_free: u64,
     durable: bool,
+    remover: Remover,
+}
+
+/// Removes spool files on a thread of its own. Unlinking a large file also drops its cached
+/// pages, about 200 ms per GiB on the development machine: on the event loop that would
+/// stall every client. A removal still pending at exit leaves a file that no row names,
+/// which the next start-up removes.
+#[derive(Clone)]
+struct Remover(Sender<PathBuf>);
+
+impl Remover {
+    fn start() -> io::Result<Remover> {
+        let (paths, queue) = mpsc::channel::<PathBuf>();
+        thread::Builder::new()
+            .name("spool-remove".into())
+            .spawn(move || {
+                for path in queue {
+                    remove_file(&path);
+                }
+            })?;
+        Ok(Remover(paths))
+    }
+
+    fn remove(&self, path: PathBuf) {
+        if let Err(mpsc::SendError(path)) = self.0.send(path) {
+            remove_file(&path);
+        }
+    }
+}
+
+fn remove_file(path: &Path) {
+    if let Err(error) = fs::remove_file(path) {
+        log::warn!("cannot remove {}: {error}", path.display());
+    }
 }
 
 impl Spool {
@@ -34,15 +70,18 @@ impl Spool {
         let mut dir = database.as_os_str().to_owned();
         dir.push(".spool");
         let dir = PathBuf::from(dir);
-        fs::create_dir_all(&dir).map_err(|source| StoreError::File {
+        let error = |source| StoreError::File {
             path: dir.clone(),
             source,
-        })?;
+        };
+        fs::create_dir_all(&dir).map_err(error)?;
+        let remover = Remover::start().map_err(error)?;
         Ok(Spool {
             dir,
             reserved: Arc::new(AtomicU64::new(0)),
             min_free,
             durable,
+            remover,
         })
     }
 
@@ -91,6 +130,7 @@ impl Spool {
             keep: false,
             written_back: 0,
             writing_back: Arc::new(AtomicBool::new(false)),
+            remover: self.remover.clone(),
         };
         // Dropped on failure, the upload removes its file.
         match upload.allocate() {
@@ -113,14 +153,12 @@ impl Spool {
         File::open(&path).map_err(|source| StoreError::File { path, source })
     }
 
-    /// Removes the content of a deleted message; a failure only leaves a file that the next
-    /// start-up removes.
+    /// Removes the content of a deleted message, in the background; a failure only leaves
+    /// a file that the next start-up removes.
     pub fn remove(&self, name: &str) {
-        let removed = self.path(name).and_then(|path| {
-            fs::remove_file(&path).map_err(|source| StoreError::File { path, source })
-        });
-        if let Err(error) = removed {
-            log::warn!("{error}");
+        match self.path(name) {
+            Ok(path) => self.remover.remove(path),
+            Err(error) => log::warn!("{error}"),
         }
     }
 
@@ -185,10 +223,8 @@ pub struct Upload {
     written_back: u64,
     /// An early writeback is running.
     writing_back: Arc<AtomicBool>,
+    remover: Remover,
 }
-
-/// Bytes of a durable upload that arrive between two early writebacks.
-const WRITEBACK_CHUNK: u64 = 8 << 20;
 
 impl Upload {
     /// Allocates the content's blocks before it arrives: another writer on the disk cannot
@@ -214,12 +250,13 @@ impl Upload {
         Ok(())
     }
 
-    /// Starts making what has arrived durable on another thread while the rest arrives, so
-    /// that the final sync has little left to do. The caller does so only while no one else
-    /// is waiting on the disk: each writeback delays the database's log flushes.
-    pub fn write_back_early(&mut self) {
+    /// Starts making what has arrived durable on another thread while the rest arrives,
+    /// once `step` bytes have arrived since the last start, so that the final sync has
+    /// little left to do. The caller picks the step: each writeback delays the database's
+    /// log flushes by about the time it takes.
+    pub fn write_back_early(&mut self, step: u64) {
         if !self.durable
-            || self.written - self.written_back < WRITEBACK_CHUNK
+            || self.written - self.written_back < step
             || self.writing_back.swap(true, Ordering::AcqRel)
         {
             return;
@@ -283,9 +320,7 @@ impl Drop for Upload {
     fn drop(&mut self) {
         self.unreserve(self.remaining());
         if !self.keep {
-            if let Err(error) = fs::remove_file(&self.path) {
-                log::warn!("cannot remove {}: {error}", self.path.display());
-            }
+            self.remover.remove(mem::take(&mut self.path));
         }
     }
 }
@@ -293,6 +328,7 @@ impl Drop for Upload {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::eventually;
 
     fn spool(min_free: u64) -> (tempfile::TempDir, Spool) {
         let dir = tempfile::tempdir().unwrap();
@@ -312,8 +348,10 @@ mod tests {
         assert_eq!(spool.reserved.load(Ordering::Relaxed), announced);
         assert!(upload.reserved.is_some() || fs::metadata(&upload.path).unwrap().len() == 10);
         drop(upload);
-        assert_eq!(fs::read_dir(spool.dir()).unwrap().count(), 0);
         assert_eq!(spool.reserved.load(Ordering::Relaxed), 0);
+        eventually("the file is removed", || {
+            fs::read_dir(spool.dir()).unwrap().count() == 0
+        });
     }
 
     #[test]
@@ -327,28 +365,29 @@ mod tests {
         let content = io::read_to_string(spool.open_content(&name).unwrap()).unwrap();
         assert_eq!(content, "hello");
         spool.remove(&name);
-        assert!(spool.open_content(&name).is_err());
+        eventually("the file is removed", || spool.open_content(&name).is_err());
     }
 
     #[test]
     fn early_writeback_starts_once_a_chunk_has_arrived_and_only_when_durable() {
         let (dir, spool) = spool(0);
-        let chunk = vec![7; WRITEBACK_CHUNK as usize];
-        let mut upload = spool.start(3 * WRITEBACK_CHUNK).unwrap();
+        let step = 64 << 10;
+        let chunk = vec![7; step as usize];
+        let mut upload = spool.start(3 * step).unwrap();
         upload.write(&chunk[..1000]).unwrap();
-        upload.write_back_early();
-        assert_eq!(upload.written_back, 0, "less than a chunk waits");
+        upload.write_back_early(step);
+        assert_eq!(upload.written_back, 0, "less than a step waits");
         upload.write(&chunk).unwrap();
-        upload.write_back_early();
-        assert_eq!(upload.written_back, WRITEBACK_CHUNK + 1000);
+        upload.write_back_early(step);
+        assert_eq!(upload.written_back, step + 1000);
         while upload.writing_back.load(Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
 
         let not_durable = Spool::open(&dir.path().join("other"), 0, false).unwrap();
-        let mut upload = not_durable.start(WRITEBACK_CHUNK).unwrap();
+        let mut upload = not_durable.start(step).unwrap();
         upload.write(&chunk).unwrap();
-        upload.write_back_early();
+        upload.write_back_early(step);
         assert_eq!(upload.written_back, 0);
     }
 
