@@ -246,6 +246,72 @@ fn a_large_round_trip_and_a_client_that_never_pauses_both_make_progress() {
     );
 }
 
+/// Bulk reads and bulk writes share one admission per turn: a pull of a spooled content
+/// keeps flowing while another client streams an upload and a third never pauses.
+#[test]
+fn a_large_pull_flows_while_another_client_streams_an_upload() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let server = TestServer::start();
+    let mut client = server.connect();
+    let pair = register_pair(&mut client);
+    let (carol, dave) = (
+        client.register(EDITION, "carol"),
+        client.register(EDITION, "dave"),
+    );
+    let content = pattern(8 << 20, 10);
+    let id = client.send(EDITION, pair.alice, pair.bob, FILE, &content);
+    let stop = Arc::new(AtomicBool::new(false));
+    let chatter = thread::spawn({
+        let stop = Arc::clone(&stop);
+        let mut small = server.connect();
+        move || {
+            while !stop.load(Ordering::Relaxed) {
+                small.send(EDITION, carol, dave, 3, b"still here");
+                assert_eq!(small.pull(EDITION, dave).len(), 1);
+            }
+        }
+    });
+    // Cut short when the pull is done, so it leaves nothing stored.
+    const UPLOAD_LEN: usize = 256 << 20;
+    let streamed = Arc::new(AtomicUsize::new(0));
+    let uploader = thread::spawn({
+        let (stop, streamed) = (Arc::clone(&stop), Arc::clone(&streamed));
+        let mut up = server.connect();
+        let (alice, bob) = (pair.alice, pair.bob);
+        move || {
+            up.send_raw(&send_head(alice, bob, UPLOAD_LEN));
+            let chunk = vec![5; 1 << 20];
+            while !stop.load(Ordering::Relaxed)
+                && streamed.load(Ordering::Relaxed) < UPLOAD_LEN
+                && up.stream.write_all(&chunk).is_ok()
+            {
+                streamed.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+        }
+    });
+    wait_for("the upload is streaming", || {
+        streamed.load(Ordering::Relaxed) >= 8 << 20
+    });
+
+    let pulled = client.pull(EDITION, pair.bob);
+    let streamed_meanwhile = streamed.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    chatter
+        .join()
+        .expect("the small client's requests all succeed");
+    uploader.join().expect("the uploader stops");
+    assert!(pulled.len() == 1 && pulled[0].id == id && pulled[0].content == content);
+    // The pull and the upload get a slice each per admitted turn: 8 MiB go out while about as
+    // much comes in. Held back while the upload streamed, the pull ended only after it.
+    assert!(
+        streamed_meanwhile < UPLOAD_LEN,
+        "the pull waited for the whole upload"
+    );
+}
+
 #[test]
 fn a_disconnect_in_the_middle_of_a_large_pull_leaves_the_message_queued() {
     let server = TestServer::start();

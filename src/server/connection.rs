@@ -277,13 +277,14 @@ impl Connection {
 
     /// Whether the next write would send a spooled content: bulk work, paced.
     pub fn bulk_writing(&self) -> bool {
-        matches!(
-            self.output.front(),
-            Some(Outgoing {
-                data: Outbound::File { .. },
-                ..
-            })
-        )
+        self.state != State::Closed
+            && matches!(
+                self.output.front(),
+                Some(Outgoing {
+                    data: Outbound::File { .. },
+                    ..
+                })
+            )
     }
 
     pub fn is_bulk(&self) -> bool {

@@ -404,7 +404,6 @@ impl Server {
                 }
             }
         }
-        env.core.pacer.ran(bulk_time, Instant::now());
         let expired = env.core.timers.expired(now);
         for &key in &expired {
             if let Some(connection) = self.connections.get_mut(key) {
@@ -434,7 +433,7 @@ impl Server {
             ready.extend(self.on_flushed(flushed));
         }
         ready.extend(writable);
-        self.flush_and_sweep(ready, now);
+        self.flush_and_sweep(ready, now, bulk_allowed, bulk_time);
     }
 
     /// A log flush finished: releases the replies it made durable (or fails them, if it
@@ -526,14 +525,19 @@ impl Server {
     }
 
     /// Writes what each connection has released, reregisters interest, and removes the
-    /// connections that closed.
-    fn flush_and_sweep(&mut self, mut keys: Vec<usize>, now: Instant) {
+    /// connections that closed. Bulk writes follow the turn's admission, `bulk_allowed`, like
+    /// its bulk reads, which took `bulk_time`; the pacer is charged for both at once.
+    fn flush_and_sweep(
+        &mut self,
+        mut keys: Vec<usize>,
+        now: Instant,
+        bulk_allowed: bool,
+        mut bulk_time: Duration,
+    ) {
         keys.sort_unstable();
         keys.dedup();
         let linger_until = now + self.core.config.linger;
         let mut closed = Vec::new();
-        let bulk_allowed = self.core.pacer.may_run(Instant::now());
-        let mut bulk_time = Duration::ZERO;
         let mut wanting = Vec::new();
         for key in keys {
             let Some(connection) = self.connections.get_mut(key) else {
@@ -541,7 +545,7 @@ impl Server {
             };
             let bulk = connection.bulk_writing();
             if bulk && !bulk_allowed {
-                self.bulk_waiting.push(key);
+                wait_for_pacer(&mut self.bulk_waiting, key);
                 continue;
             }
             let started = bulk.then(Instant::now);
@@ -570,7 +574,7 @@ impl Server {
         let bulk_allowed = self.core.pacer.may_run(done);
         for (key, bulk) in wanting {
             if bulk && !bulk_allowed {
-                self.bulk_waiting.push(key);
+                wait_for_pacer(&mut self.bulk_waiting, key);
             } else {
                 self.needs_service.push(key);
             }
@@ -722,6 +726,13 @@ impl Server {
         self.core.store.close().map_err(ServerError::Close)?;
         log::info!("stopped");
         Ok(())
+    }
+}
+
+/// Queues a bulk transfer until the pacer lets bulk work run, once.
+fn wait_for_pacer(waiting: &mut Vec<usize>, key: usize) {
+    if !waiting.contains(&key) {
+        waiting.push(key);
     }
 }
 

@@ -77,10 +77,10 @@ impl BulkPacer {
         self.resume_at.min(quiet_at)
     }
 
-    /// Bulk work ran for `time`, ending at `now`.
+    /// Bulk work ran for `time`, ending at `now`. A wait already earned is never shortened.
     pub fn ran(&mut self, time: Duration, now: Instant) {
         if !time.is_zero() && self.others_active(now) {
-            self.resume_at = now + time * WAIT_PER_BULK_TIME;
+            self.resume_at = self.resume_at.max(now + time * WAIT_PER_BULK_TIME);
         }
     }
 }
@@ -114,6 +114,17 @@ mod tests {
         assert!(!pacer.may_run(at(4)));
         assert_eq!(pacer.wake_at(), at(5));
         assert!(pacer.may_run(at(5)));
+    }
+
+    #[test]
+    fn a_short_slice_never_shortens_a_longer_wait() {
+        let (mut pacer, at) = pacer();
+        pacer.saw_request(at(0));
+        pacer.ran(Duration::from_millis(3), at(3));
+        pacer.ran(Duration::from_millis(1), at(4));
+        pacer.saw_request(at(10));
+        assert!(!pacer.may_run(at(11)));
+        assert!(pacer.may_run(at(12)));
     }
 
     #[test]

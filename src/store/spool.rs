@@ -139,7 +139,12 @@ impl Spool {
                 self.reserved.fetch_add(len, Ordering::Relaxed);
                 upload.reserved = Some(Arc::clone(&self.reserved));
             }
-            Err(source) if source.kind() == io::ErrorKind::StorageFull => {
+            Err(source)
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                ) =>
+            {
                 return Err(StoreError::NoSpace { len, available });
             }
             Err(source) => return Err(error(source)),
