@@ -50,8 +50,8 @@ echo
 "$transfer_bin" --addr "$addr" --size "$SIZE" --server-pid "$server_pid" --disk-dir "$work"
 # The disk's best durable write of the same size, as dd does it: O_DIRECT, then fdatasync
 # (a file system without O_DIRECT reports an error instead).
-dd_rate=$(dd if=/dev/zero of="$work/dd" bs=1M count=$((SIZE >> 20)) oflag=direct conv=fdatasync \
-    2>&1 | tail -n 1)
+dd_rate=$( (dd if=/dev/zero of="$work/dd" bs=1M count=$((SIZE >> 20)) oflag=direct \
+    conv=fdatasync || true) 2>&1 | tail -n 1)
 rm -f "$work/dd"
 echo
 echo "Disk floor, dd O_DIRECT + fdatasync: $dd_rate"
@@ -61,9 +61,12 @@ bench() {
     "$bench_bin" --addr "$addr" --clients "$CLIENTS" --mix send-pull --duration "$DURATION" \
         --no-floor --markdown --durability-label "$1"
 }
-# Transfers back to back, each logging its rates, until stopped (with the one in progress).
+# Transfers back to back, each logging its rates, until stopped (with the one in progress);
+# one that fails is followed by the next.
 transfers() {
-    trap 'kill "$child" 2>/dev/null; exit 0' TERM
+    set +e
+    child=
+    trap '[ -n "$child" ] && kill "$child" 2>/dev/null; exit 0' TERM
     while true; do
         "$transfer_bin" --addr "$addr" --size "$SIZE" --no-floor >>"$work/transfers.md" &
         child=$!
@@ -79,7 +82,8 @@ for _ in $(seq "$ROUNDS"); do
     kill "$transfers_pid"
     wait "$transfers_pid" || true
     transfers_pid=
-done | tee "$work/rows.md"
+done >"$work/rows.md"
+cat "$work/rows.md"
 
 median() { sort -n | awk '{v[NR] = $1} END {if (NR) print v[int((NR + 1) / 2)]; else print "-"}'; }
 echo
