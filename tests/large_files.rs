@@ -6,6 +6,8 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -60,6 +62,30 @@ fn send_head(from: ClientId, to: ClientId, len: usize) -> Vec<u8> {
 struct Pair {
     alice: ClientId,
     bob: ClientId,
+}
+
+/// A client that exchanges small messages without pause (carol to dave, on a connection of
+/// its own) until `stop` is set; the thread returns how many it exchanged.
+fn chatter(
+    server: &TestServer,
+    client: &mut Client,
+    stop: &Arc<AtomicBool>,
+) -> thread::JoinHandle<usize> {
+    let (carol, dave) = (
+        client.register(EDITION, "carol"),
+        client.register(EDITION, "dave"),
+    );
+    let stop = Arc::clone(stop);
+    let mut small = server.connect();
+    thread::spawn(move || {
+        let mut exchanged = 0;
+        while !stop.load(Ordering::Relaxed) {
+            small.send(EDITION, carol, dave, 3, b"still here");
+            assert_eq!(small.pull(EDITION, dave).len(), 1);
+            exchanged += 1;
+        }
+        exchanged
+    })
 }
 
 fn register_pair(client: &mut Client) -> Pair {
@@ -200,30 +226,11 @@ fn other_clients_are_served_and_committed_while_an_upload_is_in_flight() {
 /// client that never stops sending small messages and a 32 MiB round trip both finish.
 #[test]
 fn a_large_round_trip_and_a_client_that_never_pauses_both_make_progress() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
     let server = TestServer::start();
     let mut client = server.connect();
     let pair = register_pair(&mut client);
-    let (carol, dave) = (
-        client.register(EDITION, "carol"),
-        client.register(EDITION, "dave"),
-    );
     let stop = Arc::new(AtomicBool::new(false));
-    let chatter = thread::spawn({
-        let stop = Arc::clone(&stop);
-        let mut small = server.connect();
-        move || {
-            let mut exchanged = 0;
-            while !stop.load(Ordering::Relaxed) {
-                small.send(EDITION, carol, dave, 3, b"still here");
-                assert_eq!(small.pull(EDITION, dave).len(), 1);
-                exchanged += 1;
-            }
-            exchanged
-        }
-    });
+    let chatter = chatter(&server, &mut client, &stop);
 
     let content = pattern(32 << 20, 9);
     let started = Instant::now();
@@ -251,29 +258,14 @@ fn a_large_round_trip_and_a_client_that_never_pauses_both_make_progress() {
 #[test]
 fn a_large_pull_flows_while_another_client_streams_an_upload() {
     use std::io::Write;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::Arc;
 
     let server = TestServer::start();
     let mut client = server.connect();
     let pair = register_pair(&mut client);
-    let (carol, dave) = (
-        client.register(EDITION, "carol"),
-        client.register(EDITION, "dave"),
-    );
     let content = pattern(8 << 20, 10);
     let id = client.send(EDITION, pair.alice, pair.bob, FILE, &content);
     let stop = Arc::new(AtomicBool::new(false));
-    let chatter = thread::spawn({
-        let stop = Arc::clone(&stop);
-        let mut small = server.connect();
-        move || {
-            while !stop.load(Ordering::Relaxed) {
-                small.send(EDITION, carol, dave, 3, b"still here");
-                assert_eq!(small.pull(EDITION, dave).len(), 1);
-            }
-        }
-    });
+    let chatter = chatter(&server, &mut client, &stop);
     // Cut short when the pull is done, so it leaves nothing stored.
     const UPLOAD_LEN: usize = 256 << 20;
     let streamed = Arc::new(AtomicUsize::new(0));
