@@ -32,7 +32,8 @@ pub struct Config {
     /// Free disk space an upload must leave; one that would not is refused before its
     /// content is read.
     pub min_free_space: u64,
-    /// Open connections at most; further ones are accepted and closed at once.
+    /// Open connections at most. At the cap, the longest-idle connection is closed to make
+    /// room for a new one; with none idle, the new one is accepted and closed at once.
     pub max_connections: usize,
     /// How long to wait for the rest of a partly arrived block of padding (protocol §4.3).
     pub padding_grace: Duration,
@@ -45,7 +46,9 @@ pub struct Config {
     /// content may stall), and how long unread replies may wait for the client to read on;
     /// past it the connection is closed.
     pub request_timeout: Duration,
-    /// How long a connection with nothing in progress may stay silent before it is closed.
+    /// How long a connection that has not yet completed a request may stay silent before it
+    /// is closed. Once one has, it is never closed for idling: persistent clients connect
+    /// once per session (protocol §4 rule 4).
     pub idle_timeout: Duration,
     /// Open connections from one IP address at most; more are accepted and closed at once.
     pub max_connections_per_ip: usize,

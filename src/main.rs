@@ -44,8 +44,9 @@ struct Cli {
     /// refused (9000) before its content is read.
     #[arg(long, default_value_t = config::DEFAULT_MIN_FREE_SPACE)]
     min_free_space: u64,
-    /// Most open client connections; more are accepted and closed at once. Default: as many
-    /// as the file-descriptor limit allows, after raising the soft limit to the hard one.
+    /// Most open client connections. At the cap, the longest-idle connection is closed to make
+    /// room for a new one (logged); with none idle, the new one is closed at once. Default: as
+    /// many as the file-descriptor limit allows, after raising the soft limit to the hard one.
     #[arg(long)]
     max_connections: Option<usize>,
     /// Most open connections from one IP address; more are accepted and closed at once.
@@ -56,7 +57,8 @@ struct Cli {
     /// replies may wait unread, before the connection is closed.
     #[arg(long, default_value_t = 30)]
     request_timeout: u64,
-    /// Seconds a connection with nothing in progress may stay silent before it is closed.
+    /// Seconds a connection that has not yet completed a request may stay silent before it
+    /// is closed. A connection that has completed one is never closed for idling.
     #[arg(long, default_value_t = 600)]
     idle_timeout: u64,
     /// Cap on the database file's size in bytes; sends that would pass it get 9000 while

@@ -31,14 +31,18 @@ fn closed_by_server(mut stream: TcpStream) -> bool {
 }
 
 #[test]
-fn connections_past_the_cap_are_closed_and_open_ones_keep_serving() {
+fn connections_past_the_cap_with_none_idle_are_closed_and_open_ones_keep_serving() {
     let server = TestServer::start_with(|config| config.max_connections = 3);
     let mut clients: Vec<Client> = (0..3).map(|_| server.connect()).collect();
     let me = clients[0].register(EDITION, "first");
-    // The server has surely accepted the three once each has been answered.
+    let list = request_bytes(me, list_code(), 0, &[]);
+    // The server has surely accepted the three once each has been answered; half a request
+    // then keeps each busy, so none can be closed to make room.
     for client in &mut clients {
         assert_eq!(client.call(me, list_code(), &[]).code, 2101);
+        client.send_raw(&list[..10]);
     }
+    thread::sleep(Duration::from_millis(100));
     let refused =
         TcpStream::connect(server.addr).expect("the kernel still completes the handshake");
     assert!(
@@ -46,7 +50,8 @@ fn connections_past_the_cap_are_closed_and_open_ones_keep_serving() {
         "a fourth connection must be closed"
     );
     for client in &mut clients {
-        assert_eq!(client.call(me, list_code(), &[]).code, 2101);
+        client.send_raw(&list[10..]);
+        assert_eq!(client.read_reply().code, 2101);
     }
     drop(clients.pop());
     // A slot freed: a new connection is served (retry while the server notices the close).

@@ -6,7 +6,7 @@ use crate::protocol::Reply;
 
 impl Handler for ListClients {
     fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
-        let mut reply = Reply::new(ctx.reply_code);
+        let mut reply = Reply::new(ctx.code.reply_code());
         let payload = reply.payload();
         ctx.store.list_clients(ctx.caller, &mut |id, name| {
             payload.extend_from_slice(&id.0);

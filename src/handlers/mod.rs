@@ -29,8 +29,10 @@ pub struct Context<'a> {
     pub now: SystemTime,
     /// The client id of the request header.
     pub caller: ClientId,
-    /// The code of a successful reply, in the request's edition.
-    pub reply_code: u16,
+    /// The client version byte of the request header.
+    pub client_version: u8,
+    /// The request's code: its operation, and the edition its reply is answered in.
+    pub code: RequestCode,
 }
 
 /// A handler's answer: the reply, and the messages it delivers, which the server deletes once

@@ -22,7 +22,7 @@ impl Handler for PullMessages {
             })
             .sum();
         let mut payload = Payload {
-            reply: Reply::with_capacity(ctx.reply_code, in_memory),
+            reply: Reply::with_capacity(ctx.code.reply_code(), in_memory),
             tail: Vec::new(),
         };
         let mut delivered = Vec::with_capacity(messages.len());

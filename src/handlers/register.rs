@@ -9,7 +9,7 @@ impl Handler for Register {
         let id = ctx
             .store
             .register_client(&self.name, &self.public_key, ctx.now)?;
-        let mut reply = Reply::with_capacity(ctx.reply_code, id.0.len());
+        let mut reply = Reply::with_capacity(ctx.code.reply_code(), id.0.len());
         reply.payload().extend_from_slice(&id.0);
         Ok(Response::new(reply))
     }

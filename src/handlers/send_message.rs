@@ -55,7 +55,7 @@ fn store(
         kind,
         content,
     })?;
-    let mut reply = Reply::with_capacity(ctx.reply_code, 20);
+    let mut reply = Reply::with_capacity(ctx.code.reply_code(), 20);
     reply.payload().extend_from_slice(&to.0);
     reply.payload().extend_from_slice(&id.0.to_le_bytes());
     Ok(Response::new(reply))

@@ -12,6 +12,11 @@ use super::codes::{Operation, RequestCode};
 use super::header::{RequestHeader, REQUEST_HEADER_LEN};
 use super::request::{SendHead, PUBLIC_KEY_REQUEST_LEN, REGISTER_PAYLOAD_LEN, SEND_HEADER_LEN};
 
+/// The largest payload a register, list, public-key or pull request may declare: far beyond
+/// any it could need (415 bytes at most), so a larger one is refused at once, whatever the
+/// maximum for sends (protocol §4 rule 6).
+pub const MAX_FIXED_PAYLOAD: u32 = 64 << 10;
+
 /// Bytes some clients declare beyond the send-message header: their struct had 3 alignment
 /// bytes that they never send.
 const SEND_ALIGNMENT_SLACK: u64 = 3;
@@ -56,6 +61,8 @@ pub enum FatalReason {
     SendSizeMismatch { declared: u32, content: u32 },
     #[error("content size {0} leaves no room for the pull reply's 25-byte message header")]
     ContentUndeliverable(u32),
+    #[error("declared payload size {declared} is far beyond any {operation:?} request's")]
+    FixedSizeTooLarge { operation: Operation, declared: u32 },
 }
 
 /// The largest content a pull reply can carry: its payload size (25 + N) is a u32.
@@ -75,6 +82,8 @@ pub enum Step {
 /// How the body of a request is delimited, decided from its header alone.
 enum BodyRule {
     Exact(RequestCode, usize),
+    /// A fixed-size operation announcing far more than it could need.
+    Refuse(RequestCode),
     SendMessage(RequestCode),
     Skip,
 }
@@ -117,6 +126,13 @@ impl FrameDecoder {
             return fatal(header, FatalReason::PayloadTooLarge(header.payload_size));
         }
         match body_rule(&header) {
+            BodyRule::Refuse(code) => fatal(
+                header,
+                FatalReason::FixedSizeTooLarge {
+                    operation: code.operation,
+                    declared: header.payload_size,
+                },
+            ),
             BodyRule::Exact(code, body_len) => exact(header, code, body_len, buf),
             BodyRule::SendMessage(code) => send_message(header, code, buf, self.upload_threshold),
             BodyRule::Skip if header.payload_size == 0 => Step::Frame {
@@ -165,6 +181,7 @@ fn body_rule(header: &RequestHeader) -> BodyRule {
             BodyRule::Exact(code, PUBLIC_KEY_REQUEST_LEN)
         }
         (Operation::SendMessage, _) => BodyRule::SendMessage(code),
+        _ if header.payload_size > MAX_FIXED_PAYLOAD => BodyRule::Refuse(code),
         _ => BodyRule::Skip,
     }
 }
@@ -366,6 +383,41 @@ mod tests {
         assert_eq!(
             FrameDecoder::new(MAX, THRESHOLD).decode(&bytes),
             fatal(header(603, MAX + 1), FatalReason::PayloadTooLarge(MAX + 1))
+        );
+    }
+
+    #[test]
+    fn fixed_size_requests_announcing_more_than_64_kib_are_fatal_at_once() {
+        let decoder = || FrameDecoder::new(u32::MAX, THRESHOLD);
+        for code in [600, 601, 602, 604, 1000, 1101, 702] {
+            let operation = RequestCode::from_wire(code).unwrap().operation;
+            for declared in [MAX_FIXED_PAYLOAD + 1, u32::MAX] {
+                let bytes = request(code, declared, &[]);
+                let reason = FatalReason::FixedSizeTooLarge {
+                    operation,
+                    declared,
+                };
+                assert_eq!(
+                    decoder().decode(&bytes),
+                    fatal(header(code, declared), reason)
+                );
+            }
+            // Up to 64 KiB is still consumed and rejected, keeping the connection.
+            let bytes = request(code, MAX_FIXED_PAYLOAD, &[]);
+            assert_eq!(
+                decoder().decode(&bytes),
+                Step::Discarded(REQUEST_HEADER_LEN)
+            );
+        }
+        // Sends and unknown codes follow their own rules.
+        assert_eq!(
+            decoder().decode(&request(603, u32::MAX, &[])),
+            Step::NeedMore
+        );
+        let unknown = request(4242, u32::MAX, &[]);
+        assert_eq!(
+            decoder().decode(&unknown),
+            Step::Discarded(REQUEST_HEADER_LEN)
         );
     }
 

@@ -2,7 +2,7 @@
 
 use byteorder::{ByteOrder, LittleEndian};
 
-use super::codes::{Operation, RequestCode};
+use super::codes::{Edition, Operation, RequestCode};
 use super::types::{ClientId, MessageType, PublicKey, NAME_FIELD_LEN, PUBLIC_KEY_LEN};
 
 pub const REGISTER_PAYLOAD_LEN: usize = NAME_FIELD_LEN + PUBLIC_KEY_LEN;
@@ -25,6 +25,26 @@ pub struct ListClients;
 #[derive(Debug, PartialEq, Eq)]
 pub struct GetPublicKey {
     pub target: ClientId,
+}
+
+/// How a public-key reply is laid out (protocol §4 rule 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyReplyLayout {
+    /// The target id, then its key: 176 bytes.
+    IdAndKey,
+    /// The key alone, 160 bytes: one published 2024–25 client, the only one sending client
+    /// version 1, reads the key from the start of the payload.
+    KeyOnly,
+}
+
+impl KeyReplyLayout {
+    pub fn for_request(code: RequestCode, client_version: u8) -> KeyReplyLayout {
+        if code.edition == Edition::Y2024 && client_version == 1 {
+            KeyReplyLayout::KeyOnly
+        } else {
+            KeyReplyLayout::IdAndKey
+        }
+    }
 }
 
 /// Store a message for `to`. The content borrows the connection's buffer.
@@ -181,7 +201,6 @@ pub fn encode_name(name: &str, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::codes::Edition;
 
     fn code(operation: Operation) -> RequestCode {
         RequestCode {
@@ -271,5 +290,23 @@ mod tests {
         assert_eq!(out.len(), NAME_FIELD_LEN);
         assert_eq!(&out[..4], b"bob\0");
         assert!(out[3..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn only_version_1_of_the_2024_edition_gets_the_key_alone() {
+        for edition in Edition::ALL {
+            let code = RequestCode {
+                edition,
+                operation: Operation::PublicKey,
+            };
+            for version in [0, 1, 2, 3, 255] {
+                let expected = if edition == Edition::Y2024 && version == 1 {
+                    KeyReplyLayout::KeyOnly
+                } else {
+                    KeyReplyLayout::IdAndKey
+                };
+                assert_eq!(KeyReplyLayout::for_request(code, version), expected);
+            }
+        }
     }
 }

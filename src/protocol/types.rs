@@ -12,9 +12,16 @@ pub const PUBLIC_KEY_LEN: usize = 160;
 pub struct ClientId(pub [u8; 16]);
 
 impl ClientId {
-    /// A fresh random version-4 UUID.
+    /// A fresh random version-4 UUID with no zero byte: some clients keep the id as a C
+    /// string, and one with a 0x00 byte (about 6% of random ones) is cut short when they
+    /// reload it (protocol §3).
     pub fn random() -> ClientId {
-        ClientId(*uuid::Uuid::new_v4().as_bytes())
+        loop {
+            let id = *uuid::Uuid::new_v4().as_bytes();
+            if !id.contains(&0) {
+                return ClientId(id);
+            }
+        }
     }
 
     /// Reads an id from a slice of exactly 16 bytes.
@@ -78,11 +85,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn random_ids_are_version_4_uuids() {
-        let id = ClientId::random();
-        assert_eq!(id.0[6] >> 4, 4);
-        assert_eq!(id.0[8] >> 6, 0b10);
-        assert_ne!(id, ClientId::random());
+    fn random_ids_are_version_4_uuids_without_zero_bytes() {
+        for _ in 0..10_000 {
+            let id = ClientId::random();
+            assert_eq!(id.0[6] >> 4, 4);
+            assert_eq!(id.0[8] >> 6, 0b10);
+            assert!(!id.0.contains(&0), "{id}");
+        }
+        assert_ne!(ClientId::random(), ClientId::random());
     }
 
     #[test]

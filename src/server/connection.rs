@@ -191,6 +191,9 @@ pub(crate) struct Connection {
     last_write: Instant,
     /// When the first bytes of the request not yet complete arrived.
     request_started: Option<Instant>,
+    /// Requests answered so far. Once one is, the connection is never closed for being idle:
+    /// persistent clients connect once and may sit at their menu for hours (protocol §4.4).
+    requests_served: u64,
 }
 
 /// The limits [`Connection::timed_out`] enforces.
@@ -241,6 +244,7 @@ impl Connection {
             last_read: now,
             last_write: now,
             request_started: None,
+            requests_served: 0,
         }
     }
 
@@ -519,7 +523,7 @@ impl Connection {
         head: SendHead,
         env: &mut Env<'_>,
     ) -> bool {
-        let sink = env.start_upload(code, header.client_id, &head);
+        let sink = env.start_upload(code, &header, &head);
         if let Err(error) = &sink {
             log::warn!(
                 "{}: {}-byte upload refused: {error}",
@@ -552,6 +556,7 @@ impl Connection {
     /// reply.
     fn serve(&mut self, frame: Frame, padded: bool, env: &mut Env<'_>) {
         self.requests_left = self.requests_left.saturating_sub(1);
+        self.requests_served += 1;
         if !matches!(frame, Frame::Upload { .. }) {
             env.core.pacer.saw_request(env.now);
         }
@@ -564,7 +569,7 @@ impl Connection {
                 let body_start = self.input_start + REQUEST_HEADER_LEN;
                 let body = &self.input[body_start..body_start + body_len];
                 log::debug!("{}: {code:?} from {}", self.peer, header.client_id);
-                env.serve(code, header.client_id, body, self.peer)
+                env.serve(code, &header, body, self.peer)
             }
             Frame::Upload {
                 header, code, head, ..
@@ -615,7 +620,7 @@ impl Connection {
         let response = match synced.result {
             Ok(()) => env.finish_upload(
                 syncing.code,
-                syncing.header.client_id,
+                &syncing.header,
                 &syncing.head,
                 synced.upload,
                 self.peer,
@@ -918,10 +923,28 @@ impl Connection {
         match self.request_started {
             Some(at) => (since(at) >= limits.request).then_some("did not complete a request"),
             None => {
-                let quiet = self.output_len == 0 && self.staged.is_empty() && !self.stalled;
-                (quiet && since(self.last_read) >= limits.idle).then_some("idle")
+                let never_served = self.requests_served == 0;
+                (never_served && self.is_quiet() && since(self.last_read) >= limits.idle)
+                    .then_some("idle before its first request")
             }
         }
+    }
+
+    /// Since when the connection has been waiting for its client with nothing in progress;
+    /// `None` while it is busy or closing. At the connection cap, the longest-idle one makes
+    /// room for a new one.
+    pub fn idle_since(&self) -> Option<Instant> {
+        let waiting = self.state == State::Open
+            && self.request_started.is_none()
+            && self.upload.is_none()
+            && self.syncing.is_none()
+            && self.held.is_none();
+        (waiting && self.is_quiet()).then_some(self.last_read.max(self.last_write))
+    }
+
+    /// Nothing to write, nothing staged and no input held back.
+    fn is_quiet(&self) -> bool {
+        self.output_len == 0 && self.staged.is_empty() && !self.stalled
     }
 
     /// Closes the connection at once, for a timeout or an internal failure.

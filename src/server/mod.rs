@@ -22,7 +22,7 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::handlers::{self, Context, HandlerError, Response};
-use crate::protocol::{ClientId, MessageId, RequestCode, SendHead};
+use crate::protocol::{MessageId, RequestCode, RequestHeader, SendHead};
 use crate::store::{Committed, PullBudget, SqliteStore, Store, StoreError, Upload};
 use connection::{Connection, Timeouts};
 use durability::{Flushed, Flusher};
@@ -48,7 +48,7 @@ const SWEEP_MIN: Duration = Duration::from_millis(10);
 const SWEEP_MAX: Duration = Duration::from_secs(1);
 /// How often refused connections are reported in the log, so that a flood of connections
 /// does not become a flood of log lines.
-const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+const THROTTLED_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Content bytes one pull reply holds in memory (contents stored in rows); spooled contents
 /// are streamed from their files and do not count.
@@ -98,11 +98,11 @@ impl Env<'_> {
     fn serve(
         &mut self,
         code: RequestCode,
-        caller: ClientId,
+        header: &RequestHeader,
         body: &[u8],
         peer: SocketAddr,
     ) -> Response {
-        self.run(code, caller, peer, |ctx| {
+        self.run(code, header, peer, |ctx| {
             handlers::dispatch(ctx, code, body)
         })
     }
@@ -111,12 +111,12 @@ impl Env<'_> {
     fn finish_upload(
         &mut self,
         code: RequestCode,
-        caller: ClientId,
+        header: &RequestHeader,
         head: &SendHead,
         upload: Upload,
         peer: SocketAddr,
     ) -> Response {
-        self.run(code, caller, peer, |ctx| {
+        self.run(code, header, peer, |ctx| {
             handlers::finish_upload(ctx, head, upload)
         })
     }
@@ -126,16 +126,16 @@ impl Env<'_> {
     fn start_upload(
         &mut self,
         code: RequestCode,
-        caller: ClientId,
+        header: &RequestHeader,
         head: &SendHead,
     ) -> Result<Upload, HandlerError> {
-        handlers::start_upload(&mut self.context(code, caller), head)
+        handlers::start_upload(&mut self.context(code, header), head)
     }
 
     fn run(
         &mut self,
         code: RequestCode,
-        caller: ClientId,
+        header: &RequestHeader,
         peer: SocketAddr,
         handle: impl FnOnce(&mut Context<'_>) -> Result<Response, HandlerError>,
     ) -> Response {
@@ -148,7 +148,7 @@ impl Env<'_> {
         }
         // A handler that panics fails its request, not the server.
         let outcome =
-            panic::catch_unwind(AssertUnwindSafe(|| handle(&mut self.context(code, caller))));
+            panic::catch_unwind(AssertUnwindSafe(|| handle(&mut self.context(code, header))));
         let operation = code.operation;
         let edition = code.edition.name();
         match outcome {
@@ -164,7 +164,7 @@ impl Env<'_> {
         }
     }
 
-    fn context(&mut self, code: RequestCode, caller: ClientId) -> Context<'_> {
+    fn context(&mut self, code: RequestCode, header: &RequestHeader) -> Context<'_> {
         Context {
             store: &mut *self.core.store,
             in_flight: &mut self.core.in_flight,
@@ -173,8 +173,9 @@ impl Env<'_> {
                 in_memory: PULL_MEMORY_BUDGET,
             },
             now: self.wall_clock,
-            caller,
-            reply_code: code.reply_code(),
+            caller: header.client_id,
+            client_version: header.version,
+            code,
         }
     }
 }
@@ -208,30 +209,29 @@ pub struct Server {
     /// Open connections per peer address, for the per-address cap.
     per_ip: HashMap<IpAddr, usize>,
     next_sweep: Instant,
-    refusals: Refusals,
+    refusals: Throttled,
+    evictions: Throttled,
 }
 
-/// Connections refused since the last log line about them.
+/// Events of one kind (refused or evicted connections) since the last log line about them,
+/// so that a flood of connections logs one line a second, not one per connection.
 #[derive(Default)]
-struct Refusals {
+struct Throttled {
     count: u64,
     last_logged: Option<Instant>,
 }
 
-impl Refusals {
-    fn note(&mut self, now: Instant, peer: SocketAddr, reason: &str) {
+impl Throttled {
+    /// Counts one event; returns how many to report when a log line is due.
+    fn note(&mut self, now: Instant) -> Option<u64> {
         self.count += 1;
-        if self
+        let due = self
             .last_logged
-            .is_none_or(|at| now.saturating_duration_since(at) >= REFUSAL_LOG_INTERVAL)
-        {
-            log::warn!(
-                "{peer}: refused, {reason} ({} refused since the last report)",
-                self.count
-            );
-            self.count = 0;
+            .is_none_or(|at| now.saturating_duration_since(at) >= THROTTLED_LOG_INTERVAL);
+        due.then(|| {
             self.last_logged = Some(now);
-        }
+            mem::take(&mut self.count)
+        })
     }
 }
 
@@ -290,7 +290,8 @@ impl Server {
             next_serial: 0,
             per_ip: HashMap::new(),
             next_sweep: Instant::now(),
-            refusals: Refusals::default(),
+            refusals: Throttled::default(),
+            evictions: Throttled::default(),
         })
     }
 
@@ -580,18 +581,54 @@ impl Server {
             }
         }
         for key in closed {
-            let mut connection = self.connections.remove(key);
-            let ip = connection.peer().ip();
-            if let Some(count) = self.per_ip.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    self.per_ip.remove(&ip);
-                }
+            self.remove(key);
+        }
+    }
+
+    /// Forgets a connection: its address's count, its registration, and the messages its
+    /// unwritten replies carried, which become pullable again.
+    fn remove(&mut self, key: usize) {
+        let mut connection = self.connections.remove(key);
+        let ip = connection.peer().ip();
+        if let Some(count) = self.per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.remove(&ip);
             }
-            if let Err(error) = self.poll.registry().deregister(connection.socket()) {
-                log::debug!("deregister: {error}");
-            }
-            connection.abandon(&mut self.core.in_flight);
+        }
+        if let Err(error) = self.poll.registry().deregister(connection.socket()) {
+            log::debug!("deregister: {error}");
+        }
+        connection.abandon(&mut self.core.in_flight);
+    }
+
+    /// At the connection cap, closes the connection idle the longest to make room for
+    /// `newcomer`; returns whether there was one.
+    fn make_room(&mut self, now: Instant, newcomer: SocketAddr) -> bool {
+        let idlest = self
+            .connections
+            .iter()
+            .filter_map(|(key, connection)| Some((connection.idle_since()?, key)))
+            .min();
+        let Some((since, key)) = idlest else {
+            return false;
+        };
+        if let Some(count) = self.evictions.note(now) {
+            log::info!(
+                "connection cap ({}) reached: closed {}, idle for {:.1} s, to admit {newcomer} \
+                 ({count} idle connections closed for room since the last report)",
+                self.core.config.max_connections,
+                self.connections[key].peer(),
+                now.saturating_duration_since(since).as_secs_f64()
+            );
+        }
+        self.remove(key);
+        true
+    }
+
+    fn refuse(&mut self, now: Instant, peer: SocketAddr, reason: &str) {
+        if let Some(count) = self.refusals.note(now) {
+            log::warn!("{peer}: refused, {reason} ({count} refused since the last report)");
         }
     }
 
@@ -618,20 +655,21 @@ impl Server {
 
     fn accept(&mut self, now: Instant) {
         self.accept_paused_until = None;
-        let Some(listener) = self.listener.as_ref() else {
-            return;
-        };
         loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             match listener.accept() {
                 Ok((socket, peer)) => {
-                    let config = &self.core.config;
                     let from_peer = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-                    if self.connections.len() >= config.max_connections {
-                        self.refusals.note(now, peer, "connection cap reached");
+                    if from_peer >= self.core.config.max_connections_per_ip {
+                        self.refuse(now, peer, "per-address cap reached");
                         continue;
                     }
-                    if from_peer >= config.max_connections_per_ip {
-                        self.refusals.note(now, peer, "per-address cap reached");
+                    if self.connections.len() >= self.core.config.max_connections
+                        && !self.make_room(now, peer)
+                    {
+                        self.refuse(now, peer, "connection cap reached, none idle");
                         continue;
                     }
                     if let Err(error) = socket.set_nodelay(true) {
