@@ -154,10 +154,15 @@ impl Wire {
         self.expect(edition, caller, Operation::ListClients, &[], &payload);
     }
 
-    /// Asserts the public key reply is exactly `target` and the key registered as `name`.
+    /// Asserts the public key reply is exactly `target` and the key registered as `name`; the
+    /// key alone for the version-1 client of the 2024–25 edition (protocol §4 rule 7).
     fn expect_key(&mut self, edition: Edition, caller: ClientId, target: ClientId, name: &str) {
-        let payload = [&target.0[..], &key_of(name)].concat();
-        assert_eq!(payload.len(), 176);
+        let key = key_of(name);
+        let payload = if edition == Edition::Y2024 && self.version == 1 {
+            key.to_vec()
+        } else {
+            [&target.0[..], &key].concat()
+        };
         self.expect(edition, caller, Operation::PublicKey, &target.0, &payload);
     }
 

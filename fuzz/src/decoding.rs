@@ -5,7 +5,7 @@
 //! what a `Discarded` or a frame covers, streams the content of an `Upload` past the decoder,
 //! stops at a `Fatal` frame, and classifies the bytes after each request for padding.
 
-use messageu::protocol::frame::FatalReason;
+use messageu::protocol::frame::{FatalReason, MAX_FIXED_PAYLOAD};
 use messageu::protocol::padding::{self, Padding};
 use messageu::protocol::request::{REGISTER_PAYLOAD_LEN, SEND_HEADER_LEN};
 use messageu::protocol::{
@@ -290,8 +290,9 @@ fn check_frame(frame: &Frame, len: usize, buf: &[u8], limits: Limits) {
             assert!(within_limit, "skipped above the limit: {frame:?}");
             assert!(
                 operation.is_none_or(|operation| operation != Operation::SendMessage
-                    && !size_fits(operation, declared)),
-                "a request §4 frames was rejected: {frame:?}"
+                    && !size_fits(operation, declared)
+                    && declared <= MAX_FIXED_PAYLOAD),
+                "a request §4 frames or refuses was rejected: {frame:?}"
             );
         }
         Frame::Fatal { reason, .. } => {
@@ -316,6 +317,17 @@ fn check_frame(frame: &Frame, len: usize, buf: &[u8], limits: Limits) {
                         && size == declared
                         && send_head.map(|head| head.content_len) == Some(content)
                         && !declared_fits(declared, content),
+                    "{frame:?}"
+                ),
+                FatalReason::FixedSizeTooLarge {
+                    operation: refused,
+                    declared: size,
+                } => assert!(
+                    operation == Some(refused)
+                        && refused != Operation::SendMessage
+                        && within_limit
+                        && size == declared
+                        && size > MAX_FIXED_PAYLOAD,
                     "{frame:?}"
                 ),
                 FatalReason::ContentUndeliverable(content) => assert!(
