@@ -1,4 +1,4 @@
-//! The MessageU wire format (`shared/protocol.md`): pure encoding and decoding, no I/O.
+//! The MessageU wire format (`docs/protocol.md`): pure encoding and decoding, no I/O.
 //!
 //! Everything here works on byte slices so that it can be unit-tested without sockets and
 //! reused by clients and benchmarks.
