@@ -1,27 +1,25 @@
 //! One client connection: reassembles requests from reads, frames them, decides whether the
-//! client pads, stages replies until the batch commits, and writes them out while tracking
-//! which pull replies have been delivered whole. Large send contents are streamed into a
-//! spool file as they arrive, and large pull replies from their files as the socket accepts
-//! them, so memory does not grow with message size.
+//! client pads, and hands replies to its [`Outbox`], which writes them to the socket once
+//! their commit is durable. Large send contents are streamed into a spool file as they
+//! arrive, so memory does not grow with message size.
 
-use std::collections::{HashSet, VecDeque};
-use std::fs::File;
-use std::io::{self, IoSlice, Read, Write};
+use std::collections::HashSet;
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use super::outbox::{Outbox, Written};
 use super::sync::Synced;
 use super::timers::Timers;
 use super::Env;
 use crate::config::Config;
-use crate::handlers::{HandlerError, Part, Response};
+use crate::handlers::{HandlerError, Response};
 use crate::protocol::padding::{self, Padding};
 use crate::protocol::{
-    Frame, FrameDecoder, MessageId, Reply, RequestCode, RequestHeader, SendHead, Step,
-    REQUEST_HEADER_LEN,
+    Frame, FrameDecoder, MessageId, RequestCode, RequestHeader, SendHead, Step, REQUEST_HEADER_LEN,
 };
 use crate::store::Upload;
 
@@ -33,15 +31,11 @@ const READ_BUDGET: usize = 256 << 10;
 /// Bytes written to one connection per turn: a client reading a 4 GiB reply as fast as
 /// loopback allows must not hold the loop for the whole reply.
 const WRITE_BUDGET: usize = 256 << 10;
-/// Bytes of a spooled content read from its file per write.
-const FILE_CHUNK: usize = 256 << 10;
 /// Requests served from one connection per turn, so that a client pipelining thousands of
 /// requests cannot make everyone else wait for the end of its turn.
 const REQUESTS_PER_TURN: usize = 64;
 /// Input buffers larger than this are given back once empty (after a large request).
 const INPUT_KEEP_CAPACITY: usize = 64 << 10;
-/// Most reply buffers handed to one vectored write.
-const MAX_WRITE_SLICES: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
@@ -53,31 +47,6 @@ pub(crate) enum State {
     /// closes or the linger time ends, so that a reset cannot destroy the last reply.
     Lingering,
     Closed,
-}
-
-/// A released piece of a reply, and the messages its reply delivers once this, its last
-/// piece, is written whole.
-struct Outgoing {
-    data: Outbound,
-    delivered: Vec<MessageId>,
-}
-
-enum Outbound {
-    Bytes(Vec<u8>),
-    /// A spooled content, `remaining` bytes of it still to be read from `file`.
-    File {
-        file: File,
-        remaining: u64,
-    },
-}
-
-impl Outbound {
-    fn len(&self) -> u64 {
-        match self {
-            Outbound::Bytes(bytes) => bytes.len() as u64,
-            Outbound::File { remaining, .. } => *remaining,
-        }
-    }
 }
 
 /// A large send whose content is arriving.
@@ -131,16 +100,6 @@ struct Syncing {
     padded: bool,
 }
 
-/// A reply produced in the current batch, released to the socket only after the commit.
-struct Staged {
-    response: Response,
-    padded: bool,
-    /// Bytes it will take in the output.
-    len: u64,
-    /// The commit whose durability it waits for; `None` until its batch commits.
-    epoch: Option<u64>,
-}
-
 pub(crate) struct Connection {
     socket: TcpStream,
     key: usize,
@@ -171,24 +130,12 @@ pub(crate) struct Connection {
     upload: Option<InboundUpload>,
     syncing: Option<Syncing>,
 
-    /// Replies produced but not yet released: those of the current batch, then those whose
-    /// commit is waiting for its flush, in request order.
-    staged: VecDeque<Staged>,
-    staged_len: u64,
-    output: VecDeque<Outgoing>,
-    /// Bytes of `output.front()` already written, when it holds bytes.
-    output_offset: usize,
-    output_len: u64,
-    /// A chunk of the file at the front of the output, read but not yet all written.
-    file_chunk: Vec<u8>,
-    file_chunk_written: usize,
+    outbox: Outbox,
     /// The last flush stopped at its budget, not at a full socket: no event will come.
     write_budget_spent: bool,
 
     /// When bytes last arrived.
     last_read: Instant,
-    /// When the output last made progress, or became non-empty.
-    last_write: Instant,
     /// When the first bytes of the request not yet complete arrived.
     request_started: Option<Instant>,
     /// Requests answered so far. Once one is, the connection is never closed for being idle:
@@ -233,16 +180,9 @@ impl Connection {
             requests_left: REQUESTS_PER_TURN,
             upload: None,
             syncing: None,
-            staged: VecDeque::new(),
-            staged_len: 0,
-            output: VecDeque::new(),
-            output_offset: 0,
-            output_len: 0,
-            file_chunk: Vec::new(),
-            file_chunk_written: 0,
+            outbox: Outbox::new(now),
             write_budget_spent: false,
             last_read: now,
-            last_write: now,
             request_started: None,
             requests_served: 0,
         }
@@ -281,14 +221,7 @@ impl Connection {
 
     /// Whether the next write would send a spooled content: bulk work, paced.
     pub fn bulk_writing(&self) -> bool {
-        self.state != State::Closed
-            && matches!(
-                self.output.front(),
-                Some(Outgoing {
-                    data: Outbound::File { .. },
-                    ..
-                })
-            )
+        self.state != State::Closed && self.outbox.writes_file_next()
     }
 
     pub fn is_bulk(&self) -> bool {
@@ -296,7 +229,7 @@ impl Connection {
     }
 
     fn backpressured(&self) -> bool {
-        self.output_len + self.staged_len > OUTPUT_HIGH_WATER as u64
+        self.outbox.queued() > OUTPUT_HIGH_WATER as u64
     }
 
     /// Whether requests must wait: too much unsent output, this turn's budget is spent, or an
@@ -642,18 +575,9 @@ impl Connection {
     }
 
     fn stage(&mut self, response: Response, padded: bool, env: &mut Env<'_>) {
-        if self.staged.back().is_none_or(|last| last.epoch.is_some()) {
+        if self.outbox.stage(response, padded) {
             env.batch.touched.push(self.key);
         }
-        let tail: u64 = response.tail.iter().map(Part::len).sum();
-        let len = response.reply.encoded_len() as u64 + tail;
-        self.staged_len += len;
-        self.staged.push_back(Staged {
-            response,
-            padded,
-            len,
-            epoch: None,
-        });
     }
 
     fn consume(&mut self, n: usize) {
@@ -682,107 +606,24 @@ impl Connection {
         }
     }
 
-    /// Ties the current batch's replies to commit `epoch` once the batch's fate is known: as
-    /// produced if it committed, as 9000 if it did not (their writes are gone, their messages
-    /// stay queued). They are released once that commit is durable.
+    /// Ties the current round's staged replies to commit `epoch` (see [`Outbox::seal`]).
     pub fn seal(&mut self, epoch: u64, committed: bool, in_flight: &mut HashSet<MessageId>) {
-        for staged in self.staged.iter_mut().rev() {
-            if staged.epoch.is_some() {
-                break;
-            }
-            staged.epoch = Some(epoch);
-            if !committed {
-                forget(&staged.response.delivered, in_flight);
-                staged.response = Response::error();
-            }
-        }
+        self.outbox.seal(epoch, committed, in_flight);
     }
 
-    /// Moves the replies whose commit is durable through `durable` to the output, in order.
-    /// If that flush failed, they become 9000: their writes may not survive a power cut.
+    /// Releases the replies whose commit is durable (see [`Outbox::release_through`]).
     pub fn release_through(
         &mut self,
         durable: u64,
         flushed: bool,
         in_flight: &mut HashSet<MessageId>,
     ) {
-        while self
-            .staged
-            .front()
-            .is_some_and(|staged| staged.epoch.is_some_and(|epoch| epoch <= durable))
-        {
-            let Some(Staged {
-                response,
-                padded,
-                len,
-                ..
-            }) = self.staged.pop_front()
-            else {
-                break;
-            };
-            self.staged_len -= len;
-            if flushed {
-                self.queue_reply(response, padded);
-            } else {
-                forget(&response.delivered, in_flight);
-                self.push_output(Outbound::Bytes(Reply::error().into_bytes(padded)));
-            }
-        }
+        self.outbox.release_through(durable, flushed, in_flight);
     }
 
     /// Whether replies wait for a commit to become durable.
     pub fn awaits_flush(&self) -> bool {
-        self.staged
-            .front()
-            .is_some_and(|staged| staged.epoch.is_some())
-    }
-
-    /// Queues a reply's pieces; its delivered messages ride on the last one.
-    fn queue_reply(&mut self, response: Response, padded: bool) {
-        let Response {
-            reply,
-            tail,
-            delivered,
-        } = response;
-        if tail.is_empty() {
-            self.push_output(Outbound::Bytes(reply.into_bytes(padded)));
-        } else {
-            let tail_len: u64 = tail.iter().map(Part::len).sum();
-            let head = reply.into_head(tail_len);
-            let total = head.len() as u64 + tail_len;
-            self.push_output(Outbound::Bytes(head));
-            for part in tail.into_iter().filter(|part| !part.is_empty()) {
-                self.push_output(match part {
-                    Part::Bytes(bytes) => Outbound::Bytes(bytes),
-                    Part::File { file, len } => Outbound::File {
-                        file,
-                        remaining: len,
-                    },
-                });
-            }
-            let padding = if padded {
-                padding::reply_padding(total as usize)
-            } else {
-                0
-            };
-            if padding > 0 {
-                self.push_output(Outbound::Bytes(vec![0; padding]));
-            }
-        }
-        if let Some(last) = self.output.back_mut() {
-            last.delivered = delivered;
-        }
-    }
-
-    fn push_output(&mut self, data: Outbound) {
-        if self.output.is_empty() {
-            self.last_write = Instant::now();
-        }
-        self.output_len += data.len();
-        self.output.push_back(Outgoing {
-            data,
-            delivered: Vec::new(),
-        });
+        self.outbox.awaits_flush()
     }
 
     /// Writes released replies until the socket would block or this turn's write budget is
@@ -794,29 +635,18 @@ impl Connection {
         timers: &mut Timers,
         linger_until: Instant,
     ) {
-        let mut budget = WRITE_BUDGET;
-        let pending = self.output_len;
-        while self.output_len > 0 && self.state != State::Closed && budget > 0 {
-            let written = match self.output.front().map(|front| &front.data) {
-                Some(Outbound::File { .. }) => self.write_file_chunk(),
-                _ => self.write_bytes(),
-            };
-            match written {
-                Ok(0) => self.fail("write", &io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    budget = budget.saturating_sub(n);
-                    self.advance_output(n, delivered);
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => self.fail("write", &error),
-            }
+        self.write_budget_spent = false;
+        if self.state == State::Closed {
+            return;
         }
-        self.write_budget_spent = budget == 0 && self.output_len > 0;
-        if self.output_len < pending {
-            self.last_write = Instant::now();
+        match self
+            .outbox
+            .write_to(&mut self.socket, WRITE_BUDGET, delivered)
+        {
+            Ok(written) => self.write_budget_spent = written == Written::BudgetSpent,
+            Err(error) => self.fail("write", &error),
         }
-        let done = self.output_len == 0 && self.staged.is_empty() && self.syncing.is_none();
+        let done = self.outbox.is_empty() && self.syncing.is_none();
         if self.state == State::ClosingAfterFlush && done {
             if self.peer_closed {
                 self.state = State::Closed;
@@ -830,80 +660,6 @@ impl Connection {
         }
     }
 
-    /// One vectored write of the byte pieces at the front of the output.
-    fn write_bytes(&mut self) -> io::Result<usize> {
-        let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
-        let mut count = 0;
-        for (index, outgoing) in self.output.iter().take(MAX_WRITE_SLICES).enumerate() {
-            let Outbound::Bytes(bytes) = &outgoing.data else {
-                break;
-            };
-            let skip = if index == 0 { self.output_offset } else { 0 };
-            slices[index] = IoSlice::new(&bytes[skip..]);
-            count += 1;
-        }
-        self.socket.write_vectored(&slices[..count])
-    }
-
-    /// Writes from the file at the front of the output, reading its next chunk when the last
-    /// one has been written.
-    fn write_file_chunk(&mut self) -> io::Result<usize> {
-        if self.file_chunk_written == self.file_chunk.len() {
-            let Some(Outgoing {
-                data: Outbound::File { file, remaining },
-                ..
-            }) = self.output.front_mut()
-            else {
-                return Ok(0);
-            };
-            let len = usize::try_from(*remaining).map_or(FILE_CHUNK, |left| left.min(FILE_CHUNK));
-            self.file_chunk.resize(len, 0);
-            // A short file means the content changed under us: the reply cannot be finished.
-            file.read_exact(&mut self.file_chunk)?;
-            *remaining -= len as u64;
-            self.file_chunk_written = 0;
-        }
-        self.socket
-            .write(&self.file_chunk[self.file_chunk_written..])
-    }
-
-    /// Drops `n` written bytes from the output; the messages of replies now written whole go
-    /// to `delivered`.
-    fn advance_output(&mut self, mut n: usize, delivered: &mut Vec<MessageId>) {
-        self.output_len -= n as u64;
-        while n > 0 {
-            let Some(front) = self.output.front_mut() else {
-                break;
-            };
-            let finished = match &front.data {
-                Outbound::Bytes(bytes) => {
-                    let left = bytes.len() - self.output_offset;
-                    let taken = n.min(left);
-                    self.output_offset += taken;
-                    n -= taken;
-                    taken == left
-                }
-                Outbound::File { remaining, .. } => {
-                    self.file_chunk_written += n;
-                    n = 0;
-                    *remaining == 0 && self.file_chunk_written == self.file_chunk.len()
-                }
-            };
-            if !finished {
-                break;
-            }
-            if let Some(done) = self.output.pop_front() {
-                delivered.extend(done.delivered);
-            }
-            self.output_offset = 0;
-            self.file_chunk.clear();
-            self.file_chunk_written = 0;
-        }
-        if self.output.is_empty() && self.file_chunk.capacity() > 0 {
-            self.file_chunk = Vec::new();
-        }
-    }
-
     /// Why the connection should be closed for slowness or silence at `now`, if it should. A
     /// sync in progress is the server's own wait, never the client's.
     pub fn timed_out(&self, now: Instant, limits: Timeouts) -> Option<&'static str> {
@@ -911,7 +667,7 @@ impl Connection {
         if matches!(self.state, State::Closed | State::Lingering) || self.syncing.is_some() {
             return None;
         }
-        if self.output_len > 0 && since(self.last_write) >= limits.request {
+        if self.outbox.unwritten() > 0 && since(self.outbox.last_progress()) >= limits.request {
             return Some("did not read its replies");
         }
         if self.state != State::Open {
@@ -939,12 +695,12 @@ impl Connection {
             && self.upload.is_none()
             && self.syncing.is_none()
             && self.held.is_none();
-        (waiting && self.is_quiet()).then_some(self.last_read.max(self.last_write))
+        (waiting && self.is_quiet()).then_some(self.last_read.max(self.outbox.last_progress()))
     }
 
     /// Nothing to write, nothing staged and no input held back.
     fn is_quiet(&self) -> bool {
-        self.output_len == 0 && self.staged.is_empty() && !self.stalled
+        self.outbox.is_empty() && !self.stalled
     }
 
     /// Closes the connection at once, for a timeout or an internal failure.
@@ -964,14 +720,14 @@ impl Connection {
             self.drop_input();
             self.state = State::ClosingAfterFlush;
         }
-        if self.output_len == 0 && self.staged.is_empty() && self.syncing.is_none() {
+        if self.outbox.is_empty() && self.syncing.is_none() {
             self.state = State::Closed;
         }
     }
 
     /// Asks for WRITABLE events only while output is waiting.
     pub fn update_interest(&mut self, registry: &Registry) -> io::Result<()> {
-        let want = self.output_len > 0;
+        let want = self.outbox.unwritten() > 0;
         if want != self.writable_interest {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
@@ -986,29 +742,11 @@ impl Connection {
 
     /// Makes the messages of replies that were never written whole pullable again.
     pub fn abandon(self, in_flight: &mut HashSet<MessageId>) {
-        for staged in &self.staged {
-            forget(&staged.response.delivered, in_flight);
-        }
-        let unwritten: Vec<&[MessageId]> = self
-            .output
-            .iter()
-            .map(|outgoing| outgoing.delivered.as_slice())
-            .filter(|ids| !ids.is_empty())
-            .collect();
-        for ids in &unwritten {
-            forget(ids, in_flight);
-        }
-        if !unwritten.is_empty() {
+        if self.outbox.abandon(in_flight) {
             log::warn!(
                 "{}: connection lost before a pull reply was written; its messages stay queued",
                 self.peer
             );
         }
-    }
-}
-
-fn forget(ids: &[MessageId], in_flight: &mut HashSet<MessageId>) {
-    for id in ids {
-        in_flight.remove(id);
     }
 }

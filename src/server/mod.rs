@@ -3,6 +3,7 @@
 
 mod connection;
 mod durability;
+mod outbox;
 mod pacer;
 mod shutdown;
 mod sync;

@@ -1,0 +1,563 @@
+//! A connection's outbox: replies staged until the commit that holds their writes is durable,
+//! then released in order and written into any [`Write`] within a budget, spooled contents
+//! streamed from their files a chunk at a time. It knows which pulled messages each reply
+//! delivers and reports them once that reply is written whole. It owns no socket: the
+//! connection hands it one, tests a `Vec<u8>`.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::time::Instant;
+
+use crate::handlers::{Part, Response};
+use crate::protocol::padding;
+use crate::protocol::{MessageId, Reply};
+
+/// Bytes of a spooled content read from its file per write.
+const FILE_CHUNK: usize = 256 << 10;
+/// Most reply buffers handed to one vectored write.
+const MAX_WRITE_SLICES: usize = 64;
+
+/// A reply produced but not yet released.
+struct Staged {
+    response: Response,
+    padded: bool,
+    /// Bytes it will take in the output.
+    len: u64,
+    /// The commit whose durability it waits for; `None` until its round commits.
+    epoch: Option<u64>,
+}
+
+/// A released piece of a reply, and the messages its reply delivers once this, its last
+/// piece, is written whole.
+struct Outgoing {
+    data: Outbound,
+    delivered: Vec<MessageId>,
+}
+
+enum Outbound {
+    Bytes(Vec<u8>),
+    /// A spooled content, `remaining` bytes of it still to be read from `file`.
+    File {
+        file: File,
+        remaining: u64,
+    },
+}
+
+impl Outbound {
+    fn len(&self) -> u64 {
+        match self {
+            Outbound::Bytes(bytes) => bytes.len() as u64,
+            Outbound::File { remaining, .. } => *remaining,
+        }
+    }
+}
+
+/// How a call to [`Outbox::write_to`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Everything released is written.
+    All,
+    /// The writer would block: wait for it to become writable.
+    WouldBlock,
+    /// The budget is spent with output left: no readiness event will come, call again.
+    BudgetSpent,
+}
+
+pub(crate) struct Outbox {
+    /// Replies not yet released: those of the current round, then those whose commit waits
+    /// for its flush, in request order.
+    staged: VecDeque<Staged>,
+    staged_len: u64,
+    output: VecDeque<Outgoing>,
+    /// Bytes of `output.front()` already written, when it holds bytes.
+    output_offset: usize,
+    output_len: u64,
+    /// A chunk of the file at the front of the output, read but not yet all written.
+    file_chunk: Vec<u8>,
+    file_chunk_written: usize,
+    /// When the output last made progress, or became non-empty.
+    last_progress: Instant,
+}
+
+impl Outbox {
+    pub fn new(now: Instant) -> Outbox {
+        Outbox {
+            staged: VecDeque::new(),
+            staged_len: 0,
+            output: VecDeque::new(),
+            output_offset: 0,
+            output_len: 0,
+            file_chunk: Vec::new(),
+            file_chunk_written: 0,
+            last_progress: now,
+        }
+    }
+
+    /// Bytes released and not yet written.
+    pub fn unwritten(&self) -> u64 {
+        self.output_len
+    }
+
+    /// Bytes released or staged and not yet written.
+    pub fn queued(&self) -> u64 {
+        self.output_len + self.staged_len
+    }
+
+    /// Nothing staged and nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.output_len == 0 && self.staged.is_empty()
+    }
+
+    /// When the output last made progress, or became non-empty.
+    pub fn last_progress(&self) -> Instant {
+        self.last_progress
+    }
+
+    /// Whether the next write sends a spooled content: bulk work.
+    pub fn writes_file_next(&self) -> bool {
+        matches!(
+            self.output.front(),
+            Some(Outgoing {
+                data: Outbound::File { .. },
+                ..
+            })
+        )
+    }
+
+    /// Stages a reply of the current round. Returns whether it is the round's first for this
+    /// outbox, so that the caller remembers to seal it after the commit.
+    pub fn stage(&mut self, response: Response, padded: bool) -> bool {
+        let first = self.staged.back().is_none_or(|last| last.epoch.is_some());
+        let tail: u64 = response.tail.iter().map(Part::len).sum();
+        let len = response.reply.encoded_len() as u64 + tail;
+        self.staged_len += len;
+        self.staged.push_back(Staged {
+            response,
+            padded,
+            len,
+            epoch: None,
+        });
+        first
+    }
+
+    /// Ties the current round's replies to commit `epoch` once the round's fate is known: as
+    /// produced if it committed, as 9000 if it did not (their writes are gone, their messages
+    /// stay queued). They are released once that commit is durable.
+    pub fn seal(&mut self, epoch: u64, committed: bool, in_flight: &mut HashSet<MessageId>) {
+        for staged in self.staged.iter_mut().rev() {
+            if staged.epoch.is_some() {
+                break;
+            }
+            staged.epoch = Some(epoch);
+            if !committed {
+                forget(&staged.response.delivered, in_flight);
+                staged.response = Response::error();
+            }
+        }
+    }
+
+    /// Releases, in order, the replies whose commit is durable through `durable`. If that
+    /// flush failed, they become 9000: their writes may not survive a power cut.
+    pub fn release_through(
+        &mut self,
+        durable: u64,
+        flushed: bool,
+        in_flight: &mut HashSet<MessageId>,
+    ) {
+        while self
+            .staged
+            .front()
+            .is_some_and(|staged| staged.epoch.is_some_and(|epoch| epoch <= durable))
+        {
+            let Some(staged) = self.staged.pop_front() else {
+                break;
+            };
+            self.staged_len -= staged.len;
+            if flushed {
+                self.release(staged.response, staged.padded);
+            } else {
+                forget(&staged.response.delivered, in_flight);
+                self.push(Outbound::Bytes(Reply::error().into_bytes(staged.padded)));
+            }
+        }
+    }
+
+    /// Whether sealed replies wait for a commit to become durable.
+    pub fn awaits_flush(&self) -> bool {
+        self.staged
+            .front()
+            .is_some_and(|staged| staged.epoch.is_some())
+    }
+
+    /// Queues a reply for writing at once, after everything released before it; its
+    /// delivered messages ride on its last piece.
+    pub fn release(&mut self, response: Response, padded: bool) {
+        let Response {
+            reply,
+            tail,
+            delivered,
+        } = response;
+        if tail.is_empty() {
+            self.push(Outbound::Bytes(reply.into_bytes(padded)));
+        } else {
+            let tail_len: u64 = tail.iter().map(Part::len).sum();
+            let head = reply.into_head(tail_len);
+            let total = head.len() as u64 + tail_len;
+            self.push(Outbound::Bytes(head));
+            for part in tail.into_iter().filter(|part| !part.is_empty()) {
+                self.push(match part {
+                    Part::Bytes(bytes) => Outbound::Bytes(bytes),
+                    Part::File { file, len } => Outbound::File {
+                        file,
+                        remaining: len,
+                    },
+                });
+            }
+            let padding = if padded {
+                padding::reply_padding(total as usize)
+            } else {
+                0
+            };
+            if padding > 0 {
+                self.push(Outbound::Bytes(vec![0; padding]));
+            }
+        }
+        if let Some(last) = self.output.back_mut() {
+            last.delivered = delivered;
+        }
+    }
+
+    fn push(&mut self, data: Outbound) {
+        if self.output.is_empty() {
+            self.last_progress = Instant::now();
+        }
+        self.output_len += data.len();
+        self.output.push_back(Outgoing {
+            data,
+            delivered: Vec::new(),
+        });
+    }
+
+    /// Writes released replies into `out` until it would block or `budget` bytes are written.
+    /// The messages of every reply written whole are added to `delivered`.
+    pub fn write_to(
+        &mut self,
+        out: &mut impl Write,
+        mut budget: usize,
+        delivered: &mut Vec<MessageId>,
+    ) -> io::Result<Written> {
+        let pending = self.output_len;
+        let outcome = loop {
+            if self.output_len == 0 {
+                break Ok(Written::All);
+            }
+            if budget == 0 {
+                break Ok(Written::BudgetSpent);
+            }
+            let written = if self.writes_file_next() {
+                self.write_file_chunk(out)
+            } else {
+                self.write_bytes(out)
+            };
+            match written {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    self.advance(n, delivered);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    break Ok(Written::WouldBlock)
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => break Err(error),
+            }
+        };
+        if self.output_len < pending {
+            self.last_progress = Instant::now();
+        }
+        outcome
+    }
+
+    /// One vectored write of the byte pieces at the front of the output.
+    fn write_bytes(&mut self, out: &mut impl Write) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
+        let mut count = 0;
+        for (index, outgoing) in self.output.iter().take(MAX_WRITE_SLICES).enumerate() {
+            let Outbound::Bytes(bytes) = &outgoing.data else {
+                break;
+            };
+            let skip = if index == 0 { self.output_offset } else { 0 };
+            slices[index] = IoSlice::new(&bytes[skip..]);
+            count += 1;
+        }
+        out.write_vectored(&slices[..count])
+    }
+
+    /// Writes from the file at the front of the output, reading its next chunk when the last
+    /// one has been written.
+    fn write_file_chunk(&mut self, out: &mut impl Write) -> io::Result<usize> {
+        if self.file_chunk_written == self.file_chunk.len() {
+            let Some(Outgoing {
+                data: Outbound::File { file, remaining },
+                ..
+            }) = self.output.front_mut()
+            else {
+                return Ok(0);
+            };
+            let len = usize::try_from(*remaining).map_or(FILE_CHUNK, |left| left.min(FILE_CHUNK));
+            self.file_chunk.resize(len, 0);
+            // A short file means the content changed under us: the reply cannot be finished.
+            file.read_exact(&mut self.file_chunk)?;
+            *remaining -= len as u64;
+            self.file_chunk_written = 0;
+        }
+        out.write(&self.file_chunk[self.file_chunk_written..])
+    }
+
+    /// Drops `n` written bytes from the output; the messages of replies now written whole go
+    /// to `delivered`.
+    fn advance(&mut self, mut n: usize, delivered: &mut Vec<MessageId>) {
+        self.output_len -= n as u64;
+        while n > 0 {
+            let Some(front) = self.output.front_mut() else {
+                break;
+            };
+            let finished = match &front.data {
+                Outbound::Bytes(bytes) => {
+                    let left = bytes.len() - self.output_offset;
+                    let taken = n.min(left);
+                    self.output_offset += taken;
+                    n -= taken;
+                    taken == left
+                }
+                Outbound::File { remaining, .. } => {
+                    self.file_chunk_written += n;
+                    n = 0;
+                    *remaining == 0 && self.file_chunk_written == self.file_chunk.len()
+                }
+            };
+            if !finished {
+                break;
+            }
+            if let Some(done) = self.output.pop_front() {
+                delivered.extend(done.delivered);
+            }
+            self.output_offset = 0;
+            self.file_chunk.clear();
+            self.file_chunk_written = 0;
+        }
+        if self.output.is_empty() && self.file_chunk.capacity() > 0 {
+            self.file_chunk = Vec::new();
+        }
+    }
+
+    /// Makes the messages of replies never written whole pullable again; returns whether
+    /// there were any in released replies.
+    pub fn abandon(self, in_flight: &mut HashSet<MessageId>) -> bool {
+        for staged in &self.staged {
+            forget(&staged.response.delivered, in_flight);
+        }
+        let mut lost = false;
+        for outgoing in &self.output {
+            lost |= !outgoing.delivered.is_empty();
+            forget(&outgoing.delivered, in_flight);
+        }
+        lost
+    }
+}
+
+fn forget(ids: &[MessageId], in_flight: &mut HashSet<MessageId>) {
+    for id in ids {
+        in_flight.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, Write};
+
+    use super::*;
+
+    const ERROR: [u8; 7] = [2, 0x28, 0x23, 0, 0, 0, 0];
+
+    /// A reply with `code` and `payload`, delivering `delivered`.
+    fn response(code: u16, payload: &[u8], delivered: &[u32]) -> Response {
+        let mut reply = Reply::new(code);
+        reply.payload().extend_from_slice(payload);
+        let mut response = Response::new(reply);
+        response.delivered = delivered.iter().copied().map(MessageId).collect();
+        response
+    }
+
+    fn wire(code: u16, payload: &[u8]) -> Vec<u8> {
+        let mut reply = Reply::new(code);
+        reply.payload().extend_from_slice(payload);
+        reply.into_bytes(false)
+    }
+
+    fn ids(raw: &[u32]) -> Vec<MessageId> {
+        raw.iter().copied().map(MessageId).collect()
+    }
+
+    /// Writes everything released into a vector; returns the bytes and the delivered ids.
+    fn drain(outbox: &mut Outbox) -> (Vec<u8>, Vec<MessageId>) {
+        let (mut out, mut delivered) = (Vec::new(), Vec::new());
+        let written = outbox.write_to(&mut out, usize::MAX, &mut delivered);
+        assert_eq!(written.expect("a vector takes everything"), Written::All);
+        (out, delivered)
+    }
+
+    /// A writer that takes at most `per_call` bytes a call and `capacity` in all, then blocks.
+    struct Throttled {
+        taken: Vec<u8>,
+        per_call: usize,
+        capacity: usize,
+    }
+
+    impl Write for Throttled {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            let room = self.capacity - self.taken.len();
+            if room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = bytes.len().min(self.per_call).min(room);
+            self.taken.extend_from_slice(&bytes[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn staged_replies_wait_for_their_commit_to_be_durable_and_keep_request_order() {
+        let mut outbox = Outbox::new(Instant::now());
+        let mut in_flight = HashSet::new();
+        assert!(outbox.stage(response(2101, b"first", &[]), false));
+        assert!(!outbox.stage(response(2104, b"second", &[]), false));
+        assert_eq!(drain(&mut outbox).0, b"");
+        outbox.seal(1, true, &mut in_flight);
+        assert!(outbox.awaits_flush());
+        // The next round's reply opens a new run.
+        assert!(outbox.stage(response(2102, b"third", &[]), false));
+        outbox.release_through(0, true, &mut in_flight);
+        assert_eq!(drain(&mut outbox).0, b"");
+        outbox.release_through(1, true, &mut in_flight);
+        let expected = [wire(2101, b"first"), wire(2104, b"second")].concat();
+        assert_eq!(drain(&mut outbox).0, expected);
+        assert!(!outbox.awaits_flush());
+        outbox.seal(2, true, &mut in_flight);
+        outbox.release_through(2, true, &mut in_flight);
+        assert_eq!(drain(&mut outbox).0, wire(2102, b"third"));
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn a_round_that_failed_to_commit_or_flush_answers_9000_and_frees_its_messages() {
+        let mut outbox = Outbox::new(Instant::now());
+        let mut in_flight: HashSet<MessageId> = ids(&[1, 2]).into_iter().collect();
+        outbox.stage(response(2104, b"pulled", &[1]), true);
+        outbox.seal(1, false, &mut in_flight);
+        outbox.release_through(1, true, &mut in_flight);
+        let mut padded_error = ERROR.to_vec();
+        padded_error.resize(1024, 0);
+        assert_eq!(drain(&mut outbox), (padded_error, vec![]));
+        assert_eq!(in_flight, ids(&[2]).into_iter().collect());
+
+        outbox.stage(response(2104, b"pulled", &[2]), false);
+        outbox.seal(2, true, &mut in_flight);
+        outbox.release_through(2, false, &mut in_flight);
+        assert_eq!(drain(&mut outbox), (ERROR.to_vec(), vec![]));
+        assert!(in_flight.is_empty());
+    }
+
+    #[test]
+    fn a_spooled_content_is_streamed_from_its_file_then_padded() {
+        let content: Vec<u8> = (0..=255).cycle().take(3 * FILE_CHUNK / 2).collect();
+        let mut file = tempfile::tempfile().expect("temporary file");
+        file.write_all(&content).expect("write");
+        file.rewind().expect("rewind");
+        let mut reply = Reply::new(2104);
+        reply.payload().extend_from_slice(b"message header");
+        let mut response = Response::new(reply);
+        response.tail = vec![
+            Part::File {
+                file,
+                len: content.len() as u64,
+            },
+            Part::Bytes(b"after".to_vec()),
+        ];
+        response.delivered = ids(&[7]);
+        let mut outbox = Outbox::new(Instant::now());
+        outbox.release(response, true);
+        assert!(!outbox.writes_file_next());
+        let (out, delivered) = drain(&mut outbox);
+        let payload_len = 14 + content.len() + 5;
+        assert_eq!(&out[..3], &[2, 0x38, 0x08]);
+        assert_eq!(&out[3..7], &(payload_len as u32).to_le_bytes());
+        assert_eq!(&out[7..21], b"message header");
+        assert_eq!(&out[21..21 + content.len()], &content[..]);
+        assert_eq!(&out[21 + content.len()..7 + payload_len], b"after");
+        assert_eq!(out.len() % 1024, 0);
+        assert!(out[7 + payload_len..].iter().all(|&byte| byte == 0));
+        assert_eq!(delivered, ids(&[7]));
+    }
+
+    #[test]
+    fn writes_stop_at_the_budget_and_at_a_full_writer_and_deliver_only_whole_replies() {
+        let mut outbox = Outbox::new(Instant::now());
+        outbox.release(response(2104, &[5; 100], &[1, 2]), false);
+        outbox.release(response(2104, &[6; 100], &[3]), false);
+        let mut out = Throttled {
+            taken: Vec::new(),
+            per_call: 30,
+            capacity: 150,
+        };
+        let mut delivered = Vec::new();
+        let written = outbox.write_to(&mut out, 60, &mut delivered);
+        assert_eq!(written.expect("write"), Written::BudgetSpent);
+        assert_eq!((out.taken.len(), delivered.len()), (60, 0));
+        let written = outbox.write_to(&mut out, 1000, &mut delivered);
+        assert_eq!(written.expect("write"), Written::WouldBlock);
+        assert_eq!(delivered, ids(&[1, 2]), "only the first reply is whole");
+        assert_eq!(outbox.unwritten(), 214 - 150);
+        out.capacity = usize::MAX;
+        let written = outbox.write_to(&mut out, 1000, &mut delivered);
+        assert_eq!(written.expect("write"), Written::All);
+        assert_eq!(delivered, ids(&[1, 2, 3]));
+        let expected = [wire(2104, &[5; 100]), wire(2104, &[6; 100])].concat();
+        assert_eq!(out.taken, expected);
+    }
+
+    #[test]
+    fn a_reply_no_request_produced_goes_after_what_was_released_and_before_what_is_staged() {
+        let mut outbox = Outbox::new(Instant::now());
+        let mut in_flight = HashSet::new();
+        outbox.release(response(2101, b"released", &[]), false);
+        outbox.stage(response(2104, b"staged", &[]), false);
+        outbox.release(response(2999, b"pushed", &[]), false);
+        outbox.seal(1, true, &mut in_flight);
+        outbox.release_through(1, true, &mut in_flight);
+        let expected = [
+            wire(2101, b"released"),
+            wire(2999, b"pushed"),
+            wire(2104, b"staged"),
+        ]
+        .concat();
+        assert_eq!(drain(&mut outbox).0, expected);
+    }
+
+    #[test]
+    fn abandoning_frees_the_messages_of_replies_not_written_whole() {
+        let mut in_flight: HashSet<MessageId> = ids(&[1, 2, 3]).into_iter().collect();
+        let mut outbox = Outbox::new(Instant::now());
+        outbox.stage(response(2104, b"staged", &[1]), false);
+        assert!(!outbox.abandon(&mut in_flight), "nothing released was lost");
+        let mut outbox = Outbox::new(Instant::now());
+        outbox.release(response(2104, b"released", &[2]), false);
+        assert!(outbox.abandon(&mut in_flight));
+        assert_eq!(in_flight, ids(&[3]).into_iter().collect());
+    }
+}
