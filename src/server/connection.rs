@@ -12,15 +12,13 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::outbox::{Outbox, Written};
+use super::reader::{Event, RequestReader};
 use super::sync::Synced;
 use super::timers::Timers;
 use super::Env;
 use crate::config::Config;
 use crate::handlers::{HandlerError, Response};
-use crate::protocol::padding::{self, Padding};
-use crate::protocol::{
-    Frame, FrameDecoder, MessageId, RequestCode, RequestHeader, SendHead, Step, REQUEST_HEADER_LEN,
-};
+use crate::protocol::{FrameDecoder, MessageId, RequestCode, RequestHeader, SendHead};
 use crate::store::Upload;
 
 /// Unsent reply bytes above which a connection's requests are no longer read: a client that
@@ -34,8 +32,6 @@ const WRITE_BUDGET: usize = 256 << 10;
 /// Requests served from one connection per turn, so that a client pipelining thousands of
 /// requests cannot make everyone else wait for the end of its turn.
 const REQUESTS_PER_TURN: usize = 64;
-/// Input buffers larger than this are given back once empty (after a large request).
-const INPUT_KEEP_CAPACITY: usize = 64 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
@@ -54,39 +50,23 @@ struct InboundUpload {
     header: RequestHeader,
     code: RequestCode,
     head: SendHead,
-    /// Content bytes still to come.
-    remaining: u64,
-    /// Where they go: the spool file, or nowhere for a refused request, which is answered
-    /// with 9000 once its content has passed, keeping the stream in step.
+    /// Where the content goes: the spool file, or nowhere for a refused request, which is
+    /// answered with 9000 once its content has passed, keeping the stream in step.
     sink: Result<Upload, HandlerError>,
 }
 
 impl InboundUpload {
-    /// Takes the content bytes at the start of `bytes`; returns how many. Each
-    /// `writeback_step` bytes, what has arrived starts going to the disk while the rest
-    /// arrives.
-    fn feed(&mut self, bytes: &[u8], writeback_step: u64, peer: SocketAddr) -> usize {
-        let taken = bytes
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+    /// Writes content bytes to the sink. Each `writeback_step` bytes, what has arrived starts
+    /// going to the disk while the rest arrives.
+    fn write(&mut self, bytes: &[u8], writeback_step: u64, peer: SocketAddr) {
         if let Ok(upload) = &mut self.sink {
-            match upload.write(&bytes[..taken]) {
+            match upload.write(bytes) {
                 Ok(()) => upload.write_back_early(writeback_step),
                 Err(error) => {
                     log::warn!("{peer}: cannot write an uploaded content: {error}");
                     self.sink = Err(HandlerError::Upload(error));
                 }
             }
-        }
-        self.remaining -= taken as u64;
-        taken
-    }
-
-    fn frame(&self) -> Frame {
-        Frame::Upload {
-            header: self.header,
-            code: self.code,
-            head: self.head,
         }
     }
 }
@@ -112,17 +92,7 @@ pub(crate) struct Connection {
     peer_closed: bool,
     writable_interest: bool,
 
-    input: Vec<u8>,
-    /// `input[input_start..]` is not yet consumed.
-    input_start: usize,
-    /// Stream offset of `input[input_start]`.
-    consumed: u64,
-    /// Stream offset where the request being decoded began.
-    request_start: u64,
-    decoder: FrameDecoder,
-    /// A complete request held until its padding can be classified.
-    held: Option<(Frame, usize)>,
-    grace_expired: bool,
+    reader: RequestReader,
     /// Processing stopped (backpressure, turn budget) with input left to process.
     stalled: bool,
     /// Requests this connection may still serve in the current turn.
@@ -169,13 +139,10 @@ impl Connection {
             readable: true,
             peer_closed: false,
             writable_interest: false,
-            input: Vec::new(),
-            input_start: 0,
-            consumed: 0,
-            request_start: 0,
-            decoder: FrameDecoder::new(config.max_payload, config.spool_threshold),
-            held: None,
-            grace_expired: false,
+            reader: RequestReader::new(
+                FrameDecoder::new(config.max_payload, config.spool_threshold),
+                config.padding_grace,
+            ),
             stalled: false,
             requests_left: REQUESTS_PER_TURN,
             upload: None,
@@ -210,13 +177,7 @@ impl Connection {
 
     /// Whether the next read would take an upload's content: bulk work, paced.
     pub fn bulk_reading(&self) -> bool {
-        self.state == State::Open
-            && self.syncing.is_none()
-            && self.input_start == self.input.len()
-            && self
-                .upload
-                .as_ref()
-                .is_some_and(|upload| upload.remaining > 0)
+        self.state == State::Open && self.syncing.is_none() && self.reader.awaits_upload_bytes()
     }
 
     /// Whether the next write would send a spooled content: bulk work, paced.
@@ -266,18 +227,19 @@ impl Connection {
                 Ok(0) => {
                     self.readable = false;
                     self.peer_closed = true;
+                    self.reader.close_input();
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     self.last_read = env.now;
                     if self.state == State::Open {
                         self.request_started.get_or_insert(env.now);
-                        let writeback_step = env.core.pacer.writeback_step(env.now);
-                        let rest = self.feed_upload_directly(&scratch[..n], writeback_step);
-                        self.input.extend_from_slice(rest);
+                        // Content that arrives while nothing else is buffered goes straight
+                        // to its upload, without a copy into the reader's buffer.
+                        let (content, rest) = self.reader.take_upload_bytes(&scratch[..n]);
+                        self.write_upload(content, env);
+                        self.reader.feed(rest);
                         self.process(env);
-                    } else {
-                        self.consumed += n as u64;
                     }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.readable = false,
@@ -290,18 +252,11 @@ impl Connection {
         }
     }
 
-    /// Content bytes that arrive while nothing else is buffered go straight to the upload,
-    /// without a copy into the input buffer. Returns the bytes left over.
-    fn feed_upload_directly<'b>(&mut self, bytes: &'b [u8], writeback_step: u64) -> &'b [u8] {
-        let Some(upload) = self.upload.as_mut() else {
-            return bytes;
-        };
-        if self.input_start < self.input.len() {
-            return bytes;
+    fn write_upload(&mut self, content: &[u8], env: &mut Env<'_>) {
+        if let (Some(upload), false) = (self.upload.as_mut(), content.is_empty()) {
+            let writeback_step = env.core.pacer.writeback_step(env.now);
+            upload.write(content, writeback_step, self.peer);
         }
-        let taken = upload.feed(bytes, writeback_step, self.peer);
-        self.consumed += taken as u64;
-        &bytes[taken..]
     }
 
     fn on_peer_closed(&mut self, env: &mut Env<'_>) {
@@ -327,10 +282,7 @@ impl Connection {
         }
         self.deadline = None;
         match self.state {
-            State::Open if self.held.is_some() => {
-                self.grace_expired = true;
-                self.process(env);
-            }
+            State::Open if self.reader.is_holding() => self.process(env),
             State::Lingering => self.state = State::Closed,
             _ => {}
         }
@@ -348,12 +300,8 @@ impl Connection {
         // A request left incomplete must arrive whole within the request timeout, counted
         // from when the request before it was served. Uploads are timed by their progress,
         // and requests held by backpressure by the client's reading.
-        let incomplete = !self.stalled
-            && self.syncing.is_none()
-            && self.upload.is_none()
-            && (self.input_start < self.input.len()
-                || self.held.is_some()
-                || self.decoder.is_skipping());
+        let incomplete =
+            !self.stalled && self.syncing.is_none() && self.reader.has_partial_request();
         self.request_started = if !incomplete {
             None
         } else if self.requests_left < requests_left {
@@ -363,99 +311,105 @@ impl Connection {
         };
     }
 
+    /// Serves what the reader has, in order, until it needs more bytes or the connection
+    /// must pause.
     fn serve_buffered(&mut self, env: &mut Env<'_>) {
         self.stalled = false;
         while self.state == State::Open {
             if self.must_pause() {
-                self.stalled = self.input_start < self.input.len() || self.held.is_some();
+                self.stalled = self.reader.has_buffered();
                 break;
             }
-            let Some((frame, len)) = self.next_frame(env) else {
-                break;
-            };
-            if let Frame::Fatal { header, reason } = frame {
-                log::warn!(
-                    "{}: request code {}: {reason}; closing",
-                    self.peer,
-                    header.code
-                );
-                self.close_with_error(env);
-                break;
-            }
-            let end = self.consumed + len as u64;
-            let following = &self.input[self.input_start + len..];
-            let closed = self.peer_closed || self.grace_expired;
-            match padding::classify(self.request_start, end, following, closed) {
-                Padding::Undecided => {
-                    self.held = Some((frame, len));
+            let peer = self.peer;
+            let (response, padded) = match self.reader.next(env.now) {
+                Event::NeedMore => break,
+                Event::Undecided { until } => {
                     if self.deadline.is_none() {
-                        let at = env.now + env.core.config.padding_grace;
-                        self.set_deadline(at, &mut env.core.timers);
+                        self.set_deadline(until, &mut env.core.timers);
                     }
                     break;
                 }
-                Padding::Exact => {
-                    self.serve(frame, false, env);
-                    self.consume(len);
-                    self.request_start = self.consumed;
+                Event::Request {
+                    header,
+                    code,
+                    body,
+                    padded,
+                } => {
+                    log::debug!("{peer}: {code:?} from {}", header.client_id);
+                    env.core.pacer.saw_request(env.now);
+                    (env.serve(code, &header, body, peer), padded)
                 }
-                Padding::Padded => {
-                    // The padding, and anything after it, is never parsed: the client sends
-                    // one request per connection.
-                    log::debug!("{}: zero-padded client", self.peer);
-                    self.serve(frame, true, env);
-                    self.drop_input();
-                    self.state = State::ClosingAfterFlush;
+                Event::Rejected { header, padded } => {
+                    log::warn!(
+                        "{peer}: request code {} with payload size {} rejected",
+                        header.code,
+                        header.payload_size
+                    );
+                    env.core.pacer.saw_request(env.now);
+                    (Response::error(), padded)
                 }
-            }
-            self.grace_expired = false;
-            self.deadline = None;
+                Event::Fatal { header, reason } => {
+                    log::warn!("{peer}: request code {}: {reason}; closing", header.code);
+                    self.close_with_error(env);
+                    break;
+                }
+                Event::UploadStart { header, code, head } => {
+                    self.start_upload(header, code, head, env);
+                    continue;
+                }
+                Event::UploadBytes(content) => {
+                    if let Some(upload) = self.upload.as_mut() {
+                        let writeback_step = env.core.pacer.writeback_step(env.now);
+                        upload.write(content, writeback_step, peer);
+                    }
+                    continue;
+                }
+                Event::UploadEnd { padded } => match self.upload.take() {
+                    Some(InboundUpload {
+                        header,
+                        code,
+                        head,
+                        sink: Ok(upload),
+                    }) => {
+                        self.count_request(padded);
+                        let syncing = Syncing {
+                            header,
+                            code,
+                            head,
+                            padded,
+                        };
+                        self.sync_upload(upload, syncing, env);
+                        continue;
+                    }
+                    Some(InboundUpload { sink: Err(_), .. }) | None => (Response::error(), padded),
+                },
+            };
+            self.count_request(padded);
+            self.stage(response, padded, env);
         }
-        self.compact_input();
     }
 
-    /// The next request to classify and serve, with the bytes it covers at the start of the
-    /// unconsumed input; `None` until more bytes arrive. An upload's content is streamed to
-    /// its file on the way, and the upload counts as a request of no bytes once it is whole.
-    fn next_frame(&mut self, env: &mut Env<'_>) -> Option<(Frame, usize)> {
-        if let Some(held) = self.held.take() {
-            return Some(held);
-        }
-        loop {
-            if let Some(upload) = self.upload.as_mut() {
-                let writeback_step = env.core.pacer.writeback_step(env.now);
-                let taken = upload.feed(&self.input[self.input_start..], writeback_step, self.peer);
-                let (whole, frame) = (upload.remaining == 0, upload.frame());
-                self.consume(taken);
-                return whole.then_some((frame, 0));
-            }
-            match self.decoder.decode(&self.input[self.input_start..]) {
-                Step::NeedMore => return None,
-                Step::Discarded(n) => self.consume(n),
-                Step::Frame {
-                    frame: Frame::Upload { header, code, head },
-                    len,
-                } => {
-                    self.consume(len);
-                    if !self.start_upload(header, code, head, env) {
-                        return None;
-                    }
-                }
-                Step::Frame { frame, len } => return Some((frame, len)),
-            }
+    /// A request was answered (or is being made durable): padded clients get nothing more.
+    fn count_request(&mut self, padded: bool) {
+        self.requests_left = self.requests_left.saturating_sub(1);
+        self.requests_served += 1;
+        self.deadline = None;
+        if padded {
+            log::debug!("{}: zero-padded client", self.peer);
+            self.drop_input();
+            self.state = State::ClosingAfterFlush;
         }
     }
 
     /// Checks a large send from its head and opens its spool file. A refusal that cannot
-    /// wait for the content (no disk space) closes the connection; returns whether it is
-    /// still open.
+    /// wait for the content (no disk space) closes the connection.
     fn start_upload(
         &mut self,
         header: RequestHeader,
         code: RequestCode,
         head: SendHead,
         env: &mut Env<'_>,
-    ) -> bool {
+    ) {
         let sink = env.start_upload(code, &header, &head);
         if let Err(error) = &sink {
             log::warn!(
@@ -465,17 +419,15 @@ impl Connection {
             );
             if error.closes_connection() {
                 self.close_with_error(env);
-                return false;
+                return;
             }
         }
         self.upload = Some(InboundUpload {
             header,
             code,
             head,
-            remaining: u64::from(head.content_len),
             sink,
         });
-        true
     }
 
     /// Answers 9000 and closes after writing it: the rest of the stream cannot be trusted.
@@ -483,54 +435,6 @@ impl Connection {
         self.stage(Response::error(), false, env);
         self.drop_input();
         self.state = State::ClosingAfterFlush;
-    }
-
-    /// Runs one framed request (still at the start of the unconsumed input) and stages its
-    /// reply.
-    fn serve(&mut self, frame: Frame, padded: bool, env: &mut Env<'_>) {
-        self.requests_left = self.requests_left.saturating_sub(1);
-        self.requests_served += 1;
-        if !matches!(frame, Frame::Upload { .. }) {
-            env.core.pacer.saw_request(env.now);
-        }
-        let response = match frame {
-            Frame::Request {
-                header,
-                code,
-                body_len,
-            } => {
-                let body_start = self.input_start + REQUEST_HEADER_LEN;
-                let body = &self.input[body_start..body_start + body_len];
-                log::debug!("{}: {code:?} from {}", self.peer, header.client_id);
-                env.serve(code, &header, body, self.peer)
-            }
-            Frame::Upload {
-                header, code, head, ..
-            } => match self.upload.take().map(|upload| upload.sink) {
-                Some(Ok(upload)) => {
-                    let syncing = Syncing {
-                        header,
-                        code,
-                        head,
-                        padded,
-                    };
-                    self.sync_upload(upload, syncing, env);
-                    return;
-                }
-                Some(Err(_)) | None => Response::error(),
-            },
-            Frame::Rejected { header } => {
-                log::warn!(
-                    "{}: request code {} with payload size {} rejected",
-                    self.peer,
-                    header.code,
-                    header.payload_size
-                );
-                Response::error()
-            }
-            Frame::Fatal { .. } => Response::error(),
-        };
-        self.stage(response, padded, env);
     }
 
     /// Hands a whole upload to a sync thread; its reply is staged when the sync is done.
@@ -580,30 +484,11 @@ impl Connection {
         }
     }
 
-    fn consume(&mut self, n: usize) {
-        self.input_start += n;
-        self.consumed += n as u64;
-    }
-
     /// Drops every request not yet served, and the content of an upload in progress.
     fn drop_input(&mut self) {
-        self.consume(self.input.len() - self.input_start);
-        self.held = None;
+        self.reader.stop();
         self.upload = None;
         self.stalled = false;
-    }
-
-    fn compact_input(&mut self) {
-        if self.input_start == self.input.len() {
-            self.input.clear();
-            self.input_start = 0;
-            if self.input.capacity() > INPUT_KEEP_CAPACITY {
-                self.input.shrink_to(INPUT_KEEP_CAPACITY);
-            }
-        } else if self.input_start > self.input.len() / 2 {
-            self.input.drain(..self.input_start);
-            self.input_start = 0;
-        }
     }
 
     /// Ties the current round's staged replies to commit `epoch` (see [`Outbox::seal`]).
@@ -694,7 +579,7 @@ impl Connection {
             && self.request_started.is_none()
             && self.upload.is_none()
             && self.syncing.is_none()
-            && self.held.is_none();
+            && !self.reader.is_holding();
         (waiting && self.is_quiet()).then_some(self.last_read.max(self.outbox.last_progress()))
     }
 

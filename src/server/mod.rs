@@ -5,6 +5,7 @@ mod connection;
 mod durability;
 mod outbox;
 mod pacer;
+mod reader;
 mod shutdown;
 mod sync;
 mod timers;
