@@ -515,3 +515,20 @@ fn messages_of_the_cpp_and_python_clients_are_read_with_their_own_me_info() {
     assert_eq!(file, expected);
     assert!(pulled.iter().all(|m| m["from"] == "alice"));
 }
+
+#[test]
+fn a_missing_folder_is_named_as_such() {
+    let parent = tempfile::tempdir().expect("temporary directory");
+    let missing = parent.path().join("nowhere");
+    for args in [&["list"][..], &["--server", "127.0.0.1:9", "register", "x"]] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_messageu-client"));
+        command.arg("--dir").arg(&missing).args(args);
+        let output = run_bounded(command, "");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("nowhere does not exist"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

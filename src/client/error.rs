@@ -38,6 +38,10 @@ pub enum ClientError {
     FileChanged { path: PathBuf },
     #[error("{path}: {len} bytes is more than one message can carry")]
     FileTooLarge { path: PathBuf, len: u64 },
+    #[error("the folder {0} does not exist (--dir names the folder of me.info and server.info)")]
+    NoFolder(PathBuf),
+    #[error("{0} is not a folder (--dir names the folder of me.info and server.info)")]
+    NotAFolder(PathBuf),
     #[error("no server address: write host:port to {0} or pass --server")]
     NoServer(PathBuf),
     #[error("already registered: {0} exists")]

@@ -48,6 +48,7 @@ impl Session {
     /// Reads the client's files: `server.info` (unless overridden), `me.info` and the state
     /// file if they exist. Connects only when the first request is sent.
     pub fn open(options: SessionOptions) -> Result<Session, ClientError> {
+        check_folder(&options.dir)?;
         let server = match options.server {
             Some(server) => server,
             None => {
@@ -313,6 +314,21 @@ impl Session {
             Some(me) => self.peers.save(&self.dir.join(STATE_FILE), me.id),
             None => Ok(()),
         }
+    }
+}
+
+/// Fails unless `dir` is a folder, so that its files are not reported missing one by one.
+fn check_folder(dir: &Path) -> Result<(), ClientError> {
+    match std::fs::metadata(dir) {
+        Ok(metadata) if metadata.is_dir() => Ok(()),
+        Ok(_) => Err(ClientError::NotAFolder(dir.to_owned())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(ClientError::NoFolder(dir.to_owned()))
+        }
+        Err(source) => Err(ClientError::File {
+            path: dir.to_owned(),
+            source,
+        }),
     }
 }
 
