@@ -532,3 +532,26 @@ fn a_missing_folder_is_named_as_such() {
         );
     }
 }
+
+#[test]
+fn a_damaged_peers_file_says_what_removing_it_loses_and_does_not_block_list() {
+    let server = TestServer::start();
+    let (alice, _bob) = keyed_pair(&server);
+    let peers = alice.dir.path().join("peers.json");
+    std::fs::write(&peers, "{ damaged").expect("peers.json damaged");
+    assert_eq!(alice.ok(&["list"]), "bob\n");
+    for args in [
+        &["get-key", "bob"][..],
+        &["send-text", "bob", TEXT],
+        &["pull"],
+    ] {
+        let error = alice.fails(args);
+        for expected in ["peers.json is damaged", "remove it", "symmetric keys"] {
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
+    }
+    let kept = std::fs::read_to_string(&peers).expect("peers.json");
+    assert_eq!(kept, "{ damaged", "left as it was");
+    std::fs::remove_file(&peers).expect("removed");
+    alice.ok(&["get-key", "bob"]);
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::crypto::CryptoError;
 use super::identity::FileFormatError;
+use super::state::DamagedState;
 use crate::protocol::client::ReplyError;
 use crate::protocol::ClientId;
 
@@ -58,8 +59,8 @@ pub enum ClientError {
     NoSymmetricKey(String),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
-    #[error("{path}: the state file is damaged: {reason}")]
-    BadState { path: PathBuf, reason: String },
+    #[error(transparent)]
+    BadState(#[from] DamagedState),
     #[error("reading the input failed: {0}")]
     Input(#[source] io::Error),
     #[error("writing the output failed: {0}")]

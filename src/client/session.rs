@@ -14,7 +14,7 @@ use super::error::ClientError;
 use super::identity::{
     exists, validate_name, Identity, NewMeInfo, ServerAddress, ME_INFO, SERVER_INFO,
 };
-use super::state::{Peers, STATE_FILE};
+use super::state::{DamagedState, Peers, STATE_FILE};
 use super::transport::{socket_error, ConnectionMode, Reply, Transport};
 use crate::protocol::client::{
     bare_request, check_reply_code, parse_client_list, parse_public_key, parse_registered,
@@ -41,7 +41,8 @@ pub struct Session {
     transport: Transport,
     dir: PathBuf,
     identity: Option<Identity>,
-    peers: Peers,
+    /// A damaged state file blocks only the operations that need what it holds.
+    peers: Result<Peers, DamagedState>,
 }
 
 impl Session {
@@ -66,8 +67,11 @@ impl Session {
             None
         };
         let peers = match &identity {
-            Some(me) => Peers::load(&options.dir.join(STATE_FILE), me.id)?,
-            None => Peers::default(),
+            Some(me) => match Peers::load(&options.dir.join(STATE_FILE), me.id) {
+                Err(ClientError::BadState(damaged)) => Err(damaged),
+                loaded => Ok(loaded?),
+            },
+            None => Ok(Peers::default()),
         };
         Ok(Session {
             edition: options.edition,
@@ -81,6 +85,18 @@ impl Session {
     /// The edition whose request codes this session sends.
     pub fn edition(&self) -> Edition {
         self.edition
+    }
+
+    fn peers(&self) -> Result<&Peers, ClientError> {
+        self.peers
+            .as_ref()
+            .map_err(|damaged| damaged.clone().into())
+    }
+
+    fn peers_mut(&mut self) -> Result<&mut Peers, ClientError> {
+        self.peers
+            .as_mut()
+            .map_err(|damaged| damaged.clone().into())
     }
 
     fn me(&self) -> Result<&Identity, ClientError> {
@@ -113,16 +129,19 @@ impl Session {
         };
         me_info.write(&identity)?;
         self.identity = Some(identity);
-        self.peers = Peers::default();
+        self.peers = Ok(Peers::default());
         Ok(id)
     }
 
-    /// Every other registered client; their ids and names are remembered.
+    /// Every other registered client; their ids and names are remembered unless the state
+    /// file is damaged, which is then left as it is.
     pub fn list_clients(&mut self) -> Result<Vec<ListedClient>, ClientError> {
         let caller = self.me()?.id;
         let request = bare_request(self.edition, Operation::ListClients, caller);
         let listed = parse_client_list(&self.exchange(Operation::ListClients, &request)?)?;
-        self.peers.learn(&listed);
+        if let Ok(peers) = &mut self.peers {
+            peers.learn(&listed);
+        }
         self.save_state()?;
         Ok(listed)
     }
@@ -140,7 +159,7 @@ impl Session {
             });
         }
         validate_public_key(&key)?;
-        self.peers.set_public_key(id, key);
+        self.peers_mut()?.set_public_key(id, key);
         self.save_state()
     }
 
@@ -155,14 +174,14 @@ impl Session {
     pub fn send_symmetric_key(&mut self, name: &str) -> Result<MessageId, ClientError> {
         let to = self.peer_id(name)?;
         let public_key = self
-            .peers
+            .peers()?
             .by_id(to)
             .and_then(|peer| peer.public_key.clone())
             .ok_or_else(|| ClientError::NoPublicKey(name.to_owned()))?;
         let key = AesKey::random();
         let content = encrypt_symmetric_key(&public_key, &key)?;
         let id = self.send(to, MessageType::SymmetricKey, &content)?;
-        self.peers.set_symmetric_key(to, name, key);
+        self.peers_mut()?.set_symmetric_key(to, name, key);
         self.save_state()?;
         Ok(id)
     }
@@ -234,12 +253,15 @@ impl Session {
     /// decrypted (files saved in the system's temporary folder).
     pub fn pull(&mut self) -> Result<Vec<Received>, ClientError> {
         let caller = self.me()?.id;
+        // Checked first: pulled messages are off the server, and need the keys to be read.
+        self.peers()?;
         let request = bare_request(self.edition, Operation::PullMessages, caller);
         let payload = self.exchange(Operation::PullMessages, &request)?;
         let messages = pulled_messages(&payload).collect::<Result<Vec<_>, _>>()?;
+        let known = self.peers()?;
         if messages
             .iter()
-            .any(|message| self.peers.by_id(message.from).is_none())
+            .any(|message| known.by_id(message.from).is_none())
         {
             // Only for names: the messages are already off the server, so a failed list must
             // not lose them; unknown senders then show as hex ids.
@@ -250,9 +272,10 @@ impl Session {
             .identity
             .as_ref()
             .ok_or_else(|| not_registered(&self.dir))?;
+        let peers = (self.peers.as_mut()).map_err(|damaged| ClientError::from(damaged.clone()))?;
         let received = messages
             .iter()
-            .map(|message| receive(&me.key, &mut self.peers, message))
+            .map(|message| receive(&me.key, peers, message))
             .collect();
         self.save_state()?;
         Ok(received)
@@ -260,18 +283,18 @@ impl Session {
 
     /// The id of the peer called `name`, fetching the client list if it is not known yet.
     fn peer_id(&mut self, name: &str) -> Result<ClientId, ClientError> {
-        if let Some(peer) = self.peers.by_name(name) {
+        if let Some(peer) = self.peers()?.by_name(name) {
             return Ok(peer.id);
         }
         self.list_clients()?;
-        self.peers
+        self.peers()?
             .by_name(name)
             .map(|peer| peer.id)
             .ok_or_else(|| ClientError::UnknownPeer(name.to_owned()))
     }
 
     fn symmetric_key(&self, id: ClientId, name: &str) -> Result<AesKey, ClientError> {
-        self.peers
+        self.peers()?
             .by_id(id)
             .and_then(|peer| peer.symmetric_key.clone())
             .ok_or_else(|| ClientError::NoSymmetricKey(name.to_owned()))
@@ -310,9 +333,9 @@ impl Session {
     }
 
     fn save_state(&self) -> Result<(), ClientError> {
-        match &self.identity {
-            Some(me) => self.peers.save(&self.dir.join(STATE_FILE), me.id),
-            None => Ok(()),
+        match (&self.identity, &self.peers) {
+            (Some(me), Ok(peers)) => peers.save(&self.dir.join(STATE_FILE), me.id),
+            _ => Ok(()),
         }
     }
 }
