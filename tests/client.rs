@@ -555,3 +555,40 @@ fn a_damaged_peers_file_says_what_removing_it_loses_and_does_not_block_list() {
     std::fs::remove_file(&peers).expect("removed");
     alice.ok(&["get-key", "bob"]);
 }
+
+#[test]
+fn server_errors_name_the_likely_causes_of_each_operation() {
+    let unknown_caller = "may not know this client's id";
+    let server = TestServer::start();
+    let alice = User::new(server.addr, "2025", &[]);
+    alice.ok(&["register", "alice"]);
+    let carol = User::new(server.addr, "2025", &[]);
+    let error = carol.fails(&["register", "alice"]);
+    assert!(
+        error.contains("server responded with an error: the name may be taken"),
+        "{error}"
+    );
+    // The vectors' alice was registered on another server: this one does not know her id.
+    let stranger = User::new(server.addr, "2025", &[]);
+    stranger.use_me_info_of("alice");
+    for args in [&["list"][..], &["pull"]] {
+        let error = stranger.fails(args);
+        assert!(error.contains(unknown_caller), "{args:?}: {error}");
+    }
+
+    let mut listed_bob = vec![2; 16];
+    listed_bob.extend_from_slice(b"bob");
+    listed_bob.resize(271, 0);
+    let list = whole(2101, &listed_bob);
+    let refused = whole(9000, &[]);
+    refuses_malformed(
+        &["get-key", "bob"],
+        vec![list.clone(), refused.clone()],
+        "the client asked about may no longer be registered",
+    );
+    refuses_malformed(
+        &["request-key", "bob"],
+        vec![list, refused],
+        "the recipient may no longer be registered, the content may be larger",
+    );
+}

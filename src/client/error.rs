@@ -7,14 +7,16 @@ use super::crypto::CryptoError;
 use super::identity::FileFormatError;
 use super::state::DamagedState;
 use crate::protocol::client::ReplyError;
-use crate::protocol::ClientId;
+use crate::protocol::{ClientId, Operation};
 
-/// Why an operation failed. The message of a 9000 reply is exactly the console's
-/// `server responded with an error`.
+/// Why an operation failed. The message of a 9000 reply begins with the console's
+/// `server responded with an error`, then says what the server may have objected to.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(transparent)]
     Reply(#[from] ReplyError),
+    #[error("server responded with an error: {}", likely_causes(*.0))]
+    Refused(Operation),
     #[error("the reply names client {actual}, but the request was for {expected}")]
     ReplyForOtherClient {
         expected: ClientId,
@@ -65,4 +67,21 @@ pub enum ClientError {
     Input(#[source] io::Error),
     #[error("writing the output failed: {0}")]
     Output(#[source] io::Error),
+}
+
+/// What a 9000 reply to `operation` most likely means (protocol §3); the reply says no more.
+fn likely_causes(operation: Operation) -> String {
+    const UNKNOWN_CALLER: &str = "the server may not know this client's id (me.info from \
+        another server, or its database was reset: register again from a new folder)";
+    match operation {
+        Operation::Register => "the name may be taken, or refused by the server".to_owned(),
+        Operation::ListClients | Operation::PullMessages => UNKNOWN_CALLER.to_owned(),
+        Operation::PublicKey => {
+            format!("the client asked about may no longer be registered, or {UNKNOWN_CALLER}")
+        }
+        Operation::SendMessage => format!(
+            "the recipient may no longer be registered, the content may be larger than the \
+             server accepts, the server may be out of space, or {UNKNOWN_CALLER}"
+        ),
+    }
 }

@@ -19,9 +19,9 @@ use super::transport::{socket_error, ConnectionMode, Reply, Transport};
 use crate::protocol::client::{
     bare_request, check_reply_code, parse_client_list, parse_public_key, parse_registered,
     parse_sent, public_key_request, pulled_messages, register_request, send_request,
-    send_request_head, ListedClient, PulledMessage, MAX_SEND_CONTENT,
+    send_request_head, ListedClient, PulledMessage, ReplyError, MAX_SEND_CONTENT,
 };
-use crate::protocol::{ClientId, Edition, MessageId, MessageType, Operation};
+use crate::protocol::{ClientId, Edition, MessageId, MessageType, Operation, ReplyHeader};
 
 /// What a session needs to start.
 #[derive(Debug, Clone)]
@@ -314,7 +314,7 @@ impl Session {
 
     /// The message id of a send reply, checked to be for `to`.
     fn sent(&self, to: ClientId, reply: Reply) -> Result<MessageId, ClientError> {
-        check_reply_code(self.edition, Operation::SendMessage, &reply.header)?;
+        check_reply(self.edition, Operation::SendMessage, &reply.header)?;
         let (destination, id) = parse_sent(&reply.payload)?;
         if destination != to {
             return Err(ClientError::ReplyForOtherClient {
@@ -328,7 +328,7 @@ impl Session {
     /// Sends a request held in memory; returns the payload of a reply to `operation`.
     fn exchange(&mut self, operation: Operation, request: &[u8]) -> Result<Vec<u8>, ClientError> {
         let reply = self.transport.call(request)?;
-        check_reply_code(self.edition, operation, &reply.header)?;
+        check_reply(self.edition, operation, &reply.header)?;
         Ok(reply.payload)
     }
 
@@ -338,6 +338,18 @@ impl Session {
             _ => Ok(()),
         }
     }
+}
+
+/// Checks that `header` answers `operation`; a 9000 reply names its likely causes.
+fn check_reply(
+    edition: Edition,
+    operation: Operation,
+    header: &ReplyHeader,
+) -> Result<(), ClientError> {
+    check_reply_code(edition, operation, header).map_err(|error| match error {
+        ReplyError::ServerError => ClientError::Refused(operation),
+        other => ClientError::Reply(other),
+    })
 }
 
 /// Fails unless `dir` is a folder, so that its files are not reported missing one by one.
