@@ -4,9 +4,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -275,34 +276,68 @@ fn console_conversation_2021_padded() {
 }
 
 /// A server that answers each request on one connection with the next of `replies`, and
-/// closes after its last reply (or after reading a request when it has none).
-fn fake_server(replies: Vec<Vec<u8>>) -> (SocketAddr, JoinHandle<()>) {
+/// closes when it has none left for a request it read.
+fn fake_server(replies: Vec<Vec<u8>>) -> (SocketAddr, JoinHandle<Vec<usize>>) {
+    fake_server_connections(vec![replies])
+}
+
+/// [`fake_server`] for a client that connects once for each of `connections`, each the
+/// replies given on that connection. Returns how many requests each connection read.
+fn fake_server_connections(connections: Vec<Vec<Vec<u8>>>) -> (SocketAddr, JoinHandle<Vec<usize>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("address");
+    listener.set_nonblocking(true).expect("non-blocking");
     let thread = thread::spawn(move || {
-        let (mut stream, _) = listener.accept().expect("accept");
-        stream
-            .set_read_timeout(Some(common::IO_TIMEOUT))
-            .expect("timeout");
-        let mut replies = replies.into_iter();
-        loop {
-            // Reading each request whole means closing never resets the connection.
-            let mut header = [0; REQUEST_HEADER_LEN];
-            if stream.read_exact(&mut header).is_err() {
-                return;
-            }
-            let size = RequestHeader::parse(&header).payload_size;
-            let mut payload = vec![0; size as usize];
-            if stream.read_exact(&mut payload).is_err() {
-                return;
-            }
-            match replies.next() {
-                Some(reply) if stream.write_all(&reply).is_ok() && replies.len() > 0 => {}
-                _ => return,
-            }
+        let mut counts = Vec::new();
+        for replies in connections {
+            let Some(stream) = accept_within(&listener, common::IO_TIMEOUT) else {
+                break;
+            };
+            counts.push(serve_fake(stream, replies));
         }
+        counts
     });
     (addr, thread)
+}
+
+fn accept_within(listener: &TcpListener, timeout: Duration) -> Option<TcpStream> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).expect("blocking");
+                return Some(stream);
+            }
+            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Answers the requests read on `stream` with `replies`; returns how many it read.
+fn serve_fake(mut stream: TcpStream, replies: Vec<Vec<u8>>) -> usize {
+    stream
+        .set_read_timeout(Some(common::IO_TIMEOUT))
+        .expect("timeout");
+    let mut replies = replies.into_iter();
+    let mut requests = 0;
+    loop {
+        // Reading each request whole means closing never resets the connection.
+        let mut header = [0; REQUEST_HEADER_LEN];
+        if stream.read_exact(&mut header).is_err() {
+            return requests;
+        }
+        let size = RequestHeader::parse(&header).payload_size;
+        let mut payload = vec![0; size as usize];
+        if stream.read_exact(&mut payload).is_err() {
+            return requests;
+        }
+        requests += 1;
+        match replies.next() {
+            Some(reply) if stream.write_all(&reply).is_ok() => {}
+            _ => return requests,
+        }
+    }
 }
 
 fn reply(code: u16, declared: u32, payload: &[u8]) -> Vec<u8> {
@@ -591,4 +626,162 @@ fn server_errors_name_the_likely_causes_of_each_operation() {
         vec![list, refused],
         "the recipient may no longer be registered, the content may be larger",
     );
+}
+
+fn listed(name: &str, id: u8) -> Vec<u8> {
+    let mut entry = vec![id; 16];
+    entry.extend_from_slice(name.as_bytes());
+    entry.resize(271, 0);
+    whole(2101, &entry)
+}
+
+/// A send reply: the destination and a message id.
+fn sent_to(id: u8) -> Vec<u8> {
+    let mut payload = vec![id; 16];
+    payload.extend_from_slice(&7u32.to_le_bytes());
+    whole(2103, &payload)
+}
+
+#[test]
+fn a_request_on_a_connection_closed_unanswered_is_sent_again_on_a_new_one() {
+    // The list is answered, then the pull's connection closes without a reply.
+    let (addr, server) =
+        fake_server_connections(vec![vec![listed("bob", 2)], vec![whole(2104, &[])]]);
+    let user = User::new(addr, "2025", &[]);
+    user.use_me_info_of("alice");
+    let output = user.console("120\n140\n0\n");
+    assert!(!output.contains("server closed"), "{output}");
+    assert_eq!(output.matches("at your service").count(), 3, "{output}");
+    drop(user);
+    assert_eq!(server.join().expect("fake server"), [2, 1]);
+}
+
+#[test]
+fn a_send_whose_reply_was_lost_is_never_sent_again_unasked() {
+    let connections = || vec![vec![listed("bob", 2)], vec![sent_to(2)]];
+    let (addr, server) = fake_server_connections(connections());
+    let user = User::new(addr, "2025", &[]);
+    user.use_me_info_of("alice");
+    let error = user.fails(&["request-key", "bob"]);
+    assert!(
+        error.contains("may or may not have been delivered, and was not sent again"),
+        "{error}"
+    );
+    assert_eq!(server.join().expect("fake server"), [2], "sent once");
+
+    let (addr, server) = fake_server_connections(connections());
+    let user = User::new(addr, "2025", &[]);
+    user.use_me_info_of("alice");
+    let output = user.console("151\nbob\ny\n0\n");
+    for expected in [
+        "may or may not have been delivered",
+        "Send it again? (y/n)",
+        "Request for symmetric key sent to bob",
+    ] {
+        assert!(output.contains(expected), "{expected:?} missing: {output}");
+    }
+    assert_eq!(
+        server.join().expect("fake server"),
+        [2, 1],
+        "sent again when asked"
+    );
+
+    let (addr, server) = fake_server_connections(connections());
+    let user = User::new(addr, "2025", &[]);
+    user.use_me_info_of("alice");
+    let output = user.console("151\nbob\nn\n0\n");
+    assert!(!output.contains("sent to bob"), "{output}");
+    assert_eq!(server.join().expect("fake server"), [2], "not sent again");
+}
+
+/// The console run as a user runs it: lines typed one at a time, the output read as it comes.
+struct LiveConsole {
+    child: Child,
+    stdin: ChildStdin,
+    output: mpsc::Receiver<Vec<u8>>,
+    seen: String,
+}
+
+impl LiveConsole {
+    fn start(user: &User) -> LiveConsole {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_messageu-client"))
+            .arg("--dir")
+            .arg(user.dir.path())
+            .args(&user.options)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn messageu-client");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let (sender, output) = mpsc::channel();
+        thread::spawn(move || {
+            let mut chunk = [0; 4096];
+            while let Ok(read @ 1..) = stdout.read(&mut chunk) {
+                if sender.send(chunk[..read].to_vec()).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut console = LiveConsole {
+            child,
+            stdin,
+            output,
+            seen: String::new(),
+        };
+        console.wait_for_menu();
+        console
+    }
+
+    /// Types `line`, then returns what the console printed until the menu came up again.
+    fn answer(&mut self, line: &str) -> String {
+        writeln!(self.stdin, "{line}").expect("console reads");
+        self.wait_for_menu()
+    }
+
+    /// What the console printed until the end of its menu.
+    fn wait_for_menu(&mut self) -> String {
+        let until = "0) Exit client\n?\n";
+        let deadline = Instant::now() + CLIENT_DEADLINE;
+        while !self.seen.contains(until) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(chunk) => self.seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Err(_) => panic!("the console never printed {until:?}: {}", self.seen),
+            }
+        }
+        std::mem::take(&mut self.seen)
+    }
+}
+
+impl Drop for LiveConsole {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_console_goes_on_after_the_server_restarts_mid_session() {
+    let server = TestServer::start();
+    let addr = server.addr;
+    let alice = User::new(addr, "2025", &[]);
+    let bob = User::new(addr, "2025", &[]);
+    alice.ok(&["register", "alice"]);
+    bob.ok(&["register", "bob"]);
+
+    let mut console = LiveConsole::start(&alice);
+    let before = console.answer("120");
+    assert!(before.starts_with("bob\n"), "{before}");
+
+    // Same port, same database: the console's kept connection is closed by the stop.
+    let dir = server.stop();
+    let server = TestServer::start_in(dir, |config| config.listen = addr);
+    let after = console.answer("120");
+    assert!(after.starts_with("bob\n"), "{after}");
+    let key = console.answer("130\nbob");
+    assert!(key.contains("Public key of bob received"), "{key}");
+    drop(console);
+    drop(server);
 }

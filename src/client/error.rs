@@ -30,6 +30,14 @@ pub enum ClientError {
     ClosedEarly,
     #[error("connection to the server failed: {0}")]
     Connection(#[source] io::Error),
+    /// A connection kept from an earlier request failed before this one was answered.
+    #[error(transparent)]
+    Dropped(Box<ClientError>),
+    #[error(
+        "the connection closed before the server confirmed the message: it may or may not \
+         have been delivered, and was not sent again"
+    )]
+    SendUnconfirmed,
     #[error("{path}: {source}")]
     File { path: PathBuf, source: io::Error },
     #[error("{path}: {source}")]

@@ -245,7 +245,8 @@ impl Session {
                     });
                 }
                 Ok(())
-            })?;
+            })
+            .map_err(unconfirmed)?;
         self.sent(to, reply)
     }
 
@@ -308,7 +309,7 @@ impl Session {
     ) -> Result<MessageId, ClientError> {
         let caller = self.me()?.id;
         let request = send_request(self.edition, caller, to, kind as u8, content);
-        let reply = self.transport.call(&request)?;
+        let reply = self.transport.call(&request).map_err(unconfirmed)?;
         self.sent(to, reply)
     }
 
@@ -325,9 +326,15 @@ impl Session {
         Ok(id)
     }
 
-    /// Sends a request held in memory; returns the payload of a reply to `operation`.
+    /// Sends a request held in memory; returns the payload of a reply to `operation`. Used
+    /// for every request but a send, so it is sent again on a new connection if a kept one
+    /// was closed before the reply came: a repeated register at worst finds its name taken,
+    /// and a pull deletes nothing until its whole reply is written.
     fn exchange(&mut self, operation: Operation, request: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let reply = self.transport.call(request)?;
+        let reply = match self.transport.call(request) {
+            Err(ClientError::Dropped(_)) => self.transport.call(request)?,
+            reply => reply?,
+        };
         check_reply(self.edition, operation, &reply.header)?;
         Ok(reply.payload)
     }
@@ -337,6 +344,15 @@ impl Session {
             (Some(me), Ok(peers)) => peers.save(&self.dir.join(STATE_FILE), me.id),
             _ => Ok(()),
         }
+    }
+}
+
+/// A send whose reply never came may have been stored: it is reported as such, never repeated
+/// here.
+fn unconfirmed(error: ClientError) -> ClientError {
+    match error {
+        ClientError::Dropped(_) | ClientError::ClosedEarly => ClientError::SendUnconfirmed,
+        other => other,
     }
 }
 

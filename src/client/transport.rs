@@ -61,38 +61,59 @@ impl Transport {
 
     /// Sends `head`, then the `body_len` bytes that `write_body` writes, and reads the reply.
     /// The body goes out in chunks as it is produced, so it is never held in memory.
+    ///
+    /// A kept connection that fails before its reply is complete fails with
+    /// [`ClientError::Dropped`]: the server most likely closed it between two requests, and
+    /// the caller decides whether the request may be sent again.
     pub fn call_streaming(
         &mut self,
         head: &[u8],
         body_len: u64,
         write_body: impl FnOnce(&mut dyn Write) -> Result<(), ClientError>,
     ) -> Result<Reply, ClientError> {
-        let mut stream = match self.persistent.take() {
-            Some(stream) => stream,
-            None => self.connect()?,
+        let (mut stream, kept) = match self.persistent.take().filter(still_open) {
+            Some(stream) => (stream, true),
+            None => (self.connect()?, false),
         };
+        match self.exchange(&mut stream, head, body_len, write_body) {
+            Ok(reply) => {
+                if self.mode == ConnectionMode::Persistent {
+                    self.persistent = Some(stream);
+                }
+                Ok(reply)
+            }
+            Err(error @ (ClientError::ClosedEarly | ClientError::Connection(_))) if kept => {
+                Err(ClientError::Dropped(Box::new(error)))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn exchange(
+        &self,
+        stream: &mut TcpStream,
+        head: &[u8],
+        body_len: u64,
+        write_body: impl FnOnce(&mut dyn Write) -> Result<(), ClientError>,
+    ) -> Result<Reply, ClientError> {
         let request_len = head.len() as u64 + body_len;
         let padding = match self.mode {
             // Truncating to usize keeps the length modulo 1024, all the padding depends on.
             ConnectionMode::Padded => reply_padding(request_len as usize) as u64,
             ConnectionMode::Persistent | ConnectionMode::Reconnect => 0,
         };
-        match Transport::write_request(&mut stream, head, write_body, padding) {
+        match Transport::write_request(stream, head, write_body, padding) {
             Ok(()) => {}
             // A server that refuses a request (one too large, say) answers before reading it
             // all and then closes: its reply says more than the broken pipe.
             Err(ClientError::Connection(error)) => {
-                return read_reply(&mut stream, false).map_err(|_| ClientError::Connection(error))
+                return read_reply(stream, false).map_err(|_| ClientError::Connection(error))
             }
             Err(error) => return Err(error),
         }
         // A request that already ends on a block boundary carries no padding, so the server
         // cannot tell it from an exact one and answers exactly (protocol §4 rule 3).
-        let reply = read_reply(&mut stream, padding > 0).map_err(socket_error)?;
-        if self.mode == ConnectionMode::Persistent {
-            self.persistent = Some(stream);
-        }
-        Ok(reply)
+        read_reply(stream, padding > 0).map_err(socket_error)
     }
 
     fn connect(&self) -> Result<TcpStream, ClientError> {
@@ -133,6 +154,18 @@ impl Transport {
             .and_then(|_| writer.flush())
             .map_err(socket_error)
     }
+}
+
+/// Whether a kept connection still looks usable. A server closes idle connections when it
+/// stops (or needs their slots); a request written to one would be lost, so a new connection
+/// is opened instead. Bytes the server sent unasked mean the connection is out of step.
+fn still_open(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let idle =
+        matches!(stream.peek(&mut [0; 1]), Err(error) if error.kind() == io::ErrorKind::WouldBlock);
+    idle && stream.set_nonblocking(false).is_ok()
 }
 
 /// Names a failed socket operation: a timeout, an early close, or another failure.
