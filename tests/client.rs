@@ -186,8 +186,9 @@ fn conversation(edition: &str, mode: &[&str]) {
     assert_eq!(types, [Some(2), Some(3), Some(4)]);
     assert_eq!(pulled[1]["content"], TEXT);
     let saved = Path::new(pulled[2]["content"].as_str().expect("a path"));
+    let name = format!("alice-{}", pulled[2]["message_id"]);
+    assert_eq!(saved, bob.dir.path().join("downloads").join(name));
     let received = std::fs::read(saved).expect("saved file");
-    std::fs::remove_file(saved).expect("saved file removed");
     assert!(received == file, "the file arrived changed");
     assert_eq!(bob.ok(&["pull"]), "");
 
@@ -497,8 +498,9 @@ fn hex(value: &Value) -> Vec<u8> {
 }
 
 /// The captured replies of the real session, replayed to our binary holding the real
-/// `me.info` files: `pull`, then the list the client fetches to name the sender.
-fn replay_pull(who: &str, args: &[&str]) -> String {
+/// `me.info` files: `pull`, then the list the client fetches to name the sender. The user is
+/// returned with the output, since it holds the files received.
+fn replay_pull(who: &str, args: &[&str]) -> (String, User) {
     let vectors = vector_json("vectors.json");
     let list_reply = vector_json("session-capture.json")
         .as_array()
@@ -513,7 +515,7 @@ fn replay_pull(who: &str, args: &[&str]) -> String {
     user.use_me_info_of(who);
     let output = user.ok(args);
     server.join().expect("fake server");
-    output
+    (output, user)
 }
 
 #[test]
@@ -524,9 +526,10 @@ fn messages_of_the_cpp_and_python_clients_are_read_with_their_own_me_info() {
         .expect("text")
         // §6's wording; the C++ client capitalizes it.
         .replace("Symmetric key received", "symmetric key received");
-    assert_eq!(replay_pull("alice", &["pull"]), cpp_output);
+    assert_eq!(replay_pull("alice", &["pull"]).0, cpp_output);
 
-    let pulled: Vec<Value> = replay_pull("bob", &["pull", "--json"])
+    let (pulled, _bob) = replay_pull("bob", &["pull", "--json"]);
+    let pulled: Vec<Value> = pulled
         .lines()
         .map(|line| serde_json::from_str(line).expect("JSON"))
         .collect();
@@ -543,7 +546,6 @@ fn messages_of_the_cpp_and_python_clients_are_read_with_their_own_me_info() {
     );
     let saved = Path::new(contents[4].as_str().expect("a path"));
     let file = std::fs::read(saved).expect("saved file");
-    std::fs::remove_file(saved).expect("saved file removed");
     let expected =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/file-1000.bin"))
             .expect("vector file");
@@ -784,4 +786,28 @@ fn the_console_goes_on_after_the_server_restarts_mid_session() {
     assert!(key.contains("Public key of bob received"), "{key}");
     drop(console);
     drop(server);
+}
+
+#[test]
+fn downloads_go_where_told_under_the_sender_and_message_id() {
+    let server = TestServer::start();
+    let (alice, bob) = keyed_pair(&server);
+    let path = alice.dir.path().join("notes.txt");
+    std::fs::write(&path, "a small file").expect("file to send");
+    let path = path.to_str().expect("UTF-8 path");
+    alice.ok(&["send-file", "bob", path]);
+    let elsewhere = tempfile::tempdir().expect("temporary directory");
+    let folder = elsewhere.path().join("in/box");
+    let folder_arg = folder.to_str().expect("UTF-8 path");
+    let pulled = bob.ok(&["pull", "--downloads", folder_arg, "--json"]);
+    let files: Vec<_> = std::fs::read_dir(&folder)
+        .expect("folder created")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().expect("name").to_string_lossy();
+    assert!(name.starts_with("alice-"), "{name}");
+    assert!(pulled.contains(&*name), "{pulled}");
+    assert_eq!(std::fs::read(&files[0]).expect("saved"), b"a small file");
+    assert!(!bob.dir.path().join("downloads").exists());
 }

@@ -195,6 +195,7 @@ mod tests {
                 port: 9,
             }),
             dir: dir.path().to_owned(),
+            downloads: None,
         })
         .expect("session");
         let mut output = Vec::new();

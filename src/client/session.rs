@@ -2,8 +2,8 @@
 //! ([`crate::protocol::client`]) and keeps what it learns in [`Peers`].
 
 use std::fmt;
-use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::crypto::{
@@ -32,7 +32,12 @@ pub struct SessionOptions {
     pub server: Option<ServerAddress>,
     /// The folder of `me.info`, `server.info` and the state file.
     pub dir: PathBuf,
+    /// Where received files are saved; by default [`DOWNLOADS`] in `dir`.
+    pub downloads: Option<PathBuf>,
 }
+
+/// The folder beside `me.info` where received files are saved unless told otherwise.
+pub const DOWNLOADS: &str = "downloads";
 
 /// A client: its identity (once registered), its peers, and its connection to the server.
 #[derive(Debug)]
@@ -40,6 +45,8 @@ pub struct Session {
     edition: Edition,
     transport: Transport,
     dir: PathBuf,
+    /// Created when the first file arrives.
+    downloads: PathBuf,
     identity: Option<Identity>,
     /// A damaged state file blocks only the operations that need what it holds.
     peers: Result<Peers, DamagedState>,
@@ -76,6 +83,7 @@ impl Session {
         Ok(Session {
             edition: options.edition,
             transport: Transport::new(server, options.mode),
+            downloads: (options.downloads).unwrap_or_else(|| options.dir.join(DOWNLOADS)),
             dir: options.dir,
             identity,
             peers,
@@ -251,7 +259,7 @@ impl Session {
     }
 
     /// Pulls the waiting messages and interprets each: keys are remembered, texts and files
-    /// decrypted (files saved in the system's temporary folder).
+    /// decrypted (files saved in the downloads folder).
     pub fn pull(&mut self) -> Result<Vec<Received>, ClientError> {
         let caller = self.me()?.id;
         // Checked first: pulled messages are off the server, and need the keys to be read.
@@ -276,7 +284,7 @@ impl Session {
         let peers = (self.peers.as_mut()).map_err(|damaged| ClientError::from(damaged.clone()))?;
         let received = messages
             .iter()
-            .map(|message| receive(&me.key, peers, message))
+            .map(|message| receive(&me.key, peers, message, &self.downloads))
             .collect();
         self.save_state()?;
         Ok(received)
@@ -370,10 +378,10 @@ fn check_reply(
 
 /// Fails unless `dir` is a folder, so that its files are not reported missing one by one.
 fn check_folder(dir: &Path) -> Result<(), ClientError> {
-    match std::fs::metadata(dir) {
+    match fs::metadata(dir) {
         Ok(metadata) if metadata.is_dir() => Ok(()),
         Ok(_) => Err(ClientError::NotAFolder(dir.to_owned())),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
             Err(ClientError::NoFolder(dir.to_owned()))
         }
         Err(source) => Err(ClientError::File {
@@ -387,8 +395,14 @@ fn not_registered(dir: &Path) -> ClientError {
     ClientError::NotRegistered(dir.join(ME_INFO))
 }
 
-/// Interprets one pulled message with `key` (ours) and the keys shared with `peers`.
-fn receive(key: &PrivateKey, peers: &mut Peers, message: &PulledMessage<'_>) -> Received {
+/// Interprets one pulled message with `key` (ours) and the keys shared with `peers`; a file
+/// is saved in `downloads`.
+fn receive(
+    key: &PrivateKey,
+    peers: &mut Peers,
+    message: &PulledMessage<'_>,
+    downloads: &Path,
+) -> Received {
     let from_name = peers
         .by_id(message.from)
         .map_or_else(|| message.from.to_string(), |peer| peer.name.clone());
@@ -410,7 +424,10 @@ fn receive(key: &PrivateKey, peers: &mut Peers, message: &PulledMessage<'_>) -> 
                 Content::Text(String::from_utf8_lossy(&text).into_owned())
             }),
         Ok(MessageType::File) => match shared_key {
-            Some(shared) => save_received_file(&shared, message.content),
+            Some(shared) => {
+                let name = format!("{}-{}", file_name_part(&from_name), message.id.0);
+                save_received_file(&shared, message.content, downloads, &name)
+            }
             None => Content::Undecryptable,
         },
         Err(kind) => Content::UnknownType(kind),
@@ -424,10 +441,17 @@ fn receive(key: &PrivateKey, peers: &mut Peers, message: &PulledMessage<'_>) -> 
     }
 }
 
-/// Decrypts a received file into a new file in the system's temporary folder.
-fn save_received_file(key: &AesKey, ciphertext: &[u8]) -> Content {
-    let not_saved = |error: std::io::Error| Content::FileNotSaved(error.to_string());
-    let temporary = match tempfile::Builder::new().prefix("messageu-").tempfile() {
+/// Decrypts a received file into `folder` (created if needed) as `name`, or `name-2`,
+/// `name-3`… rather than replace a file.
+fn save_received_file(key: &AesKey, ciphertext: &[u8], folder: &Path, name: &str) -> Content {
+    let not_saved = |error: io::Error| Content::FileNotSaved(error.to_string());
+    // Decrypted under a temporary name first, so a failure leaves nothing behind.
+    let temporary = fs::create_dir_all(folder).and_then(|()| {
+        tempfile::Builder::new()
+            .prefix(".messageu-")
+            .tempfile_in(folder)
+    });
+    let mut temporary = match temporary {
         Ok(temporary) => temporary,
         Err(error) => return not_saved(error),
     };
@@ -435,15 +459,40 @@ fn save_received_file(key: &AesKey, ciphertext: &[u8]) -> Content {
     let written = decrypt_to(key, ciphertext, &mut writer)
         .and_then(|()| writer.flush().map_err(DecryptError::Write));
     drop(writer);
-    // On an error the temporary file is deleted when dropped.
     match written {
-        Ok(()) => match temporary.keep() {
-            Ok((_, path)) => Content::File(path),
-            Err(error) => not_saved(error.error),
-        },
-        Err(DecryptError::Undecryptable) => Content::Undecryptable,
-        Err(DecryptError::Write(error)) => not_saved(error),
+        Ok(()) => {}
+        Err(DecryptError::Undecryptable) => return Content::Undecryptable,
+        Err(DecryptError::Write(error)) => return not_saved(error),
     }
+    let mut attempt = 1;
+    loop {
+        let path = match attempt {
+            1 => folder.join(name),
+            _ => folder.join(format!("{name}-{attempt}")),
+        };
+        match temporary.persist_noclobber(&path) {
+            Ok(_) => return Content::File(path),
+            Err(error) if error.error.kind() == io::ErrorKind::AlreadyExists => {
+                temporary = error.file;
+                attempt += 1;
+            }
+            Err(error) => return not_saved(error.error),
+        }
+    }
+}
+
+/// `name` as part of a file name: ASCII letters, digits, `-`, `_` and `.` kept, anything
+/// else (separators included) as `_`, no leading dot, at most 100 characters.
+fn file_name_part(name: &str) -> String {
+    name.chars()
+        .take(100)
+        .enumerate()
+        .map(|(at, c)| match c {
+            '.' if at > 0 => c,
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
+            _ => '_',
+        })
+        .collect()
 }
 
 /// A pulled message as this client understood it.
@@ -572,19 +621,24 @@ mod tests {
         peers
     }
 
-    fn receive_all(who: &str, peers: &mut Peers, payload: &[u8]) -> Vec<Received> {
+    /// Receives every message of `payload` as `who`; files are saved in `downloads`.
+    fn receive_all(
+        who: &str,
+        peers: &mut Peers,
+        payload: &[u8],
+        downloads: &Path,
+    ) -> Vec<Received> {
         let me = identity(who);
         pulled_messages(payload)
-            .map(|message| receive(&me.key, peers, &message.expect("whole message")))
+            .map(|message| {
+                let message = message.expect("whole message");
+                receive(&me.key, peers, &message, downloads)
+            })
             .collect()
     }
 
-    fn remove_saved_files(received: &[Received]) {
-        for message in received {
-            if let Content::File(path) = &message.content {
-                std::fs::remove_file(path).expect("saved file removable");
-            }
-        }
+    fn temporary_folder() -> tempfile::TempDir {
+        tempfile::tempdir().expect("temporary directory")
     }
 
     #[test]
@@ -668,13 +722,15 @@ mod tests {
         let vectors = vectors::vectors();
         let to_bob = &vectors["alice_to_bob"];
         let mut peers = peers_of("bob");
-        let received = receive_all("bob", &mut peers, &hex(&vectors["pull_reply_to_bob"])[7..]);
+        let downloads = temporary_folder();
+        let payload = &hex(&vectors["pull_reply_to_bob"])[7..];
+        let received = receive_all("bob", &mut peers, payload, downloads.path());
         let file_path = match &received[4].content {
             Content::File(path) => path.clone(),
             other => panic!("expected a saved file, got {other:?}"),
         };
+        assert_eq!(file_path, downloads.path().join("alice-5"));
         let file = std::fs::read(&file_path).expect("saved file");
-        remove_saved_files(&received);
         assert_eq!(file, vectors::read("file-1000.bin"));
         let text = |kind: &str| {
             to_bob[kind]["plaintext_text"]
@@ -701,6 +757,7 @@ mod tests {
             "alice",
             &mut peers,
             &hex(&vectors["pull_reply_to_alice"])[7..],
+            downloads.path(),
         );
         let cpp_output = vectors["bob_to_alice"]["cpp_console_output"]
             .as_str()
@@ -740,8 +797,9 @@ mod tests {
             (4, encrypt(&shared, &file)),
         ];
         let mut peers = peers_of("bob");
-        let received = receive_all("bob", &mut peers, &pull_payload(alice, &messages));
-        remove_saved_files(&received);
+        let downloads = temporary_folder();
+        let payload = pull_payload(alice, &messages);
+        let received = receive_all("bob", &mut peers, &payload, downloads.path());
         assert_eq!(received[0].content, Content::KeyRequest);
         assert_eq!(received[1].content, Content::KeyReceived);
         assert_eq!(
@@ -765,7 +823,9 @@ mod tests {
             (9, Vec::new()),
         ];
         let mut peers = Peers::default();
-        let received = receive_all("bob", &mut peers, &pull_payload(stranger, &messages));
+        let downloads = temporary_folder();
+        let payload = pull_payload(stranger, &messages);
+        let received = receive_all("bob", &mut peers, &payload, downloads.path());
         let contents: Vec<_> = received.iter().map(|m| m.content.clone()).collect();
         assert_eq!(
             contents,
@@ -807,5 +867,32 @@ mod tests {
         let json: Value = serde_json::from_str(&request.to_json()).expect("JSON");
         assert_eq!(json["content"], "Request for symmetric key");
         assert!(json.get("decrypted").is_none());
+    }
+
+    #[test]
+    fn received_files_are_named_by_sender_and_id_and_never_replace_a_file() {
+        let downloads = temporary_folder();
+        let folder = downloads.path().join("new");
+        let key = AesKey::random();
+        let saved: Vec<_> = [b"first", b"again"]
+            .iter()
+            .map(|content| save_received_file(&key, &encrypt(&key, *content), &folder, "bob-7"))
+            .collect();
+        let names = ["bob-7", "bob-7-2"].map(|name| Content::File(folder.join(name)));
+        assert_eq!(saved, names);
+        assert_eq!(fs::read(folder.join("bob-7")).expect("first"), b"first");
+        assert_eq!(fs::read(folder.join("bob-7-2")).expect("second"), b"again");
+        let damaged = save_received_file(&key, &[1; 15], &folder, "bob-8");
+        assert_eq!(damaged, Content::Undecryptable);
+        assert_eq!(
+            fs::read_dir(&folder).expect("folder").count(),
+            2,
+            "no leftovers"
+        );
+
+        assert_eq!(file_name_part("Michael Jackson"), "Michael_Jackson");
+        assert_eq!(file_name_part("../etc/passwd"), "_._etc_passwd");
+        assert_eq!(file_name_part("a.b"), "a.b");
+        assert_eq!(file_name_part(&"x".repeat(254)).len(), 100);
     }
 }
