@@ -811,3 +811,35 @@ fn downloads_go_where_told_under_the_sender_and_message_id() {
     assert_eq!(std::fs::read(&files[0]).expect("saved"), b"a small file");
     assert!(!bob.dir.path().join("downloads").exists());
 }
+
+#[test]
+fn a_large_pull_shows_progress_on_a_terminal_and_nothing_else_in_a_pipe() {
+    let server = TestServer::start();
+    let (alice, bob) = keyed_pair(&server);
+    let path = alice.dir.path().join("large.bin");
+    std::fs::write(&path, vec![5; 8 << 20]).expect("file to send");
+    let path = path.to_str().expect("UTF-8 path");
+
+    alice.ok(&["send-file", "bob", path]);
+    let piped = bob.ok(&["pull"]);
+    assert!(piped.starts_with("From: alice\nContent:\n"), "{piped:?}");
+    assert!(!piped.contains(['\r', '\x1b']), "{piped:?}");
+
+    // script(1) runs the client on a pseudo-terminal and copies what it draws there.
+    alice.ok(&["send-file", "bob", path]);
+    let client = format!(
+        "'{}' --dir '{}' pull",
+        env!("CARGO_BIN_EXE_messageu-client"),
+        bob.dir.path().display()
+    );
+    let mut command = Command::new("script");
+    command.args(["-qec", &client, "/dev/null"]);
+    let output = run_bounded(command, "");
+    let terminal = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{terminal}");
+    assert!(
+        terminal.contains("/8.00 MiB"),
+        "no progress drawn: {terminal:?}"
+    );
+    assert!(terminal.contains("From: alice"), "{terminal:?}");
+}

@@ -235,37 +235,46 @@ impl Session {
         );
         let reply = self
             .transport
-            .call_streaming(&head, content_len, |socket| {
-                let mut sent = 0;
-                // Never more than the request announced, even if the file grows meanwhile.
-                let read = encrypt_stream(&key, file.take(len), socket, |chunk| {
-                    sent += chunk;
-                    progress(sent, len);
-                })
-                .map_err(|error| match error {
-                    StreamError::Read(source) => file_error(source),
-                    StreamError::Write(error) => socket_error(error),
-                })?;
-                if read < len {
-                    // The request announced `len` bytes; the connection is now unusable.
-                    return Err(ClientError::FileChanged {
-                        path: path.to_owned(),
-                    });
-                }
-                Ok(())
-            })
+            .call_streaming(
+                &head,
+                content_len,
+                |socket| {
+                    let mut sent = 0;
+                    // Never more than the request announced, even if the file grows meanwhile.
+                    let read = encrypt_stream(&key, file.take(len), socket, |chunk| {
+                        sent += chunk;
+                        progress(sent, len);
+                    })
+                    .map_err(|error| match error {
+                        StreamError::Read(source) => file_error(source),
+                        StreamError::Write(error) => socket_error(error),
+                    })?;
+                    if read < len {
+                        // The request announced `len` bytes; the connection is now unusable.
+                        return Err(ClientError::FileChanged {
+                            path: path.to_owned(),
+                        });
+                    }
+                    Ok(())
+                },
+                &mut |_, _| {},
+            )
             .map_err(unconfirmed)?;
         self.sent(to, reply)
     }
 
     /// Pulls the waiting messages and interprets each: keys are remembered, texts and files
-    /// decrypted (files saved in the downloads folder).
-    pub fn pull(&mut self) -> Result<Vec<Received>, ClientError> {
+    /// decrypted (files saved in the downloads folder). `progress` gets the reply's bytes
+    /// received so far and its size as they arrive.
+    pub fn pull(
+        &mut self,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<Vec<Received>, ClientError> {
         let caller = self.me()?.id;
         // Checked first: pulled messages are off the server, and need the keys to be read.
         self.peers()?;
         let request = bare_request(self.edition, Operation::PullMessages, caller);
-        let payload = self.exchange(Operation::PullMessages, &request)?;
+        let payload = self.exchange_reporting(Operation::PullMessages, &request, &mut progress)?;
         let messages = pulled_messages(&payload).collect::<Result<Vec<_>, _>>()?;
         let known = self.peers()?;
         if messages
@@ -339,8 +348,20 @@ impl Session {
     /// was closed before the reply came: a repeated register at worst finds its name taken,
     /// and a pull deletes nothing until its whole reply is written.
     fn exchange(&mut self, operation: Operation, request: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let reply = match self.transport.call(request) {
-            Err(ClientError::Dropped(_)) => self.transport.call(request)?,
+        self.exchange_reporting(operation, request, &mut |_, _| {})
+    }
+
+    /// [`Session::exchange`], telling `progress` how much of the reply's payload has come.
+    fn exchange_reporting(
+        &mut self,
+        operation: Operation,
+        request: &[u8],
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut call =
+            |transport: &mut Transport| transport.call_streaming(request, 0, |_| Ok(()), progress);
+        let reply = match call(&mut self.transport) {
+            Err(ClientError::Dropped(_)) => call(&mut self.transport)?,
             reply => reply?,
         };
         check_reply(self.edition, operation, &reply.header)?;
