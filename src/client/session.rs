@@ -83,7 +83,9 @@ impl Session {
         Ok(Session {
             edition: options.edition,
             transport: Transport::new(server, options.mode),
-            downloads: (options.downloads).unwrap_or_else(|| options.dir.join(DOWNLOADS)),
+            downloads: options
+                .downloads
+                .unwrap_or_else(|| options.dir.join(DOWNLOADS)),
             dir: options.dir,
             identity,
             peers,
@@ -290,7 +292,10 @@ impl Session {
             .identity
             .as_ref()
             .ok_or_else(|| not_registered(&self.dir))?;
-        let peers = (self.peers.as_mut()).map_err(|damaged| ClientError::from(damaged.clone()))?;
+        let peers = self
+            .peers
+            .as_mut()
+            .map_err(|damaged| ClientError::from(damaged.clone()))?;
         let received = messages
             .iter()
             .map(|message| receive(&me.key, peers, message, &self.downloads))
