@@ -406,4 +406,34 @@ mod tests {
         assert_eq!(&seen[1][23..1023], &[8; 1000]);
         assert_eq!(seen[1][1023], 0);
     }
+
+    #[test]
+    fn a_kept_connection_the_server_closed_is_replaced_or_reported_as_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        // The first connection is closed after one reply; the second after one reply and
+        // one more request, left unanswered.
+        let server = thread::spawn(move || {
+            for requests in [1, 2] {
+                let (mut stream, _) = listener.accept().expect("accept");
+                for request in 0..requests {
+                    stream.read_exact(&mut [0; 23]).expect("request");
+                    if request == 0 {
+                        stream.write_all(&reply_bytes(2101, &[])).expect("reply");
+                    }
+                }
+            }
+        });
+        let mut transport = transport(addr, ConnectionMode::Persistent);
+        transport.call(&[9; 23]).expect("first reply");
+        // The close has arrived, as it has when a user comes back to the menu.
+        thread::sleep(Duration::from_millis(100));
+        transport.call(&[9; 23]).expect("a new connection");
+        let error = transport.call(&[9; 23]).expect_err("no reply");
+        assert!(
+            matches!(&error, ClientError::Dropped(inner) if matches!(**inner, ClientError::ClosedEarly)),
+            "{error:?}"
+        );
+        server.join().expect("server");
+    }
 }
