@@ -4,9 +4,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -185,8 +186,9 @@ fn conversation(edition: &str, mode: &[&str]) {
     assert_eq!(types, [Some(2), Some(3), Some(4)]);
     assert_eq!(pulled[1]["content"], TEXT);
     let saved = Path::new(pulled[2]["content"].as_str().expect("a path"));
+    let name = format!("alice-{}", pulled[2]["message_id"]);
+    assert_eq!(saved, bob.dir.path().join("downloads").join(name));
     let received = std::fs::read(saved).expect("saved file");
-    std::fs::remove_file(saved).expect("saved file removed");
     assert!(received == file, "the file arrived changed");
     assert_eq!(bob.ok(&["pull"]), "");
 
@@ -275,34 +277,68 @@ fn console_conversation_2021_padded() {
 }
 
 /// A server that answers each request on one connection with the next of `replies`, and
-/// closes after its last reply (or after reading a request when it has none).
-fn fake_server(replies: Vec<Vec<u8>>) -> (SocketAddr, JoinHandle<()>) {
+/// closes when it has none left for a request it read.
+fn fake_server(replies: Vec<Vec<u8>>) -> (SocketAddr, JoinHandle<Vec<usize>>) {
+    fake_server_connections(vec![replies])
+}
+
+/// [`fake_server`] for a client that connects once for each of `connections`, each the
+/// replies given on that connection. Returns how many requests each connection read.
+fn fake_server_connections(connections: Vec<Vec<Vec<u8>>>) -> (SocketAddr, JoinHandle<Vec<usize>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("address");
+    listener.set_nonblocking(true).expect("non-blocking");
     let thread = thread::spawn(move || {
-        let (mut stream, _) = listener.accept().expect("accept");
-        stream
-            .set_read_timeout(Some(common::IO_TIMEOUT))
-            .expect("timeout");
-        let mut replies = replies.into_iter();
-        loop {
-            // Reading each request whole means closing never resets the connection.
-            let mut header = [0; REQUEST_HEADER_LEN];
-            if stream.read_exact(&mut header).is_err() {
-                return;
-            }
-            let size = RequestHeader::parse(&header).payload_size;
-            let mut payload = vec![0; size as usize];
-            if stream.read_exact(&mut payload).is_err() {
-                return;
-            }
-            match replies.next() {
-                Some(reply) if stream.write_all(&reply).is_ok() && replies.len() > 0 => {}
-                _ => return,
-            }
+        let mut counts = Vec::new();
+        for replies in connections {
+            let Some(stream) = accept_within(&listener, common::IO_TIMEOUT) else {
+                break;
+            };
+            counts.push(serve_fake(stream, replies));
         }
+        counts
     });
     (addr, thread)
+}
+
+fn accept_within(listener: &TcpListener, timeout: Duration) -> Option<TcpStream> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).expect("blocking");
+                return Some(stream);
+            }
+            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Answers the requests read on `stream` with `replies`; returns how many it read.
+fn serve_fake(mut stream: TcpStream, replies: Vec<Vec<u8>>) -> usize {
+    stream
+        .set_read_timeout(Some(common::IO_TIMEOUT))
+        .expect("timeout");
+    let mut replies = replies.into_iter();
+    let mut requests = 0;
+    loop {
+        // Reading each request whole means closing never resets the connection.
+        let mut header = [0; REQUEST_HEADER_LEN];
+        if stream.read_exact(&mut header).is_err() {
+            return requests;
+        }
+        let size = RequestHeader::parse(&header).payload_size;
+        let mut payload = vec![0; size as usize];
+        if stream.read_exact(&mut payload).is_err() {
+            return requests;
+        }
+        requests += 1;
+        match replies.next() {
+            Some(reply) if stream.write_all(&reply).is_ok() => {}
+            _ => return requests,
+        }
+    }
 }
 
 fn reply(code: u16, declared: u32, payload: &[u8]) -> Vec<u8> {
@@ -462,8 +498,9 @@ fn hex(value: &Value) -> Vec<u8> {
 }
 
 /// The captured replies of the real session, replayed to our binary holding the real
-/// `me.info` files: `pull`, then the list the client fetches to name the sender.
-fn replay_pull(who: &str, args: &[&str]) -> String {
+/// `me.info` files: `pull`, then the list the client fetches to name the sender. The user is
+/// returned with the output, since it holds the files received.
+fn replay_pull(who: &str, args: &[&str]) -> (String, User) {
     let vectors = vector_json("vectors.json");
     let list_reply = vector_json("session-capture.json")
         .as_array()
@@ -478,7 +515,7 @@ fn replay_pull(who: &str, args: &[&str]) -> String {
     user.use_me_info_of(who);
     let output = user.ok(args);
     server.join().expect("fake server");
-    output
+    (output, user)
 }
 
 #[test]
@@ -489,9 +526,10 @@ fn messages_of_the_cpp_and_python_clients_are_read_with_their_own_me_info() {
         .expect("text")
         // §6's wording; the C++ client capitalizes it.
         .replace("Symmetric key received", "symmetric key received");
-    assert_eq!(replay_pull("alice", &["pull"]), cpp_output);
+    assert_eq!(replay_pull("alice", &["pull"]).0, cpp_output);
 
-    let pulled: Vec<Value> = replay_pull("bob", &["pull", "--json"])
+    let (pulled, _bob) = replay_pull("bob", &["pull", "--json"]);
+    let pulled: Vec<Value> = pulled
         .lines()
         .map(|line| serde_json::from_str(line).expect("JSON"))
         .collect();
@@ -508,10 +546,300 @@ fn messages_of_the_cpp_and_python_clients_are_read_with_their_own_me_info() {
     );
     let saved = Path::new(contents[4].as_str().expect("a path"));
     let file = std::fs::read(saved).expect("saved file");
-    std::fs::remove_file(saved).expect("saved file removed");
     let expected =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/file-1000.bin"))
             .expect("vector file");
     assert_eq!(file, expected);
     assert!(pulled.iter().all(|m| m["from"] == "alice"));
+}
+
+#[test]
+fn a_missing_folder_is_named_as_such() {
+    let parent = tempfile::tempdir().expect("temporary directory");
+    let missing = parent.path().join("nowhere");
+    for args in [&["list"][..], &["--server", "127.0.0.1:9", "register", "x"]] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_messageu-client"));
+        command.arg("--dir").arg(&missing).args(args);
+        let output = run_bounded(command, "");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("nowhere does not exist"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_peers_file_says_what_removing_it_loses_and_does_not_block_list() {
+    let server = TestServer::start();
+    let (alice, _bob) = keyed_pair(&server);
+    let peers = alice.dir.path().join("peers.json");
+    std::fs::write(&peers, "{ damaged").expect("peers.json damaged");
+    assert_eq!(alice.ok(&["list"]), "bob\n");
+    for args in [
+        &["get-key", "bob"][..],
+        &["send-text", "bob", TEXT],
+        &["pull"],
+    ] {
+        let error = alice.fails(args);
+        for expected in ["peers.json is damaged", "remove it", "symmetric keys"] {
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
+    }
+    let kept = std::fs::read_to_string(&peers).expect("peers.json");
+    assert_eq!(kept, "{ damaged", "left as it was");
+    std::fs::remove_file(&peers).expect("removed");
+    alice.ok(&["get-key", "bob"]);
+}
+
+#[test]
+fn server_errors_name_the_likely_causes_of_each_operation() {
+    let unknown_caller = "may not know this client's id";
+    let server = TestServer::start();
+    let alice = User::new(server.addr, "2025", &[]);
+    alice.ok(&["register", "alice"]);
+    let carol = User::new(server.addr, "2025", &[]);
+    let error = carol.fails(&["register", "alice"]);
+    assert!(
+        error.contains("server responded with an error: the name may be taken"),
+        "{error}"
+    );
+    // The vectors' alice was registered on another server: this one does not know her id.
+    let stranger = User::new(server.addr, "2025", &[]);
+    stranger.use_me_info_of("alice");
+    for args in [&["list"][..], &["pull"]] {
+        let error = stranger.fails(args);
+        assert!(error.contains(unknown_caller), "{args:?}: {error}");
+    }
+
+    let mut listed_bob = vec![2; 16];
+    listed_bob.extend_from_slice(b"bob");
+    listed_bob.resize(271, 0);
+    let list = whole(2101, &listed_bob);
+    let refused = whole(9000, &[]);
+    refuses_malformed(
+        &["get-key", "bob"],
+        vec![list.clone(), refused.clone()],
+        "the client asked about may no longer be registered",
+    );
+    refuses_malformed(
+        &["request-key", "bob"],
+        vec![list, refused],
+        "the recipient may no longer be registered, the content may be larger",
+    );
+}
+
+fn listed(name: &str, id: u8) -> Vec<u8> {
+    let mut entry = vec![id; 16];
+    entry.extend_from_slice(name.as_bytes());
+    entry.resize(271, 0);
+    whole(2101, &entry)
+}
+
+/// A send reply: the destination and a message id.
+fn sent_to(id: u8) -> Vec<u8> {
+    let mut payload = vec![id; 16];
+    payload.extend_from_slice(&7u32.to_le_bytes());
+    whole(2103, &payload)
+}
+
+#[test]
+fn a_request_on_a_connection_closed_unanswered_is_sent_again_on_a_new_one() {
+    // The list is answered, then the pull's connection closes without a reply.
+    let (addr, server) =
+        fake_server_connections(vec![vec![listed("bob", 2)], vec![whole(2104, &[])]]);
+    let user = User::new(addr, "2025", &[]);
+    user.use_me_info_of("alice");
+    let output = user.console("120\n140\n0\n");
+    assert!(!output.contains("server closed"), "{output}");
+    assert_eq!(output.matches("at your service").count(), 3, "{output}");
+    drop(user);
+    assert_eq!(server.join().expect("fake server"), [2, 1]);
+}
+
+#[test]
+fn a_send_whose_reply_was_lost_is_never_sent_again_unasked() {
+    let connections = || vec![vec![listed("bob", 2)], vec![sent_to(2)]];
+    let (addr, server) = fake_server_connections(connections());
+    let user = User::new(addr, "2025", &[]);
+    user.use_me_info_of("alice");
+    let error = user.fails(&["request-key", "bob"]);
+    assert!(
+        error.contains("may or may not have been delivered, and was not sent again"),
+        "{error}"
+    );
+    assert_eq!(server.join().expect("fake server"), [2], "sent once");
+
+    let (addr, server) = fake_server_connections(connections());
+    let user = User::new(addr, "2025", &[]);
+    user.use_me_info_of("alice");
+    let output = user.console("151\nbob\ny\n0\n");
+    for expected in [
+        "may or may not have been delivered",
+        "Send it again? (y/n)",
+        "Request for symmetric key sent to bob",
+    ] {
+        assert!(output.contains(expected), "{expected:?} missing: {output}");
+    }
+    assert_eq!(
+        server.join().expect("fake server"),
+        [2, 1],
+        "sent again when asked"
+    );
+
+    let (addr, server) = fake_server_connections(connections());
+    let user = User::new(addr, "2025", &[]);
+    user.use_me_info_of("alice");
+    let output = user.console("151\nbob\nn\n0\n");
+    assert!(!output.contains("sent to bob"), "{output}");
+    assert_eq!(server.join().expect("fake server"), [2], "not sent again");
+}
+
+/// The console run as a user runs it: lines typed one at a time, the output read as it comes.
+struct LiveConsole {
+    child: Child,
+    stdin: ChildStdin,
+    output: mpsc::Receiver<Vec<u8>>,
+    seen: String,
+}
+
+impl LiveConsole {
+    fn start(user: &User) -> LiveConsole {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_messageu-client"))
+            .arg("--dir")
+            .arg(user.dir.path())
+            .args(&user.options)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn messageu-client");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let (sender, output) = mpsc::channel();
+        thread::spawn(move || {
+            let mut chunk = [0; 4096];
+            while let Ok(read @ 1..) = stdout.read(&mut chunk) {
+                if sender.send(chunk[..read].to_vec()).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut console = LiveConsole {
+            child,
+            stdin,
+            output,
+            seen: String::new(),
+        };
+        console.wait_for_menu();
+        console
+    }
+
+    /// Types `line`, then returns what the console printed until the menu came up again.
+    fn answer(&mut self, line: &str) -> String {
+        writeln!(self.stdin, "{line}").expect("console reads");
+        self.wait_for_menu()
+    }
+
+    /// What the console printed until the end of its menu.
+    fn wait_for_menu(&mut self) -> String {
+        let until = "0) Exit client\n?\n";
+        let deadline = Instant::now() + CLIENT_DEADLINE;
+        while !self.seen.contains(until) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(chunk) => self.seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Err(_) => panic!("the console never printed {until:?}: {}", self.seen),
+            }
+        }
+        std::mem::take(&mut self.seen)
+    }
+}
+
+impl Drop for LiveConsole {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_console_goes_on_after_the_server_restarts_mid_session() {
+    let server = TestServer::start();
+    let addr = server.addr;
+    let alice = User::new(addr, "2025", &[]);
+    let bob = User::new(addr, "2025", &[]);
+    alice.ok(&["register", "alice"]);
+    bob.ok(&["register", "bob"]);
+
+    let mut console = LiveConsole::start(&alice);
+    let before = console.answer("120");
+    assert!(before.starts_with("bob\n"), "{before}");
+
+    // Same port, same database: the console's kept connection is closed by the stop.
+    let dir = server.stop();
+    let server = TestServer::start_in(dir, |config| config.listen = addr);
+    let after = console.answer("120");
+    assert!(after.starts_with("bob\n"), "{after}");
+    let key = console.answer("130\nbob");
+    assert!(key.contains("Public key of bob received"), "{key}");
+    drop(console);
+    drop(server);
+}
+
+#[test]
+fn downloads_go_where_told_under_the_sender_and_message_id() {
+    let server = TestServer::start();
+    let (alice, bob) = keyed_pair(&server);
+    let path = alice.dir.path().join("notes.txt");
+    std::fs::write(&path, "a small file").expect("file to send");
+    let path = path.to_str().expect("UTF-8 path");
+    alice.ok(&["send-file", "bob", path]);
+    let elsewhere = tempfile::tempdir().expect("temporary directory");
+    let folder = elsewhere.path().join("in/box");
+    let folder_arg = folder.to_str().expect("UTF-8 path");
+    let pulled = bob.ok(&["pull", "--downloads", folder_arg, "--json"]);
+    let files: Vec<_> = std::fs::read_dir(&folder)
+        .expect("folder created")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().expect("name").to_string_lossy();
+    assert!(name.starts_with("alice-"), "{name}");
+    assert!(pulled.contains(&*name), "{pulled}");
+    assert_eq!(std::fs::read(&files[0]).expect("saved"), b"a small file");
+    assert!(!bob.dir.path().join("downloads").exists());
+}
+
+#[test]
+fn a_large_pull_shows_progress_on_a_terminal_and_nothing_else_in_a_pipe() {
+    let server = TestServer::start();
+    let (alice, bob) = keyed_pair(&server);
+    let path = alice.dir.path().join("large.bin");
+    std::fs::write(&path, vec![5; 8 << 20]).expect("file to send");
+    let path = path.to_str().expect("UTF-8 path");
+
+    alice.ok(&["send-file", "bob", path]);
+    let piped = bob.ok(&["pull"]);
+    assert!(piped.starts_with("From: alice\nContent:\n"), "{piped:?}");
+    assert!(!piped.contains(['\r', '\x1b']), "{piped:?}");
+
+    // script(1) runs the client on a pseudo-terminal and copies what it draws there.
+    alice.ok(&["send-file", "bob", path]);
+    let client = format!(
+        "'{}' --dir '{}' pull",
+        env!("CARGO_BIN_EXE_messageu-client"),
+        bob.dir.path().display()
+    );
+    let mut command = Command::new("script");
+    command.args(["-qec", &client, "/dev/null"]);
+    let output = run_bounded(command, "");
+    let terminal = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{terminal}");
+    assert!(
+        terminal.contains("/8.00 MiB"),
+        "no progress drawn: {terminal:?}"
+    );
+    assert!(terminal.contains("From: alice"), "{terminal:?}");
 }

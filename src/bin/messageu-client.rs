@@ -27,6 +27,9 @@ struct Cli {
     /// The folder of me.info, server.info and peers.json.
     #[arg(long, global = true, default_value = ".")]
     dir: PathBuf,
+    /// Where received files are saved [default: downloads in the --dir folder].
+    #[arg(long, global = true, value_name = "DIR")]
+    downloads: Option<PathBuf>,
     /// Pad requests with zeros to a multiple of 1024 bytes, one connection per request.
     #[arg(long, global = true, conflicts_with = "reconnect")]
     padded: bool,
@@ -108,6 +111,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         mode,
         server: cli.server,
         dir: cli.dir,
+        downloads: cli.downloads,
     })?;
     match cli.command {
         Some(command) => perform(&mut session, &command.into(), &mut io::stdout().lock()),

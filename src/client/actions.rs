@@ -39,8 +39,8 @@ pub enum Action {
     },
 }
 
-/// Performs `action` and writes what it did to `out`. A file's progress bar is drawn on the
-/// terminal only if standard output is one.
+/// Performs `action` and writes what it did to `out`. The progress bar of a file sent or a
+/// large pull is drawn only if standard output is a terminal.
 pub fn perform(
     session: &mut Session,
     action: &Action,
@@ -74,24 +74,42 @@ pub fn perform(
         }
         Action::SendFile { name, path } => {
             let bar = progress_bar();
-            let sent = session.send_file(name, path, |done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            });
+            let sent = session.send_file(name, path, |done, total| show(&bar, done, total));
             bar.finish_and_clear();
             sent?;
             format!("File {} sent to {name}\n", path.display())
         }
-        Action::Pull { json: true } => session
-            .pull()?
-            .iter()
-            .map(|message| format!("{}\n", message.to_json()))
-            .collect(),
-        Action::Pull { json: false } => console_text(&session.pull()?),
+        Action::Pull { json } => {
+            let bar = progress_bar();
+            let pulled = session.pull(|done, total| {
+                // Most replies arrive at once; a bar would only flicker.
+                if total >= PULL_PROGRESS_FROM {
+                    show(&bar, done, total);
+                }
+            });
+            bar.finish_and_clear();
+            let messages = pulled?;
+            if *json {
+                messages
+                    .iter()
+                    .map(|message| format!("{}\n", message.to_json()))
+                    .collect()
+            } else {
+                console_text(&messages)
+            }
+        }
     };
     out.write_all(report.as_bytes())
         .and_then(|()| out.flush())
         .map_err(ClientError::Output)
+}
+
+/// A pull reply this large shows a progress bar while it arrives.
+const PULL_PROGRESS_FROM: u64 = 1 << 20;
+
+fn show(bar: &ProgressBar, done: u64, total: u64) {
+    bar.set_length(total);
+    bar.set_position(done);
 }
 
 /// A bar on standard output when it is a terminal; otherwise one that draws nothing.

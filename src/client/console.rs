@@ -81,10 +81,23 @@ pub fn run(
         let Some(action) = ask_action(choice, &mut input, &mut output)? else {
             return Ok(());
         };
-        match perform(session, &action, &mut output) {
-            Ok(()) => {}
-            Err(ClientError::Output(error)) => return Err(ClientError::Output(error)),
-            Err(error) => say(&mut output, &error.to_string())?,
+        loop {
+            match perform(session, &action, &mut output) {
+                Ok(()) => break,
+                Err(ClientError::Output(error)) => return Err(ClientError::Output(error)),
+                // Sending again could deliver the message twice: only the user can judge.
+                Err(error @ ClientError::SendUnconfirmed) => {
+                    say(&mut output, &error.to_string())?;
+                    let answer = read_line(&mut input, &mut output, "Send it again? (y/n)")?;
+                    if !answer.is_some_and(|answer| answer.trim().eq_ignore_ascii_case("y")) {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    say(&mut output, &error.to_string())?;
+                    break;
+                }
+            }
         }
     }
 }
@@ -182,6 +195,7 @@ mod tests {
                 port: 9,
             }),
             dir: dir.path().to_owned(),
+            downloads: None,
         })
         .expect("session");
         let mut output = Vec::new();

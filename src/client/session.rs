@@ -2,8 +2,8 @@
 //! ([`crate::protocol::client`]) and keeps what it learns in [`Peers`].
 
 use std::fmt;
-use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::crypto::{
@@ -14,14 +14,14 @@ use super::error::ClientError;
 use super::identity::{
     exists, validate_name, Identity, NewMeInfo, ServerAddress, ME_INFO, SERVER_INFO,
 };
-use super::state::{Peers, STATE_FILE};
+use super::state::{DamagedState, Peers, STATE_FILE};
 use super::transport::{socket_error, ConnectionMode, Reply, Transport};
 use crate::protocol::client::{
     bare_request, check_reply_code, parse_client_list, parse_public_key, parse_registered,
     parse_sent, public_key_request, pulled_messages, register_request, send_request,
-    send_request_head, ListedClient, PulledMessage, MAX_SEND_CONTENT,
+    send_request_head, ListedClient, PulledMessage, ReplyError, MAX_SEND_CONTENT,
 };
-use crate::protocol::{ClientId, Edition, MessageId, MessageType, Operation};
+use crate::protocol::{ClientId, Edition, MessageId, MessageType, Operation, ReplyHeader};
 
 /// What a session needs to start.
 #[derive(Debug, Clone)]
@@ -32,7 +32,12 @@ pub struct SessionOptions {
     pub server: Option<ServerAddress>,
     /// The folder of `me.info`, `server.info` and the state file.
     pub dir: PathBuf,
+    /// Where received files are saved; by default [`DOWNLOADS`] in `dir`.
+    pub downloads: Option<PathBuf>,
 }
+
+/// The folder beside `me.info` where received files are saved unless told otherwise.
+pub const DOWNLOADS: &str = "downloads";
 
 /// A client: its identity (once registered), its peers, and its connection to the server.
 #[derive(Debug)]
@@ -40,14 +45,18 @@ pub struct Session {
     edition: Edition,
     transport: Transport,
     dir: PathBuf,
+    /// Created when the first file arrives.
+    downloads: PathBuf,
     identity: Option<Identity>,
-    peers: Peers,
+    /// A damaged state file blocks only the operations that need what it holds.
+    peers: Result<Peers, DamagedState>,
 }
 
 impl Session {
     /// Reads the client's files: `server.info` (unless overridden), `me.info` and the state
     /// file if they exist. Connects only when the first request is sent.
     pub fn open(options: SessionOptions) -> Result<Session, ClientError> {
+        check_folder(&options.dir)?;
         let server = match options.server {
             Some(server) => server,
             None => {
@@ -65,12 +74,18 @@ impl Session {
             None
         };
         let peers = match &identity {
-            Some(me) => Peers::load(&options.dir.join(STATE_FILE), me.id)?,
-            None => Peers::default(),
+            Some(me) => match Peers::load(&options.dir.join(STATE_FILE), me.id) {
+                Err(ClientError::BadState(damaged)) => Err(damaged),
+                loaded => Ok(loaded?),
+            },
+            None => Ok(Peers::default()),
         };
         Ok(Session {
             edition: options.edition,
             transport: Transport::new(server, options.mode),
+            downloads: options
+                .downloads
+                .unwrap_or_else(|| options.dir.join(DOWNLOADS)),
             dir: options.dir,
             identity,
             peers,
@@ -80,6 +95,18 @@ impl Session {
     /// The edition whose request codes this session sends.
     pub fn edition(&self) -> Edition {
         self.edition
+    }
+
+    fn peers(&self) -> Result<&Peers, ClientError> {
+        self.peers
+            .as_ref()
+            .map_err(|damaged| damaged.clone().into())
+    }
+
+    fn peers_mut(&mut self) -> Result<&mut Peers, ClientError> {
+        self.peers
+            .as_mut()
+            .map_err(|damaged| damaged.clone().into())
     }
 
     fn me(&self) -> Result<&Identity, ClientError> {
@@ -112,16 +139,19 @@ impl Session {
         };
         me_info.write(&identity)?;
         self.identity = Some(identity);
-        self.peers = Peers::default();
+        self.peers = Ok(Peers::default());
         Ok(id)
     }
 
-    /// Every other registered client; their ids and names are remembered.
+    /// Every other registered client; their ids and names are remembered unless the state
+    /// file is damaged, which is then left as it is.
     pub fn list_clients(&mut self) -> Result<Vec<ListedClient>, ClientError> {
         let caller = self.me()?.id;
         let request = bare_request(self.edition, Operation::ListClients, caller);
         let listed = parse_client_list(&self.exchange(Operation::ListClients, &request)?)?;
-        self.peers.learn(&listed);
+        if let Ok(peers) = &mut self.peers {
+            peers.learn(&listed);
+        }
         self.save_state()?;
         Ok(listed)
     }
@@ -139,7 +169,7 @@ impl Session {
             });
         }
         validate_public_key(&key)?;
-        self.peers.set_public_key(id, key);
+        self.peers_mut()?.set_public_key(id, key);
         self.save_state()
     }
 
@@ -154,14 +184,14 @@ impl Session {
     pub fn send_symmetric_key(&mut self, name: &str) -> Result<MessageId, ClientError> {
         let to = self.peer_id(name)?;
         let public_key = self
-            .peers
+            .peers()?
             .by_id(to)
             .and_then(|peer| peer.public_key.clone())
             .ok_or_else(|| ClientError::NoPublicKey(name.to_owned()))?;
         let key = AesKey::random();
         let content = encrypt_symmetric_key(&public_key, &key)?;
         let id = self.send(to, MessageType::SymmetricKey, &content)?;
-        self.peers.set_symmetric_key(to, name, key);
+        self.peers_mut()?.set_symmetric_key(to, name, key);
         self.save_state()?;
         Ok(id)
     }
@@ -207,38 +237,51 @@ impl Session {
         );
         let reply = self
             .transport
-            .call_streaming(&head, content_len, |socket| {
-                let mut sent = 0;
-                // Never more than the request announced, even if the file grows meanwhile.
-                let read = encrypt_stream(&key, file.take(len), socket, |chunk| {
-                    sent += chunk;
-                    progress(sent, len);
-                })
-                .map_err(|error| match error {
-                    StreamError::Read(source) => file_error(source),
-                    StreamError::Write(error) => socket_error(error),
-                })?;
-                if read < len {
-                    // The request announced `len` bytes; the connection is now unusable.
-                    return Err(ClientError::FileChanged {
-                        path: path.to_owned(),
-                    });
-                }
-                Ok(())
-            })?;
+            .call_streaming(
+                &head,
+                content_len,
+                |socket| {
+                    let mut sent = 0;
+                    // Never more than the request announced, even if the file grows meanwhile.
+                    let read = encrypt_stream(&key, file.take(len), socket, |chunk| {
+                        sent += chunk;
+                        progress(sent, len);
+                    })
+                    .map_err(|error| match error {
+                        StreamError::Read(source) => file_error(source),
+                        StreamError::Write(error) => socket_error(error),
+                    })?;
+                    if read < len {
+                        // The request announced `len` bytes; the connection is now unusable.
+                        return Err(ClientError::FileChanged {
+                            path: path.to_owned(),
+                        });
+                    }
+                    Ok(())
+                },
+                &mut |_, _| {},
+            )
+            .map_err(unconfirmed)?;
         self.sent(to, reply)
     }
 
     /// Pulls the waiting messages and interprets each: keys are remembered, texts and files
-    /// decrypted (files saved in the system's temporary folder).
-    pub fn pull(&mut self) -> Result<Vec<Received>, ClientError> {
+    /// decrypted (files saved in the downloads folder). `progress` gets the reply's bytes
+    /// received so far and its size as they arrive.
+    pub fn pull(
+        &mut self,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<Vec<Received>, ClientError> {
         let caller = self.me()?.id;
+        // Checked first: pulled messages are off the server, and need the keys to be read.
+        self.peers()?;
         let request = bare_request(self.edition, Operation::PullMessages, caller);
-        let payload = self.exchange(Operation::PullMessages, &request)?;
+        let payload = self.exchange_reporting(Operation::PullMessages, &request, &mut progress)?;
         let messages = pulled_messages(&payload).collect::<Result<Vec<_>, _>>()?;
+        let known = self.peers()?;
         if messages
             .iter()
-            .any(|message| self.peers.by_id(message.from).is_none())
+            .any(|message| known.by_id(message.from).is_none())
         {
             // Only for names: the messages are already off the server, so a failed list must
             // not lose them; unknown senders then show as hex ids.
@@ -249,9 +292,13 @@ impl Session {
             .identity
             .as_ref()
             .ok_or_else(|| not_registered(&self.dir))?;
+        let peers = self
+            .peers
+            .as_mut()
+            .map_err(|damaged| ClientError::from(damaged.clone()))?;
         let received = messages
             .iter()
-            .map(|message| receive(&me.key, &mut self.peers, message))
+            .map(|message| receive(&me.key, peers, message, &self.downloads))
             .collect();
         self.save_state()?;
         Ok(received)
@@ -259,18 +306,18 @@ impl Session {
 
     /// The id of the peer called `name`, fetching the client list if it is not known yet.
     fn peer_id(&mut self, name: &str) -> Result<ClientId, ClientError> {
-        if let Some(peer) = self.peers.by_name(name) {
+        if let Some(peer) = self.peers()?.by_name(name) {
             return Ok(peer.id);
         }
         self.list_clients()?;
-        self.peers
+        self.peers()?
             .by_name(name)
             .map(|peer| peer.id)
             .ok_or_else(|| ClientError::UnknownPeer(name.to_owned()))
     }
 
     fn symmetric_key(&self, id: ClientId, name: &str) -> Result<AesKey, ClientError> {
-        self.peers
+        self.peers()?
             .by_id(id)
             .and_then(|peer| peer.symmetric_key.clone())
             .ok_or_else(|| ClientError::NoSymmetricKey(name.to_owned()))
@@ -284,13 +331,13 @@ impl Session {
     ) -> Result<MessageId, ClientError> {
         let caller = self.me()?.id;
         let request = send_request(self.edition, caller, to, kind as u8, content);
-        let reply = self.transport.call(&request)?;
+        let reply = self.transport.call(&request).map_err(unconfirmed)?;
         self.sent(to, reply)
     }
 
     /// The message id of a send reply, checked to be for `to`.
     fn sent(&self, to: ClientId, reply: Reply) -> Result<MessageId, ClientError> {
-        check_reply_code(self.edition, Operation::SendMessage, &reply.header)?;
+        check_reply(self.edition, Operation::SendMessage, &reply.header)?;
         let (destination, id) = parse_sent(&reply.payload)?;
         if destination != to {
             return Err(ClientError::ReplyForOtherClient {
@@ -301,18 +348,72 @@ impl Session {
         Ok(id)
     }
 
-    /// Sends a request held in memory; returns the payload of a reply to `operation`.
+    /// Sends a request held in memory; returns the payload of a reply to `operation`. Used
+    /// for every request but a send, so it is sent again on a new connection if a kept one
+    /// was closed before the reply came: a repeated register at worst finds its name taken,
+    /// and a pull deletes nothing until its whole reply is written.
     fn exchange(&mut self, operation: Operation, request: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let reply = self.transport.call(request)?;
-        check_reply_code(self.edition, operation, &reply.header)?;
+        self.exchange_reporting(operation, request, &mut |_, _| {})
+    }
+
+    /// [`Session::exchange`], telling `progress` how much of the reply's payload has come.
+    fn exchange_reporting(
+        &mut self,
+        operation: Operation,
+        request: &[u8],
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut call =
+            |transport: &mut Transport| transport.call_streaming(request, 0, |_| Ok(()), progress);
+        let reply = match call(&mut self.transport) {
+            Err(ClientError::Dropped(_)) => call(&mut self.transport)?,
+            reply => reply?,
+        };
+        check_reply(self.edition, operation, &reply.header)?;
         Ok(reply.payload)
     }
 
     fn save_state(&self) -> Result<(), ClientError> {
-        match &self.identity {
-            Some(me) => self.peers.save(&self.dir.join(STATE_FILE), me.id),
-            None => Ok(()),
+        match (&self.identity, &self.peers) {
+            (Some(me), Ok(peers)) => peers.save(&self.dir.join(STATE_FILE), me.id),
+            _ => Ok(()),
         }
+    }
+}
+
+/// A send whose reply never came may have been stored: it is reported as such, never repeated
+/// here.
+fn unconfirmed(error: ClientError) -> ClientError {
+    match error {
+        ClientError::Dropped(_) | ClientError::ClosedEarly => ClientError::SendUnconfirmed,
+        other => other,
+    }
+}
+
+/// Checks that `header` answers `operation`; a 9000 reply names its likely causes.
+fn check_reply(
+    edition: Edition,
+    operation: Operation,
+    header: &ReplyHeader,
+) -> Result<(), ClientError> {
+    check_reply_code(edition, operation, header).map_err(|error| match error {
+        ReplyError::ServerError => ClientError::Refused(operation),
+        other => ClientError::Reply(other),
+    })
+}
+
+/// Fails unless `dir` is a folder, so that its files are not reported missing one by one.
+fn check_folder(dir: &Path) -> Result<(), ClientError> {
+    match fs::metadata(dir) {
+        Ok(metadata) if metadata.is_dir() => Ok(()),
+        Ok(_) => Err(ClientError::NotAFolder(dir.to_owned())),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            Err(ClientError::NoFolder(dir.to_owned()))
+        }
+        Err(source) => Err(ClientError::File {
+            path: dir.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -320,8 +421,14 @@ fn not_registered(dir: &Path) -> ClientError {
     ClientError::NotRegistered(dir.join(ME_INFO))
 }
 
-/// Interprets one pulled message with `key` (ours) and the keys shared with `peers`.
-fn receive(key: &PrivateKey, peers: &mut Peers, message: &PulledMessage<'_>) -> Received {
+/// Interprets one pulled message with `key` (ours) and the keys shared with `peers`; a file
+/// is saved in `downloads`.
+fn receive(
+    key: &PrivateKey,
+    peers: &mut Peers,
+    message: &PulledMessage<'_>,
+    downloads: &Path,
+) -> Received {
     let from_name = peers
         .by_id(message.from)
         .map_or_else(|| message.from.to_string(), |peer| peer.name.clone());
@@ -343,7 +450,10 @@ fn receive(key: &PrivateKey, peers: &mut Peers, message: &PulledMessage<'_>) -> 
                 Content::Text(String::from_utf8_lossy(&text).into_owned())
             }),
         Ok(MessageType::File) => match shared_key {
-            Some(shared) => save_received_file(&shared, message.content),
+            Some(shared) => {
+                let name = format!("{}-{}", file_name_part(&from_name), message.id.0);
+                save_received_file(&shared, message.content, downloads, &name)
+            }
             None => Content::Undecryptable,
         },
         Err(kind) => Content::UnknownType(kind),
@@ -357,10 +467,17 @@ fn receive(key: &PrivateKey, peers: &mut Peers, message: &PulledMessage<'_>) -> 
     }
 }
 
-/// Decrypts a received file into a new file in the system's temporary folder.
-fn save_received_file(key: &AesKey, ciphertext: &[u8]) -> Content {
-    let not_saved = |error: std::io::Error| Content::FileNotSaved(error.to_string());
-    let temporary = match tempfile::Builder::new().prefix("messageu-").tempfile() {
+/// Decrypts a received file into `folder` (created if needed) as `name`, or `name-2`,
+/// `name-3`… rather than replace a file.
+fn save_received_file(key: &AesKey, ciphertext: &[u8], folder: &Path, name: &str) -> Content {
+    let not_saved = |error: io::Error| Content::FileNotSaved(error.to_string());
+    // Decrypted under a temporary name first, so a failure leaves nothing behind.
+    let temporary = fs::create_dir_all(folder).and_then(|()| {
+        tempfile::Builder::new()
+            .prefix(".messageu-")
+            .tempfile_in(folder)
+    });
+    let mut temporary = match temporary {
         Ok(temporary) => temporary,
         Err(error) => return not_saved(error),
     };
@@ -368,15 +485,40 @@ fn save_received_file(key: &AesKey, ciphertext: &[u8]) -> Content {
     let written = decrypt_to(key, ciphertext, &mut writer)
         .and_then(|()| writer.flush().map_err(DecryptError::Write));
     drop(writer);
-    // On an error the temporary file is deleted when dropped.
     match written {
-        Ok(()) => match temporary.keep() {
-            Ok((_, path)) => Content::File(path),
-            Err(error) => not_saved(error.error),
-        },
-        Err(DecryptError::Undecryptable) => Content::Undecryptable,
-        Err(DecryptError::Write(error)) => not_saved(error),
+        Ok(()) => {}
+        Err(DecryptError::Undecryptable) => return Content::Undecryptable,
+        Err(DecryptError::Write(error)) => return not_saved(error),
     }
+    let mut attempt = 1;
+    loop {
+        let path = match attempt {
+            1 => folder.join(name),
+            _ => folder.join(format!("{name}-{attempt}")),
+        };
+        match temporary.persist_noclobber(&path) {
+            Ok(_) => return Content::File(path),
+            Err(error) if error.error.kind() == io::ErrorKind::AlreadyExists => {
+                temporary = error.file;
+                attempt += 1;
+            }
+            Err(error) => return not_saved(error.error),
+        }
+    }
+}
+
+/// `name` as part of a file name: ASCII letters, digits, `-`, `_` and `.` kept, anything
+/// else (separators included) as `_`, no leading dot, at most 100 characters.
+fn file_name_part(name: &str) -> String {
+    name.chars()
+        .take(100)
+        .enumerate()
+        .map(|(at, c)| match c {
+            '.' if at > 0 => c,
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
+            _ => '_',
+        })
+        .collect()
 }
 
 /// A pulled message as this client understood it.
@@ -505,19 +647,24 @@ mod tests {
         peers
     }
 
-    fn receive_all(who: &str, peers: &mut Peers, payload: &[u8]) -> Vec<Received> {
+    /// Receives every message of `payload` as `who`; files are saved in `downloads`.
+    fn receive_all(
+        who: &str,
+        peers: &mut Peers,
+        payload: &[u8],
+        downloads: &Path,
+    ) -> Vec<Received> {
         let me = identity(who);
         pulled_messages(payload)
-            .map(|message| receive(&me.key, peers, &message.expect("whole message")))
+            .map(|message| {
+                let message = message.expect("whole message");
+                receive(&me.key, peers, &message, downloads)
+            })
             .collect()
     }
 
-    fn remove_saved_files(received: &[Received]) {
-        for message in received {
-            if let Content::File(path) = &message.content {
-                std::fs::remove_file(path).expect("saved file removable");
-            }
-        }
+    fn temporary_folder() -> tempfile::TempDir {
+        tempfile::tempdir().expect("temporary directory")
     }
 
     #[test]
@@ -601,13 +748,15 @@ mod tests {
         let vectors = vectors::vectors();
         let to_bob = &vectors["alice_to_bob"];
         let mut peers = peers_of("bob");
-        let received = receive_all("bob", &mut peers, &hex(&vectors["pull_reply_to_bob"])[7..]);
+        let downloads = temporary_folder();
+        let payload = &hex(&vectors["pull_reply_to_bob"])[7..];
+        let received = receive_all("bob", &mut peers, payload, downloads.path());
         let file_path = match &received[4].content {
             Content::File(path) => path.clone(),
             other => panic!("expected a saved file, got {other:?}"),
         };
+        assert_eq!(file_path, downloads.path().join("alice-5"));
         let file = std::fs::read(&file_path).expect("saved file");
-        remove_saved_files(&received);
         assert_eq!(file, vectors::read("file-1000.bin"));
         let text = |kind: &str| {
             to_bob[kind]["plaintext_text"]
@@ -634,6 +783,7 @@ mod tests {
             "alice",
             &mut peers,
             &hex(&vectors["pull_reply_to_alice"])[7..],
+            downloads.path(),
         );
         let cpp_output = vectors["bob_to_alice"]["cpp_console_output"]
             .as_str()
@@ -673,8 +823,9 @@ mod tests {
             (4, encrypt(&shared, &file)),
         ];
         let mut peers = peers_of("bob");
-        let received = receive_all("bob", &mut peers, &pull_payload(alice, &messages));
-        remove_saved_files(&received);
+        let downloads = temporary_folder();
+        let payload = pull_payload(alice, &messages);
+        let received = receive_all("bob", &mut peers, &payload, downloads.path());
         assert_eq!(received[0].content, Content::KeyRequest);
         assert_eq!(received[1].content, Content::KeyReceived);
         assert_eq!(
@@ -698,7 +849,9 @@ mod tests {
             (9, Vec::new()),
         ];
         let mut peers = Peers::default();
-        let received = receive_all("bob", &mut peers, &pull_payload(stranger, &messages));
+        let downloads = temporary_folder();
+        let payload = pull_payload(stranger, &messages);
+        let received = receive_all("bob", &mut peers, &payload, downloads.path());
         let contents: Vec<_> = received.iter().map(|m| m.content.clone()).collect();
         assert_eq!(
             contents,
@@ -740,5 +893,32 @@ mod tests {
         let json: Value = serde_json::from_str(&request.to_json()).expect("JSON");
         assert_eq!(json["content"], "Request for symmetric key");
         assert!(json.get("decrypted").is_none());
+    }
+
+    #[test]
+    fn received_files_are_named_by_sender_and_id_and_never_replace_a_file() {
+        let downloads = temporary_folder();
+        let folder = downloads.path().join("new");
+        let key = AesKey::random();
+        let saved: Vec<_> = [b"first", b"again"]
+            .iter()
+            .map(|content| save_received_file(&key, &encrypt(&key, *content), &folder, "bob-7"))
+            .collect();
+        let names = ["bob-7", "bob-7-2"].map(|name| Content::File(folder.join(name)));
+        assert_eq!(saved, names);
+        assert_eq!(fs::read(folder.join("bob-7")).expect("first"), b"first");
+        assert_eq!(fs::read(folder.join("bob-7-2")).expect("second"), b"again");
+        let damaged = save_received_file(&key, &[1; 15], &folder, "bob-8");
+        assert_eq!(damaged, Content::Undecryptable);
+        assert_eq!(
+            fs::read_dir(&folder).expect("folder").count(),
+            2,
+            "no leftovers"
+        );
+
+        assert_eq!(file_name_part("Michael Jackson"), "Michael_Jackson");
+        assert_eq!(file_name_part("../etc/passwd"), "_._etc_passwd");
+        assert_eq!(file_name_part("a.b"), "a.b");
+        assert_eq!(file_name_part(&"x".repeat(254)).len(), 100);
     }
 }

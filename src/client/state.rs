@@ -32,6 +32,18 @@ use crate::protocol::{ClientId, PublicKey, PUBLIC_KEY_LEN};
 /// The state file, beside `me.info`.
 pub const STATE_FILE: &str = "peers.json";
 
+/// A state file that cannot be read back. Only the peers' keys are lost by removing it: ids
+/// and names come back with the next list.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "{path} is damaged ({reason}); remove it to go on: that forgets the peers' public and \
+     symmetric keys remembered between runs, which can be fetched and exchanged again"
+)]
+pub struct DamagedState {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
 /// One peer as this client knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
@@ -107,9 +119,11 @@ impl Peers {
             path: path.to_owned(),
             source,
         })?;
-        let damaged = |reason: String| ClientError::BadState {
-            path: path.to_owned(),
-            reason,
+        let damaged = |reason: String| {
+            ClientError::BadState(DamagedState {
+                path: path.to_owned(),
+                reason,
+            })
         };
         let file: StateFile =
             serde_json::from_slice(&bytes).map_err(|error| damaged(error.to_string()))?;
@@ -130,9 +144,9 @@ impl Peers {
             owner: encode_hex(&owner.0),
             peers: self.peers.iter().map(PeerRecord::from_peer).collect(),
         };
-        let json = serde_json::to_vec_pretty(&file).map_err(|error| ClientError::BadState {
+        let json = serde_json::to_vec_pretty(&file).map_err(|error| ClientError::File {
             path: path.to_owned(),
-            reason: error.to_string(),
+            source: std::io::Error::other(error),
         })?;
         let dir = path
             .parent()
@@ -264,7 +278,7 @@ mod tests {
             fs::write(&path, text).expect("written");
             assert!(matches!(
                 Peers::load(&path, ClientId([5; 16])),
-                Err(ClientError::BadState { .. })
+                Err(ClientError::BadState(_))
             ));
         }
     }
