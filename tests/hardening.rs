@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use common::{request_bytes, Client, TestServer};
 use messageu::protocol::{ClientId, Edition, Operation, PublicKey};
 use messageu::store::{
-    Committed, Durability, NewMessage, PullBudget, SqliteStore, Store, StoreError, StoredMessage,
-    Upload,
+    Committed, Durability, NewContent, NewMessage, PullBudget, SqliteStore, Store, StoreError,
+    StoredMessage, Upload,
 };
 use messageu::{Config, Server, ShutdownHandle};
 
@@ -160,12 +160,15 @@ fn connections_past_the_per_address_cap_are_refused_and_the_others_go_on() {
     }
 }
 
-/// A store whose public-key lookup panics for one target: a bug a request can reach.
+/// A store with bugs a request can reach: the public-key lookup panics for one target, and a
+/// registration of one name panics and a message with one content fails, both after writing.
 struct PanickingStore {
     inner: SqliteStore,
 }
 
 const POISONED: ClientId = ClientId([0xab; 16]);
+const POISONED_NAME: &str = "poisoned name";
+const POISONED_CONTENT: &[u8] = b"poisoned content";
 
 impl Store for PanickingStore {
     fn begin_batch(&mut self) -> Result<(), StoreError> {
@@ -176,6 +179,15 @@ impl Store for PanickingStore {
     }
     fn rollback_batch(&mut self) {
         self.inner.rollback_batch()
+    }
+    fn begin_request(&mut self) -> Result<(), StoreError> {
+        self.inner.begin_request()
+    }
+    fn commit_request(&mut self) -> Result<(), StoreError> {
+        self.inner.commit_request()
+    }
+    fn rollback_request(&mut self) {
+        self.inner.rollback_request()
     }
     fn touch_client(&mut self, id: ClientId, at: SystemTime) -> Result<bool, StoreError> {
         self.inner.touch_client(id, at)
@@ -189,7 +201,9 @@ impl Store for PanickingStore {
         key: &PublicKey,
         at: SystemTime,
     ) -> Result<ClientId, StoreError> {
-        self.inner.register_client(name, key, at)
+        let id = self.inner.register_client(name, key, at)?;
+        assert_ne!(name, POISONED_NAME, "injected bug after writing");
+        Ok(id)
     }
     fn list_clients(
         &mut self,
@@ -209,7 +223,12 @@ impl Store for PanickingStore {
         &mut self,
         message: NewMessage<'_>,
     ) -> Result<messageu::protocol::MessageId, StoreError> {
-        self.inner.insert_message(message)
+        let poisoned = matches!(message.content, NewContent::Inline(POISONED_CONTENT));
+        let id = self.inner.insert_message(message)?;
+        if poisoned {
+            return Err(StoreError::Corrupt("injected failure after writing"));
+        }
+        Ok(id)
     }
     fn queued_messages(
         &mut self,
@@ -250,4 +269,64 @@ fn a_handler_that_panics_answers_9000_and_the_connection_and_server_go_on() {
         .join()
         .expect("server thread")
         .expect("server stops cleanly");
+}
+
+#[test]
+fn a_request_that_fails_after_writing_leaves_nothing_behind_and_its_round_commits() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = Config::loopback(dir.path().join("server.db"));
+    let inner = SqliteStore::open(&config.database, Durability::Full, 0).expect("store");
+    let server = Server::bind_with_store(config, Box::new(PanickingStore { inner })).expect("bind");
+    let addr = server.local_addr();
+    let shutdown: ShutdownHandle = server.shutdown_handle();
+    let running = thread::spawn(move || server.run());
+
+    let mut client = Client::connect(addr);
+    let me = client.register(EDITION, "survivor");
+    // Pipelined, so that all of them share one round's transaction.
+    let mut round = request_bytes(
+        ClientId::default(),
+        code(Operation::Register),
+        415,
+        &common::register_body(POISONED_NAME, &common::test_key(1)),
+    );
+    round.extend(request_bytes(
+        me,
+        code(Operation::SendMessage),
+        21 + POISONED_CONTENT.len() as u32,
+        &common::send_body(me, 3, POISONED_CONTENT),
+    ));
+    round.extend(request_bytes(
+        me,
+        code(Operation::SendMessage),
+        21 + 4,
+        &common::send_body(me, 3, b"kept"),
+    ));
+    client.send_raw(&round);
+    assert!(
+        client.read_reply().is_error(),
+        "the registration that panicked"
+    );
+    assert!(client.read_reply().is_error(), "the send that failed");
+    assert_eq!(
+        client.read_reply().code,
+        EDITION.reply_code(Operation::SendMessage)
+    );
+    let listed = client.call(me, code(Operation::ListClients), &[]);
+    assert_eq!(listed.payload.len(), 0, "the failed registration is gone");
+    let pulled = client.pull(EDITION, me);
+    assert_eq!(pulled.len(), 1);
+    assert_eq!(pulled[0].content, b"kept");
+
+    shutdown.shutdown();
+    running
+        .join()
+        .expect("server thread")
+        .expect("server stops cleanly");
+    // Nothing of the failed requests reached the disk either.
+    let db = rusqlite::Connection::open(dir.path().join("server.db")).expect("open");
+    let names: i64 = db
+        .query_row("SELECT count(*) FROM clients", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(names, 1);
 }

@@ -148,13 +148,27 @@ impl Env<'_> {
             }
             self.batch.open = true;
         }
-        // A handler that panics fails its request, not the server.
+        if let Err(error) = self.core.store.begin_request() {
+            log::warn!("{peer}: cannot start a request's writes: {error}");
+            return Response::error();
+        }
+        // A handler that panics fails its request, not the server; either way, a failed
+        // request's writes are undone and the rest of the round's are kept.
         let outcome =
             panic::catch_unwind(AssertUnwindSafe(|| handle(&mut self.context(code, header))));
         let operation = code.operation;
         let edition = code.edition.name();
-        match outcome {
-            Ok(Ok(response)) => response,
+        let failure = match outcome {
+            Ok(Ok(response)) => match self.core.store.commit_request() {
+                Ok(()) => return response,
+                Err(error) => {
+                    for id in &response.delivered {
+                        self.core.in_flight.remove(id);
+                    }
+                    log::warn!("{peer}: {operation:?} (edition {edition}): {error}");
+                    Response::error()
+                }
+            },
             Ok(Err(error)) => {
                 log::warn!("{peer}: {operation:?} (edition {edition}): {error}");
                 Response::error()
@@ -163,7 +177,9 @@ impl Env<'_> {
                 log::error!("{peer}: {operation:?} (edition {edition}): the handler panicked");
                 Response::error()
             }
-        }
+        };
+        self.core.store.rollback_request();
+        failure
     }
 
     fn context(&mut self, code: RequestCode, header: &RequestHeader) -> Context<'_> {

@@ -121,6 +121,13 @@ pub trait Store: Send {
     fn commit_batch(&mut self) -> Result<Committed, StoreError>;
     /// Drops every write since `begin_batch`.
     fn rollback_batch(&mut self);
+    /// Starts one request's writes inside the batch, so that a request that fails (or whose
+    /// handler panics) undoes its own writes and no other request's.
+    fn begin_request(&mut self) -> Result<(), StoreError>;
+    /// Keeps the writes since `begin_request` in the batch.
+    fn commit_request(&mut self) -> Result<(), StoreError>;
+    /// Undoes the writes since `begin_request`; the rest of the batch goes on.
+    fn rollback_request(&mut self);
 
     /// Whether `id` is registered; if so, records that it was seen at `at`.
     fn touch_client(&mut self, id: ClientId, at: SystemTime) -> Result<bool, StoreError>;

@@ -74,11 +74,22 @@ pub struct SqliteStore {
     batch_uploads: Vec<Upload>,
     /// Spool files of the batch's deleted messages, removed once it commits.
     batch_removals: Vec<String>,
+    /// Where the request being served began in the batch, to undo its writes alone.
+    request: Option<RequestMark>,
     page_size: u64,
     /// The size limit set with [`SqliteStore::limit_size`], in pages.
     max_pages: Option<u64>,
     /// The last reading of the spare disk space, and when it was taken.
     spare_disk: Option<(Instant, u64)>,
+}
+
+/// The batch's bookkeeping as it stood when a request began: a request that fails undoes its
+/// rows with `ROLLBACK TO`, and its registrations, new contents and flags with these.
+struct RequestMark {
+    registered: usize,
+    uploads: usize,
+    removals: usize,
+    acknowledges: bool,
 }
 
 impl SqliteStore {
@@ -136,6 +147,7 @@ impl SqliteStore {
             spool,
             batch_uploads: Vec::new(),
             batch_removals: Vec::new(),
+            request: None,
             max_pages: None,
             spare_disk: None,
         })
@@ -417,6 +429,55 @@ impl Store for SqliteStore {
             self.clients.remove(&id);
         }
         self.settle_spool(false);
+    }
+
+    fn begin_request(&mut self) -> Result<(), StoreError> {
+        self.run(|store| {
+            store
+                .conn
+                .prepare_cached("SAVEPOINT request")?
+                .execute([])?;
+            store.request = Some(RequestMark {
+                registered: store.batch_registered.len(),
+                uploads: store.batch_uploads.len(),
+                removals: store.batch_removals.len(),
+                acknowledges: store.batch_acknowledges,
+            });
+            Ok(())
+        })
+    }
+
+    fn commit_request(&mut self) -> Result<(), StoreError> {
+        if self.request.take().is_none() {
+            return Ok(());
+        }
+        self.run(|store| {
+            store.conn.prepare_cached("RELEASE request")?.execute([])?;
+            Ok(())
+        })
+    }
+
+    fn rollback_request(&mut self) {
+        let Some(mark) = self.request.take() else {
+            return;
+        };
+        // An aborted batch has lost the savepoint with everything else; it fails as a whole.
+        if !self.batch_aborted && !self.conn.is_autocommit() {
+            let undone = self
+                .conn
+                .execute_batch("ROLLBACK TO request; RELEASE request");
+            if let Err(error) = undone {
+                log::error!("cannot undo a failed request's writes: {error}; failing the batch");
+                self.batch_aborted = true;
+            }
+        }
+        for id in self.batch_registered.drain(mark.registered..) {
+            self.clients.remove(&id);
+        }
+        // Dropped uploads remove their files; the removals belonged to undone deletions.
+        self.batch_uploads.truncate(mark.uploads);
+        self.batch_removals.truncate(mark.removals);
+        self.batch_acknowledges = mark.acknowledges;
     }
 
     fn touch_client(&mut self, id: ClientId, at: SystemTime) -> Result<bool, StoreError> {
@@ -891,5 +952,36 @@ mod tests {
             store.insert_message(message()).unwrap(),
             MessageId(first.0 + 1)
         );
+    }
+
+    #[test]
+    fn a_failed_request_undoes_its_own_writes_and_keeps_the_rounds_others() {
+        let (_dir, mut store) = open();
+        let now = SystemTime::now();
+        let to = ClientId([1; 16]);
+        store.begin_batch().unwrap();
+        store.begin_request().unwrap();
+        let kept = store.register_client("kept", &key(1), now).unwrap();
+        store.commit_request().unwrap();
+        store.begin_request().unwrap();
+        let undone = store.register_client("undone", &key(2), now).unwrap();
+        spooled_message(&mut store, b"undone content");
+        store.rollback_request();
+        assert!(!store.client_exists(undone).unwrap());
+        store.begin_request().unwrap();
+        let id = spooled_message(&mut store, b"kept content");
+        store.commit_request().unwrap();
+        store.commit_batch().unwrap();
+
+        assert!(store.client_exists(kept).unwrap());
+        let queued = store.queued_messages(to, budget(u64::MAX), &|_| false);
+        assert_eq!(ids(&queued.unwrap()), vec![id]);
+        eventually("the undone content is removed", || spool_files(&store) == 1);
+        // The undone name is free again.
+        store.begin_batch().unwrap();
+        store.begin_request().unwrap();
+        assert!(store.register_client("undone", &key(3), now).is_ok());
+        store.commit_request().unwrap();
+        store.commit_batch().unwrap();
     }
 }
