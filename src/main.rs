@@ -109,7 +109,7 @@ fn run(cli: Cli) -> Result<(), messageu::server::ServerError> {
         .map(|edition| format!("{} ({}..)", edition.name(), edition.request_base()))
         .collect();
     log::info!(
-        "listening on {}, database {} (durability {:?}), editions {}; type q and Enter to stop",
+        "listening on {}, database {} (durability {}), editions {}; type q and Enter to stop",
         server.local_addr(),
         config.database.display(),
         config.durability,

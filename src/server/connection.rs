@@ -563,7 +563,7 @@ impl Connection {
             } => {
                 let body_start = self.input_start + REQUEST_HEADER_LEN;
                 let body = &self.input[body_start..body_start + body_len];
-                log::debug!("{}: {code:?} from {}", self.peer, header.client_id);
+                log::debug!("{}: {code} from {}", self.peer, header.client_id);
                 env.serve(code, header.client_id, body, self.peer)
             }
             Frame::Upload {

@@ -149,16 +149,14 @@ impl Env<'_> {
         // A handler that panics fails its request, not the server.
         let outcome =
             panic::catch_unwind(AssertUnwindSafe(|| handle(&mut self.context(code, caller))));
-        let operation = code.operation;
-        let edition = code.edition.name();
         match outcome {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
-                log::warn!("{peer}: {operation:?} (edition {edition}): {error}");
+                log::warn!("{peer}: {code}: {error}");
                 Response::error()
             }
             Err(_) => {
-                log::error!("{peer}: {operation:?} (edition {edition}): the handler panicked");
+                log::error!("{peer}: {code}: the handler panicked");
                 Response::error()
             }
         }

@@ -44,6 +44,16 @@ pub enum Durability {
     Normal,
 }
 
+/// The name the command line takes.
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Full => "full",
+            Durability::Normal => "normal",
+        })
+    }
+}
+
 pub struct SqliteStore {
     conn: Connection,
     in_batch: bool,
