@@ -63,6 +63,14 @@ struct Cli {
     /// everything else goes on. Default: limited only by the disk (and --min-free-space).
     #[arg(long)]
     max_db_size: Option<u64>,
+    /// Serve Prometheus metrics (GET /metrics) and a health check (GET /health) over HTTP
+    /// on this host:port, e.g. 127.0.0.1:9100. Default: off.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Seconds between summary lines in the log (connections, requests, messages, queue,
+    /// database size); 0 turns them off.
+    #[arg(long, value_name = "SECONDS", default_value_t = config::DEFAULT_STATS_INTERVAL)]
+    stats_interval: u64,
 }
 
 /// Descriptors kept for the database, its journal, the poll, logging and standard streams.
@@ -99,6 +107,8 @@ fn run(cli: Cli) -> Result<(), messageu::server::ServerError> {
     config.request_timeout = Duration::from_secs(cli.request_timeout);
     config.idle_timeout = Duration::from_secs(cli.idle_timeout);
     config.max_db_size = cli.max_db_size;
+    config.metrics = cli.metrics;
+    config.stats_interval = Duration::from_secs(cli.stats_interval);
 
     let server = Server::bind(config.clone())?;
     let shutdown = server.shutdown_handle();

@@ -18,6 +18,7 @@ use super::timers::Timers;
 use super::Env;
 use crate::config::Config;
 use crate::handlers::{HandlerError, Part, Response};
+use crate::metrics::{ConnectionKind, ErrorCause};
 use crate::protocol::padding::{self, Padding};
 use crate::protocol::{
     Frame, FrameDecoder, MessageId, Reply, RequestCode, RequestHeader, SendHead, Step,
@@ -191,6 +192,8 @@ pub(crate) struct Connection {
     last_write: Instant,
     /// When the first bytes of the request not yet complete arrived.
     request_started: Option<Instant>,
+    /// How it is served, for the metrics.
+    kind: ConnectionKind,
 }
 
 /// The limits [`Connection::timed_out`] enforces.
@@ -241,6 +244,18 @@ impl Connection {
             last_read: now,
             last_write: now,
             request_started: None,
+            kind: ConnectionKind::New,
+        }
+    }
+
+    pub fn kind(&self) -> ConnectionKind {
+        self.kind
+    }
+
+    fn classify(&mut self, kind: ConnectionKind, env: &Env<'_>) {
+        if self.kind != kind {
+            env.core.metrics.connection_classified(self.kind, kind);
+            self.kind = kind;
         }
     }
 
@@ -442,6 +457,7 @@ impl Connection {
                     self.peer,
                     header.code
                 );
+                env.refused(ErrorCause::Framing);
                 self.close_with_error(env);
                 break;
             }
@@ -458,6 +474,7 @@ impl Connection {
                     break;
                 }
                 Padding::Exact => {
+                    self.classify(ConnectionKind::Persistent, env);
                     self.serve(frame, false, env);
                     self.consume(len);
                     self.request_start = self.consumed;
@@ -466,6 +483,7 @@ impl Connection {
                     // The padding, and anything after it, is never parsed: the client sends
                     // one request per connection.
                     log::debug!("{}: zero-padded client", self.peer);
+                    self.classify(ConnectionKind::Padded, env);
                     self.serve(frame, true, env);
                     self.drop_input();
                     self.state = State::ClosingAfterFlush;
@@ -588,6 +606,7 @@ impl Connection {
                     header.code,
                     header.payload_size
                 );
+                env.refused(ErrorCause::Rejected);
                 Response::error()
             }
             Frame::Fatal { .. } => Response::error(),
@@ -622,6 +641,7 @@ impl Connection {
             ),
             Err(error) => {
                 log::error!("{}: cannot make an upload durable: {error}", self.peer);
+                env.refused(ErrorCause::Upload);
                 Response::error()
             }
         };

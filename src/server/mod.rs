@@ -22,6 +22,9 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::handlers::{self, Context, HandlerError, Response};
+use crate::http::{self, HttpServer, Router};
+use crate::metrics::summary::{self, Summary};
+use crate::metrics::{ErrorCause, Metrics, StorageStep};
 use crate::protocol::{ClientId, MessageId, RequestCode, SendHead};
 use crate::store::{Committed, PullBudget, SqliteStore, Store, StoreError, Upload};
 use connection::{Connection, Timeouts};
@@ -64,6 +67,8 @@ pub enum ServerError {
     Io(#[from] io::Error),
     #[error("cannot close the database: {0}")]
     Close(StoreError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics { addr: SocketAddr, source: io::Error },
 }
 
 /// The server state that request handling reaches: everything but the sockets.
@@ -75,6 +80,7 @@ struct Core {
     in_flight: HashSet<MessageId>,
     syncer: Syncer,
     pacer: BulkPacer,
+    metrics: Arc<Metrics>,
 }
 
 /// The writes and staged replies of one round of ready events (group commit).
@@ -129,7 +135,16 @@ impl Env<'_> {
         caller: ClientId,
         head: &SendHead,
     ) -> Result<Upload, HandlerError> {
-        handlers::start_upload(&mut self.context(code, caller), head)
+        let upload = handlers::start_upload(&mut self.context(code, caller), head);
+        if let Err(error) = &upload {
+            self.core.metrics.error(ErrorCause::of(error));
+        }
+        upload
+    }
+
+    /// Counts a 9000 reply that no handler produced.
+    fn refused(&self, cause: ErrorCause) {
+        self.core.metrics.error(cause);
     }
 
     fn run(
@@ -146,20 +161,23 @@ impl Env<'_> {
             }
             self.batch.open = true;
         }
+        let started = Instant::now();
         // A handler that panics fails its request, not the server.
         let outcome =
             panic::catch_unwind(AssertUnwindSafe(|| handle(&mut self.context(code, caller))));
-        match outcome {
-            Ok(Ok(response)) => response,
+        let (response, error) = match outcome {
+            Ok(Ok(response)) => (response, None),
             Ok(Err(error)) => {
                 log::warn!("{peer}: {code}: {error}");
-                Response::error()
+                (Response::error(), Some(ErrorCause::of(&error)))
             }
             Err(_) => {
                 log::error!("{peer}: {code}: the handler panicked");
-                Response::error()
+                (Response::error(), Some(ErrorCause::Panic))
             }
-        }
+        };
+        self.core.metrics.request(code, started.elapsed(), error);
+        response
     }
 
     fn context(&mut self, code: RequestCode, caller: ClientId) -> Context<'_> {
@@ -207,6 +225,8 @@ pub struct Server {
     per_ip: HashMap<IpAddr, usize>,
     next_sweep: Instant,
     refusals: Refusals,
+    /// The operators' HTTP endpoint, with `--metrics`.
+    http: Option<HttpServer>,
 }
 
 /// Connections refused since the last log line about them.
@@ -261,11 +281,24 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let shutdown = ShutdownHandle::new(Arc::clone(&waker));
+        let metrics = Arc::new(Metrics::new(&config.database));
+        metrics.set_queue(store.queue());
+        let http = match config.metrics {
+            Some(addr) => {
+                let routes =
+                    http::ops::routes(Router::new(), Arc::clone(&metrics), shutdown.clone());
+                let server = HttpServer::start(addr, routes)
+                    .map_err(|source| ServerError::Metrics { addr, source })?;
+                Some(server)
+            }
+            None => None,
+        };
         Ok(Server {
             poll,
             listener: Some(listener),
             local_addr,
-            shutdown: ShutdownHandle::new(Arc::clone(&waker)),
+            shutdown,
             flusher: Flusher::start(Arc::clone(&waker))?,
             committed_epoch: 0,
             durable_epoch: 0,
@@ -278,6 +311,7 @@ impl Server {
                 in_flight: HashSet::new(),
                 syncer: Syncer::new(waker),
                 pacer: BulkPacer::new(Instant::now()),
+                metrics,
             },
             delivered: Vec::new(),
             delete_retry_at: None,
@@ -289,6 +323,7 @@ impl Server {
             per_ip: HashMap::new(),
             next_sweep: Instant::now(),
             refusals: Refusals::default(),
+            http,
         })
     }
 
@@ -301,9 +336,20 @@ impl Server {
         self.shutdown.clone()
     }
 
+    /// The address `/metrics` and `/health` are served on, if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
+    }
+
     /// Serves until shut down, then writes produced replies (for a bounded time), commits
     /// the last deletions and closes the database.
     pub fn run(mut self) -> Result<(), ServerError> {
+        summary::log_limits(&self.core.config);
+        if let Some(addr) = self.metrics_addr() {
+            log::info!("metrics on http://{addr}/metrics, health check on http://{addr}/health");
+        }
+        let metrics = Arc::clone(&self.core.metrics);
+        let _summary = Summary::start(metrics, self.core.config.stats_interval)?;
         let mut events = Events::with_capacity(1024);
         let mut scratch = vec![0; READ_CHUNK];
         loop {
@@ -437,10 +483,12 @@ impl Server {
     /// A log flush finished: releases the replies it made durable (or fails them, if it
     /// failed). Returns the connections that got output.
     fn on_flushed(&mut self, flushed: Flushed) -> Vec<usize> {
+        self.core.metrics.flush(flushed.took);
         let ok = match flushed.result {
             Ok(()) => true,
             Err(error) => {
                 log::error!("cannot flush the database log; the replies it covers fail: {error}");
+                self.core.metrics.storage_failure(StorageStep::Flush);
                 false
             }
         };
@@ -475,7 +523,11 @@ impl Server {
         let epoch = if !batch.open {
             Some(self.durable_epoch)
         } else {
-            match self.core.store.commit_batch() {
+            let started = Instant::now();
+            let committed = self.core.store.commit_batch();
+            self.core.metrics.commit(started.elapsed());
+            self.core.metrics.set_queue(self.core.store.queue());
+            match committed {
                 Ok(Committed::Durable) => Some(self.durable_epoch),
                 Ok(Committed::AfterFlush(flush)) => {
                     self.committed_epoch += 1;
@@ -483,6 +535,7 @@ impl Server {
                     Some(self.committed_epoch)
                 }
                 Err(error) => {
+                    self.core.metrics.storage_failure(StorageStep::Commit);
                     let replies = batch.touched.len();
                     log::error!(
                         "commit failed, replies on {replies} connections become errors: {error}"
@@ -579,6 +632,7 @@ impl Server {
         }
         for key in closed {
             let mut connection = self.connections.remove(key);
+            self.core.metrics.connection_closed(connection.kind());
             let ip = connection.peer().ip();
             if let Some(count) = self.per_ip.get_mut(&ip) {
                 *count -= 1;
@@ -626,10 +680,12 @@ impl Server {
                     let from_peer = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
                     if self.connections.len() >= config.max_connections {
                         self.refusals.note(now, peer, "connection cap reached");
+                        self.core.metrics.connection_refused();
                         continue;
                     }
                     if from_peer >= config.max_connections_per_ip {
                         self.refusals.note(now, peer, "per-address cap reached");
+                        self.core.metrics.connection_refused();
                         continue;
                     }
                     if let Err(error) = socket.set_nodelay(true) {
@@ -651,6 +707,7 @@ impl Server {
                         Ok(()) => {
                             entry.insert(connection);
                             *self.per_ip.entry(peer.ip()).or_default() += 1;
+                            self.core.metrics.connection_opened();
                             log::debug!("{peer}: connected");
                         }
                         Err(error) => log::warn!("{peer}: cannot watch the connection: {error}"),
