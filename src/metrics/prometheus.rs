@@ -75,8 +75,8 @@ fn requests(out: &mut Text, metrics: &Metrics) {
     out.header(
         "messageu_request_duration_seconds",
         "histogram",
-        "Time to handle a request, from its last byte to its reply produced; the commit and \
-         flush it may wait for are in messageu_commit_duration_seconds and \
+        "Time in a request's handler (body parsed, store work, reply built); the commit and \
+         flush its reply may wait for are in messageu_commit_duration_seconds and \
          messageu_fsync_duration_seconds.",
     );
     for (labels, snapshot) in &snapshots {
