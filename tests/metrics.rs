@@ -258,3 +258,18 @@ fn the_binary_logs_its_limits_a_summary_and_where_metrics_are() {
         server.log_text()
     );
 }
+
+#[test]
+fn a_metrics_address_in_use_fails_start_up_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let args = ["--port", "0", "--db", "server.db", "--metrics", &addr];
+    let (status, _, stderr) = launch(server_command(dir.path(), &args)).exited();
+    assert!(!status.success(), "{stderr}");
+    let expected = format!("messageu-server: cannot serve metrics on {addr}: ");
+    assert!(
+        stderr.lines().any(|line| line.starts_with(&expected)),
+        "{stderr}"
+    );
+}
