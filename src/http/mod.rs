@@ -15,7 +15,19 @@ use std::thread::{self, JoinHandle};
 
 use tiny_http::{Header, Response};
 
+use crate::metrics::Metrics;
+use crate::server::ShutdownHandle;
 pub use router::{Reply, Router};
+
+/// Serves the server's routes on `addr`: today the operators' ([`ops`]); other features add
+/// theirs here.
+pub fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: ShutdownHandle,
+) -> io::Result<HttpServer> {
+    HttpServer::start(addr, ops::routes(Router::new(), metrics, shutdown))
+}
 
 /// A running HTTP server; stops when dropped.
 pub struct HttpServer {

@@ -457,7 +457,7 @@ impl Connection {
                     self.peer,
                     header.code
                 );
-                env.refused(ErrorCause::Framing);
+                env.count_error(ErrorCause::Framing);
                 self.close_with_error(env);
                 break;
             }
@@ -606,7 +606,7 @@ impl Connection {
                     header.code,
                     header.payload_size
                 );
-                env.refused(ErrorCause::Rejected);
+                env.count_error(ErrorCause::Rejected);
                 Response::error()
             }
             Frame::Fatal { .. } => Response::error(),
@@ -641,7 +641,7 @@ impl Connection {
             ),
             Err(error) => {
                 log::error!("{}: cannot make an upload durable: {error}", self.peer);
-                env.refused(ErrorCause::Upload);
+                env.count_error(ErrorCause::Upload);
                 Response::error()
             }
         };

@@ -22,7 +22,7 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::handlers::{self, Context, HandlerError, Response};
-use crate::http::{self, HttpServer, Router};
+use crate::http::{self, HttpServer};
 use crate::metrics::summary::{self, Summary};
 use crate::metrics::{ErrorCause, Metrics, StorageStep};
 use crate::protocol::{ClientId, MessageId, RequestCode, SendHead};
@@ -143,7 +143,7 @@ impl Env<'_> {
     }
 
     /// Counts a 9000 reply that no handler produced.
-    fn refused(&self, cause: ErrorCause) {
+    fn count_error(&self, cause: ErrorCause) {
         self.core.metrics.error(cause);
     }
 
@@ -284,16 +284,13 @@ impl Server {
         let shutdown = ShutdownHandle::new(Arc::clone(&waker));
         let metrics = Arc::new(Metrics::new(&config.database));
         metrics.set_queue(store.queue());
-        let http = match config.metrics {
-            Some(addr) => {
-                let routes =
-                    http::ops::routes(Router::new(), Arc::clone(&metrics), shutdown.clone());
-                let server = HttpServer::start(addr, routes)
-                    .map_err(|source| ServerError::Metrics { addr, source })?;
-                Some(server)
-            }
-            None => None,
-        };
+        let http = config
+            .metrics
+            .map(|addr| {
+                http::serve(addr, Arc::clone(&metrics), shutdown.clone())
+                    .map_err(|source| ServerError::Metrics { addr, source })
+            })
+            .transpose()?;
         Ok(Server {
             poll,
             listener: Some(listener),
