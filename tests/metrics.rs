@@ -116,6 +116,7 @@ fn metrics_count_known_traffic_exactly() {
     let mut reply = Vec::new();
     padded.stream.read_to_end(&mut reply).expect("padded reply");
     assert_eq!(reply.len(), PADDED_BLOCK);
+    drop(padded);
 
     let scrape = scrape_until(server.metrics, |scrape| {
         sample(scrape, "messageu_messages_delivered_total") == Some(1.0)
