@@ -1,6 +1,6 @@
 //! `messageu-server`: command line, logging and start-up/shutdown wiring only.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -65,7 +65,7 @@ struct Cli {
     max_db_size: Option<u64>,
     /// Serve Prometheus metrics (GET /metrics) and a health check (GET /health) over HTTP
     /// on this host:port, e.g. 127.0.0.1:9100. Default: off.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = resolve)]
     metrics: Option<SocketAddr>,
     /// Seconds between summary lines in the log (connections, requests, messages, queue,
     /// database size); 0 turns them off.
@@ -137,5 +137,26 @@ fn connection_limit() -> usize {
             log::warn!("cannot read the descriptor limit ({error}); allowing 1000 connections");
             1000
         }
+    }
+}
+
+/// A `host:port` as the command line gives it: an address, or a name such as localhost.
+fn resolve(text: &str) -> Result<SocketAddr, String> {
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|error| format!("not a host:port ({error})"))?;
+    addrs.next().ok_or_else(|| format!("{text} has no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_addresses_are_host_and_port() {
+        assert_eq!(resolve("127.0.0.1:9100"), Ok(([127, 0, 0, 1], 9100).into()));
+        assert!(resolve("localhost:9100").is_ok_and(|addr| addr.ip().is_loopback()));
+        assert!(resolve("127.0.0.1").is_err());
+        assert!(resolve("9100").is_err());
     }
 }
