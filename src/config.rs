@@ -18,6 +18,8 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = u32::MAX;
 pub const DEFAULT_SPOOL_THRESHOLD: u32 = 256 << 10;
 /// Free disk space that uploads must leave, for the database and the rest of the system.
 pub const DEFAULT_MIN_FREE_SPACE: u64 = 128 << 20;
+/// How often the summary line is logged, in seconds.
+pub const DEFAULT_STATS_INTERVAL: u64 = 60;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -54,6 +56,10 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// A cap on the database file's size, in bytes: sends that would pass it are refused.
     pub max_db_size: Option<u64>,
+    /// Where to serve `/metrics` and `/health` over HTTP; `None`: nowhere.
+    pub metrics: Option<SocketAddr>,
+    /// How often to log the summary line; zero: never.
+    pub stats_interval: Duration,
 }
 
 impl Config {
@@ -74,6 +80,8 @@ impl Config {
             idle_timeout: Duration::from_secs(600),
             max_connections_per_ip: usize::MAX,
             max_db_size: None,
+            metrics: None,
+            stats_interval: Duration::from_secs(DEFAULT_STATS_INTERVAL),
         }
     }
 

@@ -7,6 +7,8 @@
 pub mod client;
 pub mod config;
 pub mod handlers;
+pub mod http;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod store;

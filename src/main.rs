@@ -1,6 +1,6 @@
 //! `messageu-server`: command line, logging and start-up/shutdown wiring only.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -65,6 +65,14 @@ struct Cli {
     /// everything else goes on. Default: limited only by the disk (and --min-free-space).
     #[arg(long)]
     max_db_size: Option<u64>,
+    /// Serve Prometheus metrics (GET /metrics) and a health check (GET /health) over HTTP
+    /// on this host:port, e.g. 127.0.0.1:9100. Default: off.
+    #[arg(long, value_name = "ADDR", value_parser = resolve)]
+    metrics: Option<SocketAddr>,
+    /// Seconds between summary lines in the log (connections, requests, messages, queue,
+    /// database size); 0 turns them off.
+    #[arg(long, value_name = "SECONDS", default_value_t = config::DEFAULT_STATS_INTERVAL)]
+    stats_interval: u64,
 }
 
 /// Descriptors kept for the database, its journal, the poll, logging and standard streams.
@@ -101,6 +109,8 @@ fn run(cli: Cli) -> Result<(), messageu::server::ServerError> {
     config.request_timeout = Duration::from_secs(cli.request_timeout);
     config.idle_timeout = Duration::from_secs(cli.idle_timeout);
     config.max_db_size = cli.max_db_size;
+    config.metrics = cli.metrics;
+    config.stats_interval = Duration::from_secs(cli.stats_interval);
 
     let server = Server::bind(config.clone())?;
     let shutdown = server.shutdown_handle();
@@ -111,7 +121,7 @@ fn run(cli: Cli) -> Result<(), messageu::server::ServerError> {
         .map(|edition| format!("{} ({}..)", edition.name(), edition.request_base()))
         .collect();
     log::info!(
-        "listening on {}, database {} (durability {:?}), editions {}; type q and Enter to stop",
+        "listening on {}, database {} (durability {}), editions {}; type q and Enter to stop",
         server.local_addr(),
         config.database.display(),
         config.durability,
@@ -129,5 +139,26 @@ fn connection_limit() -> usize {
             log::warn!("cannot read the descriptor limit ({error}); allowing 1000 connections");
             1000
         }
+    }
+}
+
+/// A `host:port` as the command line gives it: an address, or a name such as localhost.
+fn resolve(text: &str) -> Result<SocketAddr, String> {
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|error| format!("not a host:port ({error})"))?;
+    addrs.next().ok_or_else(|| format!("{text} has no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_addresses_are_host_and_port() {
+        assert_eq!(resolve("127.0.0.1:9100"), Ok(([127, 0, 0, 1], 9100).into()));
+        assert!(resolve("localhost:9100").is_ok_and(|addr| addr.ip().is_loopback()));
+        assert!(resolve("127.0.0.1").is_err());
+        assert!(resolve("9100").is_err());
     }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use common::{request_bytes, Client, TestServer};
 use messageu::protocol::{ClientId, Edition, Operation, PublicKey};
 use messageu::store::{
-    Committed, Durability, NewContent, NewMessage, PullBudget, SqliteStore, Store, StoreError,
-    StoredMessage, Upload,
+    Committed, Durability, NewContent, NewMessage, PullBudget, QueueStats, SqliteStore, Store,
+    StoreError, StoredMessage, Upload,
 };
 use messageu::{Config, Server, ShutdownHandle};
 
@@ -240,6 +240,9 @@ impl Store for PanickingStore {
     }
     fn delete_messages(&mut self, ids: &[messageu::protocol::MessageId]) -> Result<(), StoreError> {
         self.inner.delete_messages(ids)
+    }
+    fn queue(&self) -> QueueStats {
+        self.inner.queue()
     }
     fn close(self: Box<Self>) -> Result<(), StoreError> {
         Box::new(self.inner).close()

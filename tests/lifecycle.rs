@@ -101,6 +101,25 @@ fn q_and_enter_stops_the_server_and_other_lines_do_not() {
 }
 
 #[test]
+fn words_other_than_q_are_answered_with_how_to_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_on_db(dir.path());
+    write_stdin(&mut server, "quit\nQ\n");
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    let hints = |server: &BinaryServer| {
+        let log = server.log_text();
+        ["\"quit\" ignored: type q", "\"Q\" ignored: type q"].map(|hint| log.contains(hint))
+    };
+    while hints(&server) != [true, true] {
+        assert!(Instant::now() < deadline, "no hint: {}", server.log_text());
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.is_running(), "stopped: {}", server.log_text());
+    write_stdin(&mut server, "q\n");
+    assert_clean_exit(&mut server);
+}
+
+#[test]
 fn end_of_standard_input_does_not_stop_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start_on_db(dir.path());

@@ -1,5 +1,7 @@
 //! Request and reply codes of the four yearly editions (protocol §1).
 
+use std::fmt;
+
 /// The server version byte of every reply.
 pub const SERVER_VERSION: u8 = 2;
 
@@ -37,6 +39,23 @@ impl Operation {
 
     fn from_offset(offset: u16) -> Option<Operation> {
         Operation::ALL.get(usize::from(offset)).copied()
+    }
+
+    /// The operation's name in logs and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Operation::Register => "register",
+            Operation::ListClients => "list",
+            Operation::PublicKey => "public-key",
+            Operation::SendMessage => "send",
+            Operation::PullMessages => "pull",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -85,6 +104,12 @@ impl Edition {
     }
 }
 
+impl fmt::Display for Edition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A request code that names a known operation in a known edition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequestCode {
@@ -108,6 +133,13 @@ impl RequestCode {
     /// The code of a successful reply to this request.
     pub const fn reply_code(self) -> u16 {
         self.edition.reply_code(self.operation)
+    }
+}
+
+/// What an operator reads: the operation and its edition, e.g. `list (2024-25)`.
+impl fmt::Display for RequestCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.operation, self.edition)
     }
 }
 
@@ -140,6 +172,16 @@ mod tests {
         );
         assert_eq!(Edition::Y2021.reply_code(Operation::PullMessages), 2004);
         assert_eq!(Edition::Y2026.reply_code(Operation::Register), 2100);
+    }
+
+    #[test]
+    fn codes_display_as_operators_read_them() {
+        let code = |wire| RequestCode::from_wire(wire).map(|code| code.to_string());
+        assert_eq!(code(601).as_deref(), Some("list (2024-25)"));
+        assert_eq!(code(1102).as_deref(), Some("public-key (2022-23)"));
+        assert_eq!(code(1000).as_deref(), Some("register (2021)"));
+        assert_eq!(code(704).as_deref(), Some("pull (2026)"));
+        assert_eq!(Operation::SendMessage.to_string(), "send");
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub enum MalformedRequest {
     NameNotPrintable(u8),
     #[error("unknown message type {0}")]
     UnknownMessageType(u8),
-    #[error("the body is {actual} bytes, {operation:?} needs {expected}")]
+    #[error("the body is {actual} bytes, {operation} needs {expected}")]
     WrongLength {
         operation: Operation,
         expected: usize,

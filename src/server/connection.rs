@@ -18,6 +18,7 @@ use super::timers::Timers;
 use super::Env;
 use crate::config::Config;
 use crate::handlers::{HandlerError, Response};
+use crate::metrics::{ConnectionKind, ErrorCause};
 use crate::protocol::{FrameDecoder, MessageId, RequestCode, RequestHeader, SendHead};
 use crate::store::Upload;
 
@@ -111,6 +112,8 @@ pub(crate) struct Connection {
     /// Requests answered so far. Once one is, the connection is never closed for being idle:
     /// persistent clients connect once and may sit at their menu for hours (protocol §4.4).
     requests_served: u64,
+    /// How it is served, for the metrics.
+    kind: ConnectionKind,
 }
 
 /// The limits [`Connection::timed_out`] enforces.
@@ -152,6 +155,18 @@ impl Connection {
             last_read: now,
             request_started: None,
             requests_served: 0,
+            kind: ConnectionKind::New,
+        }
+    }
+
+    pub fn kind(&self) -> ConnectionKind {
+        self.kind
+    }
+
+    fn classify(&mut self, kind: ConnectionKind, env: &Env<'_>) {
+        if self.kind != kind {
+            env.core.metrics.connection_classified(self.kind, kind);
+            self.kind = kind;
         }
     }
 
@@ -335,11 +350,12 @@ impl Connection {
                     body,
                     padded,
                 } => {
-                    log::debug!("{peer}: {code:?} from {}", header.client_id);
+                    log::debug!("{peer}: {code} from {}", header.client_id);
                     env.core.pacer.saw_request(env.now);
                     (env.serve(code, &header, body, peer), padded)
                 }
                 Event::Rejected { header, padded } => {
+                    env.count_error(ErrorCause::Rejected);
                     log::warn!(
                         "{peer}: request code {} with payload size {} rejected",
                         header.code,
@@ -349,6 +365,7 @@ impl Connection {
                     (Response::error(), padded)
                 }
                 Event::Fatal { header, reason } => {
+                    env.count_error(ErrorCause::Framing);
                     log::warn!("{peer}: request code {}: {reason}; closing", header.code);
                     self.close_with_error(env);
                     break;
@@ -371,7 +388,7 @@ impl Connection {
                         head,
                         sink: Ok(upload),
                     }) => {
-                        self.count_request(padded);
+                        self.count_request(padded, env);
                         let syncing = Syncing {
                             header,
                             code,
@@ -384,20 +401,23 @@ impl Connection {
                     Some(InboundUpload { sink: Err(_), .. }) | None => (Response::error(), padded),
                 },
             };
-            self.count_request(padded);
+            self.count_request(padded, env);
             self.stage(response, padded, env);
         }
     }
 
     /// A request was answered (or is being made durable): padded clients get nothing more.
-    fn count_request(&mut self, padded: bool) {
+    fn count_request(&mut self, padded: bool, env: &Env<'_>) {
         self.requests_left = self.requests_left.saturating_sub(1);
         self.requests_served += 1;
         self.deadline = None;
         if padded {
             log::debug!("{}: zero-padded client", self.peer);
+            self.classify(ConnectionKind::Padded, env);
             self.drop_input();
             self.state = State::ClosingAfterFlush;
+        } else {
+            self.classify(ConnectionKind::Persistent, env);
         }
     }
 
@@ -464,6 +484,7 @@ impl Connection {
             ),
             Err(error) => {
                 log::error!("{}: cannot make an upload durable: {error}", self.peer);
+                env.count_error(ErrorCause::Upload);
                 Response::error()
             }
         };

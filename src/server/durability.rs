@@ -8,6 +8,7 @@ use std::io;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use mio::Waker;
 
@@ -17,6 +18,7 @@ use crate::store::LogFlush;
 pub(crate) struct Flushed {
     pub through: u64,
     pub result: io::Result<()>,
+    pub took: Duration,
 }
 
 pub(crate) struct Flusher {
@@ -38,9 +40,12 @@ impl Flusher {
                         newest = later;
                     }
                     let (through, flush) = newest;
+                    let started = Instant::now();
+                    let result = flush.run();
                     let flushed = Flushed {
                         through,
-                        result: flush.run(),
+                        result,
+                        took: started.elapsed(),
                     };
                     if report.send(flushed).is_err() {
                         return;

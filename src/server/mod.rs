@@ -24,6 +24,9 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::handlers::{self, Context, HandlerError, Response};
+use crate::http::{self, HttpServer};
+use crate::metrics::summary::{self, Summary};
+use crate::metrics::{ErrorCause, Metrics, StorageStep};
 use crate::protocol::{MessageId, RequestCode, RequestHeader, SendHead};
 use crate::store::{Committed, PullBudget, SqliteStore, Store, StoreError, Upload};
 use connection::{Connection, Timeouts};
@@ -66,6 +69,8 @@ pub enum ServerError {
     Io(#[from] io::Error),
     #[error("cannot close the database: {0}")]
     Close(StoreError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics { addr: SocketAddr, source: io::Error },
 }
 
 /// The server state that request handling reaches: everything but the sockets.
@@ -77,6 +82,7 @@ struct Core {
     in_flight: HashSet<MessageId>,
     syncer: Syncer,
     pacer: BulkPacer,
+    metrics: Arc<Metrics>,
 }
 
 /// The writes and staged replies of one round of ready events (group commit).
@@ -131,7 +137,16 @@ impl Env<'_> {
         header: &RequestHeader,
         head: &SendHead,
     ) -> Result<Upload, HandlerError> {
-        handlers::start_upload(&mut self.context(code, header), head)
+        let upload = handlers::start_upload(&mut self.context(code, header), head);
+        if let Err(error) = &upload {
+            self.core.metrics.error(ErrorCause::of(error));
+        }
+        upload
+    }
+
+    /// Counts a 9000 reply that no handler produced.
+    fn count_error(&self, cause: ErrorCause) {
+        self.core.metrics.error(cause);
     }
 
     fn run(
@@ -152,34 +167,36 @@ impl Env<'_> {
             log::warn!("{peer}: cannot start a request's writes: {error}");
             return Response::error();
         }
+        let started = Instant::now();
         // A handler that panics fails its request, not the server; either way, a failed
         // request's writes are undone and the rest of the round's are kept.
         let outcome =
             panic::catch_unwind(AssertUnwindSafe(|| handle(&mut self.context(code, header))));
-        let operation = code.operation;
-        let edition = code.edition.name();
-        let failure = match outcome {
+        let (response, error) = match outcome {
             Ok(Ok(response)) => match self.core.store.commit_request() {
-                Ok(()) => return response,
+                Ok(()) => (response, None),
                 Err(error) => {
                     for id in &response.delivered {
                         self.core.in_flight.remove(id);
                     }
-                    log::warn!("{peer}: {operation:?} (edition {edition}): {error}");
-                    Response::error()
+                    log::warn!("{peer}: {code}: {error}");
+                    (Response::error(), Some(ErrorCause::Storage))
                 }
             },
             Ok(Err(error)) => {
-                log::warn!("{peer}: {operation:?} (edition {edition}): {error}");
-                Response::error()
+                log::warn!("{peer}: {code}: {error}");
+                (Response::error(), Some(ErrorCause::of(&error)))
             }
             Err(_) => {
-                log::error!("{peer}: {operation:?} (edition {edition}): the handler panicked");
-                Response::error()
+                log::error!("{peer}: {code}: the handler panicked");
+                (Response::error(), Some(ErrorCause::Panic))
             }
         };
-        self.core.store.rollback_request();
-        failure
+        if error.is_some() {
+            self.core.store.rollback_request();
+        }
+        self.core.metrics.request(code, started.elapsed(), error);
+        response
     }
 
     fn context(&mut self, code: RequestCode, header: &RequestHeader) -> Context<'_> {
@@ -229,6 +246,8 @@ pub struct Server {
     next_sweep: Instant,
     refusals: Throttled,
     evictions: Throttled,
+    /// The operators' HTTP endpoint, with `--metrics`.
+    http: Option<HttpServer>,
 }
 
 /// Events of one kind (refused or evicted connections) since the last log line about them,
@@ -281,11 +300,21 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let shutdown = ShutdownHandle::new(Arc::clone(&waker));
+        let metrics = Arc::new(Metrics::new(&config.database));
+        metrics.set_queue(store.queue());
+        let http = config
+            .metrics
+            .map(|addr| {
+                http::serve(addr, Arc::clone(&metrics), shutdown.clone())
+                    .map_err(|source| ServerError::Metrics { addr, source })
+            })
+            .transpose()?;
         Ok(Server {
             poll,
             listener: Some(listener),
             local_addr,
-            shutdown: ShutdownHandle::new(Arc::clone(&waker)),
+            shutdown,
             flusher: Flusher::start(Arc::clone(&waker))?,
             committed_epoch: 0,
             durable_epoch: 0,
@@ -298,6 +327,7 @@ impl Server {
                 in_flight: HashSet::new(),
                 syncer: Syncer::new(waker),
                 pacer: BulkPacer::new(Instant::now()),
+                metrics,
             },
             delivered: Vec::new(),
             delete_retry_at: None,
@@ -310,6 +340,7 @@ impl Server {
             next_sweep: Instant::now(),
             refusals: Throttled::default(),
             evictions: Throttled::default(),
+            http,
         })
     }
 
@@ -322,9 +353,20 @@ impl Server {
         self.shutdown.clone()
     }
 
+    /// The address `/metrics` and `/health` are served on, if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
+    }
+
     /// Serves until shut down, then writes produced replies (for a bounded time), commits
     /// the last deletions and closes the database.
     pub fn run(mut self) -> Result<(), ServerError> {
+        summary::log_limits(&self.core.config);
+        if let Some(addr) = self.metrics_addr() {
+            log::info!("metrics on http://{addr}/metrics, health check on http://{addr}/health");
+        }
+        let metrics = Arc::clone(&self.core.metrics);
+        let _summary = Summary::start(metrics, self.core.config.stats_interval)?;
         let mut events = Events::with_capacity(1024);
         let mut scratch = vec![0; READ_CHUNK];
         loop {
@@ -458,10 +500,12 @@ impl Server {
     /// A log flush finished: releases the replies it made durable (or fails them, if it
     /// failed). Returns the connections that got output.
     fn on_flushed(&mut self, flushed: Flushed) -> Vec<usize> {
+        self.core.metrics.flush(flushed.took);
         let ok = match flushed.result {
             Ok(()) => true,
             Err(error) => {
                 log::error!("cannot flush the database log; the replies it covers fail: {error}");
+                self.core.metrics.storage_failure(StorageStep::Flush);
                 false
             }
         };
@@ -496,7 +540,11 @@ impl Server {
         let epoch = if !batch.open {
             Some(self.durable_epoch)
         } else {
-            match self.core.store.commit_batch() {
+            let started = Instant::now();
+            let committed = self.core.store.commit_batch();
+            self.core.metrics.commit(started.elapsed());
+            self.core.metrics.set_queue(self.core.store.queue());
+            match committed {
                 Ok(Committed::Durable) => Some(self.durable_epoch),
                 Ok(Committed::AfterFlush(flush)) => {
                     self.committed_epoch += 1;
@@ -504,6 +552,7 @@ impl Server {
                     Some(self.committed_epoch)
                 }
                 Err(error) => {
+                    self.core.metrics.storage_failure(StorageStep::Commit);
                     let replies = batch.touched.len();
                     log::error!(
                         "commit failed, replies on {replies} connections become errors: {error}"
@@ -607,6 +656,7 @@ impl Server {
     /// unwritten replies carried, which become pullable again.
     fn remove(&mut self, key: usize) {
         let mut connection = self.connections.remove(key);
+        self.core.metrics.connection_closed(connection.kind());
         let ip = connection.peer().ip();
         if let Some(count) = self.per_ip.get_mut(&ip) {
             *count -= 1;
@@ -645,6 +695,7 @@ impl Server {
     }
 
     fn refuse(&mut self, now: Instant, peer: SocketAddr, reason: &str) {
+        self.core.metrics.connection_refused();
         if let Some(count) = self.refusals.note(now) {
             log::warn!("{peer}: refused, {reason} ({count} refused since the last report)");
         }
@@ -709,6 +760,7 @@ impl Server {
                         Ok(()) => {
                             entry.insert(connection);
                             *self.per_ip.entry(peer.ip()).or_default() += 1;
+                            self.core.metrics.connection_opened();
                             log::debug!("{peer}: connected");
                         }
                         Err(error) => log::warn!("{peer}: cannot watch the connection: {error}"),

@@ -49,6 +49,11 @@ impl ShutdownHandle {
                         handle.shutdown();
                         return;
                     }
+                    // Only an exact q stops, so a stray word cannot; say so rather than
+                    // leave the operator waiting.
+                    Ok(line) if !line.trim().is_empty() => {
+                        log::warn!("{:?} ignored: type q and Enter to stop", line.trim());
+                    }
                     Ok(_) => {}
                     Err(error) => {
                         log::warn!("standard input unreadable ({error}); type q no longer works");

@@ -86,6 +86,20 @@ pub struct PullBudget {
     pub in_memory: u64,
 }
 
+/// The message queues as of the last commit, kept as writes commit so that reading them
+/// scans nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Messages waiting to be pulled.
+    pub messages: u64,
+    /// Their content bytes, in rows and spool files.
+    pub bytes: u64,
+    /// Messages stored since the store was opened.
+    pub stored: u64,
+    /// Messages deleted after delivery since the store was opened.
+    pub delivered: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the name is already registered")]
@@ -164,6 +178,8 @@ pub trait Store: Send {
         skip: &dyn Fn(MessageId) -> bool,
     ) -> Result<Vec<StoredMessage>, StoreError>;
     fn delete_messages(&mut self, ids: &[MessageId]) -> Result<(), StoreError>;
+    /// The queues as of the last commit.
+    fn queue(&self) -> QueueStats;
 
     /// Writes what is still buffered and closes the database.
     fn close(self: Box<Self>) -> Result<(), StoreError>;

@@ -10,8 +10,8 @@ use rusqlite::{ffi, params, Connection, OpenFlags, OptionalExtension};
 
 use super::spool::{Spool, Upload};
 use super::{
-    migrations, Committed, LogFlush, NewContent, NewMessage, PullBudget, Store, StoreError,
-    StoredContent, StoredMessage, PULLED_MESSAGE_HEADER_LEN,
+    migrations, Committed, LogFlush, NewContent, NewMessage, PullBudget, QueueStats, Store,
+    StoreError, StoredContent, StoredMessage, PULLED_MESSAGE_HEADER_LEN,
 };
 use crate::protocol::{ClientId, MessageId, PublicKey, PUBLIC_KEY_LEN};
 
@@ -42,6 +42,16 @@ pub enum Durability {
     /// `synchronous=NORMAL`: survives a crash of the server, may lose the last commits on a
     /// power cut.
     Normal,
+}
+
+/// The name the command line takes.
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Full => "full",
+            Durability::Normal => "normal",
+        })
+    }
 }
 
 pub struct SqliteStore {
@@ -81,6 +91,18 @@ pub struct SqliteStore {
     max_pages: Option<u64>,
     /// The last reading of the spare disk space, and when it was taken.
     spare_disk: Option<(Instant, u64)>,
+    /// The queues as committed, and what the current batch changes in them.
+    queue: QueueStats,
+    batch_queue: QueueChange,
+}
+
+/// Messages a batch stores and deletes, applied to the queue counts if it commits.
+#[derive(Default, Clone, Copy)]
+struct QueueChange {
+    stored: u64,
+    stored_bytes: u64,
+    delivered: u64,
+    delivered_bytes: u64,
 }
 
 /// The batch's bookkeeping as it stood when a request began: a request that fails undoes its
@@ -90,6 +112,7 @@ struct RequestMark {
     uploads: usize,
     removals: usize,
     acknowledges: bool,
+    queue: QueueChange,
 }
 
 impl SqliteStore {
@@ -123,6 +146,7 @@ impl SqliteStore {
         recover_spool(&conn, &spool)?;
         let page_size = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
         let clients = load_clients(&conn)?;
+        let queue = count_queue(&conn)?;
         let last_id: Option<u32> = conn
             .query_row(
                 "SELECT ID FROM messages ORDER BY rowid DESC LIMIT 1",
@@ -150,6 +174,8 @@ impl SqliteStore {
             request: None,
             max_pages: None,
             spare_disk: None,
+            queue,
+            batch_queue: QueueChange::default(),
         })
     }
 
@@ -332,6 +358,21 @@ fn load_clients(conn: &Connection) -> Result<HashMap<ClientId, Option<PublicKey>
     Ok(clients)
 }
 
+/// The queue counts at start-up: one pass over the table, so that later they are kept as
+/// writes commit instead of counted.
+fn count_queue(conn: &Connection) -> Result<QueueStats, StoreError> {
+    let (messages, bytes) = conn.query_row(
+        "SELECT count(*), coalesce(sum(coalesce(SpoolSize, length(Content))), 0) FROM messages",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    Ok(QueueStats {
+        messages,
+        bytes,
+        ..QueueStats::default()
+    })
+}
+
 /// Removes spool files no row names, and the rows whose file is missing or cut short: with
 /// durability normal, a power cut can keep a row while losing its file's data.
 fn recover_spool(conn: &Connection, spool: &Spool) -> Result<(), StoreError> {
@@ -410,6 +451,12 @@ impl Store for SqliteStore {
         self.in_batch = false;
         self.batch_registered.clear();
         self.settle_spool(true);
+        let change = mem::take(&mut self.batch_queue);
+        let queue = &mut self.queue;
+        queue.messages = (queue.messages + change.stored).saturating_sub(change.delivered);
+        queue.bytes = (queue.bytes + change.stored_bytes).saturating_sub(change.delivered_bytes);
+        queue.stored += change.stored;
+        queue.delivered += change.delivered;
         if self.durable && self.batch_acknowledges {
             Ok(Committed::AfterFlush(self.log_flush()?))
         } else {
@@ -425,6 +472,7 @@ impl Store for SqliteStore {
         }
         self.in_batch = false;
         self.batch_aborted = false;
+        self.batch_queue = QueueChange::default();
         for id in self.batch_registered.drain(..) {
             self.clients.remove(&id);
         }
@@ -442,6 +490,7 @@ impl Store for SqliteStore {
                 uploads: store.batch_uploads.len(),
                 removals: store.batch_removals.len(),
                 acknowledges: store.batch_acknowledges,
+                queue: store.batch_queue,
             });
             Ok(())
         })
@@ -478,6 +527,7 @@ impl Store for SqliteStore {
         self.batch_uploads.truncate(mark.uploads);
         self.batch_removals.truncate(mark.removals);
         self.batch_acknowledges = mark.acknowledges;
+        self.batch_queue = mark.queue;
     }
 
     fn touch_client(&mut self, id: ClientId, at: SystemTime) -> Result<bool, StoreError> {
@@ -565,6 +615,10 @@ impl Store for SqliteStore {
     }
 
     fn insert_message(&mut self, message: NewMessage<'_>) -> Result<MessageId, StoreError> {
+        let content_bytes = match &message.content {
+            NewContent::Inline(bytes) => bytes.len() as u64,
+            NewContent::Spooled(upload) => upload.len(),
+        };
         let id = self.run(|store| {
             let row_bytes = match &message.content {
                 NewContent::Inline(bytes) => bytes.len() as u64,
@@ -581,6 +635,8 @@ impl Store for SqliteStore {
             }
             Err(StoreError::IdsExhausted)
         })?;
+        self.batch_queue.stored += 1;
+        self.batch_queue.stored_bytes += content_bytes;
         if let NewContent::Spooled(upload) = message.content {
             self.batch_uploads.push(upload);
         }
@@ -644,19 +700,26 @@ impl Store for SqliteStore {
 
     fn delete_messages(&mut self, ids: &[MessageId]) -> Result<(), StoreError> {
         self.run(|store| {
-            let mut delete = store
-                .conn
-                .prepare_cached("DELETE FROM messages WHERE ID = ?1 RETURNING SpoolFile")?;
+            let mut delete = store.conn.prepare_cached(
+                "DELETE FROM messages WHERE ID = ?1 \
+                 RETURNING SpoolFile, coalesce(SpoolSize, length(Content))",
+            )?;
             for id in ids {
                 let mut rows = delete.query([id.0])?;
                 while let Some(row) = rows.next()? {
                     if let Some(name) = row.get::<_, Option<String>>(0)? {
                         store.batch_removals.push(name);
                     }
+                    store.batch_queue.delivered += 1;
+                    store.batch_queue.delivered_bytes += row.get::<_, u64>(1)?;
                 }
             }
             Ok(())
         })
+    }
+
+    fn queue(&self) -> QueueStats {
+        self.queue
     }
 
     fn close(mut self: Box<Self>) -> Result<(), StoreError> {
@@ -903,6 +966,63 @@ mod tests {
     }
 
     #[test]
+    fn queue_counts_follow_commits_rollbacks_and_reopening() {
+        let (dir, mut store) = open();
+        let inline = |store: &mut SqliteStore, content: &[u8]| {
+            store
+                .insert_message(NewMessage {
+                    to: ClientId([1; 16]),
+                    from: ClientId([2; 16]),
+                    kind: MessageType::Text,
+                    content: NewContent::Inline(content),
+                })
+                .unwrap()
+        };
+        store.begin_batch().unwrap();
+        let first = inline(&mut store, b"12345");
+        spooled_message(&mut store, &[7; 100]);
+        assert_eq!(
+            store.queue(),
+            QueueStats::default(),
+            "counted before the commit"
+        );
+        store.commit_batch().unwrap();
+        let two = QueueStats {
+            messages: 2,
+            bytes: 105,
+            stored: 2,
+            delivered: 0,
+        };
+        assert_eq!(store.queue(), two);
+
+        store.begin_batch().unwrap();
+        inline(&mut store, b"rolled back");
+        store.delete_messages(&[first]).unwrap();
+        store.rollback_batch();
+        assert_eq!(store.queue(), two);
+
+        store.begin_batch().unwrap();
+        store.delete_messages(&[first]).unwrap();
+        store.commit_batch().unwrap();
+        let one = QueueStats {
+            messages: 1,
+            bytes: 100,
+            stored: 2,
+            delivered: 1,
+        };
+        assert_eq!(store.queue(), one);
+
+        Box::new(store).close().unwrap();
+        let store = SqliteStore::open(&dir.path().join("test.db"), Durability::Normal, 0).unwrap();
+        let reopened = QueueStats {
+            messages: 1,
+            bytes: 100,
+            ..QueueStats::default()
+        };
+        assert_eq!(store.queue(), reopened);
+    }
+
+    #[test]
     fn a_rolled_back_batch_leaves_nothing() {
         let (_dir, mut store) = open();
         store.begin_batch().unwrap();
@@ -976,6 +1096,12 @@ mod tests {
         assert!(store.client_exists(kept).unwrap());
         let queued = store.queued_messages(to, budget(u64::MAX), &|_| false);
         assert_eq!(ids(&queued.unwrap()), vec![id]);
+        let queue = store.queue();
+        assert_eq!(
+            (queue.messages, queue.stored),
+            (1, 1),
+            "the undone message is not counted"
+        );
         eventually("the undone content is removed", || spool_files(&store) == 1);
         // The undone name is free again.
         store.begin_batch().unwrap();
