@@ -7,13 +7,13 @@ mod pull_messages;
 mod register;
 mod send_message;
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::time::SystemTime;
 
 use crate::protocol::{
     ClientId, MalformedRequest, MessageId, Operation, Reply, Request, RequestCode,
 };
+use crate::server::Deliveries;
 use crate::store::{PullBudget, Store, StoreError};
 
 pub use send_message::{finish_upload, start_upload};
@@ -21,9 +21,9 @@ pub use send_message::{finish_upload, start_upload};
 /// What a handler works with while serving one request.
 pub struct Context<'a> {
     pub store: &'a mut dyn Store,
-    /// Messages sitting in pull replies that are not yet fully written: no second pull reply
-    /// may carry them.
-    pub in_flight: &'a mut HashSet<MessageId>,
+    /// Messages in delivery: those in pull replies not yet written whole may be in no second
+    /// pull reply.
+    pub deliveries: &'a mut Deliveries,
     /// How much one pull reply carries (a larger single message goes alone).
     pub pull_budget: PullBudget,
     pub now: SystemTime,

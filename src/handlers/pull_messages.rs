@@ -10,10 +10,12 @@ use crate::store::{StoredContent, PULLED_MESSAGE_HEADER_LEN};
 
 impl Handler for PullMessages {
     fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
-        let in_flight = &*ctx.in_flight;
+        let deliveries = &*ctx.deliveries;
         let messages = ctx
             .store
-            .queued_messages(ctx.caller, ctx.pull_budget, &|id| in_flight.contains(&id))?;
+            .queued_messages(ctx.caller, ctx.pull_budget, &|id| {
+                deliveries.is_in_flight(id)
+            })?;
         let in_memory = messages
             .iter()
             .map(|m| match &m.content {
@@ -40,7 +42,7 @@ impl Handler for PullMessages {
             }
             delivered.push(message.id);
         }
-        ctx.in_flight.extend(delivered.iter().copied());
+        ctx.deliveries.start(&delivered);
         Ok(Response {
             reply: payload.reply,
             tail: payload.tail,

@@ -3,7 +3,6 @@
 //! their commit is durable. Large send contents are streamed into a spool file as they
 //! arrive, so memory does not grow with message size.
 
-use std::collections::HashSet;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
@@ -11,6 +10,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use super::deliveries::Deliveries;
 use super::outbox::{Outbox, Written};
 use super::reader::{Event, RequestReader};
 use super::sync::Synced;
@@ -19,7 +19,7 @@ use super::Env;
 use crate::config::Config;
 use crate::handlers::{HandlerError, Response};
 use crate::metrics::{ConnectionKind, ErrorCause};
-use crate::protocol::{FrameDecoder, MessageId, RequestCode, RequestHeader, SendHead};
+use crate::protocol::{FrameDecoder, RequestCode, RequestHeader, SendHead};
 use crate::store::Upload;
 
 /// Unsent reply bytes above which a connection's requests are no longer read: a client that
@@ -501,7 +501,7 @@ impl Connection {
 
     fn stage(&mut self, response: Response, padded: bool, env: &mut Env<'_>) {
         if self.outbox.stage(response, padded) {
-            env.batch.touched.push(self.key);
+            env.core.pipeline.touched(self.key);
         }
     }
 
@@ -513,18 +513,13 @@ impl Connection {
     }
 
     /// Ties the current round's staged replies to commit `epoch` (see [`Outbox::seal`]).
-    pub fn seal(&mut self, epoch: u64, committed: bool, in_flight: &mut HashSet<MessageId>) {
-        self.outbox.seal(epoch, committed, in_flight);
+    pub fn seal(&mut self, epoch: u64, committed: bool, deliveries: &mut Deliveries) {
+        self.outbox.seal(epoch, committed, deliveries);
     }
 
     /// Releases the replies whose commit is durable (see [`Outbox::release_through`]).
-    pub fn release_through(
-        &mut self,
-        durable: u64,
-        flushed: bool,
-        in_flight: &mut HashSet<MessageId>,
-    ) {
-        self.outbox.release_through(durable, flushed, in_flight);
+    pub fn release_through(&mut self, durable: u64, flushed: bool, deliveries: &mut Deliveries) {
+        self.outbox.release_through(durable, flushed, deliveries);
     }
 
     /// Whether replies wait for a commit to become durable.
@@ -533,11 +528,11 @@ impl Connection {
     }
 
     /// Writes released replies until the socket would block or this turn's write budget is
-    /// spent. Messages of every reply written whole are added to `delivered`. A connection
+    /// spent. Messages of every reply written whole are delivered. A connection
     /// that is done starts lingering until `linger_until`.
     pub fn flush(
         &mut self,
-        delivered: &mut Vec<MessageId>,
+        deliveries: &mut Deliveries,
         timers: &mut Timers,
         linger_until: Instant,
     ) {
@@ -547,7 +542,7 @@ impl Connection {
         }
         match self
             .outbox
-            .write_to(&mut self.socket, WRITE_BUDGET, delivered)
+            .write_to(&mut self.socket, WRITE_BUDGET, deliveries)
         {
             Ok(written) => self.write_budget_spent = written == Written::BudgetSpent,
             Err(error) => self.fail("write", &error),
@@ -647,8 +642,8 @@ impl Connection {
     }
 
     /// Makes the messages of replies that were never written whole pullable again.
-    pub fn abandon(self, in_flight: &mut HashSet<MessageId>) {
-        if self.outbox.abandon(in_flight) {
+    pub fn abandon(self, deliveries: &mut Deliveries) {
+        if self.outbox.abandon(deliveries) {
             log::warn!(
                 "{}: connection lost before a pull reply was written; its messages stay queued",
                 self.peer

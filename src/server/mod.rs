@@ -1,8 +1,11 @@
 //! The event loop: one mio poll, edge-triggered, serving every connection and committing the
 //! writes of each round of ready events as one transaction before releasing their replies.
 
+mod commit;
 mod connection;
+mod deliveries;
 mod durability;
+mod env;
 mod outbox;
 mod pacer;
 mod reader;
@@ -10,7 +13,7 @@ mod shutdown;
 mod sync;
 mod timers;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::mem;
 use std::net::{IpAddr, SocketAddr};
@@ -23,14 +26,14 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::Config;
-use crate::handlers::{self, Context, HandlerError, Response};
 use crate::http::{self, HttpServer};
 use crate::metrics::summary::{self, Summary};
-use crate::metrics::{ErrorCause, Metrics, StorageStep};
-use crate::protocol::{MessageId, RequestCode, RequestHeader, SendHead};
-use crate::store::{Committed, PullBudget, SqliteStore, Store, StoreError, Upload};
+use crate::metrics::Metrics;
+use crate::store::{SqliteStore, Store, StoreError};
+use commit::CommitPipeline;
 use connection::{Connection, Timeouts};
-use durability::{Flushed, Flusher};
+pub use deliveries::Deliveries;
+use env::{Core, Env};
 use pacer::BulkPacer;
 pub use shutdown::ShutdownHandle;
 use sync::Syncer;
@@ -42,8 +45,6 @@ const WAKER: Token = Token(usize::MAX);
 const READ_CHUNK: usize = 256 << 10;
 /// How long accepting pauses when the process is out of file descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// How long a failed deletion of delivered messages waits before it is retried.
-const DELETE_RETRY: Duration = Duration::from_millis(100);
 /// Connections the kernel may hold before they are accepted (capped by `somaxconn`). The
 /// usual 128 overflows when hundreds of clients connect at once; the overflowing ones then
 /// wait a whole second for the SYN to be sent again.
@@ -54,10 +55,6 @@ const SWEEP_MAX: Duration = Duration::from_secs(1);
 /// How often refused connections are reported in the log, so that a flood of connections
 /// does not become a flood of log lines.
 const THROTTLED_LOG_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Content bytes one pull reply holds in memory (contents stored in rows); spooled contents
-/// are streamed from their files and do not count.
-const PULL_MEMORY_BUDGET: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -73,148 +70,6 @@ pub enum ServerError {
     Metrics { addr: SocketAddr, source: io::Error },
 }
 
-/// The server state that request handling reaches: everything but the sockets.
-struct Core {
-    config: Config,
-    store: Box<dyn Store>,
-    timers: Timers,
-    /// Messages in pull replies not yet written whole.
-    in_flight: HashSet<MessageId>,
-    syncer: Syncer,
-    pacer: BulkPacer,
-    metrics: Arc<Metrics>,
-}
-
-/// The writes and staged replies of one round of ready events (group commit).
-#[derive(Default)]
-struct Batch {
-    open: bool,
-    /// Connections that staged replies in this batch.
-    touched: Vec<usize>,
-}
-
-/// What a connection needs from the server while it serves requests.
-pub(crate) struct Env<'a> {
-    core: &'a mut Core,
-    batch: &'a mut Batch,
-    now: Instant,
-    wall_clock: SystemTime,
-}
-
-impl Env<'_> {
-    /// Runs one request inside the batch's transaction; any failure becomes a 9000 reply.
-    fn serve(
-        &mut self,
-        code: RequestCode,
-        header: &RequestHeader,
-        body: &[u8],
-        peer: SocketAddr,
-    ) -> Response {
-        self.run(code, header, peer, |ctx| {
-            handlers::dispatch(ctx, code, body)
-        })
-    }
-
-    /// Stores the message of an upload whose content is whole and durable.
-    fn finish_upload(
-        &mut self,
-        code: RequestCode,
-        header: &RequestHeader,
-        head: &SendHead,
-        upload: Upload,
-        peer: SocketAddr,
-    ) -> Response {
-        self.run(code, header, peer, |ctx| {
-            handlers::finish_upload(ctx, head, upload)
-        })
-    }
-
-    /// Checks a large send from its head and opens its spool file. No transaction: the
-    /// content is written outside the batches, which go on committing meanwhile.
-    fn start_upload(
-        &mut self,
-        code: RequestCode,
-        header: &RequestHeader,
-        head: &SendHead,
-    ) -> Result<Upload, HandlerError> {
-        let upload = handlers::start_upload(&mut self.context(code, header), head);
-        if let Err(error) = &upload {
-            self.core.metrics.error(ErrorCause::of(error));
-        }
-        upload
-    }
-
-    /// Counts a 9000 reply that no handler produced.
-    fn count_error(&self, cause: ErrorCause) {
-        self.core.metrics.error(cause);
-    }
-
-    fn run(
-        &mut self,
-        code: RequestCode,
-        header: &RequestHeader,
-        peer: SocketAddr,
-        handle: impl FnOnce(&mut Context<'_>) -> Result<Response, HandlerError>,
-    ) -> Response {
-        if !self.batch.open {
-            if let Err(error) = self.core.store.begin_batch() {
-                log::warn!("{peer}: cannot start a transaction: {error}");
-                return Response::error();
-            }
-            self.batch.open = true;
-        }
-        if let Err(error) = self.core.store.begin_request() {
-            log::warn!("{peer}: cannot start a request's writes: {error}");
-            return Response::error();
-        }
-        let started = Instant::now();
-        // A handler that panics fails its request, not the server; either way, a failed
-        // request's writes are undone and the rest of the round's are kept.
-        let outcome =
-            panic::catch_unwind(AssertUnwindSafe(|| handle(&mut self.context(code, header))));
-        let (response, error) = match outcome {
-            Ok(Ok(response)) => match self.core.store.commit_request() {
-                Ok(()) => (response, None),
-                Err(error) => {
-                    for id in &response.delivered {
-                        self.core.in_flight.remove(id);
-                    }
-                    log::warn!("{peer}: {code}: {error}");
-                    (Response::error(), Some(ErrorCause::Storage))
-                }
-            },
-            Ok(Err(error)) => {
-                log::warn!("{peer}: {code}: {error}");
-                (Response::error(), Some(ErrorCause::of(&error)))
-            }
-            Err(_) => {
-                log::error!("{peer}: {code}: the handler panicked");
-                (Response::error(), Some(ErrorCause::Panic))
-            }
-        };
-        if error.is_some() {
-            self.core.store.rollback_request();
-        }
-        self.core.metrics.request(code, started.elapsed(), error);
-        response
-    }
-
-    fn context(&mut self, code: RequestCode, header: &RequestHeader) -> Context<'_> {
-        Context {
-            store: &mut *self.core.store,
-            in_flight: &mut self.core.in_flight,
-            pull_budget: PullBudget {
-                payload: u64::from(self.core.config.max_payload),
-                in_memory: PULL_MEMORY_BUDGET,
-            },
-            now: self.wall_clock,
-            caller: header.client_id,
-            client_version: header.version,
-            code,
-        }
-    }
-}
-
 pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
@@ -222,9 +77,6 @@ pub struct Server {
     shutdown: ShutdownHandle,
     connections: Slab<Connection>,
     core: Core,
-    /// Messages whose pull reply was written whole, to delete in the next batch.
-    delivered: Vec<MessageId>,
-    delete_retry_at: Option<Instant>,
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     /// Connections to serve again without waiting for an event.
@@ -234,13 +86,6 @@ pub struct Server {
     /// Numbers connections, so that a finished sync finds its own connection even if its
     /// slab key has been reused.
     next_serial: u64,
-    flusher: Flusher,
-    /// The last commit that needs a flush to be durable (numbered from 1), and the last one
-    /// known durable.
-    committed_epoch: u64,
-    durable_epoch: u64,
-    /// Connections whose replies wait for a flush.
-    awaiting_flush: Vec<usize>,
     /// Open connections per peer address, for the per-address cap.
     per_ip: HashMap<IpAddr, usize>,
     next_sweep: Instant,
@@ -315,22 +160,16 @@ impl Server {
             listener: Some(listener),
             local_addr,
             shutdown,
-            flusher: Flusher::start(Arc::clone(&waker))?,
-            committed_epoch: 0,
-            durable_epoch: 0,
-            awaiting_flush: Vec::new(),
             connections: Slab::new(),
             core: Core {
                 config,
-                store,
+                pipeline: CommitPipeline::start(store, Arc::clone(&waker))?,
+                deliveries: Deliveries::default(),
                 timers: Timers::default(),
-                in_flight: HashSet::new(),
                 syncer: Syncer::new(waker),
                 pacer: BulkPacer::new(Instant::now()),
                 metrics,
             },
-            delivered: Vec::new(),
-            delete_retry_at: None,
             accept_paused_until: None,
             shutdown_deadline: None,
             needs_service: Vec::new(),
@@ -426,10 +265,8 @@ impl Server {
         // only the first one.
         let bulk_allowed = self.core.pacer.may_run(now);
         let mut bulk_time = Duration::ZERO;
-        let mut batch = Batch::default();
         let mut env = Env {
             core: &mut self.core,
-            batch: &mut batch,
             now,
             wall_clock: SystemTime::now(),
         };
@@ -476,120 +313,46 @@ impl Server {
             ready.extend(self.sweep(now));
         }
 
-        let epoch = self.commit(&mut batch, now);
-        for &key in &batch.touched {
+        let round = self
+            .core
+            .pipeline
+            .commit(&mut self.core.deliveries, &self.core.metrics, now);
+        let durable = self.core.pipeline.durable_epoch();
+        for &key in &round.touched {
             if let Some(connection) = self.connections.get_mut(key) {
-                let in_flight = &mut self.core.in_flight;
-                let committed = epoch.is_some();
-                connection.seal(epoch.unwrap_or(self.durable_epoch), committed, in_flight);
-                connection.release_through(self.durable_epoch, true, in_flight);
+                let deliveries = &mut self.core.deliveries;
+                let committed = round.epoch.is_some();
+                connection.seal(round.epoch.unwrap_or(durable), committed, deliveries);
+                connection.release_through(durable, true, deliveries);
                 if connection.awaits_flush() {
-                    self.awaiting_flush.push(key);
+                    self.core.pipeline.await_flush(key);
                 }
             }
         }
-        ready.extend(batch.touched);
-        let flushed: Vec<Flushed> = self.flusher.finished().collect();
-        for flushed in flushed {
-            ready.extend(self.on_flushed(flushed));
-        }
+        ready.extend(round.touched);
+        ready.extend(self.release_flushed());
         ready.extend(writable);
         self.flush_and_sweep(ready, now, bulk_allowed, bulk_time);
     }
 
-    /// A log flush finished: releases the replies it made durable (or fails them, if it
+    /// Releases the replies that finished flushes made durable (or fails them, if a flush
     /// failed). Returns the connections that got output.
-    fn on_flushed(&mut self, flushed: Flushed) -> Vec<usize> {
-        self.core.metrics.flush(flushed.took);
-        let ok = match flushed.result {
-            Ok(()) => true,
-            Err(error) => {
-                log::error!("cannot flush the database log; the replies it covers fail: {error}");
-                self.core.metrics.storage_failure(StorageStep::Flush);
-                false
-            }
-        };
-        self.durable_epoch = self.durable_epoch.max(flushed.through);
-        let mut released = mem::take(&mut self.awaiting_flush);
-        released.sort_unstable();
-        released.dedup();
-        for &key in &released {
-            if let Some(connection) = self.connections.get_mut(key) {
-                connection.release_through(flushed.through, ok, &mut self.core.in_flight);
-                if connection.awaits_flush() {
-                    self.awaiting_flush.push(key);
+    fn release_flushed(&mut self) -> Vec<usize> {
+        let mut released = Vec::new();
+        for flushed in self.core.pipeline.finished_flushes(&self.core.metrics) {
+            let ok = flushed.result.is_ok();
+            let waiting = self.core.pipeline.take_awaiting();
+            for &key in &waiting {
+                if let Some(connection) = self.connections.get_mut(key) {
+                    connection.release_through(flushed.through, ok, &mut self.core.deliveries);
+                    if connection.awaits_flush() {
+                        self.core.pipeline.await_flush(key);
+                    }
                 }
             }
+            released.extend(waiting);
         }
         released
-    }
-
-    /// Deletes the messages delivered since the last round and commits the batch. Returns
-    /// the epoch whose flush the batch's replies wait for, `None` if it did not commit. A
-    /// batch without acknowledged writes waits for nothing: what it read may still be in a
-    /// flush, but only a power cut could undo that, and then its writer was never told it
-    /// succeeded.
-    fn commit(&mut self, batch: &mut Batch, now: Instant) -> Option<u64> {
-        let due = self.delete_retry_at.is_none_or(|at| at <= now);
-        let deleting = if due {
-            mem::take(&mut self.delivered)
-        } else {
-            Vec::new()
-        };
-        let deleted = !deleting.is_empty() && self.delete_in_batch(batch, &deleting);
-        let epoch = if !batch.open {
-            Some(self.durable_epoch)
-        } else {
-            let started = Instant::now();
-            let committed = self.core.store.commit_batch();
-            self.core.metrics.commit(started.elapsed());
-            self.core.metrics.set_queue(self.core.store.queue());
-            match committed {
-                Ok(Committed::Durable) => Some(self.durable_epoch),
-                Ok(Committed::AfterFlush(flush)) => {
-                    self.committed_epoch += 1;
-                    self.flusher.request(self.committed_epoch, flush);
-                    Some(self.committed_epoch)
-                }
-                Err(error) => {
-                    self.core.metrics.storage_failure(StorageStep::Commit);
-                    let replies = batch.touched.len();
-                    log::error!(
-                        "commit failed, replies on {replies} connections become errors: {error}"
-                    );
-                    None
-                }
-            }
-        };
-        let committed = epoch.is_some();
-        if committed && deleted {
-            for id in &deleting {
-                self.core.in_flight.remove(id);
-            }
-            self.delete_retry_at = None;
-        } else if !deleting.is_empty() {
-            // Still in flight, so not pulled again; retried shortly.
-            self.delivered.extend(deleting);
-            self.delete_retry_at = Some(now + DELETE_RETRY);
-        }
-        epoch
-    }
-
-    fn delete_in_batch(&mut self, batch: &mut Batch, ids: &[MessageId]) -> bool {
-        let store = &mut self.core.store;
-        let result = if batch.open {
-            Ok(())
-        } else {
-            store.begin_batch()
-        };
-        batch.open |= result.is_ok();
-        match result.and_then(|()| store.delete_messages(ids)) {
-            Ok(()) => true,
-            Err(error) => {
-                log::error!("cannot delete {} delivered messages: {error}", ids.len());
-                false
-            }
-        }
     }
 
     /// Writes what each connection has released, reregisters interest, and removes the
@@ -617,7 +380,11 @@ impl Server {
                 continue;
             }
             let started = bulk.then(Instant::now);
-            connection.flush(&mut self.delivered, &mut self.core.timers, linger_until);
+            connection.flush(
+                &mut self.core.deliveries,
+                &mut self.core.timers,
+                linger_until,
+            );
             if let Some(started) = started {
                 bulk_time += started.elapsed();
             }
@@ -667,7 +434,7 @@ impl Server {
         if let Err(error) = self.poll.registry().deregister(connection.socket()) {
             log::debug!("deregister: {error}");
         }
-        connection.abandon(&mut self.core.in_flight);
+        connection.abandon(&mut self.core.deliveries);
     }
 
     /// At the connection cap, closes the connection idle the longest to make room for
@@ -781,9 +548,8 @@ impl Server {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        let deletions_due =
-            !self.delivered.is_empty() && self.delete_retry_at.is_none_or(|at| at <= now);
-        if !self.needs_service.is_empty() || deletions_due {
+        let deletions_at = self.core.deliveries.due_at(now);
+        if !self.needs_service.is_empty() || deletions_at.is_some_and(|at| at <= now) {
             return Some(Duration::ZERO);
         }
         [
@@ -791,7 +557,7 @@ impl Server {
             Some(self.next_sweep).filter(|_| !self.connections.is_empty()),
             self.accept_paused_until,
             self.shutdown_deadline,
-            self.delete_retry_at.filter(|_| !self.delivered.is_empty()),
+            deletions_at,
             Some(self.core.pacer.wake_at()).filter(|_| !self.bulk_waiting.is_empty()),
         ]
         .into_iter()
@@ -821,17 +587,22 @@ impl Server {
     /// Commits the last deletions and closes the database.
     fn finish(mut self) -> Result<(), ServerError> {
         for (_, connection) in mem::take(&mut self.connections) {
-            connection.abandon(&mut self.core.in_flight);
+            connection.abandon(&mut self.core.deliveries);
         }
-        self.delete_retry_at = None;
-        let mut batch = Batch::default();
-        if !self.delivered.is_empty() && self.commit(&mut batch, Instant::now()).is_none() {
+        let deliveries = &mut self.core.deliveries;
+        deliveries.retry_now();
+        if deliveries.undeleted() > 0 {
+            self.core
+                .pipeline
+                .commit(deliveries, &self.core.metrics, Instant::now());
+        }
+        if deliveries.undeleted() > 0 {
             log::error!(
                 "{} delivered messages could not be deleted and will be delivered again",
-                self.delivered.len()
+                deliveries.undeleted()
             );
         }
-        self.core.store.close().map_err(ServerError::Close)?;
+        self.core.pipeline.close().map_err(ServerError::Close)?;
         log::info!("stopped");
         Ok(())
     }

@@ -4,11 +4,12 @@
 //! delivers and reports them once that reply is written whole. It owns no socket: the
 //! connection hands it one, tests a `Vec<u8>`.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::time::Instant;
 
+use super::deliveries::Deliveries;
 use crate::handlers::{Part, Response};
 use crate::protocol::padding;
 use crate::protocol::{MessageId, Reply};
@@ -144,14 +145,14 @@ impl Outbox {
     /// Ties the current round's replies to commit `epoch` once the round's fate is known: as
     /// produced if it committed, as 9000 if it did not (their writes are gone, their messages
     /// stay queued). They are released once that commit is durable.
-    pub fn seal(&mut self, epoch: u64, committed: bool, in_flight: &mut HashSet<MessageId>) {
+    pub fn seal(&mut self, epoch: u64, committed: bool, deliveries: &mut Deliveries) {
         for staged in self.staged.iter_mut().rev() {
             if staged.epoch.is_some() {
                 break;
             }
             staged.epoch = Some(epoch);
             if !committed {
-                forget(&staged.response.delivered, in_flight);
+                deliveries.give_up(&staged.response.delivered);
                 staged.response = Response::error();
             }
         }
@@ -159,12 +160,7 @@ impl Outbox {
 
     /// Releases, in order, the replies whose commit is durable through `durable`. If that
     /// flush failed, they become 9000: their writes may not survive a power cut.
-    pub fn release_through(
-        &mut self,
-        durable: u64,
-        flushed: bool,
-        in_flight: &mut HashSet<MessageId>,
-    ) {
+    pub fn release_through(&mut self, durable: u64, flushed: bool, deliveries: &mut Deliveries) {
         while self
             .staged
             .front()
@@ -177,7 +173,7 @@ impl Outbox {
             if flushed {
                 self.release(staged.response, staged.padded);
             } else {
-                forget(&staged.response.delivered, in_flight);
+                deliveries.give_up(&staged.response.delivered);
                 self.push(Outbound::Bytes(Reply::error().into_bytes(staged.padded)));
             }
         }
@@ -240,12 +236,12 @@ impl Outbox {
     }
 
     /// Writes released replies into `out` until it would block or `budget` bytes are written.
-    /// The messages of every reply written whole are added to `delivered`.
+    /// The messages of every reply written whole are delivered.
     pub fn write_to(
         &mut self,
         out: &mut impl Write,
         mut budget: usize,
-        delivered: &mut Vec<MessageId>,
+        deliveries: &mut Deliveries,
     ) -> io::Result<Written> {
         let pending = self.output_len;
         let outcome = loop {
@@ -264,7 +260,7 @@ impl Outbox {
                 Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
-                    self.advance(n, delivered);
+                    self.advance(n, deliveries);
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     break Ok(Written::WouldBlock)
@@ -315,9 +311,9 @@ impl Outbox {
         out.write(&self.file_chunk[self.file_chunk_written..])
     }
 
-    /// Drops `n` written bytes from the output; the messages of replies now written whole go
-    /// to `delivered`.
-    fn advance(&mut self, mut n: usize, delivered: &mut Vec<MessageId>) {
+    /// Drops `n` written bytes from the output; the messages of replies now written whole are
+    /// delivered.
+    fn advance(&mut self, mut n: usize, deliveries: &mut Deliveries) {
         self.output_len -= n as u64;
         while n > 0 {
             let Some(front) = self.output.front_mut() else {
@@ -341,7 +337,7 @@ impl Outbox {
                 break;
             }
             if let Some(done) = self.output.pop_front() {
-                delivered.extend(done.delivered);
+                deliveries.delivered(done.delivered);
             }
             self.output_offset = 0;
             self.file_chunk.clear();
@@ -354,22 +350,16 @@ impl Outbox {
 
     /// Makes the messages of replies never written whole pullable again; returns whether
     /// there were any in released replies.
-    pub fn abandon(self, in_flight: &mut HashSet<MessageId>) -> bool {
+    pub fn abandon(self, deliveries: &mut Deliveries) -> bool {
         for staged in &self.staged {
-            forget(&staged.response.delivered, in_flight);
+            deliveries.give_up(&staged.response.delivered);
         }
         let mut lost = false;
         for outgoing in &self.output {
             lost |= !outgoing.delivered.is_empty();
-            forget(&outgoing.delivered, in_flight);
+            deliveries.give_up(&outgoing.delivered);
         }
         lost
-    }
-}
-
-fn forget(ids: &[MessageId], in_flight: &mut HashSet<MessageId>) {
-    for id in ids {
-        in_flight.remove(id);
     }
 }
 
@@ -402,10 +392,10 @@ mod tests {
 
     /// Writes everything released into a vector; returns the bytes and the delivered ids.
     fn drain(outbox: &mut Outbox) -> (Vec<u8>, Vec<MessageId>) {
-        let (mut out, mut delivered) = (Vec::new(), Vec::new());
-        let written = outbox.write_to(&mut out, usize::MAX, &mut delivered);
+        let (mut out, mut deliveries) = (Vec::new(), Deliveries::default());
+        let written = outbox.write_to(&mut out, usize::MAX, &mut deliveries);
         assert_eq!(written.expect("a vector takes everything"), Written::All);
-        (out, delivered)
+        (out, deliveries.take_due(Instant::now()))
     }
 
     /// A writer that takes at most `per_call` bytes a call and `capacity` in all, then blocks.
@@ -434,22 +424,22 @@ mod tests {
     #[test]
     fn staged_replies_wait_for_their_commit_to_be_durable_and_keep_request_order() {
         let mut outbox = Outbox::new(Instant::now());
-        let mut in_flight = HashSet::new();
+        let mut deliveries = Deliveries::default();
         assert!(outbox.stage(response(2101, b"first", &[]), false));
         assert!(!outbox.stage(response(2104, b"second", &[]), false));
         assert_eq!(drain(&mut outbox).0, b"");
-        outbox.seal(1, true, &mut in_flight);
+        outbox.seal(1, true, &mut deliveries);
         assert!(outbox.awaits_flush());
         // The next round's reply opens a new run.
         assert!(outbox.stage(response(2102, b"third", &[]), false));
-        outbox.release_through(0, true, &mut in_flight);
+        outbox.release_through(0, true, &mut deliveries);
         assert_eq!(drain(&mut outbox).0, b"");
-        outbox.release_through(1, true, &mut in_flight);
+        outbox.release_through(1, true, &mut deliveries);
         let expected = [wire(2101, b"first"), wire(2104, b"second")].concat();
         assert_eq!(drain(&mut outbox).0, expected);
         assert!(!outbox.awaits_flush());
-        outbox.seal(2, true, &mut in_flight);
-        outbox.release_through(2, true, &mut in_flight);
+        outbox.seal(2, true, &mut deliveries);
+        outbox.release_through(2, true, &mut deliveries);
         assert_eq!(drain(&mut outbox).0, wire(2102, b"third"));
         assert!(outbox.is_empty());
     }
@@ -457,20 +447,22 @@ mod tests {
     #[test]
     fn a_round_that_failed_to_commit_or_flush_answers_9000_and_frees_its_messages() {
         let mut outbox = Outbox::new(Instant::now());
-        let mut in_flight: HashSet<MessageId> = ids(&[1, 2]).into_iter().collect();
+        let mut deliveries = Deliveries::default();
+        deliveries.start(&ids(&[1, 2]));
         outbox.stage(response(2104, b"pulled", &[1]), true);
-        outbox.seal(1, false, &mut in_flight);
-        outbox.release_through(1, true, &mut in_flight);
+        outbox.seal(1, false, &mut deliveries);
+        outbox.release_through(1, true, &mut deliveries);
         let mut padded_error = ERROR.to_vec();
         padded_error.resize(1024, 0);
         assert_eq!(drain(&mut outbox), (padded_error, vec![]));
-        assert_eq!(in_flight, ids(&[2]).into_iter().collect());
+        assert!(!deliveries.is_in_flight(MessageId(1)));
+        assert!(deliveries.is_in_flight(MessageId(2)));
 
         outbox.stage(response(2104, b"pulled", &[2]), false);
-        outbox.seal(2, true, &mut in_flight);
-        outbox.release_through(2, false, &mut in_flight);
+        outbox.seal(2, true, &mut deliveries);
+        outbox.release_through(2, false, &mut deliveries);
         assert_eq!(drain(&mut outbox), (ERROR.to_vec(), vec![]));
-        assert!(in_flight.is_empty());
+        assert!(!deliveries.is_in_flight(MessageId(2)));
     }
 
     #[test]
@@ -515,18 +507,25 @@ mod tests {
             per_call: 30,
             capacity: 150,
         };
-        let mut delivered = Vec::new();
-        let written = outbox.write_to(&mut out, 60, &mut delivered);
+        let mut deliveries = Deliveries::default();
+        let written = outbox.write_to(&mut out, 60, &mut deliveries);
         assert_eq!(written.expect("write"), Written::BudgetSpent);
-        assert_eq!((out.taken.len(), delivered.len()), (60, 0));
-        let written = outbox.write_to(&mut out, 1000, &mut delivered);
+        assert_eq!(
+            (out.taken.len(), deliveries.take_due(Instant::now())),
+            (60, vec![])
+        );
+        let written = outbox.write_to(&mut out, 1000, &mut deliveries);
         assert_eq!(written.expect("write"), Written::WouldBlock);
-        assert_eq!(delivered, ids(&[1, 2]), "only the first reply is whole");
+        assert_eq!(
+            deliveries.take_due(Instant::now()),
+            ids(&[1, 2]),
+            "only the first reply is whole"
+        );
         assert_eq!(outbox.unwritten(), 214 - 150);
         out.capacity = usize::MAX;
-        let written = outbox.write_to(&mut out, 1000, &mut delivered);
+        let written = outbox.write_to(&mut out, 1000, &mut deliveries);
         assert_eq!(written.expect("write"), Written::All);
-        assert_eq!(delivered, ids(&[1, 2, 3]));
+        assert_eq!(deliveries.take_due(Instant::now()), ids(&[3]));
         let expected = [wire(2104, &[5; 100]), wire(2104, &[6; 100])].concat();
         assert_eq!(out.taken, expected);
     }
@@ -534,12 +533,12 @@ mod tests {
     #[test]
     fn a_reply_no_request_produced_goes_after_what_was_released_and_before_what_is_staged() {
         let mut outbox = Outbox::new(Instant::now());
-        let mut in_flight = HashSet::new();
+        let mut deliveries = Deliveries::default();
         outbox.release(response(2101, b"released", &[]), false);
         outbox.stage(response(2104, b"staged", &[]), false);
         outbox.release(response(2999, b"pushed", &[]), false);
-        outbox.seal(1, true, &mut in_flight);
-        outbox.release_through(1, true, &mut in_flight);
+        outbox.seal(1, true, &mut deliveries);
+        outbox.release_through(1, true, &mut deliveries);
         let expected = [
             wire(2101, b"released"),
             wire(2999, b"pushed"),
@@ -551,13 +550,20 @@ mod tests {
 
     #[test]
     fn abandoning_frees_the_messages_of_replies_not_written_whole() {
-        let mut in_flight: HashSet<MessageId> = ids(&[1, 2, 3]).into_iter().collect();
+        let mut deliveries = Deliveries::default();
+        deliveries.start(&ids(&[1, 2, 3]));
         let mut outbox = Outbox::new(Instant::now());
         outbox.stage(response(2104, b"staged", &[1]), false);
-        assert!(!outbox.abandon(&mut in_flight), "nothing released was lost");
+        assert!(
+            !outbox.abandon(&mut deliveries),
+            "nothing released was lost"
+        );
         let mut outbox = Outbox::new(Instant::now());
         outbox.release(response(2104, b"released", &[2]), false);
-        assert!(outbox.abandon(&mut in_flight));
-        assert_eq!(in_flight, ids(&[3]).into_iter().collect());
+        assert!(outbox.abandon(&mut deliveries));
+        let still: Vec<bool> = [1, 2, 3]
+            .map(|id| deliveries.is_in_flight(MessageId(id)))
+            .to_vec();
+        assert_eq!(still, [false, false, true]);
     }
 }

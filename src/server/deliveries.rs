@@ -1,0 +1,128 @@
+//! Messages in delivery. A pull reply's messages are in flight from the moment the reply is
+//! built until it is written whole (no second pull reply may carry them) or given up (they
+//! become pullable again). Written whole, they are delivered and deleted in the next round;
+//! a deletion that fails keeps them in flight and is retried shortly.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use crate::protocol::MessageId;
+
+/// How long a failed deletion of delivered messages waits before it is retried.
+const DELETE_RETRY: Duration = Duration::from_millis(100);
+
+#[derive(Default)]
+pub struct Deliveries {
+    in_flight: HashSet<MessageId>,
+    /// Written whole, to delete in the next round.
+    delivered: Vec<MessageId>,
+    /// When a failed deletion may be tried again.
+    retry_at: Option<Instant>,
+}
+
+impl Deliveries {
+    /// Whether a pull reply not yet written whole carries `id`.
+    pub fn is_in_flight(&self, id: MessageId) -> bool {
+        self.in_flight.contains(&id)
+    }
+
+    /// A pull reply carries these messages.
+    pub fn start(&mut self, ids: &[MessageId]) {
+        self.in_flight.extend(ids.iter().copied());
+    }
+
+    /// Their reply will not be written: they are pullable again.
+    pub fn give_up(&mut self, ids: &[MessageId]) {
+        for id in ids {
+            self.in_flight.remove(id);
+        }
+    }
+
+    /// Their reply was written whole.
+    pub fn delivered(&mut self, ids: Vec<MessageId>) {
+        self.delivered.extend(ids);
+    }
+
+    /// The delivered messages to delete now: none while a failed deletion waits to be
+    /// retried.
+    pub fn take_due(&mut self, now: Instant) -> Vec<MessageId> {
+        if self.retry_at.is_none_or(|at| at <= now) {
+            std::mem::take(&mut self.delivered)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The round that was to delete `ids` ended: they are gone if it `deleted` them and
+    /// committed; otherwise they stay in flight, so not pulled again, and are retried shortly.
+    pub fn settle(&mut self, ids: Vec<MessageId>, deleted: bool, now: Instant) {
+        if ids.is_empty() {
+            return;
+        }
+        if deleted {
+            self.give_up(&ids);
+            self.retry_at = None;
+        } else {
+            self.delivered.extend(ids);
+            self.retry_at = Some(now + DELETE_RETRY);
+        }
+    }
+
+    /// When deletions are due (`now` if nothing holds them back), if any wait.
+    pub fn due_at(&self, now: Instant) -> Option<Instant> {
+        if self.delivered.is_empty() {
+            None
+        } else {
+            Some(self.retry_at.unwrap_or(now))
+        }
+    }
+
+    /// Delivered messages whose deletion has not committed.
+    pub fn undeleted(&self) -> usize {
+        self.delivered.len()
+    }
+
+    /// Retries at once: the server is stopping.
+    pub fn retry_now(&mut self) {
+        self.retry_at = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(raw: &[u32]) -> Vec<MessageId> {
+        raw.iter().copied().map(MessageId).collect()
+    }
+
+    #[test]
+    fn a_message_stays_in_flight_until_its_deletion_commits() {
+        let mut deliveries = Deliveries::default();
+        let now = Instant::now();
+        deliveries.start(&ids(&[1, 2, 3]));
+        deliveries.give_up(&ids(&[3]));
+        assert!(!deliveries.is_in_flight(MessageId(3)));
+        deliveries.delivered(ids(&[1, 2]));
+        assert_eq!(deliveries.due_at(now), Some(now));
+        let due = deliveries.take_due(now);
+        assert_eq!(due, ids(&[1, 2]));
+        deliveries.settle(due, true, now);
+        assert!(!deliveries.is_in_flight(MessageId(1)));
+        assert_eq!((deliveries.due_at(now), deliveries.undeleted()), (None, 0));
+    }
+
+    #[test]
+    fn a_failed_deletion_keeps_its_messages_in_flight_and_is_retried_later() {
+        let mut deliveries = Deliveries::default();
+        let now = Instant::now();
+        deliveries.start(&ids(&[7]));
+        deliveries.delivered(ids(&[7]));
+        let due = deliveries.take_due(now);
+        deliveries.settle(due, false, now);
+        assert!(deliveries.is_in_flight(MessageId(7)));
+        assert_eq!(deliveries.due_at(now), Some(now + DELETE_RETRY));
+        assert!(deliveries.take_due(now).is_empty(), "not before the retry");
+        assert_eq!(deliveries.take_due(now + DELETE_RETRY), ids(&[7]));
+    }
+}
