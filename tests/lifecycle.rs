@@ -170,7 +170,7 @@ fn the_port_comes_from_port_info_when_myport_info_is_absent() {
 fn an_invalid_port_file_falls_back_to_1357_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("myport.info"), "not a port\n").unwrap();
-    std::fs::write(dir.path().join("port.info"), "2222\n").unwrap();
+    std::fs::write(dir.path().join("port.info"), "99999\n").unwrap();
     let log = match launch_in(dir.path(), &["--bind", "127.0.0.1", "--db", "server.db"]) {
         Launch::Listening(server) => {
             assert_eq!(server.addr.port(), 1357, "log: {}", server.log_text());
@@ -187,11 +187,73 @@ fn an_invalid_port_file_falls_back_to_1357_with_a_warning() {
         }
     };
     assert_no_panic(&log);
-    assert!(
-        log.contains("myport.info holds no valid port"),
-        "log: {log}"
-    );
+    for file in ["myport.info", "port.info"] {
+        assert!(
+            log.contains(&format!("{file} holds no valid port")),
+            "log: {log}"
+        );
+    }
     assert!(log.contains("using the default port 1357"), "log: {log}");
+}
+
+#[test]
+fn an_invalid_myport_info_falls_back_to_port_info_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(dir.path().join("myport.info"), "not a port\n").unwrap();
+    std::fs::write(dir.path().join("port.info"), format!("{port}\n")).unwrap();
+    let server = launch_in(dir.path(), &["--bind", "127.0.0.1", "--db", "server.db"]).listening();
+    assert_eq!(server.addr.port(), port, "log: {}", server.log_text());
+    assert!(
+        server
+            .log_text()
+            .contains("myport.info holds no valid port"),
+        "log: {}",
+        server.log_text()
+    );
+    assert_serves(&server, "port.info user");
+}
+
+#[test]
+fn a_port_in_use_fails_start_up_without_creating_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let port = taken.local_addr().unwrap().port().to_string();
+    let args = ["--bind", "127.0.0.1", "--port", &port, "--db", "fresh.db"];
+    assert_startup_failure(launch_in(dir.path(), &args), "cannot listen on 127.0.0.1:");
+    for leftover in ["fresh.db", "fresh.db.spool", "fresh.db-wal"] {
+        assert!(
+            !dir.path().join(leftover).exists(),
+            "{leftover} was created"
+        );
+    }
+}
+
+#[test]
+fn bind_accepts_a_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--bind", "localhost", "--port", "0", "--db", "server.db"];
+    let server = launch_in(dir.path(), &args).listening();
+    assert!(server.addr.ip().is_loopback(), "log: {}", server.log_text());
+    assert_serves(&server, "localhost user");
+}
+
+#[test]
+fn an_unknown_bind_host_fails_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--bind",
+        "no-such-host.invalid",
+        "--port",
+        "0",
+        "--db",
+        "server.db",
+    ];
+    assert_startup_failure(
+        launch_in(dir.path(), &args),
+        "cannot resolve --bind no-such-host.invalid (",
+    );
+    assert!(!dir.path().join("server.db").exists());
 }
 
 #[test]
