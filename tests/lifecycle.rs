@@ -267,6 +267,37 @@ fn a_database_that_cannot_be_opened_fails_start_up() {
 }
 
 #[test]
+fn an_incompatible_database_fails_start_up_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("foreign.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE clients (ID BLOB PRIMARY KEY, UserName TEXT, LastSeen TEXT);
+             INSERT INTO clients VALUES (x'01', 'alice', NULL);",
+        )
+        .unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let args = ["--bind", "127.0.0.1", "--port", "0", "--db", "foreign.db"];
+    assert_startup_failure(
+        launch_in(dir.path(), &args),
+        "cannot open the database foreign.db (its schema does not fit this server: \
+         table clients has no column PublicKey)",
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the database was changed"
+    );
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["foreign.db"], "files besides the database");
+}
+
+#[test]
 fn a_database_in_use_by_another_server_fails_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let first = start_on_db(dir.path());

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use crate::protocol::{ClientId, MessageId, MessageType, PublicKey};
 
+pub use migrations::SchemaMismatch;
 pub use spool::{Spool, Upload};
 pub use sqlite::{Durability, SqliteStore};
 
@@ -107,6 +108,8 @@ pub enum StoreError {
         "the database schema is version {found}, newer than the {supported} this server knows"
     )]
     SchemaTooNew { found: i64, supported: i64 },
+    #[error("its schema does not fit this server: {0}")]
+    Incompatible(#[from] SchemaMismatch),
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     #[error("the database holds a value of the wrong type: {0}")]

@@ -101,6 +101,8 @@ impl SqliteStore {
         // fail at once with a clear error.
         conn.busy_timeout(Duration::ZERO)?;
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        // Before anything is written: switching to WAL alone rewrites the file's header.
+        migrations::check(&conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Commits never wait for the disk themselves; with durability full the log is flushed
         // after the commits that need it (see `sync_log`).
