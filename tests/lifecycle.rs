@@ -260,10 +260,179 @@ fn an_unknown_bind_host_fails_start_up() {
 fn a_database_that_cannot_be_opened_fails_start_up() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("a directory")).unwrap();
-    for db in ["no such directory/server.db", "a directory"] {
+    std::fs::write(dir.path().join("a file"), "").unwrap();
+    let cases = [
+        (
+            "no such directory/server.db",
+            "folder no such directory does not exist",
+        ),
+        ("a directory", "a directory is a folder"),
+        ("a file/server.db", "a file is not a folder"),
+    ];
+    for (db, cause) in cases {
         let args = ["--bind", "127.0.0.1", "--port", "0", "--db", db];
-        assert_startup_failure(launch_in(dir.path(), &args), "cannot open the database");
+        let expected = format!("cannot open the database {db} ({cause})");
+        assert_startup_failure(launch_in(dir.path(), &args), &expected);
     }
+}
+
+/// Runs the server with `--db <folder>/server.db` where `folder` is mounted read-only by
+/// `mount` (a shell command on "$1") in a mount namespace of its own; `None` where this
+/// machine allows no such namespace.
+fn launch_on_read_only(dir: &Path, folder: &str, mount: &str) -> Option<Launch> {
+    let usable = Command::new("unshare")
+        .args(["-rm", "true"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !usable {
+        println!("note: skipped, unshare cannot create a mount namespace here");
+        return None;
+    }
+    let mut command = Command::new("unshare");
+    command
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .args(["-rm", "sh", "-c"])
+        .arg(format!(
+            "{mount} && exec \"$2\" --bind 127.0.0.1 --port 0 --db \"$1/server.db\""
+        ))
+        .args(["sh", folder, env!("CARGO_BIN_EXE_messageu-server")]);
+    Some(launch(command))
+}
+
+#[test]
+fn a_read_only_file_system_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    let mount_tmpfs = "mount -t tmpfs -o ro tmpfs \"$1\"";
+    let Some(launch) = launch_on_read_only(dir.path(), "empty", mount_tmpfs) else {
+        return;
+    };
+    assert_startup_failure(
+        launch,
+        "cannot open the database empty/server.db (cannot create files in folder empty: \
+         read-only file system)",
+    );
+
+    // A database that exists, on a file system remounted read-only.
+    drop(start_on_db(&dir.path().join("empty")));
+    let mount_bind = "mount --bind \"$1\" \"$1\" && mount -o remount,bind,ro \"$1\"";
+    let launch = launch_on_read_only(dir.path(), "empty", mount_bind).expect("unshare works");
+    assert_startup_failure(
+        launch,
+        "cannot open the database empty/server.db (cannot write empty/server.db: \
+         read-only file system)",
+    );
+}
+
+/// Whether this process runs as root, whom permission bits do not stop.
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+#[test]
+fn permission_denied_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    mode(dir.path(), 0o755);
+    let locked = dir.path().join("locked");
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    drop(start_on_db(&open));
+    std::fs::create_dir(&locked).unwrap();
+    mode(&locked, 0o555);
+    mode(&open, 0o777);
+    mode(&open.join("server.db"), 0o444);
+    // Root passes permission bits: the server then runs as nobody.
+    let unprivileged = |args: &[&str]| {
+        let mut command = if is_root() {
+            let mut command = Command::new("setpriv");
+            command
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(env!("CARGO_BIN_EXE_messageu-server"));
+            command
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_messageu-server"))
+        };
+        command
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info")
+            .args(args);
+        command
+    };
+    let runs = unprivileged(&["--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !runs {
+        println!("note: skipped, the server cannot run as nobody here (setpriv, folder modes)");
+        return;
+    }
+    let cases = [
+        (
+            "locked/server.db",
+            "cannot create files in folder locked: permission denied",
+        ),
+        (
+            "open/server.db",
+            "cannot write open/server.db: permission denied",
+        ),
+    ];
+    for (db, cause) in cases {
+        let args = ["--bind", "127.0.0.1", "--port", "0", "--db", db];
+        let expected = format!("cannot open the database {db} ({cause})");
+        assert_startup_failure(launch(unprivileged(&args)), &expected);
+    }
+}
+
+#[test]
+fn a_minimum_free_space_larger_than_the_disk_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let too_much = u64::MAX.to_string();
+    let args = [
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--db",
+        "server.db",
+        "--min-free-space",
+        &too_much,
+    ];
+    assert_startup_failure(
+        launch_in(dir.path(), &args),
+        &format!("(the minimum free space, {too_much} bytes, is more than its file system holds"),
+    );
+    assert!(!dir.path().join("server.db").exists());
+}
+
+#[test]
+fn a_minimum_free_space_above_the_free_space_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let total = fs4::total_space(dir.path()).unwrap();
+    let available = fs4::available_space(dir.path()).unwrap();
+    if total - available < 1 << 20 {
+        println!("note: skipped, the file system is nearly empty");
+        return;
+    }
+    let between = (available + (total - available) / 2).to_string();
+    let server = BinaryServer::start(
+        dir.path(),
+        &["--db", "server.db", "--min-free-space", &between],
+    );
+    assert!(
+        server.log_text().contains("is more than is free now"),
+        "log: {}",
+        server.log_text()
+    );
 }
 
 #[test]

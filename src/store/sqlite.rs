@@ -8,9 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{ffi, params, Connection, OpenFlags, OptionalExtension};
 
-use super::spool::{Spool, Upload};
+use super::spool::{self, Spool, Upload};
 use super::{
-    migrations, Committed, LogFlush, NewContent, NewMessage, PullBudget, Store, StoreError,
+    access, migrations, Committed, LogFlush, NewContent, NewMessage, PullBudget, Store, StoreError,
     StoredContent, StoredMessage, PULLED_MESSAGE_HEADER_LEN,
 };
 use crate::protocol::{ClientId, MessageId, PublicKey, PUBLIC_KEY_LEN};
@@ -87,6 +87,25 @@ impl SqliteStore {
     /// so two servers on one database would corrupt each other's queues. Large contents go
     /// to the spool folder `<path>.spool`, where uploads must leave `min_free_space` bytes.
     pub fn open(
+        path: &Path,
+        durability: Durability,
+        min_free_space: u64,
+    ) -> Result<SqliteStore, StoreError> {
+        check_free_space(path, min_free_space)
+            .and_then(|()| SqliteStore::open_checked(path, durability, min_free_space))
+            .map_err(|error| match error {
+                // SQLite's messages and some I/O errors do not say what is wrong.
+                StoreError::Sqlite(_) | StoreError::File { .. } => {
+                    match access::diagnose(path, &spool::dir_of(path)) {
+                        Some(problem) => problem.into(),
+                        None => error,
+                    }
+                }
+                error => error,
+            })
+    }
+
+    fn open_checked(
         path: &Path,
         durability: Durability,
         min_free_space: u64,
@@ -292,6 +311,28 @@ impl SqliteStore {
             }
         }
     }
+}
+
+/// Refuses a minimum free space larger than the database's file system, which would refuse
+/// every send; warns when it is more than is free now.
+fn check_free_space(path: &Path, min_free: u64) -> Result<(), StoreError> {
+    let folder = access::folder_of(path);
+    let file_error = |source| StoreError::File {
+        path: folder.to_owned(),
+        source,
+    };
+    let total = fs4::total_space(folder).map_err(file_error)?;
+    if min_free > total {
+        return Err(StoreError::MinFreeSpaceTooLarge { min_free, total });
+    }
+    let available = fs4::available_space(folder).map_err(file_error)?;
+    if min_free > available {
+        log::warn!(
+            "the minimum free space, {min_free} bytes, is more than is free now \
+             ({available} bytes): sends are refused until space is freed"
+        );
+    }
+    Ok(())
 }
 
 /// The write-ahead log of the database at `path`.
