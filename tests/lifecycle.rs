@@ -494,3 +494,33 @@ fn help_mentions_every_option() {
         assert!(stdout.contains(option), "--help lacks {option}: {stdout}");
     }
 }
+
+#[test]
+fn every_binary_names_itself_in_version_and_values_say_their_unit() {
+    let binaries = [
+        ("messageu-server", env!("CARGO_BIN_EXE_messageu-server")),
+        ("messageu-client", env!("CARGO_BIN_EXE_messageu-client")),
+        ("messageu-bench", env!("CARGO_BIN_EXE_messageu-bench")),
+    ];
+    for (name, path) in binaries {
+        let output = Command::new(path).arg("--version").output().unwrap();
+        let version = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            version.trim(),
+            format!("{name} {}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+    let help = Command::new(env!("CARGO_BIN_EXE_messageu-server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for option in [
+        "--max-payload <BYTES>",
+        "--request-timeout <SECONDS>",
+        "--idle-timeout <SECONDS>",
+        "--bind <HOST>",
+    ] {
+        assert!(help.contains(option), "--help lacks {option}: {help}");
+    }
+}
