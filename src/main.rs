@@ -85,7 +85,19 @@ const RESERVED_DESCRIPTORS: u64 = 32;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version.
+        Err(error) if !error.use_stderr() => error.exit(),
+        // One line like every start-up error, instead of clap's message and usage.
+        Err(error) => {
+            let message = error.to_string();
+            let problem = message.lines().next().unwrap_or_default();
+            let problem = problem.strip_prefix("error: ").unwrap_or(problem);
+            eprintln!("messageu-server: invalid command line ({problem}; see --help)");
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

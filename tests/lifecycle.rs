@@ -478,6 +478,30 @@ fn a_database_in_use_by_another_server_fails_start_up() {
 }
 
 #[test]
+fn an_invalid_command_line_fails_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, expected) in [
+        (
+            &["--port", "http"][..],
+            "invalid value 'http' for '--port <PORT>'",
+        ),
+        (
+            &["--no-such-option"][..],
+            "unexpected argument '--no-such-option'",
+        ),
+    ] {
+        let (status, _, stderr) = launch_in(dir.path(), args).exited();
+        assert_eq!(status.code(), Some(2), "log: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "log: {stderr}");
+        assert!(
+            stderr.starts_with("messageu-server: invalid command line (")
+                && stderr.contains(expected),
+            "log: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn help_mentions_every_option() {
     let dir = tempfile::tempdir().unwrap();
     let (status, stdout, stderr) = launch_in(dir.path(), &["--help"]).exited();
