@@ -743,11 +743,11 @@ fn wait_for_pacer(waiting: &mut Vec<usize>, key: usize) {
     }
 }
 
-/// A non-blocking listening socket on `addr` with a deep accept queue.
 fn listen_on(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     listen(addr).map_err(|source| ServerError::Listen { addr, source })
 }
 
+/// A non-blocking listening socket on `addr` with a deep accept queue.
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
