@@ -409,7 +409,7 @@ fn a_minimum_free_space_larger_than_the_disk_is_refused() {
     ];
     assert_startup_failure(
         launch_in(dir.path(), &args),
-        &format!("(the minimum free space, {too_much} bytes, is more than its file system holds"),
+        &format!("(the minimum free space (--min-free-space) of {too_much} bytes exceeds"),
     );
     assert!(!dir.path().join("server.db").exists());
 }
@@ -429,7 +429,9 @@ fn a_minimum_free_space_above_the_free_space_is_warned_about() {
         &["--db", "server.db", "--min-free-space", &between],
     );
     assert!(
-        server.log_text().contains("is more than is free now"),
+        server
+            .log_text()
+            .contains("bytes free now: sends are refused"),
         "log: {}",
         server.log_text()
     );

@@ -115,8 +115,8 @@ pub enum StoreError {
     #[error(transparent)]
     Inaccessible(#[from] Inaccessible),
     #[error(
-        "the minimum free space, {min_free} bytes, is more than its file system holds \
-         ({total} bytes)"
+        "the minimum free space (--min-free-space) of {min_free} bytes exceeds the {total} \
+         bytes of its whole file system"
     )]
     MinFreeSpaceTooLarge { min_free: u64, total: u64 },
     #[error(transparent)]

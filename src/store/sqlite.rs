@@ -328,8 +328,8 @@ fn check_free_space(path: &Path, min_free: u64) -> Result<(), StoreError> {
     let available = fs4::available_space(folder).map_err(file_error)?;
     if min_free > available {
         log::warn!(
-            "the minimum free space, {min_free} bytes, is more than is free now \
-             ({available} bytes): sends are refused until space is freed"
+            "the minimum free space (--min-free-space) of {min_free} bytes exceeds the \
+             {available} bytes free now: sends are refused until space is freed"
         );
     }
     Ok(())
