@@ -102,36 +102,46 @@ pub enum PortSource {
     Default(String),
 }
 
-/// Reads the port from `myport.info`, or `port.info` when that is absent, in `dir`.
-pub fn port_from_files(dir: &Path) -> (u16, PortSource) {
+/// The port to listen on, and the port files that were present but unusable: each of those
+/// deserves a warning even when another file supplied the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortChoice {
+    pub port: u16,
+    pub source: PortSource,
+    pub problems: Vec<String>,
+}
+
+/// Reads the port from `myport.info`, else `port.info`, in `dir`. A file that is missing,
+/// unreadable or holds no valid port is passed over for the next; the default comes last.
+pub fn port_from_files(dir: &Path) -> PortChoice {
+    let mut problems = Vec::new();
     for name in PORT_FILES {
         let path = dir.join(name);
         match fs::read_to_string(&path) {
-            Ok(text) => {
-                return match parse_port(&text) {
-                    Some(port) => (port, PortSource::File(path)),
-                    None => (
-                        DEFAULT_PORT,
-                        PortSource::Default(format!("{} holds no valid port", path.display())),
-                    ),
-                };
-            }
-            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-            Err(error) => {
-                return (
-                    DEFAULT_PORT,
-                    PortSource::Default(format!("cannot read {}: {error}", path.display())),
-                )
-            }
+            Ok(text) => match parse_port(&text) {
+                Some(port) => {
+                    return PortChoice {
+                        port,
+                        source: PortSource::File(path),
+                        problems,
+                    }
+                }
+                None => problems.push(format!("{} holds no valid port", path.display())),
+            },
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => problems.push(format!("cannot read {} ({error})", path.display())),
         }
     }
-    (
-        DEFAULT_PORT,
-        PortSource::Default(format!(
-            "neither {} nor {} found",
-            PORT_FILES[0], PORT_FILES[1]
-        )),
-    )
+    let reason = if problems.is_empty() {
+        format!("neither {} nor {} found", PORT_FILES[0], PORT_FILES[1])
+    } else {
+        "no port file holds a valid port".to_owned()
+    };
+    PortChoice {
+        port: DEFAULT_PORT,
+        source: PortSource::Default(reason),
+        problems,
+    }
 }
 
 /// One line with a decimal port from 1 to 65535; surrounding white space is allowed.
@@ -156,18 +166,49 @@ mod tests {
     #[test]
     fn myport_info_wins_then_port_info_then_the_default() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            port_from_files(dir.path()),
-            (DEFAULT_PORT, PortSource::Default(_))
-        ));
+        let choice = port_from_files(dir.path());
+        assert_eq!(choice.port, DEFAULT_PORT);
+        assert!(matches!(choice.source, PortSource::Default(_)));
+        assert!(choice.problems.is_empty());
         fs::write(dir.path().join("port.info"), "2222").unwrap();
-        assert_eq!(port_from_files(dir.path()).0, 2222);
+        assert_eq!(port_from_files(dir.path()).port, 2222);
         fs::write(dir.path().join("myport.info"), "3333\n").unwrap();
-        assert_eq!(port_from_files(dir.path()).0, 3333);
+        let choice = port_from_files(dir.path());
+        assert_eq!(choice.port, 3333);
+        assert_eq!(
+            choice.source,
+            PortSource::File(dir.path().join("myport.info"))
+        );
+    }
+
+    #[test]
+    fn an_invalid_myport_info_is_reported_and_port_info_used() {
+        let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("myport.info"), "junk").unwrap();
-        assert!(matches!(
-            port_from_files(dir.path()),
-            (DEFAULT_PORT, PortSource::Default(_))
-        ));
+        fs::write(dir.path().join("port.info"), "2222\n").unwrap();
+        let choice = port_from_files(dir.path());
+        assert_eq!(choice.port, 2222);
+        assert_eq!(
+            choice.source,
+            PortSource::File(dir.path().join("port.info"))
+        );
+        assert_eq!(choice.problems.len(), 1, "{:?}", choice.problems);
+        assert!(choice.problems[0].contains("myport.info holds no valid port"));
+    }
+
+    #[test]
+    fn unusable_port_files_fall_back_to_the_default_with_every_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("myport.info"), "0").unwrap();
+        fs::create_dir(dir.path().join("port.info")).unwrap();
+        let choice = port_from_files(dir.path());
+        assert_eq!(choice.port, DEFAULT_PORT);
+        assert!(matches!(choice.source, PortSource::Default(_)));
+        assert_eq!(choice.problems.len(), 2, "{:?}", choice.problems);
+        assert!(
+            choice.problems[1].contains("cannot read"),
+            "{:?}",
+            choice.problems
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! `messageu-server`: command line, logging and start-up/shutdown wiring only.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,23 +10,25 @@ use clap::Parser;
 
 use messageu::config::{self, PortSource};
 use messageu::protocol::Edition;
+use messageu::server::ServerError;
 use messageu::store::Durability;
 use messageu::{Config, Server};
 
 /// A MessageU server: store-and-forward for end-to-end encrypted chat, compatible with the
 /// clients of every edition (2021, 2022-23, 2024-25, 2026). Type q and Enter to stop it.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "messageu-server", version)]
 struct Cli {
     /// TCP port. Default: the number in myport.info (or port.info) in the working directory,
     /// else 1357. Use 0 for any free port (the log says which).
-    #[arg(long)]
+    #[arg(long, value_name = "PORT")]
     port: Option<u16>,
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
-    bind: IpAddr,
+    /// Address or host name to listen on; a host name listens on the first of its addresses
+    /// that can be bound. The default listens on every network interface.
+    #[arg(long, value_name = "HOST", default_value = "0.0.0.0")]
+    bind: String,
     /// SQLite database file, created if missing.
-    #[arg(long, default_value = "defensive.db")]
+    #[arg(long, value_name = "PATH", default_value = "defensive.db")]
     db: PathBuf,
     /// full: every acknowledged write is on disk before its reply (the log is flushed after
     /// each commit that holds one). normal: survives a crash of the server but may lose the
@@ -34,40 +37,41 @@ struct Cli {
     durability: Durability,
     /// Largest request payload in bytes; larger ones are refused (9000) and the connection
     /// closed, unread. Also the most message bytes one pull reply carries.
-    #[arg(long, default_value_t = config::DEFAULT_MAX_PAYLOAD)]
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_PAYLOAD)]
     max_payload: u32,
     /// Send contents above this many bytes are streamed to a spool file beside the database
     /// as they arrive, instead of buffered and stored in their row.
-    #[arg(long, default_value_t = config::DEFAULT_SPOOL_THRESHOLD)]
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_SPOOL_THRESHOLD)]
     spool_threshold: u32,
     /// Free disk space in bytes that uploads must leave; a send whose content would not is
-    /// refused (9000) before its content is read.
-    #[arg(long, default_value_t = config::DEFAULT_MIN_FREE_SPACE)]
+    /// refused (9000) before its content is read. More than the file system holds is refused
+    /// at start.
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MIN_FREE_SPACE)]
     min_free_space: u64,
     /// Most open client connections. At the cap, the longest-idle connection is closed to make
     /// room for a new one (logged); with none idle, the new one is closed at once. Default: as
     /// many as the file-descriptor limit allows, after raising the soft limit to the hard one.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
     /// Most open connections from one IP address; more are accepted and closed at once.
     /// Default: no limit, since clients behind one NAT share an address.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     max_connections_per_ip: Option<usize>,
     /// Seconds a started request may take to arrive whole (a large upload: may stall), and
     /// replies may wait unread, before the connection is closed.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     request_timeout: u64,
     /// Seconds a connection that has not yet completed a request may stay silent before it
     /// is closed. A connection that has completed one is never closed for idling.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     idle_timeout: u64,
     /// Cap on the database file's size in bytes; sends that would pass it get 9000 while
     /// everything else goes on. Default: limited only by the disk (and --min-free-space).
-    #[arg(long)]
+    #[arg(long, value_name = "BYTES")]
     max_db_size: Option<u64>,
     /// Serve Prometheus metrics (GET /metrics) and a health check (GET /health) over HTTP
     /// on this host:port, e.g. 127.0.0.1:9100. Default: off.
-    #[arg(long, value_name = "ADDR", value_parser = resolve)]
+    #[arg(long, value_name = "ADDR", value_parser = host_and_port)]
     metrics: Option<SocketAddr>,
     /// Seconds between summary lines in the log (connections, requests, messages, queue,
     /// database size); 0 turns them off.
@@ -75,12 +79,35 @@ struct Cli {
     stats_interval: u64,
 }
 
+/// Why the server could not start or stopped with a failure.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error("cannot resolve --bind {host} ({source})")]
+    Resolve { host: String, source: io::Error },
+    #[error("cannot resolve --bind {0} (it has no address)")]
+    NoAddress(String),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
 /// Descriptors kept for the database, its journal, the poll, logging and standard streams.
 const RESERVED_DESCRIPTORS: u64 = 32;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version.
+        Err(error) if !error.use_stderr() => error.exit(),
+        // One line like every start-up error, instead of clap's message and usage.
+        Err(error) => {
+            let message = error.to_string();
+            let problem = message.lines().next().unwrap_or_default();
+            let problem = problem.strip_prefix("error: ").unwrap_or(problem);
+            eprintln!("messageu-server: invalid command line ({problem}; see --help)");
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -90,16 +117,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), messageu::server::ServerError> {
+fn run(cli: Cli) -> Result<(), Error> {
     let port = cli.port.unwrap_or_else(|| {
-        let (port, source) = config::port_from_files(std::path::Path::new("."));
-        match source {
-            PortSource::File(path) => log::info!("port {port} from {}", path.display()),
-            PortSource::Default(reason) => log::warn!("{reason}; using the default port {port}"),
+        let choice = config::port_from_files(Path::new("."));
+        for problem in &choice.problems {
+            log::warn!("{problem}");
         }
-        port
+        match choice.source {
+            PortSource::File(path) => log::info!("port {} from {}", choice.port, path.display()),
+            PortSource::Default(reason) => {
+                log::warn!("{reason}; using the default port {}", choice.port)
+            }
+        }
+        choice.port
     });
-    let mut config = Config::new(SocketAddr::new(cli.bind, port), cli.db);
+    let addrs = resolve(&cli.bind, port)?;
+    let mut config = Config::new(addrs[0], cli.db);
     config.durability = cli.durability;
     config.max_payload = cli.max_payload;
     config.spool_threshold = cli.spool_threshold;
@@ -112,10 +145,10 @@ fn run(cli: Cli) -> Result<(), messageu::server::ServerError> {
     config.metrics = cli.metrics;
     config.stats_interval = Duration::from_secs(cli.stats_interval);
 
-    let server = Server::bind(config.clone())?;
+    let server = bind_any(config.clone(), &addrs)?;
     let shutdown = server.shutdown_handle();
-    shutdown.watch_signals()?;
-    shutdown.watch_stdin()?;
+    shutdown.watch_signals().map_err(ServerError::Io)?;
+    shutdown.watch_stdin().map_err(ServerError::Io)?;
     let editions: Vec<_> = Edition::ALL
         .iter()
         .map(|edition| format!("{} ({}..)", edition.name(), edition.request_base()))
@@ -127,7 +160,38 @@ fn run(cli: Cli) -> Result<(), messageu::server::ServerError> {
         config.durability,
         editions.join(", ")
     );
-    server.run()
+    Ok(server.run()?)
+}
+
+/// The addresses of `host` (an IP address or a host name), never empty.
+fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|source| Error::Resolve {
+            host: host.to_owned(),
+            source,
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::NoAddress(host.to_owned()));
+    }
+    Ok(addrs)
+}
+
+/// Starts a server on the first of `addrs` that can be bound: `localhost` may name an IPv6
+/// address on a machine without IPv6. Nothing is opened before a bind succeeds.
+fn bind_any(mut config: Config, addrs: &[SocketAddr]) -> Result<Server, ServerError> {
+    for &addr in &addrs[..addrs.len() - 1] {
+        config.listen = addr;
+        match Server::bind(config.clone()) {
+            Err(ServerError::Listen { addr, source }) => {
+                log::warn!("cannot listen on {addr} ({source}); trying the next address")
+            }
+            result => return result,
+        }
+    }
+    config.listen = addrs[addrs.len() - 1];
+    Server::bind(config)
 }
 
 /// Raises the soft descriptor limit to the hard one and leaves room for the server's own
@@ -143,7 +207,7 @@ fn connection_limit() -> usize {
 }
 
 /// A `host:port` as the command line gives it: an address, or a name such as localhost.
-fn resolve(text: &str) -> Result<SocketAddr, String> {
+fn host_and_port(text: &str) -> Result<SocketAddr, String> {
     let mut addrs = text
         .to_socket_addrs()
         .map_err(|error| format!("not a host:port ({error})"))?;
@@ -156,9 +220,12 @@ mod tests {
 
     #[test]
     fn metrics_addresses_are_host_and_port() {
-        assert_eq!(resolve("127.0.0.1:9100"), Ok(([127, 0, 0, 1], 9100).into()));
-        assert!(resolve("localhost:9100").is_ok_and(|addr| addr.ip().is_loopback()));
-        assert!(resolve("127.0.0.1").is_err());
-        assert!(resolve("9100").is_err());
+        assert_eq!(
+            host_and_port("127.0.0.1:9100"),
+            Ok(([127, 0, 0, 1], 9100).into())
+        );
+        assert!(host_and_port("localhost:9100").is_ok_and(|addr| addr.ip().is_loopback()));
+        assert!(host_and_port("127.0.0.1").is_err());
+        assert!(host_and_port("9100").is_err());
     }
 }

@@ -189,7 +189,7 @@ fn the_port_comes_from_port_info_when_myport_info_is_absent() {
 fn an_invalid_port_file_falls_back_to_1357_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("myport.info"), "not a port\n").unwrap();
-    std::fs::write(dir.path().join("port.info"), "2222\n").unwrap();
+    std::fs::write(dir.path().join("port.info"), "99999\n").unwrap();
     let log = match launch_in(dir.path(), &["--bind", "127.0.0.1", "--db", "server.db"]) {
         Launch::Listening(server) => {
             assert_eq!(server.addr.port(), 1357, "log: {}", server.log_text());
@@ -206,21 +206,285 @@ fn an_invalid_port_file_falls_back_to_1357_with_a_warning() {
         }
     };
     assert_no_panic(&log);
-    assert!(
-        log.contains("myport.info holds no valid port"),
-        "log: {log}"
-    );
+    for file in ["myport.info", "port.info"] {
+        assert!(
+            log.contains(&format!("{file} holds no valid port")),
+            "log: {log}"
+        );
+    }
     assert!(log.contains("using the default port 1357"), "log: {log}");
+}
+
+#[test]
+fn an_invalid_myport_info_falls_back_to_port_info_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(dir.path().join("myport.info"), "not a port\n").unwrap();
+    std::fs::write(dir.path().join("port.info"), format!("{port}\n")).unwrap();
+    let server = launch_in(dir.path(), &["--bind", "127.0.0.1", "--db", "server.db"]).listening();
+    assert_eq!(server.addr.port(), port, "log: {}", server.log_text());
+    assert!(
+        server
+            .log_text()
+            .contains("myport.info holds no valid port"),
+        "log: {}",
+        server.log_text()
+    );
+    assert_serves(&server, "port.info user");
+}
+
+#[test]
+fn a_port_in_use_fails_start_up_without_creating_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let port = taken.local_addr().unwrap().port().to_string();
+    let args = ["--bind", "127.0.0.1", "--port", &port, "--db", "fresh.db"];
+    assert_startup_failure(launch_in(dir.path(), &args), "cannot listen on 127.0.0.1:");
+    for leftover in ["fresh.db", "fresh.db.spool", "fresh.db-wal"] {
+        assert!(
+            !dir.path().join(leftover).exists(),
+            "{leftover} was created"
+        );
+    }
+}
+
+#[test]
+fn bind_accepts_a_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--bind", "localhost", "--port", "0", "--db", "server.db"];
+    let server = launch_in(dir.path(), &args).listening();
+    assert!(server.addr.ip().is_loopback(), "log: {}", server.log_text());
+    assert_serves(&server, "localhost user");
+}
+
+#[test]
+fn an_unknown_bind_host_fails_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--bind",
+        "no-such-host.invalid",
+        "--port",
+        "0",
+        "--db",
+        "server.db",
+    ];
+    assert_startup_failure(
+        launch_in(dir.path(), &args),
+        "cannot resolve --bind no-such-host.invalid (",
+    );
+    assert!(!dir.path().join("server.db").exists());
 }
 
 #[test]
 fn a_database_that_cannot_be_opened_fails_start_up() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("a directory")).unwrap();
-    for db in ["no such directory/server.db", "a directory"] {
+    std::fs::write(dir.path().join("a file"), "").unwrap();
+    let cases = [
+        (
+            "no such directory/server.db",
+            "folder no such directory does not exist",
+        ),
+        ("a directory", "a directory is a folder"),
+        ("a file/server.db", "a file is not a folder"),
+    ];
+    for (db, cause) in cases {
         let args = ["--bind", "127.0.0.1", "--port", "0", "--db", db];
-        assert_startup_failure(launch_in(dir.path(), &args), "cannot open the database");
+        let expected = format!("cannot open the database {db} ({cause})");
+        assert_startup_failure(launch_in(dir.path(), &args), &expected);
     }
+}
+
+/// Runs the server with `--db <folder>/server.db` where `folder` is mounted read-only by
+/// `mount` (a shell command on "$1") in a mount namespace of its own; `None` where this
+/// machine allows no such namespace.
+fn launch_on_read_only(dir: &Path, folder: &str, mount: &str) -> Option<Launch> {
+    let usable = Command::new("unshare")
+        .args(["-rm", "true"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !usable {
+        println!("note: skipped, unshare cannot create a mount namespace here");
+        return None;
+    }
+    let mut command = Command::new("unshare");
+    command
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .args(["-rm", "sh", "-c"])
+        .arg(format!(
+            "{mount} && exec \"$2\" --bind 127.0.0.1 --port 0 --db \"$1/server.db\""
+        ))
+        .args(["sh", folder, env!("CARGO_BIN_EXE_messageu-server")]);
+    Some(launch(command))
+}
+
+#[test]
+fn a_read_only_file_system_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    let mount_tmpfs = "mount -t tmpfs -o ro tmpfs \"$1\"";
+    let Some(launch) = launch_on_read_only(dir.path(), "empty", mount_tmpfs) else {
+        return;
+    };
+    assert_startup_failure(
+        launch,
+        "cannot open the database empty/server.db (cannot create files in folder empty: \
+         read-only file system)",
+    );
+
+    // A database that exists, on a file system remounted read-only.
+    drop(start_on_db(&dir.path().join("empty")));
+    let mount_bind = "mount --bind \"$1\" \"$1\" && mount -o remount,bind,ro \"$1\"";
+    let launch = launch_on_read_only(dir.path(), "empty", mount_bind).expect("unshare works");
+    assert_startup_failure(
+        launch,
+        "cannot open the database empty/server.db (cannot write empty/server.db: \
+         read-only file system)",
+    );
+}
+
+/// Whether this process runs as root, whom permission bits do not stop.
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+#[test]
+fn permission_denied_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    mode(dir.path(), 0o755);
+    let locked = dir.path().join("locked");
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    drop(start_on_db(&open));
+    std::fs::create_dir(&locked).unwrap();
+    mode(&locked, 0o555);
+    mode(&open, 0o777);
+    mode(&open.join("server.db"), 0o444);
+    // Root passes permission bits: the server then runs as nobody.
+    let unprivileged = |args: &[&str]| {
+        let mut command = if is_root() {
+            let mut command = Command::new("setpriv");
+            command
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(env!("CARGO_BIN_EXE_messageu-server"));
+            command
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_messageu-server"))
+        };
+        command
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info")
+            .args(args);
+        command
+    };
+    let runs = unprivileged(&["--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !runs {
+        println!("note: skipped, the server cannot run as nobody here (setpriv, folder modes)");
+        return;
+    }
+    let cases = [
+        (
+            "locked/server.db",
+            "cannot create files in folder locked: permission denied",
+        ),
+        (
+            "open/server.db",
+            "cannot write open/server.db: permission denied",
+        ),
+    ];
+    for (db, cause) in cases {
+        let args = ["--bind", "127.0.0.1", "--port", "0", "--db", db];
+        let expected = format!("cannot open the database {db} ({cause})");
+        assert_startup_failure(launch(unprivileged(&args)), &expected);
+    }
+}
+
+#[test]
+fn a_minimum_free_space_larger_than_the_disk_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let too_much = u64::MAX.to_string();
+    let args = [
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--db",
+        "server.db",
+        "--min-free-space",
+        &too_much,
+    ];
+    assert_startup_failure(
+        launch_in(dir.path(), &args),
+        &format!("(the minimum free space (--min-free-space) of {too_much} bytes exceeds"),
+    );
+    assert!(!dir.path().join("server.db").exists());
+}
+
+#[test]
+fn a_minimum_free_space_above_the_free_space_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let total = fs4::total_space(dir.path()).unwrap();
+    let available = fs4::available_space(dir.path()).unwrap();
+    if total - available < 1 << 20 {
+        println!("note: skipped, the file system is nearly empty");
+        return;
+    }
+    let between = (available + (total - available) / 2).to_string();
+    let server = BinaryServer::start(
+        dir.path(),
+        &["--db", "server.db", "--min-free-space", &between],
+    );
+    assert!(
+        server
+            .log_text()
+            .contains("bytes free now: sends are refused"),
+        "log: {}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn an_incompatible_database_fails_start_up_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("foreign.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE clients (ID BLOB PRIMARY KEY, UserName TEXT, LastSeen TEXT);
+             INSERT INTO clients VALUES (x'01', 'alice', NULL);",
+        )
+        .unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let args = ["--bind", "127.0.0.1", "--port", "0", "--db", "foreign.db"];
+    assert_startup_failure(
+        launch_in(dir.path(), &args),
+        "cannot open the database foreign.db (its schema does not fit this server: \
+         table clients has no column PublicKey)",
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the database was changed"
+    );
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["foreign.db"], "files besides the database");
 }
 
 #[test]
@@ -232,6 +496,30 @@ fn a_database_in_use_by_another_server_fails_start_up() {
     assert_startup_failure(launch_in(dir.path(), &args), "cannot open the database");
     assert!(started.elapsed() < EXIT_TIMEOUT);
     assert_serves(&first, "first server still works");
+}
+
+#[test]
+fn an_invalid_command_line_fails_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, expected) in [
+        (
+            &["--port", "http"][..],
+            "invalid value 'http' for '--port <PORT>'",
+        ),
+        (
+            &["--no-such-option"][..],
+            "unexpected argument '--no-such-option'",
+        ),
+    ] {
+        let (status, _, stderr) = launch_in(dir.path(), args).exited();
+        assert_eq!(status.code(), Some(2), "log: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "log: {stderr}");
+        assert!(
+            stderr.starts_with("messageu-server: invalid command line (")
+                && stderr.contains(expected),
+            "log: {stderr}"
+        );
+    }
 }
 
 #[test]
@@ -249,5 +537,35 @@ fn help_mentions_every_option() {
     ];
     for option in options {
         assert!(stdout.contains(option), "--help lacks {option}: {stdout}");
+    }
+}
+
+#[test]
+fn every_binary_names_itself_in_version_and_values_say_their_unit() {
+    let binaries = [
+        ("messageu-server", env!("CARGO_BIN_EXE_messageu-server")),
+        ("messageu-client", env!("CARGO_BIN_EXE_messageu-client")),
+        ("messageu-bench", env!("CARGO_BIN_EXE_messageu-bench")),
+    ];
+    for (name, path) in binaries {
+        let output = Command::new(path).arg("--version").output().unwrap();
+        let version = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            version.trim(),
+            format!("{name} {}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+    let help = Command::new(env!("CARGO_BIN_EXE_messageu-server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for option in [
+        "--max-payload <BYTES>",
+        "--request-timeout <SECONDS>",
+        "--idle-timeout <SECONDS>",
+        "--bind <HOST>",
+    ] {
+        assert!(help.contains(option), "--help lacks {option}: {help}");
     }
 }

@@ -16,16 +16,16 @@ use messageu::protocol::Edition;
 /// A MessageU client: end-to-end encrypted messages through any MessageU server, compatible
 /// with the C++ clients. With no command it runs the interactive menu.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "messageu-client", version)]
 struct Cli {
     /// Request codes of this edition: 2021, 2022 (or 2023), 2025 (or 2024), 2026.
-    #[arg(long, global = true, default_value = "2025", value_parser = parse_edition)]
+    #[arg(long, global = true, value_name = "YEAR", default_value = "2025", value_parser = parse_edition)]
     edition: Edition,
     /// The server as host:port; overrides server.info.
-    #[arg(long, global = true, value_parser = parse_server)]
+    #[arg(long, global = true, value_name = "HOST:PORT", value_parser = parse_server)]
     server: Option<ServerAddress>,
     /// The folder of me.info, server.info and peers.json.
-    #[arg(long, global = true, default_value = ".")]
+    #[arg(long, global = true, value_name = "FOLDER", default_value = ".")]
     dir: PathBuf,
     /// Where received files are saved [default: downloads in the --dir folder].
     #[arg(long, global = true, value_name = "DIR")]

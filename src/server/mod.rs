@@ -58,9 +58,9 @@ const THROTTLED_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot open the database {path}: {source}")]
+    #[error("cannot open the database {path} ({source})")]
     Database { path: String, source: StoreError },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} ({source})")]
     Listen { addr: SocketAddr, source: io::Error },
     #[error("event loop failure: {0}")]
     Io(#[from] io::Error),
@@ -118,8 +118,10 @@ impl Throttled {
 }
 
 impl Server {
-    /// Opens the database and binds the listening socket.
+    /// Binds the listening socket, then opens the database: a server that cannot listen
+    /// leaves no database or spool folder behind.
     pub fn bind(config: Config) -> Result<Server, ServerError> {
+        let listener = listen_on(config.listen)?;
         let database_error = |source| ServerError::Database {
             path: config.database.display().to_string(),
             source,
@@ -130,17 +132,22 @@ impl Server {
         if let Some(bytes) = config.max_db_size {
             store.limit_size(bytes).map_err(database_error)?;
         }
-        Server::bind_with_store(config, Box::new(store))
+        Server::assemble(config, listener, Box::new(store))
     }
 
     /// Binds the listening socket for a server on `store`: another backend, or one wrapped
     /// to inject faults in tests.
     pub fn bind_with_store(config: Config, store: Box<dyn Store>) -> Result<Server, ServerError> {
+        let listener = listen_on(config.listen)?;
+        Server::assemble(config, listener, store)
+    }
+
+    fn assemble(
+        config: Config,
+        mut listener: TcpListener,
+        store: Box<dyn Store>,
+    ) -> Result<Server, ServerError> {
         let poll = Poll::new()?;
-        let mut listener = listen(config.listen).map_err(|source| ServerError::Listen {
-            addr: config.listen,
-            source,
-        })?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -613,6 +620,10 @@ fn wait_for_pacer(waiting: &mut Vec<usize>, key: usize) {
     if !waiting.contains(&key) {
         waiting.push(key);
     }
+}
+
+fn listen_on(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    listen(addr).map_err(|source| ServerError::Listen { addr, source })
 }
 
 /// A non-blocking listening socket on `addr` with a deep accept queue.

@@ -1,6 +1,7 @@
 //! Durable storage of clients and messages, behind a trait so that the handlers and the event
 //! loop do not depend on SQLite (a distributed backend can be added beside it).
 
+mod access;
 mod migrations;
 mod spool;
 mod sqlite;
@@ -11,6 +12,8 @@ use std::time::SystemTime;
 
 use crate::protocol::{ClientId, MessageId, MessageType, PublicKey};
 
+pub use access::Inaccessible;
+pub use migrations::SchemaMismatch;
 pub use spool::{Spool, Upload};
 pub use sqlite::{Durability, SqliteStore};
 
@@ -121,6 +124,15 @@ pub enum StoreError {
         "the database schema is version {found}, newer than the {supported} this server knows"
     )]
     SchemaTooNew { found: i64, supported: i64 },
+    #[error("its schema does not fit this server: {0}")]
+    Incompatible(#[from] SchemaMismatch),
+    #[error(transparent)]
+    Inaccessible(#[from] Inaccessible),
+    #[error(
+        "the minimum free space (--min-free-space) of {min_free} bytes exceeds the {total} \
+         bytes of its whole file system"
+    )]
+    MinFreeSpaceTooLarge { min_free: u64, total: u64 },
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     #[error("the database holds a value of the wrong type: {0}")]

@@ -63,13 +63,18 @@ fn remove_file(path: &Path) {
     }
 }
 
+/// The spool folder of the database at `database`: `<database>.spool`.
+pub fn dir_of(database: &Path) -> PathBuf {
+    let mut dir = database.as_os_str().to_owned();
+    dir.push(".spool");
+    PathBuf::from(dir)
+}
+
 impl Spool {
     /// Opens (creating if needed) the spool folder of the database at `database`:
     /// `<database>.spool`.
     pub fn open(database: &Path, min_free: u64, durable: bool) -> Result<Spool, StoreError> {
-        let mut dir = database.as_os_str().to_owned();
-        dir.push(".spool");
-        let dir = PathBuf::from(dir);
+        let dir = dir_of(database);
         let error = |source| StoreError::File {
             path: dir.clone(),
             source,

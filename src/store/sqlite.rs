@@ -8,9 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{ffi, params, Connection, OpenFlags, OptionalExtension};
 
-use super::spool::{Spool, Upload};
+use super::spool::{self, Spool, Upload};
 use super::{
-    migrations, Committed, LogFlush, NewContent, NewMessage, PullBudget, QueueStats, Store,
+    access, migrations, Committed, LogFlush, NewContent, NewMessage, PullBudget, QueueStats, Store,
     StoreError, StoredContent, StoredMessage, PULLED_MESSAGE_HEADER_LEN,
 };
 use crate::protocol::{ClientId, MessageId, PublicKey, PUBLIC_KEY_LEN};
@@ -125,6 +125,25 @@ impl SqliteStore {
         durability: Durability,
         min_free_space: u64,
     ) -> Result<SqliteStore, StoreError> {
+        check_free_space(path, min_free_space)
+            .and_then(|()| SqliteStore::open_checked(path, durability, min_free_space))
+            .map_err(|error| match error {
+                // SQLite's messages and some I/O errors do not say what is wrong.
+                StoreError::Sqlite(_) | StoreError::File { .. } => {
+                    match access::diagnose(path, &spool::dir_of(path)) {
+                        Some(problem) => problem.into(),
+                        None => error,
+                    }
+                }
+                error => error,
+            })
+    }
+
+    fn open_checked(
+        path: &Path,
+        durability: Durability,
+        min_free_space: u64,
+    ) -> Result<SqliteStore, StoreError> {
         let mut conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -135,6 +154,8 @@ impl SqliteStore {
         // fail at once with a clear error.
         conn.busy_timeout(Duration::ZERO)?;
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        // Before anything is written: switching to WAL alone rewrites the file's header.
+        migrations::check(&conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Commits never wait for the disk themselves; with durability full the log is flushed
         // after the commits that need it (see `sync_log`).
@@ -328,6 +349,28 @@ impl SqliteStore {
             }
         }
     }
+}
+
+/// Refuses a minimum free space larger than the database's file system, which would refuse
+/// every send; warns when it is more than is free now.
+fn check_free_space(path: &Path, min_free: u64) -> Result<(), StoreError> {
+    let folder = access::folder_of(path);
+    let file_error = |source| StoreError::File {
+        path: folder.to_owned(),
+        source,
+    };
+    let total = fs4::total_space(folder).map_err(file_error)?;
+    if min_free > total {
+        return Err(StoreError::MinFreeSpaceTooLarge { min_free, total });
+    }
+    let available = fs4::available_space(folder).map_err(file_error)?;
+    if min_free > available {
+        log::warn!(
+            "the minimum free space (--min-free-space) of {min_free} bytes exceeds the \
+             {available} bytes free now: sends are refused until space is freed"
+        );
+    }
+    Ok(())
 }
 
 /// The write-ahead log of the database at `path`.

@@ -15,32 +15,36 @@ use crate::workload::Mix;
 /// delivery, each result also as a ratio to a do-nothing echo server (the floor) measured in
 /// the same run. Exits 1 if any acknowledged message was lost, duplicated or corrupted.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "messageu-bench", version)]
 pub struct Cli {
     /// The server to load, e.g. 127.0.0.1:1357.
-    #[arg(long, required_unless_present = "markdown_header")]
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        required_unless_present = "markdown_header"
+    )]
     pub addr: Option<SocketAddr>,
     /// Protocol edition of every request.
     #[arg(long, value_enum, default_value = "2024")]
     pub edition: EditionArg,
     /// Concurrent clients, each with its own connection and one request outstanding.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub clients: u32,
     /// What each client repeats.
     #[arg(long, value_enum, default_value = "send-pull")]
     pub mix: Mix,
     /// Seconds measured in each window.
-    #[arg(long, default_value = "5", value_parser = seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = seconds)]
     pub duration: Duration,
     /// Measured windows against the server, each followed by one against the floor; ratios
     /// are the median over rounds, so that both sides of each see the same machine load.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rounds: u32,
     /// Seconds of load before measuring.
-    #[arg(long, default_value = "1", value_parser = seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = seconds)]
     pub warmup: Duration,
     /// Content bytes of every message (at least 20: sender, sequence number and checksum).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(RECORD_LEN as i64..))]
+    #[arg(long, value_name = "BYTES", default_value_t = 100, value_parser = clap::value_parser!(u32).range(RECORD_LEN as i64..))]
     pub size: u32,
     /// Open a new connection for every request.
     #[arg(long)]
@@ -50,13 +54,13 @@ pub struct Cli {
     #[arg(long)]
     pub padded: bool,
     /// The server's process id: its CPU time and peak resident memory are reported.
-    #[arg(long)]
+    #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
     /// Event-loop threads of the generator.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub threads: u32,
     /// Seconds a request may wait for its whole reply before it counts as an error.
-    #[arg(long, default_value = "10", value_parser = seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
     pub timeout: Duration,
     /// Skip the floor run (no ratios).
     #[arg(long)]
@@ -65,7 +69,7 @@ pub struct Cli {
     #[arg(long)]
     pub markdown: bool,
     /// What the markdown rows say in the durability column.
-    #[arg(long, default_value = "-")]
+    #[arg(long, value_name = "LABEL", default_value = "-")]
     pub durability_label: String,
     /// Print the markdown table header and exit.
     #[arg(long)]
