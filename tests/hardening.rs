@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use common::{request_bytes, Client, TestServer};
 use messageu::protocol::{ClientId, Edition, Operation, PublicKey};
 use messageu::store::{
-    Committed, Durability, NewContent, NewMessage, PullBudget, QueueStats, SqliteStore, Store,
-    StoreError, StoredMessage, Upload,
+    Committed, Delivered, Durability, NewContent, NewMessage, PullBudget, QueueStats, SqliteStore,
+    Store, StoreError, StoredMessage, Upload,
 };
 use messageu::{Config, Server, ShutdownHandle};
 
@@ -238,8 +238,8 @@ impl Store for PanickingStore {
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.inner.queued_messages(to, budget, skip)
     }
-    fn delete_messages(&mut self, ids: &[messageu::protocol::MessageId]) -> Result<(), StoreError> {
-        self.inner.delete_messages(ids)
+    fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {
+        self.inner.delete_messages(messages)
     }
     fn queue(&self) -> QueueStats {
         self.inner.queue()

@@ -10,11 +10,9 @@ mod send_message;
 use std::fs::File;
 use std::time::SystemTime;
 
-use crate::protocol::{
-    ClientId, MalformedRequest, MessageId, Operation, Reply, Request, RequestCode,
-};
+use crate::protocol::{ClientId, MalformedRequest, Operation, Reply, Request, RequestCode};
 use crate::server::Deliveries;
-use crate::store::{PullBudget, Store, StoreError};
+use crate::store::{Delivered, PullBudget, Store, StoreError};
 
 pub use send_message::{finish_upload, start_upload};
 
@@ -42,7 +40,7 @@ pub struct Response {
     pub reply: Reply,
     /// The rest of the payload after `reply`'s bytes, for replies carrying spooled contents.
     pub tail: Vec<Part>,
-    pub delivered: Vec<MessageId>,
+    pub delivered: Vec<Delivered>,
 }
 
 /// A piece of a reply's payload: bytes in memory, or a spooled content streamed from its file

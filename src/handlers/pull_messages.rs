@@ -6,7 +6,7 @@
 use super::{Context, Handler, HandlerError, Part, Response};
 use crate::protocol::request::PullMessages;
 use crate::protocol::Reply;
-use crate::store::{StoredContent, PULLED_MESSAGE_HEADER_LEN};
+use crate::store::{Delivered, StoredContent, PULLED_MESSAGE_HEADER_LEN};
 
 impl Handler for PullMessages {
     fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
@@ -35,12 +35,16 @@ impl Handler for PullMessages {
             bytes.push(message.kind);
             // The store returns no content that a u32 cannot size: sends are refused above
             // that.
-            bytes.extend_from_slice(&(message.content.len() as u32).to_le_bytes());
+            let len = message.content.len();
+            bytes.extend_from_slice(&(len as u32).to_le_bytes());
             match message.content {
                 StoredContent::Inline(content) => bytes.extend_from_slice(&content),
                 StoredContent::Spooled { file, len } => payload.tail.push(Part::File { file, len }),
             }
-            delivered.push(message.id);
+            delivered.push(Delivered {
+                id: message.id,
+                len,
+            });
         }
         ctx.deliveries.start(&delivered);
         Ok(Response {

@@ -16,7 +16,7 @@ use mio::Waker;
 use super::deliveries::Deliveries;
 use super::durability::{Flushed, Flusher};
 use crate::metrics::{Metrics, StorageStep};
-use crate::store::{Committed, Store, StoreError};
+use crate::store::{Committed, Delivered, Store, StoreError};
 
 /// How a round ended.
 pub(crate) struct Round {
@@ -119,11 +119,17 @@ impl CommitPipeline {
         Round { touched, epoch }
     }
 
-    fn delete(&mut self, ids: &[crate::protocol::MessageId]) -> bool {
-        match self.round().and_then(|store| store.delete_messages(ids)) {
+    fn delete(&mut self, messages: &[Delivered]) -> bool {
+        match self
+            .round()
+            .and_then(|store| store.delete_messages(messages))
+        {
             Ok(()) => true,
             Err(error) => {
-                log::error!("cannot delete {} delivered messages: {error}", ids.len());
+                log::error!(
+                    "cannot delete {} delivered messages: {error}",
+                    messages.len()
+                );
                 false
             }
         }
@@ -260,7 +266,10 @@ mod tests {
         let mut fixture = fixture(Durability::Normal);
         let mut deliveries = Deliveries::default();
         let now = Instant::now();
-        let ids = [MessageId(41), MessageId(42)];
+        let ids = [41, 42].map(|id| Delivered {
+            id: MessageId(id),
+            len: 3,
+        });
         deliveries.start(&ids);
         deliveries.delivered(ids.to_vec());
         let round = fixture

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::protocol::MessageId;
+use crate::store::Delivered;
 
 /// How long a failed deletion of delivered messages waits before it is retried.
 const DELETE_RETRY: Duration = Duration::from_millis(100);
@@ -15,7 +16,7 @@ const DELETE_RETRY: Duration = Duration::from_millis(100);
 pub struct Deliveries {
     in_flight: HashSet<MessageId>,
     /// Written whole, to delete in the next round.
-    delivered: Vec<MessageId>,
+    delivered: Vec<Delivered>,
     /// When a failed deletion may be tried again.
     retry_at: Option<Instant>,
 }
@@ -27,25 +28,26 @@ impl Deliveries {
     }
 
     /// A pull reply carries these messages.
-    pub fn start(&mut self, ids: &[MessageId]) {
-        self.in_flight.extend(ids.iter().copied());
+    pub fn start(&mut self, messages: &[Delivered]) {
+        self.in_flight
+            .extend(messages.iter().map(|message| message.id));
     }
 
     /// Their reply will not be written: they are pullable again.
-    pub fn give_up(&mut self, ids: &[MessageId]) {
-        for id in ids {
-            self.in_flight.remove(id);
+    pub fn give_up(&mut self, messages: &[Delivered]) {
+        for message in messages {
+            self.in_flight.remove(&message.id);
         }
     }
 
     /// Their reply was written whole.
-    pub fn delivered(&mut self, ids: Vec<MessageId>) {
-        self.delivered.extend(ids);
+    pub fn delivered(&mut self, messages: Vec<Delivered>) {
+        self.delivered.extend(messages);
     }
 
     /// The delivered messages to delete now: none while a failed deletion waits to be
     /// retried.
-    pub fn take_due(&mut self, now: Instant) -> Vec<MessageId> {
+    pub fn take_due(&mut self, now: Instant) -> Vec<Delivered> {
         if self.retry_at.is_none_or(|at| at <= now) {
             std::mem::take(&mut self.delivered)
         } else {
@@ -53,17 +55,17 @@ impl Deliveries {
         }
     }
 
-    /// The round that was to delete `ids` ended: they are gone if it `deleted` them and
+    /// The round that was to delete `messages` ended: they are gone if it `deleted` them and
     /// committed; otherwise they stay in flight, so not pulled again, and are retried shortly.
-    pub fn settle(&mut self, ids: Vec<MessageId>, deleted: bool, now: Instant) {
-        if ids.is_empty() {
+    pub fn settle(&mut self, messages: Vec<Delivered>, deleted: bool, now: Instant) {
+        if messages.is_empty() {
             return;
         }
         if deleted {
-            self.give_up(&ids);
+            self.give_up(&messages);
             self.retry_at = None;
         } else {
-            self.delivered.extend(ids);
+            self.delivered.extend(messages);
             self.retry_at = Some(now + DELETE_RETRY);
         }
     }
@@ -92,8 +94,13 @@ impl Deliveries {
 mod tests {
     use super::*;
 
-    fn ids(raw: &[u32]) -> Vec<MessageId> {
-        raw.iter().copied().map(MessageId).collect()
+    fn ids(raw: &[u32]) -> Vec<Delivered> {
+        raw.iter()
+            .map(|&id| Delivered {
+                id: MessageId(id),
+                len: 10,
+            })
+            .collect()
     }
 
     #[test]

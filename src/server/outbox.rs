@@ -12,7 +12,8 @@ use std::time::Instant;
 use super::deliveries::Deliveries;
 use crate::handlers::{Part, Response};
 use crate::protocol::padding;
-use crate::protocol::{MessageId, Reply};
+use crate::protocol::Reply;
+use crate::store::Delivered;
 
 /// Bytes of a spooled content read from its file per write.
 const FILE_CHUNK: usize = 256 << 10;
@@ -33,7 +34,7 @@ struct Staged {
 /// piece, is written whole.
 struct Outgoing {
     data: Outbound,
-    delivered: Vec<MessageId>,
+    delivered: Vec<Delivered>,
 }
 
 enum Outbound {
@@ -368,6 +369,7 @@ mod tests {
     use std::io::{Seek, Write};
 
     use super::*;
+    use crate::protocol::MessageId;
 
     const ERROR: [u8; 7] = [2, 0x28, 0x23, 0, 0, 0, 0];
 
@@ -376,7 +378,7 @@ mod tests {
         let mut reply = Reply::new(code);
         reply.payload().extend_from_slice(payload);
         let mut response = Response::new(reply);
-        response.delivered = delivered.iter().copied().map(MessageId).collect();
+        response.delivered = ids(delivered);
         response
     }
 
@@ -386,12 +388,17 @@ mod tests {
         reply.into_bytes(false)
     }
 
-    fn ids(raw: &[u32]) -> Vec<MessageId> {
-        raw.iter().copied().map(MessageId).collect()
+    fn ids(raw: &[u32]) -> Vec<Delivered> {
+        raw.iter()
+            .map(|&id| Delivered {
+                id: MessageId(id),
+                len: 1,
+            })
+            .collect()
     }
 
     /// Writes everything released into a vector; returns the bytes and the delivered ids.
-    fn drain(outbox: &mut Outbox) -> (Vec<u8>, Vec<MessageId>) {
+    fn drain(outbox: &mut Outbox) -> (Vec<u8>, Vec<Delivered>) {
         let (mut out, mut deliveries) = (Vec::new(), Deliveries::default());
         let written = outbox.write_to(&mut out, usize::MAX, &mut deliveries);
         assert_eq!(written.expect("a vector takes everything"), Written::All);

@@ -47,6 +47,13 @@ impl StoredContent {
     }
 }
 
+/// A message a pull reply carries: its id, and its content's size for the queue counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub id: MessageId,
+    pub len: u64,
+}
+
 /// A message to store.
 pub struct NewMessage<'a> {
     pub to: ClientId,
@@ -189,7 +196,8 @@ pub trait Store: Send {
         budget: PullBudget,
         skip: &dyn Fn(MessageId) -> bool,
     ) -> Result<Vec<StoredMessage>, StoreError>;
-    fn delete_messages(&mut self, ids: &[MessageId]) -> Result<(), StoreError>;
+    /// Deletes messages whose pull reply was written whole.
+    fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError>;
     /// The queues as of the last commit.
     fn queue(&self) -> QueueStats;
 
