@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The large-file measurement (README, "Large files"): builds in release mode, starts
+# The large-file measurement (docs/large-files.md): builds in release mode, starts
 # messageu-server on a fresh temporary database (durability full), then
 #   1. sends and pulls one SIZE-byte file message (default 1 GiB) with examples/large_file,
 #      against a raw loopback copy and a disk write of the same bytes, reporting the server's

@@ -2,7 +2,7 @@
 //! stalled ones are all closed once the request timeout passes, and the active clients are
 //! served throughout. Their latency is measured first without the stalled connections, then
 //! with them, in the same run, and printed (run with `--release -- --nocapture` for the
-//! figures in the README); the bound asserted here is loose, for debug builds on busy
+//! figures in docs/reliability.md); the bound asserted here is loose, for debug builds on busy
 //! machines.
 
 mod common;

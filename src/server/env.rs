@@ -1,6 +1,6 @@
-//! Serving one request: the round's transaction, a savepoint around the handler so that a
-//! failed request undoes only its own writes, panics caught, and the request counted in the
-//! metrics. [`Env`] is what a connection reaches of the server while it serves.
+//! Serving one request: the round's transaction, a request mark around the handler so that
+//! a failed request undoes only its own writes, panics caught, and the request counted in
+//! the metrics. [`Env`] is what a connection reaches of the server while it serves.
 
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};

@@ -164,7 +164,7 @@ impl SqliteStore {
         migrations::check(&conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Commits never wait for the disk themselves; with durability full the log is flushed
-        // after the commits that need it (see `sync_log`).
+        // after the commits that need it (see `log_flush`).
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         conn.set_prepared_statement_cache_capacity(32);
