@@ -6,7 +6,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,18 +16,6 @@ const EDITION: Edition = Edition::Y2024;
 
 fn code(edition: Edition, operation: Operation) -> u16 {
     edition.request_code(operation)
-}
-
-/// True when the server closes `stream` within five seconds without sending anything.
-fn closed_by_server(stream: &mut TcpStream) -> bool {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("read timeout");
-    match stream.read(&mut [0; 1]) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
-    }
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpStream;
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,7 +15,7 @@ use messageu::store::{
     Committed, Delivered, Durability, NewContent, NewMessage, PullBudget, QueueStats, SqliteStore,
     Store, StoreError, StoredMessage, Upload,
 };
-use messageu::{Config, Server, ShutdownHandle};
+use messageu::Config;
 
 const EDITION: Edition = Edition::Y2024;
 
@@ -251,40 +252,25 @@ impl Store for PanickingStore {
 
 #[test]
 fn a_handler_that_panics_answers_9000_and_the_connection_and_server_go_on() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let config = Config::loopback(dir.path().join("server.db"));
-    let inner = SqliteStore::open(&config.database, Durability::Full, 0).expect("store");
-    let server = Server::bind_with_store(config, Box::new(PanickingStore { inner })).expect("bind");
-    let addr = server.local_addr();
-    let shutdown: ShutdownHandle = server.shutdown_handle();
-    let running = thread::spawn(move || server.run());
-
-    let mut client = Client::connect(addr);
+    let server = TestServer::start_on(panicking_store);
+    let mut client = server.connect();
     let me = client.register(EDITION, "victim");
     let reply = client.call(me, code(Operation::PublicKey), &POISONED.0);
     assert!(reply.is_error());
     let reply = client.call(me, code(Operation::PublicKey), &me.0);
     assert_eq!(reply.code, EDITION.reply_code(Operation::PublicKey));
-    assert!(Client::connect(addr).pull(EDITION, me).is_empty());
+    assert!(server.connect().pull(EDITION, me).is_empty());
+}
 
-    shutdown.shutdown();
-    running
-        .join()
-        .expect("server thread")
-        .expect("server stops cleanly");
+fn panicking_store(path: &Path) -> Box<dyn Store> {
+    let inner = SqliteStore::open(path, Durability::Full, 0).expect("store");
+    Box::new(PanickingStore { inner })
 }
 
 #[test]
 fn a_request_that_fails_after_writing_leaves_nothing_behind_and_its_round_commits() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let config = Config::loopback(dir.path().join("server.db"));
-    let inner = SqliteStore::open(&config.database, Durability::Full, 0).expect("store");
-    let server = Server::bind_with_store(config, Box::new(PanickingStore { inner })).expect("bind");
-    let addr = server.local_addr();
-    let shutdown: ShutdownHandle = server.shutdown_handle();
-    let running = thread::spawn(move || server.run());
-
-    let mut client = Client::connect(addr);
+    let server = TestServer::start_on(panicking_store);
+    let mut client = server.connect();
     let me = client.register(EDITION, "survivor");
     // Pipelined, so that all of them share one round's transaction.
     let mut round = request_bytes(
@@ -321,11 +307,7 @@ fn a_request_that_fails_after_writing_leaves_nothing_behind_and_its_round_commit
     assert_eq!(pulled.len(), 1);
     assert_eq!(pulled[0].content, b"kept");
 
-    shutdown.shutdown();
-    running
-        .join()
-        .expect("server thread")
-        .expect("server stops cleanly");
+    let dir = server.stop();
     // Nothing of the failed requests reached the disk either.
     let db = rusqlite::Connection::open(dir.path().join("server.db")).expect("open");
     let names: i64 = db

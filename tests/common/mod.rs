@@ -11,6 +11,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use messageu::protocol::{ClientId, Edition, Operation, ReplyHeader, RequestHeader};
+use messageu::store::Store;
 use messageu::{Config, Server, ShutdownHandle};
 
 /// Every blocking socket call in the tests gives up after this long.
@@ -41,6 +42,20 @@ impl TestServer {
         let mut config = Config::loopback(dir.path().join("server.db"));
         adjust(&mut config);
         let server = Server::bind(config).expect("server starts");
+        TestServer::run(dir, server)
+    }
+
+    /// Starts a server on the store `open` makes of its database `server.db` in a new
+    /// temporary folder: another backend, or one wrapped to inject faults.
+    pub fn start_on(open: impl FnOnce(&Path) -> Box<dyn Store>) -> TestServer {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = Config::loopback(dir.path().join("server.db"));
+        let store = open(&config.database);
+        let server = Server::bind_with_store(config, store).expect("server starts");
+        TestServer::run(dir, server)
+    }
+
+    fn run(dir: tempfile::TempDir, server: Server) -> TestServer {
         let addr = server.local_addr();
         let shutdown = server.shutdown_handle();
         let thread = thread::spawn(move || server.run().expect("server runs and stops cleanly"));
@@ -162,6 +177,18 @@ pub fn parse_pull(payload: &[u8]) -> Vec<Pulled> {
         rest = &rest[25 + size..];
     }
     messages
+}
+
+/// True when the server closes `stream` within five seconds without sending anything.
+pub fn closed_by_server(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    match stream.read(&mut [0; 1]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+    }
 }
 
 /// A blocking client on one persistent connection.
