@@ -30,33 +30,12 @@ cargo build --release --bin messageu-bench >&2
 bench_bin=target/release/messageu-bench
 
 work=$(mktemp -d)
-server_pid=
-stop_server() {
-    if [ -n "$server_pid" ]; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=
-    fi
-}
+. scripts/server.sh
 trap 'stop_server; rm -rf "$work"' EXIT
 
 # Runs binary $1 once; prints the rate (requests per second) of the mix's first operation.
 run_once() {
-    rm -rf "$work"/bench.db* "$work/server.log"
-    "$1" --bind 127.0.0.1 --port 0 --db "$work/bench.db" --durability "$DURABILITY" \
-        </dev/null 2>"$work/server.log" &
-    server_pid=$!
-    port=
-    for _ in $(seq 100); do
-        port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\),.*/\1/p' "$work/server.log")
-        [ -n "$port" ] && break
-        sleep 0.1
-    done
-    if [ -z "$port" ]; then
-        echo "bench-ab.sh: $1 did not start:" >&2
-        cat "$work/server.log" >&2
-        exit 2
-    fi
+    start_server -- "$1" --durability "$DURABILITY"
     "$bench_bin" --addr "127.0.0.1:$port" --clients "$CLIENTS" --mix "$MIX" --size "$SIZE" \
         --warmup "$WARMUP" --duration "$DURATION" --no-floor --markdown 2>/dev/null \
         | awk -F'|' 'NR == 1 { gsub(/ /, "", $6); print $6 }'

@@ -28,34 +28,19 @@ cargo build --release --bin messageu-bench >&2
 bench_bin=target/release/messageu-bench
 
 work=$(mktemp -d)
-server_pid=
-trap '[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"' EXIT
+. scripts/server.sh
+trap 'stop_server; rm -rf "$work"' EXIT
 
 # Prints instructions, requests and instructions per request of one run of binary $1.
 run_once() {
-    rm -rf "$work"/bench.db* "$work/server.log" "$work/callgrind.out"
-    valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
-        "$1" --bind 127.0.0.1 --port 0 --db "$work/bench.db" --durability "$DURABILITY" \
-        </dev/null 2>"$work/server.log" &
-    server_pid=$!
-    port=
-    for _ in $(seq 300); do
-        port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\),.*/\1/p' "$work/server.log")
-        [ -n "$port" ] && break
-        sleep 0.1
-    done
-    if [ -z "$port" ]; then
-        echo "bench-instructions.sh: $1 did not start:" >&2
-        cat "$work/server.log" >&2
-        exit 2
-    fi
+    rm -f "$work/callgrind.out"
+    start_server valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" -- \
+        "$1" --durability "$DURABILITY"
     # The rate of every operation of the mix, times the window: the requests completed.
     requests=$("$bench_bin" --addr "127.0.0.1:$port" --clients "$CLIENTS" --mix "$MIX" \
         --warmup 1 --duration "$DURATION" --no-floor --markdown 2>/dev/null |
         awk -F'|' -v d="$DURATION" '{ gsub(/ /, "", $6); sum += $6 } END { printf "%d", sum * d }')
-    kill -TERM "$server_pid"
-    wait "$server_pid" || true
-    server_pid=
+    stop_server
     instructions=$(awk '/^summary:/ { print $2; exit }' "$work/callgrind.out")
     awk -v i="$instructions" -v r="$requests" 'BEGIN { printf "%d | %d | %d", i, r, i / r }'
 }

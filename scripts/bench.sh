@@ -28,40 +28,14 @@ server_bin=target/release/messageu-server
 bench_bin=target/release/messageu-bench
 
 work=$(mktemp -d)
-server_pid=
-stop_server() {
-    if [ -n "$server_pid" ]; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=
-    fi
-}
+. scripts/server.sh
 trap 'stop_server; rm -rf "$work"' EXIT
-
-# Starts a server with durability $1 on a fresh database; sets server_pid and port.
-start_server() {
-    # The old log holds the previous server's port: it must be gone before the new one starts.
-    rm -rf "$work"/bench.db* "$work/server.log"
-    "$server_bin" --bind 127.0.0.1 --port 0 --db "$work/bench.db" --durability "$1" \
-        </dev/null 2>"$work/server.log" &
-    server_pid=$!
-    port=
-    for _ in $(seq 100); do
-        port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\),.*/\1/p' "$work/server.log" 2>/dev/null)
-        [ -n "$port" ] && return 0
-        kill -0 "$server_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "bench.sh: the server did not start:" >&2
-    cat "$work/server.log" >&2
-    exit 2
-}
 
 status=0
 for durability in $DURABILITIES; do
     for mix in $MIXES; do
         for clients in $CLIENTS; do
-            start_server "$durability"
+            start_server -- "$server_bin" --durability "$durability"
             echo "== durability $durability, mix $mix, $clients clients" >&2
             "$bench_bin" --addr "127.0.0.1:$port" --server-pid "$server_pid" \
                 --clients "$clients" --mix "$mix" --size "$SIZE" \
