@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod worker;
 
 pub use config::Config;
 pub use server::{Server, ShutdownHandle};

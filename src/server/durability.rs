@@ -5,14 +5,14 @@
 //! by a single following flush.
 
 use std::io;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use mio::Waker;
 
 use crate::store::LogFlush;
+use crate::worker::Worker;
 
 /// A flush that ran: every commit numbered up to `through` is durable if `result` is Ok.
 pub(crate) struct Flushed {
@@ -21,52 +21,48 @@ pub(crate) struct Flushed {
     pub took: Duration,
 }
 
+/// The `log-flush` worker and the flushes it has finished.
 pub(crate) struct Flusher {
-    requests: Option<Sender<(u64, LogFlush)>>,
+    worker: Option<Worker<(u64, LogFlush)>>,
     done: Receiver<Flushed>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Flusher {
     pub fn start(waker: Arc<Waker>) -> io::Result<Flusher> {
-        let (requests, pending) = mpsc::channel::<(u64, LogFlush)>();
         let (report, done) = mpsc::channel();
-        let thread = thread::Builder::new()
-            .name("log-flush".into())
-            .spawn(move || {
-                while let Ok(mut newest) = pending.recv() {
-                    // Later commits are covered by a flush started after them: take the newest.
-                    while let Ok(later) = pending.try_recv() {
-                        newest = later;
-                    }
-                    let (through, flush) = newest;
-                    let started = Instant::now();
-                    let result = flush.run();
-                    let flushed = Flushed {
-                        through,
-                        result,
-                        took: started.elapsed(),
-                    };
-                    if report.send(flushed).is_err() {
-                        return;
-                    }
-                    if let Err(error) = waker.wake() {
-                        log::error!("cannot wake the event loop: {error}");
-                    }
+        let worker = Worker::start("log-flush", move |pending: Receiver<(u64, LogFlush)>| {
+            while let Ok(mut newest) = pending.recv() {
+                // Later commits are covered by a flush started after them: take the newest.
+                while let Ok(later) = pending.try_recv() {
+                    newest = later;
                 }
-            })?;
+                let (through, flush) = newest;
+                let started = Instant::now();
+                let result = flush.run();
+                let flushed = Flushed {
+                    through,
+                    result,
+                    took: started.elapsed(),
+                };
+                if report.send(flushed).is_err() {
+                    return;
+                }
+                if let Err(error) = waker.wake() {
+                    log::error!("cannot wake the event loop: {error}");
+                }
+            }
+        })?;
         Ok(Flusher {
-            requests: Some(requests),
+            worker: Some(worker),
             done,
-            thread: Some(thread),
         })
     }
 
     /// Asks for commit `epoch` (and all before it) to be made durable.
     pub fn request(&self, epoch: u64, flush: LogFlush) {
-        if let Some(requests) = &self.requests {
-            // The thread ends only when this sender is dropped.
-            let _ = requests.send((epoch, flush));
+        if let Some(worker) = &self.worker {
+            // The worker ends only when the flusher is dropped.
+            let _ = worker.send((epoch, flush));
         }
     }
 
@@ -78,11 +74,8 @@ impl Flusher {
 
 impl Drop for Flusher {
     fn drop(&mut self) {
-        self.requests = None;
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                log::error!("the log flush thread panicked");
-            }
+        if let Some(worker) = self.worker.take() {
+            worker.finish();
         }
     }
 }

@@ -173,7 +173,7 @@ impl Server {
                 pipeline: CommitPipeline::start(store, Arc::clone(&waker))?,
                 deliveries: Deliveries::default(),
                 timers: Timers::default(),
-                syncer: Syncer::new(waker),
+                syncer: Syncer::start(waker)?,
                 pacer: BulkPacer::new(Instant::now()),
                 metrics,
             },

@@ -1,15 +1,15 @@
 //! Making uploaded contents durable off the event loop. Flushing a large spool file can take
-//! seconds; a thread per finished upload does it while the loop serves everyone else, then
-//! hands the upload back and wakes the loop.
+//! seconds; the `spool-sync` worker does it while the loop serves everyone else, then hands
+//! the upload back and wakes the loop. Early writeback keeps what is left for it small.
 
 use std::io;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
-use std::thread;
 
 use mio::Waker;
 
 use crate::store::Upload;
+use crate::worker::Worker;
 
 /// A finished sync, addressed to the connection that started it.
 pub(crate) struct Synced {
@@ -20,30 +20,28 @@ pub(crate) struct Synced {
     pub result: io::Result<()>,
 }
 
+/// An upload to sync, and the connection to tell.
+struct Job {
+    key: usize,
+    serial: u64,
+    upload: Upload,
+}
+
 pub(crate) struct Syncer {
-    done_tx: Sender<Synced>,
-    done_rx: Receiver<Synced>,
-    waker: Arc<Waker>,
+    worker: Worker<Job>,
+    done: Receiver<Synced>,
 }
 
 impl Syncer {
-    pub fn new(waker: Arc<Waker>) -> Syncer {
-        let (done_tx, done_rx) = mpsc::channel();
-        Syncer {
-            done_tx,
-            done_rx,
-            waker,
-        }
-    }
-
-    /// Syncs `upload` on a new thread. If no thread can be started, the upload is dropped
-    /// (its file removed) and the error returned.
-    pub fn sync(&self, key: usize, serial: u64, upload: Upload) -> io::Result<()> {
-        let done_tx = self.done_tx.clone();
-        let waker = Arc::clone(&self.waker);
-        thread::Builder::new()
-            .name("spool-sync".into())
-            .spawn(move || {
+    pub fn start(waker: Arc<Waker>) -> io::Result<Syncer> {
+        let (report, done) = mpsc::channel();
+        let worker = Worker::start("spool-sync", move |jobs: Receiver<Job>| {
+            for Job {
+                key,
+                serial,
+                upload,
+            } in jobs
+            {
                 let result = upload.sync();
                 let synced = Synced {
                     key,
@@ -53,17 +51,32 @@ impl Syncer {
                 };
                 // The loop is gone only at exit; the upload's file is then removed, or left
                 // for start-up to remove.
-                if done_tx.send(synced).is_ok() {
-                    if let Err(error) = waker.wake() {
-                        log::error!("cannot wake the event loop: {error}");
-                    }
+                if report.send(synced).is_err() {
+                    return;
                 }
-            })
-            .map(drop)
+                if let Err(error) = waker.wake() {
+                    log::error!("cannot wake the event loop: {error}");
+                }
+            }
+        })?;
+        Ok(Syncer { worker, done })
+    }
+
+    /// Queues `upload` to be made durable. If the worker has ended, the upload is dropped
+    /// (its file removed) and an error returned.
+    pub fn sync(&self, key: usize, serial: u64, upload: Upload) -> io::Result<()> {
+        let job = Job {
+            key,
+            serial,
+            upload,
+        };
+        self.worker
+            .send(job)
+            .map_err(|_| io::Error::other("the spool-sync worker has ended"))
     }
 
     /// The syncs finished since the last call.
     pub fn finished(&self) -> impl Iterator<Item = Synced> + '_ {
-        self.done_rx.try_iter()
+        self.done.try_iter()
     }
 }

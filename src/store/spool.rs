@@ -12,11 +12,11 @@ use std::io::{self, Write};
 use std::mem;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
-use std::thread;
 
 use super::StoreError;
+use crate::worker::{Jobs, Worker};
 
 /// The spool folder of one database.
 pub struct Spool {
@@ -27,31 +27,49 @@ pub struct Spool {
     /// Free space an upload must leave on the disk, for the database and everything else.
     min_free: u64,
     durable: bool,
-    remover: Remover,
+    jobs: SpoolJobs,
 }
 
-/// Removes spool files on a thread of its own. Unlinking a large file also drops its cached
-/// pages, about 200 ms per GiB on the development machine: on the event loop that would
-/// stall every client. A removal still pending at exit leaves a file that no row names,
-/// which the next start-up removes.
+/// The spool's background work, which uploads reach too. Removing a file runs on the
+/// `spool-remove` worker: unlinking a large file also drops its cached pages, about 200 ms
+/// per GiB on the development machine, which on the event loop would stall every client (a
+/// removal still pending at exit leaves a file no row names, which the next start-up
+/// removes). Early writeback of uploads runs on the `spool-writeback` worker.
 #[derive(Clone)]
-struct Remover(Sender<PathBuf>);
+struct SpoolJobs {
+    remove: Jobs<PathBuf>,
+    write_back: Jobs<WriteBack>,
+}
 
-impl Remover {
-    fn start() -> io::Result<Remover> {
-        let (paths, queue) = mpsc::channel::<PathBuf>();
-        thread::Builder::new()
-            .name("spool-remove".into())
-            .spawn(move || {
-                for path in queue {
-                    remove_file(&path);
-                }
-            })?;
-        Ok(Remover(paths))
+/// An early writeback of an upload's file; `running` is cleared when it is done.
+struct WriteBack {
+    file: File,
+    running: Arc<AtomicBool>,
+}
+
+impl SpoolJobs {
+    fn start() -> io::Result<SpoolJobs> {
+        let remover = Worker::start("spool-remove", |paths: Receiver<PathBuf>| {
+            for path in paths {
+                remove_file(&path);
+            }
+        })?;
+        let writer = Worker::start("spool-writeback", |jobs: Receiver<WriteBack>| {
+            for WriteBack { file, running } in jobs {
+                // Only an early start: the final sync reports what fails.
+                let _ = file.sync_data();
+                running.store(false, Ordering::Release);
+            }
+        })?;
+        // The workers end when the spool and its uploads, which hold these senders, are gone.
+        Ok(SpoolJobs {
+            remove: remover.jobs(),
+            write_back: writer.jobs(),
+        })
     }
 
     fn remove(&self, path: PathBuf) {
-        if let Err(mpsc::SendError(path)) = self.0.send(path) {
+        if let Err(mpsc::SendError(path)) = self.remove.send(path) {
             remove_file(&path);
         }
     }
@@ -80,13 +98,13 @@ impl Spool {
             source,
         };
         fs::create_dir_all(&dir).map_err(error)?;
-        let remover = Remover::start().map_err(error)?;
+        let jobs = SpoolJobs::start().map_err(error)?;
         Ok(Spool {
             dir,
             reserved: Arc::new(AtomicU64::new(0)),
             min_free,
             durable,
-            remover,
+            jobs,
         })
     }
 
@@ -135,7 +153,7 @@ impl Spool {
             keep: false,
             written_back: 0,
             writing_back: Arc::new(AtomicBool::new(false)),
-            remover: self.remover.clone(),
+            jobs: self.jobs.clone(),
         };
         // Dropped on failure, the upload removes its file.
         match upload.allocate() {
@@ -167,7 +185,7 @@ impl Spool {
     /// a file that the next start-up removes.
     pub fn remove(&self, name: &str) {
         match self.path(name) {
-            Ok(path) => self.remover.remove(path),
+            Ok(path) => self.jobs.remove(path),
             Err(error) => log::warn!("{error}"),
         }
     }
@@ -233,7 +251,7 @@ pub struct Upload {
     written_back: u64,
     /// An early writeback is running.
     writing_back: Arc<AtomicBool>,
-    remover: Remover,
+    jobs: SpoolJobs,
 }
 
 impl Upload {
@@ -272,17 +290,14 @@ impl Upload {
             return;
         }
         self.written_back = self.written;
-        let writing_back = Arc::clone(&self.writing_back);
-        let started = self.file.try_clone().and_then(|file| {
-            thread::Builder::new()
-                .name("spool-writeback".into())
-                .spawn(move || {
-                    // Only an early start: the final sync reports what fails.
-                    let _ = file.sync_data();
-                    writing_back.store(false, Ordering::Release);
-                })
+        let queued = self.file.try_clone().is_ok_and(|file| {
+            let running = Arc::clone(&self.writing_back);
+            self.jobs
+                .write_back
+                .send(WriteBack { file, running })
+                .is_ok()
         });
-        if started.is_err() {
+        if !queued {
             self.writing_back.store(false, Ordering::Release);
         }
     }
@@ -330,7 +345,7 @@ impl Drop for Upload {
     fn drop(&mut self) {
         self.unreserve(self.remaining());
         if !self.keep {
-            self.remover.remove(mem::take(&mut self.path));
+            self.jobs.remove(mem::take(&mut self.path));
         }
     }
 }
