@@ -33,7 +33,7 @@ struct Cli {
     /// full: every acknowledged write is on disk before its reply (the log is flushed after
     /// each commit that holds one). normal: survives a crash of the server but may lose the
     /// last commits on a power cut; faster.
-    #[arg(long, value_enum, default_value = "full")]
+    #[arg(long, value_name = "full|normal", default_value = "full", value_parser = str::parse::<Durability>)]
     durability: Durability,
     /// Largest request payload in bytes; larger ones are refused (9000) and the connection
     /// closed, unread. Also the most message bytes one pull reply carries.

@@ -15,7 +15,7 @@ use crate::protocol::{ClientId, MessageId, MessageType, PublicKey};
 pub use access::Inaccessible;
 pub use migrations::SchemaMismatch;
 pub use spool::{Spool, Upload};
-pub use sqlite::{Durability, SqliteStore};
+pub use sqlite::SqliteStore;
 
 /// A message as it waits in a recipient's queue.
 #[derive(Debug)]
@@ -78,12 +78,56 @@ pub enum Committed {
     AfterFlush(LogFlush),
 }
 
-/// A flush of the database's log, covering every commit made before it was taken.
-pub struct LogFlush(File);
+/// What makes the commits taken so far durable, however the backend does it (the SQLite
+/// store flushes its write-ahead log). It may run on another thread.
+pub struct LogFlush(Box<dyn FnOnce() -> std::io::Result<()> + Send>);
 
 impl LogFlush {
-    pub fn run(&self) -> std::io::Result<()> {
-        self.0.sync_data()
+    pub fn new(flush: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> LogFlush {
+        LogFlush(Box::new(flush))
+    }
+
+    pub fn run(self) -> std::io::Result<()> {
+        (self.0)()
+    }
+}
+
+/// What an acknowledgement waits for: a setting of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every acknowledged write has reached the disk before its reply.
+    Full,
+    /// Acknowledged writes survive a crash of the server; the last ones may be lost on a
+    /// power cut.
+    Normal,
+}
+
+impl Durability {
+    pub const ALL: [Durability; 2] = [Durability::Full, Durability::Normal];
+
+    /// The name the command line and the logs use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Durability::Full => "full",
+            Durability::Normal => "normal",
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Durability, String> {
+        Durability::ALL
+            .into_iter()
+            .find(|durability| durability.name() == text)
+            .ok_or_else(|| format!("expected full or normal, not {text:?}"))
     }
 }
 
@@ -216,5 +260,19 @@ pub(crate) fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durabilities_read_and_print_by_name() {
+        for durability in Durability::ALL {
+            assert_eq!(durability.name().parse(), Ok(durability));
+            assert_eq!(durability.to_string(), durability.name());
+        }
+        assert!("FULL".parse::<Durability>().is_err());
     }
 }

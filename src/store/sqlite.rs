@@ -10,8 +10,9 @@ use rusqlite::{ffi, params, Connection, OpenFlags, OptionalExtension};
 
 use super::spool::{self, Spool, Upload};
 use super::{
-    access, migrations, Committed, Delivered, LogFlush, NewContent, NewMessage, PullBudget,
-    QueueStats, Store, StoreError, StoredContent, StoredMessage, PULLED_MESSAGE_HEADER_LEN,
+    access, migrations, Committed, Delivered, Durability, LogFlush, NewContent, NewMessage,
+    PullBudget, QueueStats, Store, StoreError, StoredContent, StoredMessage,
+    PULLED_MESSAGE_HEADER_LEN,
 };
 use crate::protocol::{ClientId, MessageId, PublicKey, PUBLIC_KEY_LEN};
 
@@ -32,27 +33,6 @@ const ROOM_MARGIN_PAGES: u64 = 8;
 const WAL_CHECKPOINT_PAGES: i64 = 8000;
 /// How long a reading of the free disk space is trusted.
 const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-
-/// What an acknowledgement waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Durability {
-    /// Every acknowledged write has reached the disk: the write-ahead log is flushed after
-    /// each commit that holds one (as `synchronous=FULL` would after every commit).
-    Full,
-    /// `synchronous=NORMAL`: survives a crash of the server, may lose the last commits on a
-    /// power cut.
-    Normal,
-}
-
-/// The name the command line takes.
-impl std::fmt::Display for Durability {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Durability::Full => "full",
-            Durability::Normal => "normal",
-        })
-    }
-}
 
 pub struct SqliteStore {
     conn: Connection,
@@ -358,7 +338,7 @@ impl SqliteStore {
             }
         };
         let handle = wal.try_clone().map_err(file_error(&self.wal_path))?;
-        Ok(LogFlush(handle))
+        Ok(LogFlush::new(move || handle.sync_data()))
     }
 
     /// Ends the batch's spool bookkeeping: new contents are kept or removed, deleted
