@@ -268,9 +268,12 @@ fn a_metrics_address_in_use_fails_start_up_with_one_line() {
     let args = ["--port", "0", "--db", "server.db", "--metrics", &addr];
     let (status, _, stderr) = launch(server_command(dir.path(), &args)).exited();
     assert!(!status.success(), "{stderr}");
-    let expected = format!("messageu-server: cannot serve metrics on {addr}: ");
+    let expected = format!("messageu-server: cannot serve metrics on {addr} (");
     assert!(
         stderr.lines().any(|line| line.starts_with(&expected)),
         "{stderr}"
     );
+    // Ports are bound before the database is opened: a failed start leaves nothing behind.
+    assert!(!dir.path().join("server.db").exists());
+    assert!(!dir.path().join("server.db.spool").exists());
 }

@@ -66,7 +66,7 @@ pub enum ServerError {
     Io(#[from] io::Error),
     #[error("cannot close the database: {0}")]
     Close(StoreError),
-    #[error("cannot serve metrics on {addr}: {source}")]
+    #[error("cannot serve metrics on {addr} ({source})")]
     Metrics { addr: SocketAddr, source: io::Error },
 }
 
@@ -122,30 +122,34 @@ impl Server {
     /// leaves no database or spool folder behind.
     pub fn bind(config: Config) -> Result<Server, ServerError> {
         let listener = listen_on(config.listen)?;
-        let database_error = |source| ServerError::Database {
-            path: config.database.display().to_string(),
-            source,
-        };
-        let mut store =
-            SqliteStore::open(&config.database, config.durability, config.min_free_space)
-                .map_err(database_error)?;
-        if let Some(bytes) = config.max_db_size {
-            store.limit_size(bytes).map_err(database_error)?;
-        }
-        Server::assemble(config, listener, Box::new(store))
+        Server::assemble(config, listener, |config| {
+            let database_error = |source| ServerError::Database {
+                path: config.database.display().to_string(),
+                source,
+            };
+            let mut store =
+                SqliteStore::open(&config.database, config.durability, config.min_free_space)
+                    .map_err(database_error)?;
+            if let Some(bytes) = config.max_db_size {
+                store.limit_size(bytes).map_err(database_error)?;
+            }
+            Ok(Box::new(store))
+        })
     }
 
     /// Binds the listening socket for a server on `store`: another backend, or one wrapped
     /// to inject faults in tests.
     pub fn bind_with_store(config: Config, store: Box<dyn Store>) -> Result<Server, ServerError> {
         let listener = listen_on(config.listen)?;
-        Server::assemble(config, listener, store)
+        Server::assemble(config, listener, |_| Ok(store))
     }
 
+    /// Everything that binds a port comes first, and the store last, so that a failed start
+    /// creates no database.
     fn assemble(
         config: Config,
         mut listener: TcpListener,
-        store: Box<dyn Store>,
+        open_store: impl FnOnce(&Config) -> Result<Box<dyn Store>, ServerError>,
     ) -> Result<Server, ServerError> {
         let poll = Poll::new()?;
         let local_addr = listener.local_addr()?;
@@ -154,7 +158,6 @@ impl Server {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let shutdown = ShutdownHandle::new(Arc::clone(&waker));
         let metrics = Arc::new(Metrics::new(&config.database));
-        metrics.set_queue(store.queue());
         let http = config
             .metrics
             .map(|addr| {
@@ -162,6 +165,8 @@ impl Server {
                     .map_err(|source| ServerError::Metrics { addr, source })
             })
             .transpose()?;
+        let store = open_store(&config)?;
+        metrics.set_queue(store.queue());
         Ok(Server {
             poll,
             listener: Some(listener),
