@@ -6,9 +6,13 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::faulty_store::FaultyStore;
 use common::*;
 use messageu::protocol::{ClientId, Edition, Operation, RequestHeader};
 
@@ -54,6 +58,49 @@ fn at_the_connection_cap_the_longest_idle_connection_makes_room() {
     for client in &mut clients[1..] {
         assert_eq!(client.call(me, list, &[]).code, 2101);
     }
+}
+
+#[test]
+fn at_the_connection_cap_a_session_whose_request_has_arrived_is_not_closed_for_room() {
+    let slow_list = Arc::new(AtomicBool::new(false));
+    let server = {
+        let slow_list = Arc::clone(&slow_list);
+        TestServer::start_on_with(
+            |config| config.max_connections = 2,
+            move |path| FaultyStore::open(path, slow_list),
+        )
+    };
+    // A persistent session, served once, then idle at its menu.
+    let mut alice = server.connect();
+    let me = alice.register(EDITION, "alice");
+    thread::sleep(Duration::from_millis(100));
+    // Another session, whose next request holds the event loop for half a second.
+    let mut carol = server.connect();
+    let her = carol.register(EDITION, "carol");
+    slow_list.store(true, Ordering::SeqCst);
+    carol.send_raw(&request_bytes(
+        her,
+        code(EDITION, Operation::ListClients),
+        0,
+        &[],
+    ));
+    thread::sleep(Duration::from_millis(150));
+    // Meanwhile the idle session sends its next request, then a newcomer arrives at the cap.
+    alice.send_raw(&request_bytes(
+        me,
+        code(EDITION, Operation::PullMessages),
+        0,
+        &[],
+    ));
+    thread::sleep(Duration::from_millis(20));
+    let _newcomer = TcpStream::connect(server.addr).expect("connect");
+    slow_list.store(false, Ordering::SeqCst);
+    let reply = alice.read_reply();
+    assert_eq!(reply.code, EDITION.reply_code(Operation::PullMessages));
+    assert_eq!(
+        carol.read_reply().code,
+        EDITION.reply_code(Operation::ListClients)
+    );
 }
 
 #[test]

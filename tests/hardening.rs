@@ -6,15 +6,14 @@ mod common;
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::Path;
+use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
+use common::faulty_store::{FaultyStore, POISONED, POISONED_CONTENT, POISONED_NAME};
 use common::{request_bytes, Client, TestServer};
-use messageu::protocol::{ClientId, Edition, Operation, PublicKey};
-use messageu::store::{
-    Committed, Delivered, Durability, NewContent, NewMessage, PullBudget, QueueStats, SqliteStore,
-    Store, StoreError, StoredMessage, Upload,
-};
+use messageu::protocol::{ClientId, Edition, Operation};
+use messageu::store::Store;
 use messageu::Config;
 
 const EDITION: Edition = Edition::Y2024;
@@ -161,95 +160,6 @@ fn connections_past_the_per_address_cap_are_refused_and_the_others_go_on() {
     }
 }
 
-/// A store with bugs a request can reach: the public-key lookup panics for one target, and a
-/// registration of one name panics and a message with one content fails, both after writing.
-struct PanickingStore {
-    inner: SqliteStore,
-}
-
-const POISONED: ClientId = ClientId([0xab; 16]);
-const POISONED_NAME: &str = "poisoned name";
-const POISONED_CONTENT: &[u8] = b"poisoned content";
-
-impl Store for PanickingStore {
-    fn begin_batch(&mut self) -> Result<(), StoreError> {
-        self.inner.begin_batch()
-    }
-    fn commit_batch(&mut self) -> Result<Committed, StoreError> {
-        self.inner.commit_batch()
-    }
-    fn rollback_batch(&mut self) {
-        self.inner.rollback_batch()
-    }
-    fn begin_request(&mut self) -> Result<(), StoreError> {
-        self.inner.begin_request()
-    }
-    fn commit_request(&mut self) -> Result<(), StoreError> {
-        self.inner.commit_request()
-    }
-    fn rollback_request(&mut self) {
-        self.inner.rollback_request()
-    }
-    fn touch_client(&mut self, id: ClientId, at: SystemTime) -> Result<bool, StoreError> {
-        self.inner.touch_client(id, at)
-    }
-    fn client_exists(&mut self, id: ClientId) -> Result<bool, StoreError> {
-        self.inner.client_exists(id)
-    }
-    fn register_client(
-        &mut self,
-        name: &str,
-        key: &PublicKey,
-        at: SystemTime,
-    ) -> Result<ClientId, StoreError> {
-        let id = self.inner.register_client(name, key, at)?;
-        assert_ne!(name, POISONED_NAME, "injected bug after writing");
-        Ok(id)
-    }
-    fn list_clients(
-        &mut self,
-        except: ClientId,
-        each: &mut dyn FnMut(ClientId, &str),
-    ) -> Result<(), StoreError> {
-        self.inner.list_clients(except, each)
-    }
-    fn public_key(&mut self, id: ClientId) -> Result<Option<PublicKey>, StoreError> {
-        assert_ne!(id, POISONED, "injected bug");
-        self.inner.public_key(id)
-    }
-    fn start_upload(&mut self, len: u64) -> Result<Upload, StoreError> {
-        self.inner.start_upload(len)
-    }
-    fn insert_message(
-        &mut self,
-        message: NewMessage<'_>,
-    ) -> Result<messageu::protocol::MessageId, StoreError> {
-        let poisoned = matches!(message.content, NewContent::Inline(POISONED_CONTENT));
-        let id = self.inner.insert_message(message)?;
-        if poisoned {
-            return Err(StoreError::Corrupt("injected failure after writing"));
-        }
-        Ok(id)
-    }
-    fn queued_messages(
-        &mut self,
-        to: ClientId,
-        budget: PullBudget,
-        skip: &dyn Fn(messageu::protocol::MessageId) -> bool,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        self.inner.queued_messages(to, budget, skip)
-    }
-    fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {
-        self.inner.delete_messages(messages)
-    }
-    fn queue(&self) -> QueueStats {
-        self.inner.queue()
-    }
-    fn close(self: Box<Self>) -> Result<(), StoreError> {
-        Box::new(self.inner).close()
-    }
-}
-
 #[test]
 fn a_handler_that_panics_answers_9000_and_the_connection_and_server_go_on() {
     let server = TestServer::start_on(panicking_store);
@@ -263,8 +173,7 @@ fn a_handler_that_panics_answers_9000_and_the_connection_and_server_go_on() {
 }
 
 fn panicking_store(path: &Path) -> Box<dyn Store> {
-    let inner = SqliteStore::open(path, Durability::Full, 0).expect("store");
-    Box::new(PanickingStore { inner })
+    FaultyStore::open(path, Arc::default())
 }
 
 #[test]

@@ -591,7 +591,9 @@ impl Connection {
     /// `None` while it is busy or closing. At the connection cap, the longest-idle one makes
     /// room for a new one.
     pub fn idle_since(&self) -> Option<Instant> {
+        // Readable: bytes may have arrived that were not read yet.
         let waiting = self.state == State::Open
+            && !self.readable
             && self.request_started.is_none()
             && self.upload.is_none()
             && self.syncing.is_none()

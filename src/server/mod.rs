@@ -267,10 +267,6 @@ impl Server {
                 }
             }
         }
-        if accept_ready {
-            self.accept(now);
-        }
-
         ready.sort_unstable();
         ready.dedup();
         // Decided once per turn, so that every bulk transfer ready now gets its slice, not
@@ -323,6 +319,11 @@ impl Server {
         ready.extend(expired);
         if now >= self.next_sweep {
             ready.extend(self.sweep(now));
+        }
+        // After the ready connections are served: one whose request has just arrived is not
+        // idle, and must not be closed to make room for a newcomer.
+        if accept_ready {
+            self.accept(now);
         }
 
         let round = self

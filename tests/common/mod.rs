@@ -2,6 +2,8 @@
 //! temporary database, and a minimal blocking client that speaks the wire format.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod faulty_store;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -48,8 +50,17 @@ impl TestServer {
     /// Starts a server on the store `open` makes of its database `server.db` in a new
     /// temporary folder: another backend, or one wrapped to inject faults.
     pub fn start_on(open: impl FnOnce(&Path) -> Box<dyn Store>) -> TestServer {
+        TestServer::start_on_with(|_| {}, open)
+    }
+
+    /// [`start_on`](Self::start_on) with settings of its own.
+    pub fn start_on_with(
+        adjust: impl FnOnce(&mut Config),
+        open: impl FnOnce(&Path) -> Box<dyn Store>,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let config = Config::loopback(dir.path().join("server.db"));
+        let mut config = Config::loopback(dir.path().join("server.db"));
+        adjust(&mut config);
         let store = open(&config.database);
         let server = Server::bind_with_store(config, store).expect("server starts");
         TestServer::run(dir, server)

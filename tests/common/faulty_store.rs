@@ -1,0 +1,112 @@
+//! A store wrapped to inject faults and delays into a real server.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, SystemTime};
+
+use messageu::protocol::{ClientId, MessageId, PublicKey};
+use messageu::store::{
+    Committed, Delivered, Durability, NewContent, NewMessage, PullBudget, QueueStats, SqliteStore,
+    Store, StoreError, StoredMessage, Upload,
+};
+
+/// A store with faults a request can reach: the public-key lookup panics for one target, a
+/// registration of one name panics and a message with one content fails, both after
+/// writing, and listing clients takes half a second while `slow_list` is set (holding the
+/// event loop).
+pub struct FaultyStore {
+    inner: SqliteStore,
+    slow_list: Arc<AtomicBool>,
+}
+
+pub const POISONED: ClientId = ClientId([0xab; 16]);
+pub const POISONED_NAME: &str = "poisoned name";
+pub const POISONED_CONTENT: &[u8] = b"poisoned content";
+
+impl FaultyStore {
+    pub fn open(path: &Path, slow_list: Arc<AtomicBool>) -> Box<dyn Store> {
+        let inner = SqliteStore::open(path, Durability::Full, 0).expect("store");
+        Box::new(FaultyStore { inner, slow_list })
+    }
+}
+
+impl Store for FaultyStore {
+    fn begin_batch(&mut self) -> Result<(), StoreError> {
+        self.inner.begin_batch()
+    }
+    fn commit_batch(&mut self) -> Result<Committed, StoreError> {
+        self.inner.commit_batch()
+    }
+    fn rollback_batch(&mut self) {
+        self.inner.rollback_batch()
+    }
+    fn begin_request(&mut self) -> Result<(), StoreError> {
+        self.inner.begin_request()
+    }
+    fn commit_request(&mut self) -> Result<(), StoreError> {
+        self.inner.commit_request()
+    }
+    fn rollback_request(&mut self) {
+        self.inner.rollback_request()
+    }
+    fn touch_client(&mut self, id: ClientId, at: SystemTime) -> Result<bool, StoreError> {
+        self.inner.touch_client(id, at)
+    }
+    fn client_exists(&mut self, id: ClientId) -> Result<bool, StoreError> {
+        self.inner.client_exists(id)
+    }
+    fn register_client(
+        &mut self,
+        name: &str,
+        key: &PublicKey,
+        at: SystemTime,
+    ) -> Result<ClientId, StoreError> {
+        let id = self.inner.register_client(name, key, at)?;
+        assert_ne!(name, POISONED_NAME, "injected bug after writing");
+        Ok(id)
+    }
+    fn list_clients(
+        &mut self,
+        except: ClientId,
+        each: &mut dyn FnMut(ClientId, &str),
+    ) -> Result<(), StoreError> {
+        if self.slow_list.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(500));
+        }
+        self.inner.list_clients(except, each)
+    }
+    fn public_key(&mut self, id: ClientId) -> Result<Option<PublicKey>, StoreError> {
+        assert_ne!(id, POISONED, "injected bug");
+        self.inner.public_key(id)
+    }
+    fn start_upload(&mut self, len: u64) -> Result<Upload, StoreError> {
+        self.inner.start_upload(len)
+    }
+    fn insert_message(&mut self, message: NewMessage<'_>) -> Result<MessageId, StoreError> {
+        let poisoned = matches!(message.content, NewContent::Inline(POISONED_CONTENT));
+        let id = self.inner.insert_message(message)?;
+        if poisoned {
+            return Err(StoreError::Corrupt("injected failure after writing"));
+        }
+        Ok(id)
+    }
+    fn queued_messages(
+        &mut self,
+        to: ClientId,
+        budget: PullBudget,
+        skip: &dyn Fn(MessageId) -> bool,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.inner.queued_messages(to, budget, skip)
+    }
+    fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {
+        self.inner.delete_messages(messages)
+    }
+    fn queue(&self) -> QueueStats {
+        self.inner.queue()
+    }
+    fn close(self: Box<Self>) -> Result<(), StoreError> {
+        Box::new(self.inner).close()
+    }
+}
