@@ -1,7 +1,9 @@
-//! One client connection: reassembles requests from reads, frames them, decides whether the
-//! client pads, and hands replies to its [`Outbox`], which writes them to the socket once
-//! their commit is durable. Large send contents are streamed into a spool file as they
-//! arrive, so memory does not grow with message size.
+//! One client connection: the socket shell around a [`RequestReader`] (bytes in, requests
+//! out) and an [`Outbox`] (replies out, once their commit is durable). It reads and writes
+//! within per-turn budgets, serves what the reader yields, pauses while its replies pile up,
+//! and says when it is slow, silent or idle. Large sends are in [`upload`].
+
+mod upload;
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
@@ -13,14 +15,13 @@ use mio::{Interest, Registry, Token};
 use super::deliveries::Deliveries;
 use super::outbox::{Outbox, Written};
 use super::reader::{Event, RequestReader};
-use super::sync::Synced;
 use super::timers::Timers;
 use super::Env;
 use crate::config::Config;
-use crate::handlers::{HandlerError, Response};
+use crate::handlers::Response;
 use crate::metrics::{ConnectionKind, ErrorCause};
-use crate::protocol::{FrameDecoder, RequestCode, RequestHeader, SendHead};
-use crate::store::Upload;
+use crate::protocol::FrameDecoder;
+use upload::{InboundUpload, Syncing};
 
 /// Unsent reply bytes above which a connection's requests are no longer read: a client that
 /// pipelines without reading replies cannot make the server buffer without bound.
@@ -44,41 +45,6 @@ pub(crate) enum State {
     /// closes or the linger time ends, so that a reset cannot destroy the last reply.
     Lingering,
     Closed,
-}
-
-/// A large send whose content is arriving.
-struct InboundUpload {
-    header: RequestHeader,
-    code: RequestCode,
-    head: SendHead,
-    /// Where the content goes: the spool file, or nowhere for a refused request, which is
-    /// answered with 9000 once its content has passed, keeping the stream in step.
-    sink: Result<Upload, HandlerError>,
-}
-
-impl InboundUpload {
-    /// Writes content bytes to the sink. Each `writeback_step` bytes, what has arrived starts
-    /// going to the disk while the rest arrives.
-    fn write(&mut self, bytes: &[u8], writeback_step: u64, peer: SocketAddr) {
-        if let Ok(upload) = &mut self.sink {
-            match upload.write(bytes) {
-                Ok(()) => upload.write_back_early(writeback_step),
-                Err(error) => {
-                    log::warn!("{peer}: cannot write an uploaded content: {error}");
-                    self.sink = Err(HandlerError::Upload(error));
-                }
-            }
-        }
-    }
-}
-
-/// A whole uploaded content being made durable; no later request of the connection is
-/// served before its reply.
-struct Syncing {
-    header: RequestHeader,
-    code: RequestCode,
-    head: SendHead,
-    padded: bool,
 }
 
 pub(crate) struct Connection {
@@ -267,13 +233,6 @@ impl Connection {
         }
     }
 
-    fn write_upload(&mut self, content: &[u8], env: &mut Env<'_>) {
-        if let (Some(upload), false) = (self.upload.as_mut(), content.is_empty()) {
-            let writeback_step = env.core.pacer.writeback_step(env.now);
-            upload.write(content, writeback_step, self.peer);
-        }
-    }
-
     fn on_peer_closed(&mut self, env: &mut Env<'_>) {
         match self.state {
             State::Open => {
@@ -421,82 +380,11 @@ impl Connection {
         }
     }
 
-    /// Checks a large send from its head and opens its spool file. A refusal that cannot
-    /// wait for the content (no disk space) closes the connection.
-    fn start_upload(
-        &mut self,
-        header: RequestHeader,
-        code: RequestCode,
-        head: SendHead,
-        env: &mut Env<'_>,
-    ) {
-        let sink = env.start_upload(code, &header, &head);
-        if let Err(error) = &sink {
-            log::warn!(
-                "{}: {}-byte upload refused: {error}",
-                self.peer,
-                head.content_len
-            );
-            if error.closes_connection() {
-                self.close_with_error(env);
-                return;
-            }
-        }
-        self.upload = Some(InboundUpload {
-            header,
-            code,
-            head,
-            sink,
-        });
-    }
-
     /// Answers 9000 and closes after writing it: the rest of the stream cannot be trusted.
     fn close_with_error(&mut self, env: &mut Env<'_>) {
         self.stage(Response::error(), false, env);
         self.drop_input();
         self.state = State::ClosingAfterFlush;
-    }
-
-    /// Hands a whole upload to a sync thread; its reply is staged when the sync is done.
-    fn sync_upload(&mut self, upload: Upload, syncing: Syncing, env: &mut Env<'_>) {
-        match env.core.syncer.sync(self.key, self.serial, upload) {
-            Ok(()) => self.syncing = Some(syncing),
-            Err(error) => {
-                log::error!("{}: cannot start a sync thread: {error}", self.peer);
-                self.stage(Response::error(), syncing.padded, env);
-            }
-        }
-    }
-
-    /// An upload's content is durable (or failed to become so): stores its message, stages
-    /// the reply, and goes on with the requests that followed it.
-    pub fn on_synced(&mut self, synced: Synced, env: &mut Env<'_>) {
-        let Some(syncing) = self.syncing.take() else {
-            return;
-        };
-        let response = match synced.result {
-            Ok(()) => env.finish_upload(
-                syncing.code,
-                &syncing.header,
-                &syncing.head,
-                synced.upload,
-                self.peer,
-            ),
-            Err(error) => {
-                log::error!("{}: cannot make an upload durable: {error}", self.peer);
-                env.count_error(ErrorCause::Upload);
-                Response::error()
-            }
-        };
-        self.stage(response, syncing.padded, env);
-        if self.state == State::Open {
-            self.requests_left = REQUESTS_PER_TURN;
-            if self.peer_closed {
-                self.on_peer_closed(env);
-            } else {
-                self.process(env);
-            }
-        }
     }
 
     fn stage(&mut self, response: Response, padded: bool, env: &mut Env<'_>) {
