@@ -2,8 +2,8 @@
 //! requesting client reads the key alone (protocol §4 rule 7).
 
 use super::{Context, Handler, HandlerError, Response};
+use crate::protocol::replies;
 use crate::protocol::request::{GetPublicKey, KeyReplyLayout};
-use crate::protocol::Reply;
 
 impl Handler for GetPublicKey {
     fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
@@ -11,12 +11,8 @@ impl Handler for GetPublicKey {
             .store
             .public_key(self.target)?
             .ok_or(HandlerError::UnknownClient(self.target))?;
-        let mut reply =
-            Reply::with_capacity(ctx.code.reply_code(), self.target.0.len() + key.0.len());
-        if KeyReplyLayout::for_request(ctx.code, ctx.client_version) == KeyReplyLayout::IdAndKey {
-            reply.payload().extend_from_slice(&self.target.0);
-        }
-        reply.payload().extend_from_slice(&key.0);
+        let layout = KeyReplyLayout::for_request(ctx.code, ctx.client_version);
+        let reply = replies::public_key(ctx.code, self.target, &key, layout);
         Ok(Response::new(reply))
     }
 }

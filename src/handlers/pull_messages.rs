@@ -4,9 +4,10 @@
 //! file parts of the reply, streamed as the socket accepts them.
 
 use super::{Context, Handler, HandlerError, Part, Response};
+use crate::protocol::replies::{pulled_message_header, PULLED_MESSAGE_HEADER_LEN};
 use crate::protocol::request::PullMessages;
 use crate::protocol::Reply;
-use crate::store::{Delivered, StoredContent, PULLED_MESSAGE_HEADER_LEN};
+use crate::store::{Delivered, StoredContent};
 
 impl Handler for PullMessages {
     fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
@@ -30,13 +31,10 @@ impl Handler for PullMessages {
         let mut delivered = Vec::with_capacity(messages.len());
         for message in messages {
             let bytes = payload.bytes();
-            bytes.extend_from_slice(&message.from.0);
-            bytes.extend_from_slice(&message.id.0.to_le_bytes());
-            bytes.push(message.kind);
+            let len = message.content.len();
             // The store returns no content that a u32 cannot size: sends are refused above
             // that.
-            let len = message.content.len();
-            bytes.extend_from_slice(&(len as u32).to_le_bytes());
+            pulled_message_header(bytes, message.from, message.id, message.kind, len as u32);
             match message.content {
                 StoredContent::Inline(content) => bytes.extend_from_slice(&content),
                 StoredContent::Spooled { file, len } => payload.tail.push(Part::File { file, len }),

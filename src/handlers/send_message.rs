@@ -6,8 +6,9 @@
 //! [`finish_upload`] stores the message once the content is whole and durable.
 
 use super::{check_caller, Context, Handler, HandlerError, Response};
+use crate::protocol::replies;
 use crate::protocol::request::SendMessage;
-use crate::protocol::{ClientId, MessageType, Reply, SendHead};
+use crate::protocol::{ClientId, MessageType, SendHead};
 use crate::store::{NewContent, NewMessage, Upload};
 
 impl Handler for SendMessage<'_> {
@@ -55,8 +56,5 @@ fn store(
         kind,
         content,
     })?;
-    let mut reply = Reply::with_capacity(ctx.code.reply_code(), 20);
-    reply.payload().extend_from_slice(&to.0);
-    reply.payload().extend_from_slice(&id.0.to_le_bytes());
-    Ok(Response::new(reply))
+    Ok(Response::new(replies::sent(ctx.code, to, id)))
 }

@@ -12,10 +12,7 @@ use super::types::{ClientId, MessageId, PublicKey, NAME_FIELD_LEN, PUBLIC_KEY_LE
 
 /// The version byte our clients put in request headers.
 pub const CLIENT_VERSION: u8 = 2;
-/// One entry of a list reply: id and NUL-terminated name field.
-pub const LISTED_CLIENT_LEN: usize = 16 + NAME_FIELD_LEN;
-/// Sender id (16), message id (4), type (1), content size (4) in front of each pulled message.
-pub const PULLED_HEADER_LEN: usize = 25;
+pub use super::replies::{LISTED_CLIENT_LEN, PULLED_MESSAGE_HEADER_LEN as PULLED_HEADER_LEN};
 
 /// The 23-byte header of a request from `caller`.
 pub fn request_header(

@@ -10,6 +10,7 @@
 
 use super::codes::{Operation, RequestCode};
 use super::header::{RequestHeader, REQUEST_HEADER_LEN};
+use super::replies::PULLED_MESSAGE_HEADER_LEN;
 use super::request::{SendHead, PUBLIC_KEY_REQUEST_LEN, REGISTER_PAYLOAD_LEN, SEND_HEADER_LEN};
 
 /// The largest payload a register, list, public-key or pull request may declare: far beyond
@@ -66,7 +67,7 @@ pub enum FatalReason {
 }
 
 /// The largest content a pull reply can carry: its payload size (25 + N) is a u32.
-pub const MAX_CONTENT_LEN: u32 = u32::MAX - 25;
+pub const MAX_CONTENT_LEN: u32 = u32::MAX - PULLED_MESSAGE_HEADER_LEN as u32;
 
 /// The outcome of one call to [`FrameDecoder::decode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@ pub mod codes;
 pub mod frame;
 pub mod header;
 pub mod padding;
+pub mod replies;
 pub mod reply;
 pub mod request;
 pub mod types;

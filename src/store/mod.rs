@@ -249,9 +249,6 @@ pub trait Store: Send {
     fn close(self: Box<Self>) -> Result<(), StoreError>;
 }
 
-/// Bytes a message takes in a pull reply besides its content: sender, id, type, size.
-pub const PULLED_MESSAGE_HEADER_LEN: usize = 16 + 4 + 1 + 4;
-
 /// Waits (up to 5 s) until `condition` holds: for files the spool removes in the background.
 #[cfg(test)]
 pub(crate) fn eventually(what: &str, mut condition: impl FnMut() -> bool) {

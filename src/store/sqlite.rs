@@ -12,8 +12,8 @@ use super::spool::{self, Spool, Upload};
 use super::{
     access, migrations, Committed, Delivered, Durability, LogFlush, NewContent, NewMessage,
     PullBudget, QueueStats, Store, StoreError, StoredContent, StoredMessage,
-    PULLED_MESSAGE_HEADER_LEN,
 };
+use crate::protocol::replies::PULLED_MESSAGE_HEADER_LEN;
 use crate::protocol::{ClientId, MessageId, PublicKey, PUBLIC_KEY_LEN};
 
 /// How long LastSeen updates may wait in memory: written with every batch, they cost one
