@@ -85,26 +85,27 @@ fn requests(out: &mut Text, metrics: &Metrics) {
 }
 
 fn connections(out: &mut Text, metrics: &Metrics) {
-    out.header(
-        "messageu_connections_open",
-        "gauge",
-        "Open client connections, by kind (new: no request served yet).",
-    );
-    for kind in ConnectionKind::ALL {
-        let labels = format!("kind=\"{}\"", kind.name());
-        let open = read(&metrics.connections_open[kind as usize]);
-        out.sample("messageu_connections_open", &labels, open);
-    }
-    out.header(
-        "messageu_connections_total",
-        "counter",
-        "Client connections: accepted (kind new), and those that turned persistent or padded \
-         at their first request.",
-    );
-    for kind in ConnectionKind::ALL {
-        let labels = format!("kind=\"{}\"", kind.name());
-        let total = read(&metrics.connections_total[kind as usize]);
-        out.sample("messageu_connections_total", &labels, total);
+    let by_kind = [
+        (
+            "messageu_connections_open",
+            "gauge",
+            "Open client connections, by kind (new: no request served yet).",
+            &metrics.connections_open,
+        ),
+        (
+            "messageu_connections_total",
+            "counter",
+            "Client connections: accepted (kind new), and those that turned persistent or \
+             padded at their first request.",
+            &metrics.connections_total,
+        ),
+    ];
+    for (name, type_, help, values) in by_kind {
+        out.header(name, type_, help);
+        for kind in ConnectionKind::ALL {
+            let labels = format!("kind=\"{}\"", kind.name());
+            out.sample(name, &labels, read(&values[kind as usize]));
+        }
     }
     out.header(
         "messageu_connections_refused_total",
