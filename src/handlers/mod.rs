@@ -7,12 +7,11 @@ mod pull_messages;
 mod register;
 mod send_message;
 
-use std::fs::File;
 use std::time::SystemTime;
 
 use crate::protocol::{ClientId, MalformedRequest, Operation, Reply, Request, RequestCode};
 use crate::server::Deliveries;
-use crate::store::{Delivered, PullBudget, Store, StoreError};
+use crate::store::{ContentReader, Delivered, PullBudget, Store, StoreError};
 
 pub use send_message::{finish_upload, start_upload};
 
@@ -43,19 +42,19 @@ pub struct Response {
     pub delivered: Vec<Delivered>,
 }
 
-/// A piece of a reply's payload: bytes in memory, or a spooled content streamed from its file
-/// as the socket accepts it, so that a 4 GiB message is never held in memory.
+/// A piece of a reply's payload: bytes in memory, or a large content streamed as the socket
+/// accepts it, so that a 4 GiB message is never held in memory.
 #[derive(Debug)]
 pub enum Part {
     Bytes(Vec<u8>),
-    File { file: File, len: u64 },
+    Stream { reader: ContentReader, len: u64 },
 }
 
 impl Part {
     pub fn len(&self) -> u64 {
         match self {
             Part::Bytes(bytes) => bytes.len() as u64,
-            Part::File { len, .. } => *len,
+            Part::Stream { len, .. } => *len,
         }
     }
 

@@ -21,7 +21,7 @@ impl Handler for PullMessages {
             .iter()
             .map(|m| match &m.content {
                 StoredContent::Inline(bytes) => PULLED_MESSAGE_HEADER_LEN + bytes.len(),
-                StoredContent::Spooled { .. } => PULLED_MESSAGE_HEADER_LEN,
+                StoredContent::Streamed { .. } => PULLED_MESSAGE_HEADER_LEN,
             })
             .sum();
         let mut payload = Payload {
@@ -37,7 +37,9 @@ impl Handler for PullMessages {
             pulled_message_header(bytes, message.from, message.id, message.kind, len as u32);
             match message.content {
                 StoredContent::Inline(content) => bytes.extend_from_slice(&content),
-                StoredContent::Spooled { file, len } => payload.tail.push(Part::File { file, len }),
+                StoredContent::Streamed { reader, len } => {
+                    payload.tail.push(Part::Stream { reader, len })
+                }
             }
             delivered.push(Delivered {
                 id: message.id,
@@ -62,7 +64,7 @@ struct Payload {
 
 impl Payload {
     fn bytes(&mut self) -> &mut Vec<u8> {
-        if let Some(Part::File { .. }) = self.tail.last() {
+        if let Some(Part::Stream { .. }) = self.tail.last() {
             self.tail.push(Part::Bytes(Vec::new()));
         }
         match self.tail.last_mut() {

@@ -1,11 +1,10 @@
 //! A connection's outbox: replies staged until the commit that holds their writes is durable,
-//! then released in order and written into any [`Write`] within a budget, spooled contents
-//! streamed from their files a chunk at a time. It knows which pulled messages each reply
+//! then released in order and written into any [`Write`] within a budget, large contents
+//! streamed from their readers a chunk at a time. It knows which pulled messages each reply
 //! delivers and reports them once that reply is written whole. It owns no socket: the
 //! connection hands it one, tests a `Vec<u8>`.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::time::Instant;
 
@@ -13,10 +12,10 @@ use super::deliveries::Deliveries;
 use crate::handlers::{Part, Response};
 use crate::protocol::padding;
 use crate::protocol::Reply;
-use crate::store::Delivered;
+use crate::store::{ContentReader, Delivered};
 
-/// Bytes of a spooled content read from its file per write.
-const FILE_CHUNK: usize = 256 << 10;
+/// Bytes of a streamed content read per write.
+const STREAM_CHUNK: usize = 256 << 10;
 /// Most reply buffers handed to one vectored write.
 const MAX_WRITE_SLICES: usize = 64;
 
@@ -39,9 +38,9 @@ struct Outgoing {
 
 enum Outbound {
     Bytes(Vec<u8>),
-    /// A spooled content, `remaining` bytes of it still to be read from `file`.
-    File {
-        file: File,
+    /// A large content, `remaining` bytes of it still to be read from `reader`.
+    Stream {
+        reader: ContentReader,
         remaining: u64,
     },
 }
@@ -50,7 +49,7 @@ impl Outbound {
     fn len(&self) -> u64 {
         match self {
             Outbound::Bytes(bytes) => bytes.len() as u64,
-            Outbound::File { remaining, .. } => *remaining,
+            Outbound::Stream { remaining, .. } => *remaining,
         }
     }
 }
@@ -75,9 +74,9 @@ pub(crate) struct Outbox {
     /// Bytes of `output.front()` already written, when it holds bytes.
     output_offset: usize,
     output_len: u64,
-    /// A chunk of the file at the front of the output, read but not yet all written.
-    file_chunk: Vec<u8>,
-    file_chunk_written: usize,
+    /// A chunk of the stream at the front of the output, read but not yet all written.
+    chunk: Vec<u8>,
+    chunk_written: usize,
     /// When the output last made progress, or became non-empty.
     last_progress: Instant,
 }
@@ -90,8 +89,8 @@ impl Outbox {
             output: VecDeque::new(),
             output_offset: 0,
             output_len: 0,
-            file_chunk: Vec::new(),
-            file_chunk_written: 0,
+            chunk: Vec::new(),
+            chunk_written: 0,
             last_progress: now,
         }
     }
@@ -116,12 +115,12 @@ impl Outbox {
         self.last_progress
     }
 
-    /// Whether the next write sends a spooled content: bulk work.
-    pub fn writes_file_next(&self) -> bool {
+    /// Whether the next write sends a streamed content: bulk work.
+    pub fn writes_stream_next(&self) -> bool {
         matches!(
             self.output.front(),
             Some(Outgoing {
-                data: Outbound::File { .. },
+                data: Outbound::Stream { .. },
                 ..
             })
         )
@@ -205,8 +204,8 @@ impl Outbox {
             for part in tail.into_iter().filter(|part| !part.is_empty()) {
                 self.push(match part {
                     Part::Bytes(bytes) => Outbound::Bytes(bytes),
-                    Part::File { file, len } => Outbound::File {
-                        file,
+                    Part::Stream { reader, len } => Outbound::Stream {
+                        reader,
                         remaining: len,
                     },
                 });
@@ -252,8 +251,8 @@ impl Outbox {
             if budget == 0 {
                 break Ok(Written::BudgetSpent);
             }
-            let written = if self.writes_file_next() {
-                self.write_file_chunk(out)
+            let written = if self.writes_stream_next() {
+                self.write_stream_chunk(out)
             } else {
                 self.write_bytes(out)
             };
@@ -291,25 +290,26 @@ impl Outbox {
         out.write_vectored(&slices[..count])
     }
 
-    /// Writes from the file at the front of the output, reading its next chunk when the last
-    /// one has been written.
-    fn write_file_chunk(&mut self, out: &mut impl Write) -> io::Result<usize> {
-        if self.file_chunk_written == self.file_chunk.len() {
+    /// Writes from the stream at the front of the output, reading its next chunk when the
+    /// last one has been written.
+    fn write_stream_chunk(&mut self, out: &mut impl Write) -> io::Result<usize> {
+        if self.chunk_written == self.chunk.len() {
             let Some(Outgoing {
-                data: Outbound::File { file, remaining },
+                data: Outbound::Stream { reader, remaining },
                 ..
             }) = self.output.front_mut()
             else {
                 return Ok(0);
             };
-            let len = usize::try_from(*remaining).map_or(FILE_CHUNK, |left| left.min(FILE_CHUNK));
-            self.file_chunk.resize(len, 0);
-            // A short file means the content changed under us: the reply cannot be finished.
-            file.read_exact(&mut self.file_chunk)?;
+            let len =
+                usize::try_from(*remaining).map_or(STREAM_CHUNK, |left| left.min(STREAM_CHUNK));
+            self.chunk.resize(len, 0);
+            // A short content means it changed under us: the reply cannot be finished.
+            reader.read_exact(&mut self.chunk)?;
             *remaining -= len as u64;
-            self.file_chunk_written = 0;
+            self.chunk_written = 0;
         }
-        out.write(&self.file_chunk[self.file_chunk_written..])
+        out.write(&self.chunk[self.chunk_written..])
     }
 
     /// Drops `n` written bytes from the output; the messages of replies now written whole are
@@ -328,10 +328,10 @@ impl Outbox {
                     n -= taken;
                     taken == left
                 }
-                Outbound::File { remaining, .. } => {
-                    self.file_chunk_written += n;
+                Outbound::Stream { remaining, .. } => {
+                    self.chunk_written += n;
                     n = 0;
-                    *remaining == 0 && self.file_chunk_written == self.file_chunk.len()
+                    *remaining == 0 && self.chunk_written == self.chunk.len()
                 }
             };
             if !finished {
@@ -341,11 +341,11 @@ impl Outbox {
                 deliveries.delivered(done.delivered);
             }
             self.output_offset = 0;
-            self.file_chunk.clear();
-            self.file_chunk_written = 0;
+            self.chunk.clear();
+            self.chunk_written = 0;
         }
-        if self.output.is_empty() && self.file_chunk.capacity() > 0 {
-            self.file_chunk = Vec::new();
+        if self.output.is_empty() && self.chunk.capacity() > 0 {
+            self.chunk = Vec::new();
         }
     }
 
@@ -473,8 +473,8 @@ mod tests {
     }
 
     #[test]
-    fn a_spooled_content_is_streamed_from_its_file_then_padded() {
-        let content: Vec<u8> = (0..=255).cycle().take(3 * FILE_CHUNK / 2).collect();
+    fn a_large_content_is_streamed_then_padded() {
+        let content: Vec<u8> = (0..=255).cycle().take(3 * STREAM_CHUNK / 2).collect();
         let mut file = tempfile::tempfile().expect("temporary file");
         file.write_all(&content).expect("write");
         file.rewind().expect("rewind");
@@ -482,8 +482,8 @@ mod tests {
         reply.payload().extend_from_slice(b"message header");
         let mut response = Response::new(reply);
         response.tail = vec![
-            Part::File {
-                file,
+            Part::Stream {
+                reader: ContentReader::new(file),
                 len: content.len() as u64,
             },
             Part::Bytes(b"after".to_vec()),
@@ -491,7 +491,7 @@ mod tests {
         response.delivered = ids(&[7]);
         let mut outbox = Outbox::new(Instant::now());
         outbox.release(response, true);
-        assert!(!outbox.writes_file_next());
+        assert!(!outbox.writes_stream_next());
         let (out, delivered) = drain(&mut outbox);
         let payload_len = 14 + content.len() + 5;
         assert_eq!(&out[..3], &[2, 0x38, 0x08]);

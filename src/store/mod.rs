@@ -6,7 +6,7 @@ mod migrations;
 mod spool;
 mod sqlite;
 
-use std::fs::File;
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -27,18 +27,40 @@ pub struct StoredMessage {
     pub content: StoredContent,
 }
 
-/// A stored content: in the row, or a spool file read as the reply is sent.
+/// A stored content: in memory, or streamed as the reply that carries it is written.
 #[derive(Debug)]
 pub enum StoredContent {
     Inline(Vec<u8>),
-    Spooled { file: File, len: u64 },
+    Streamed { reader: ContentReader, len: u64 },
+}
+
+/// A large content, read as the reply that carries it is written, so that it is never held
+/// in memory whole. Where it comes from is the backend's (a spool file for SQLite).
+pub struct ContentReader(Box<dyn Read + Send>);
+
+impl ContentReader {
+    pub fn new(reader: impl Read + Send + 'static) -> ContentReader {
+        ContentReader(Box::new(reader))
+    }
+}
+
+impl Read for ContentReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::fmt::Debug for ContentReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentReader")
+    }
 }
 
 impl StoredContent {
     pub fn len(&self) -> u64 {
         match self {
             StoredContent::Inline(bytes) => bytes.len() as u64,
-            StoredContent::Spooled { len, .. } => *len,
+            StoredContent::Streamed { len, .. } => *len,
         }
     }
 

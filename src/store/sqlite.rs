@@ -10,8 +10,8 @@ use rusqlite::{ffi, params, Connection, OpenFlags, OptionalExtension};
 
 use super::spool::{self, Spool, Upload};
 use super::{
-    access, migrations, Committed, Delivered, Durability, LogFlush, NewContent, NewMessage,
-    PullBudget, QueueStats, Store, StoreError, StoredContent, StoredMessage,
+    access, migrations, Committed, ContentReader, Delivered, Durability, LogFlush, NewContent,
+    NewMessage, PullBudget, QueueStats, Store, StoreError, StoredContent, StoredMessage,
 };
 use crate::protocol::replies::PULLED_MESSAGE_HEADER_LEN;
 use crate::protocol::{ClientId, MessageId, PublicKey, PUBLIC_KEY_LEN};
@@ -725,8 +725,8 @@ impl Store for SqliteStore {
                 payload += entry;
                 in_memory += memory;
                 let content = match spool_file {
-                    Some(name) => StoredContent::Spooled {
-                        file: store.spool.open_content(&name)?,
+                    Some(name) => StoredContent::Streamed {
+                        reader: ContentReader::new(store.spool.open_content(&name)?),
                         len: content_len,
                     },
                     None => StoredContent::Inline(row.get_ref(4)?.as_blob()?.to_vec()),
@@ -909,8 +909,8 @@ mod tests {
             .as_mut()
             .map(|messages| messages.pop().map(|m| m.content))
         {
-            Ok(Some(StoredContent::Spooled { file, len: 4 })) => {
-                assert_eq!(std::io::read_to_string(file).unwrap(), "kept");
+            Ok(Some(StoredContent::Streamed { reader, len: 4 })) => {
+                assert_eq!(std::io::read_to_string(reader).unwrap(), "kept");
             }
             other => panic!("expected a spooled content, got {other:?}"),
         }

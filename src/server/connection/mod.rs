@@ -163,7 +163,7 @@ impl Connection {
 
     /// Whether the next write would send a spooled content: bulk work, paced.
     pub fn bulk_writing(&self) -> bool {
-        self.state != State::Closed && self.outbox.writes_file_next()
+        self.state != State::Closed && self.outbox.writes_stream_next()
     }
 
     pub fn is_bulk(&self) -> bool {
