@@ -90,18 +90,21 @@ impl Deliveries {
     }
 }
 
+/// Delivered messages of ten content bytes each, for tests.
+#[cfg(test)]
+pub(crate) fn delivered(ids: &[u32]) -> Vec<Delivered> {
+    ids.iter()
+        .map(|&id| Delivered {
+            id: MessageId(id),
+            len: 10,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::delivered as ids;
     use super::*;
-
-    fn ids(raw: &[u32]) -> Vec<Delivered> {
-        raw.iter()
-            .map(|&id| Delivered {
-                id: MessageId(id),
-                len: 10,
-            })
-            .collect()
-    }
 
     #[test]
     fn a_message_stays_in_flight_until_its_deletion_commits() {

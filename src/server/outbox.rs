@@ -370,6 +370,7 @@ mod tests {
 
     use super::*;
     use crate::protocol::MessageId;
+    use crate::server::deliveries::delivered as ids;
 
     const ERROR: [u8; 7] = [2, 0x28, 0x23, 0, 0, 0, 0];
 
@@ -386,15 +387,6 @@ mod tests {
         let mut reply = Reply::new(code);
         reply.payload().extend_from_slice(payload);
         reply.into_bytes(false)
-    }
-
-    fn ids(raw: &[u32]) -> Vec<Delivered> {
-        raw.iter()
-            .map(|&id| Delivered {
-                id: MessageId(id),
-                len: 1,
-            })
-            .collect()
     }
 
     /// Writes everything released into a vector; returns the bytes and the delivered ids.
