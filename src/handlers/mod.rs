@@ -9,9 +9,9 @@ mod send_message;
 
 use std::time::SystemTime;
 
-use crate::protocol::{ClientId, MalformedRequest, Operation, Reply, Request, RequestCode};
+use crate::protocol::{Answer, ClientId, MalformedRequest, Operation, Reply, Request, RequestCode};
 use crate::server::Deliveries;
-use crate::store::{ContentReader, Delivered, PullBudget, Store, StoreError};
+use crate::store::{Delivered, PullBudget, Store, StoreError};
 
 pub use send_message::{finish_upload, start_upload};
 
@@ -37,43 +37,29 @@ pub struct Context<'a> {
 #[derive(Debug)]
 pub struct Response {
     pub reply: Reply,
-    /// The rest of the payload after `reply`'s bytes, for replies carrying spooled contents.
-    pub tail: Vec<Part>,
     pub delivered: Vec<Delivered>,
-}
-
-/// A piece of a reply's payload: bytes in memory, or a large content streamed as the socket
-/// accepts it, so that a 4 GiB message is never held in memory.
-#[derive(Debug)]
-pub enum Part {
-    Bytes(Vec<u8>),
-    Stream { reader: ContentReader, len: u64 },
-}
-
-impl Part {
-    pub fn len(&self) -> u64 {
-        match self {
-            Part::Bytes(bytes) => bytes.len() as u64,
-            Part::Stream { len, .. } => *len,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Response {
     pub fn new(reply: Reply) -> Response {
         Response {
             reply,
-            tail: Vec::new(),
             delivered: Vec::new(),
         }
     }
 
     pub fn error() -> Response {
-        Response::new(Reply::error())
+        Response::new(Reply::Error)
+    }
+}
+
+impl Context<'_> {
+    /// The request's successful reply: `answer`, in the request's edition.
+    pub fn reply(&self, answer: Answer) -> Reply {
+        Reply::Success {
+            edition: self.code.edition,
+            answer,
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //! requesting client reads the key alone (protocol §4 rule 7).
 
 use super::{Context, Handler, HandlerError, Response};
-use crate::protocol::replies;
 use crate::protocol::request::{GetPublicKey, KeyReplyLayout};
+use crate::protocol::Answer;
 
 impl Handler for GetPublicKey {
     fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
@@ -12,7 +12,10 @@ impl Handler for GetPublicKey {
             .public_key(self.target)?
             .ok_or(HandlerError::UnknownClient(self.target))?;
         let layout = KeyReplyLayout::for_request(ctx.code, ctx.client_version);
-        let reply = replies::public_key(ctx.code, self.target, &key, layout);
-        Ok(Response::new(reply))
+        Ok(Response::new(ctx.reply(Answer::PublicKey {
+            target: self.target,
+            key,
+            layout,
+        })))
     }
 }

@@ -1,14 +1,14 @@
 //! Register: a new client under a unique name, with a fresh random id.
 
 use super::{Context, Handler, HandlerError, Response};
-use crate::protocol::replies;
 use crate::protocol::request::Register;
+use crate::protocol::Answer;
 
 impl Handler for Register {
     fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
         let id = ctx
             .store
             .register_client(&self.name, &self.public_key, ctx.now)?;
-        Ok(Response::new(replies::registered(ctx.code, id)))
+        Ok(Response::new(ctx.reply(Answer::Registered(id))))
     }
 }

@@ -6,9 +6,8 @@
 //! [`finish_upload`] stores the message once the content is whole and durable.
 
 use super::{check_caller, Context, Handler, HandlerError, Response};
-use crate::protocol::replies;
 use crate::protocol::request::SendMessage;
-use crate::protocol::{ClientId, MessageType, SendHead};
+use crate::protocol::{Answer, ClientId, MessageType, SendHead};
 use crate::store::{NewContent, NewMessage, Upload};
 
 impl Handler for SendMessage<'_> {
@@ -56,5 +55,5 @@ fn store(
         kind,
         content,
     })?;
-    Ok(Response::new(replies::sent(ctx.code, to, id)))
+    Ok(Response::new(ctx.reply(Answer::Sent { to, id })))
 }

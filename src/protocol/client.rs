@@ -12,7 +12,9 @@ use super::types::{ClientId, MessageId, PublicKey, NAME_FIELD_LEN, PUBLIC_KEY_LE
 
 /// The version byte our clients put in request headers.
 pub const CLIENT_VERSION: u8 = 2;
-pub use super::replies::{LISTED_CLIENT_LEN, PULLED_MESSAGE_HEADER_LEN as PULLED_HEADER_LEN};
+pub use super::replies::{
+    ListedClient, LISTED_CLIENT_LEN, PULLED_MESSAGE_HEADER_LEN as PULLED_HEADER_LEN,
+};
 
 /// The 23-byte header of a request from `caller`.
 pub fn request_header(
@@ -141,14 +143,6 @@ fn client_id(bytes: &[u8]) -> ClientId {
 /// The id a register reply assigns.
 pub fn parse_registered(payload: &[u8]) -> Result<ClientId, ReplyError> {
     Ok(ClientId(*exact::<16>(payload)?))
-}
-
-/// One entry of a list reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedClient {
-    pub id: ClientId,
-    /// The name up to its NUL; bytes that are not UTF-8 are replaced, since it is only shown.
-    pub name: String,
 }
 
 /// The entries of a list reply, in the server's order.

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod codes;
+pub mod content;
 pub mod frame;
 pub mod header;
 pub mod padding;
@@ -14,9 +15,11 @@ pub mod request;
 pub mod types;
 
 pub use codes::{Edition, Operation, RequestCode, ERROR_REPLY_CODE, SERVER_VERSION};
+pub use content::{Content, ContentReader};
 pub use frame::{Frame, FrameDecoder, Step, MAX_CONTENT_LEN};
 pub use header::{ReplyHeader, RequestHeader, REPLY_HEADER_LEN, REQUEST_HEADER_LEN};
 pub use padding::{Padding, BLOCK_LEN};
-pub use reply::Reply;
+pub use replies::{Answer, ListedClient, QueuedMessage, Reply};
+pub use reply::EncodedReply;
 pub use request::{MalformedRequest, Request, SendHead};
 pub use types::{ClientId, MessageId, MessageType, PublicKey, NAME_FIELD_LEN, PUBLIC_KEY_LEN};

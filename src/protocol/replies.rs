@@ -1,9 +1,11 @@
-//! The successful replies of protocol §3, one encoder per operation: handlers say what to
-//! answer, and only this module knows the bytes. The client codec ([`super::client`])
-//! decodes the same layouts with the same constants.
+//! The replies of protocol §3, typed: what a handler answers ([`Reply`]), and one encoder per
+//! operation that turns it into bytes and streamed contents ([`Reply::encode`]). Handlers say
+//! what to answer, and only this module knows the payload layouts; the client codec
+//! ([`super::client`]) decodes them with the same constants.
 
-use super::codes::RequestCode;
-use super::reply::Reply;
+use super::codes::{Edition, Operation, ERROR_REPLY_CODE};
+use super::content::Content;
+use super::reply::EncodedReply;
 use super::request::{encode_name, KeyReplyLayout};
 use super::types::{ClientId, MessageId, PublicKey, NAME_FIELD_LEN, PUBLIC_KEY_LEN};
 
@@ -15,22 +17,114 @@ pub const PULLED_MESSAGE_HEADER_LEN: usize = 16 + 4 + 1 + 4;
 /// Destination id (16) and message id (4).
 const SENT_LEN: usize = 16 + 4;
 
+/// What a request is answered with.
+#[derive(Debug)]
+pub enum Reply {
+    /// The operation's answer, coded in the request's edition.
+    Success { edition: Edition, answer: Answer },
+    /// 9000, the same in every edition: the request could not be honoured.
+    Error,
+}
+
+/// The successful answer of each operation.
+#[derive(Debug)]
+pub enum Answer {
+    /// Register: the new client's id.
+    Registered(ClientId),
+    /// List: every other client, in registration order.
+    Clients(Vec<ListedClient>),
+    /// Public key: the target's key, laid out as its requester reads it.
+    PublicKey {
+        target: ClientId,
+        key: PublicKey,
+        layout: KeyReplyLayout,
+    },
+    /// Send: the destination and the new message's id.
+    Sent { to: ClientId, id: MessageId },
+    /// Pull: whole messages, in send order.
+    Pulled(Vec<QueuedMessage>),
+}
+
+/// One entry of a list reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedClient {
+    pub id: ClientId,
+    /// The name; a client decodes it up to its NUL, bytes that are not UTF-8 replaced, since
+    /// it is only shown.
+    pub name: String,
+}
+
+/// A message from a recipient's queue, as a pull reply carries it.
+#[derive(Debug)]
+pub struct QueuedMessage {
+    pub id: MessageId,
+    pub from: ClientId,
+    /// The type byte as stored; a database adopted from another server may hold any value.
+    pub kind: u8,
+    pub content: Content,
+}
+
+impl Answer {
+    pub fn operation(&self) -> Operation {
+        match self {
+            Answer::Registered(_) => Operation::Register,
+            Answer::Clients(_) => Operation::ListClients,
+            Answer::PublicKey { .. } => Operation::PublicKey,
+            Answer::Sent { .. } => Operation::SendMessage,
+            Answer::Pulled(_) => Operation::PullMessages,
+        }
+    }
+}
+
+impl Reply {
+    /// The header and payload, in wire order.
+    pub fn encode(self) -> EncodedReply {
+        let (edition, answer) = match self {
+            Reply::Error => return EncodedReply::with_capacity(ERROR_REPLY_CODE, 0),
+            Reply::Success { edition, answer } => (edition, answer),
+        };
+        let code = edition.reply_code(answer.operation());
+        match answer {
+            Answer::Registered(id) => registered(code, id),
+            Answer::Clients(clients) => client_list(code, clients),
+            Answer::PublicKey {
+                target,
+                key,
+                layout,
+            } => public_key(code, target, &key, layout),
+            Answer::Sent { to, id } => sent(code, to, id),
+            Answer::Pulled(messages) => pulled(code, messages),
+        }
+    }
+}
+
 /// Register: the new client's id.
-pub fn registered(code: RequestCode, id: ClientId) -> Reply {
-    let mut reply = Reply::with_capacity(code.reply_code(), id.0.len());
+fn registered(code: u16, id: ClientId) -> EncodedReply {
+    let mut reply = EncodedReply::with_capacity(code, id.0.len());
     reply.payload().extend_from_slice(&id.0);
+    reply
+}
+
+/// List: an entry per client.
+fn client_list(code: u16, clients: Vec<ListedClient>) -> EncodedReply {
+    let mut reply = EncodedReply::with_capacity(code, clients.len() * LISTED_CLIENT_LEN);
+    let payload = reply.payload();
+    for client in clients {
+        payload.extend_from_slice(&client.id.0);
+        encode_name(&client.name, payload);
+    }
     reply
 }
 
 /// Public key: the target's id and key, or the key alone for the client that reads it so
 /// (protocol §4 rule 7).
-pub fn public_key(
-    code: RequestCode,
+fn public_key(
+    code: u16,
     target: ClientId,
     key: &PublicKey,
     layout: KeyReplyLayout,
-) -> Reply {
-    let mut reply = Reply::with_capacity(code.reply_code(), target.0.len() + PUBLIC_KEY_LEN);
+) -> EncodedReply {
+    let mut reply = EncodedReply::with_capacity(code, target.0.len() + PUBLIC_KEY_LEN);
     if layout == KeyReplyLayout::IdAndKey {
         reply.payload().extend_from_slice(&target.0);
     }
@@ -39,35 +133,34 @@ pub fn public_key(
 }
 
 /// Send: the destination and the new message's id.
-pub fn sent(code: RequestCode, to: ClientId, id: MessageId) -> Reply {
-    let mut reply = Reply::with_capacity(code.reply_code(), SENT_LEN);
+fn sent(code: u16, to: ClientId, id: MessageId) -> EncodedReply {
+    let mut reply = EncodedReply::with_capacity(code, SENT_LEN);
     reply.payload().extend_from_slice(&to.0);
     reply.payload().extend_from_slice(&id.0.to_le_bytes());
     reply
 }
 
-/// A list reply, built a client at a time.
-pub struct ClientList(Reply);
-
-impl ClientList {
-    pub fn new(code: RequestCode) -> ClientList {
-        ClientList(Reply::new(code.reply_code()))
+/// Pull: each message's header, then its content, copied if in memory, else streamed.
+fn pulled(code: u16, messages: Vec<QueuedMessage>) -> EncodedReply {
+    let in_memory = messages
+        .iter()
+        .map(|message| match &message.content {
+            Content::Inline(bytes) => PULLED_MESSAGE_HEADER_LEN + bytes.len(),
+            Content::Streamed { .. } => PULLED_MESSAGE_HEADER_LEN,
+        })
+        .sum();
+    let mut reply = EncodedReply::with_capacity(code, in_memory);
+    for message in messages {
+        // The store returns no content that a u32 cannot size: sends are refused above that.
+        let len = message.content.len() as u32;
+        pulled_message_header(reply.payload(), message.from, message.id, message.kind, len);
+        reply.push_content(message.content);
     }
-
-    pub fn push(&mut self, id: ClientId, name: &str) {
-        let payload = self.0.payload();
-        payload.extend_from_slice(&id.0);
-        encode_name(name, payload);
-    }
-
-    pub fn finish(self) -> Reply {
-        self.0
-    }
+    reply
 }
 
-/// The header in front of a pulled message's content; the content follows it, in the reply or
-/// streamed after it.
-pub fn pulled_message_header(out: &mut Vec<u8>, from: ClientId, id: MessageId, kind: u8, len: u32) {
+/// The header in front of a pulled message's content.
+fn pulled_message_header(out: &mut Vec<u8>, from: ClientId, id: MessageId, kind: u8, len: u32) {
     out.extend_from_slice(&from.0);
     out.extend_from_slice(&id.0.to_le_bytes());
     out.push(kind);
@@ -76,57 +169,127 @@ pub fn pulled_message_header(out: &mut Vec<u8>, from: ClientId, id: MessageId, k
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
     use crate::protocol::client::{
-        parse_client_list, parse_public_key, parse_registered, parse_sent,
+        parse_client_list, parse_public_key, parse_registered, parse_sent, pulled_messages,
     };
-    use crate::protocol::codes::{Edition, Operation};
+    use crate::protocol::content::ContentReader;
 
-    fn code(operation: Operation) -> RequestCode {
-        RequestCode {
+    /// The code and payload of an answer in the 2022-23 edition, all in memory.
+    fn encode(answer: Answer) -> (u16, Vec<u8>) {
+        let reply = Reply::Success {
             edition: Edition::Y2022,
-            operation,
-        }
-    }
-
-    /// The payload of a reply, after its 7-byte header.
-    fn payload(reply: Reply) -> Vec<u8> {
-        reply.into_bytes(false)[7..].to_vec()
+            answer,
+        };
+        let (head, tail) = reply.encode().into_wire(false);
+        assert!(tail.is_empty());
+        (u16::from_le_bytes([head[1], head[2]]), head[7..].to_vec())
     }
 
     #[test]
     fn each_reply_decodes_with_the_client_codec() {
         let id = ClientId([7; 16]);
         let key = PublicKey([3; PUBLIC_KEY_LEN]);
+        let (code, registered) = encode(Answer::Registered(id));
+        assert_eq!((code, parse_registered(&registered)), (2100, Ok(id)));
+        let with_id = encode(Answer::PublicKey {
+            target: id,
+            key: key.clone(),
+            layout: KeyReplyLayout::IdAndKey,
+        });
         assert_eq!(
-            parse_registered(&payload(registered(code(Operation::Register), id))),
-            Ok(id)
+            (with_id.0, parse_public_key(&with_id.1)),
+            (2102, Ok((id, key.clone())))
         );
-        let with_id = payload(public_key(
-            code(Operation::PublicKey),
-            id,
-            &key,
-            KeyReplyLayout::IdAndKey,
-        ));
-        assert_eq!(parse_public_key(&with_id), Ok((id, key.clone())));
-        let alone = payload(public_key(
-            code(Operation::PublicKey),
-            id,
-            &key,
-            KeyReplyLayout::KeyOnly,
-        ));
-        assert_eq!(alone, key.0);
-        let sent_reply = payload(sent(code(Operation::SendMessage), id, MessageId(9)));
-        assert_eq!(parse_sent(&sent_reply), Ok((id, MessageId(9))));
-        let mut list = ClientList::new(code(Operation::ListClients));
-        list.push(id, "Michael Jackson");
-        list.push(ClientId([8; 16]), "b");
-        let listed = payload(list.finish());
-        assert_eq!(listed.len(), 2 * LISTED_CLIENT_LEN);
-        let clients = parse_client_list(&listed).expect("a list");
+        let alone = encode(Answer::PublicKey {
+            target: id,
+            key: key.clone(),
+            layout: KeyReplyLayout::KeyOnly,
+        });
+        assert_eq!(alone.1, key.0);
+        let (code, sent) = encode(Answer::Sent {
+            to: id,
+            id: MessageId(9),
+        });
+        assert_eq!((code, parse_sent(&sent)), (2103, Ok((id, MessageId(9)))));
+        let listed = vec![
+            ListedClient {
+                id,
+                name: "Michael Jackson".to_owned(),
+            },
+            ListedClient {
+                id: ClientId([8; 16]),
+                name: "b".to_owned(),
+            },
+        ];
+        let (code, payload) = encode(Answer::Clients(listed.clone()));
+        assert_eq!(code, 2101);
+        assert_eq!(payload.len(), 2 * LISTED_CLIENT_LEN);
+        assert_eq!(parse_client_list(&payload), Ok(listed));
+    }
+
+    #[test]
+    fn the_edition_decides_the_code_and_an_error_is_9000_in_every_edition() {
+        let reply = Reply::Success {
+            edition: Edition::Y2021,
+            answer: Answer::Pulled(Vec::new()),
+        };
+        let (head, _) = reply.encode().into_wire(false);
+        assert_eq!(head, [2, 0xd4, 0x07, 0, 0, 0, 0]);
+        let (head, _) = Reply::Error.encode().into_wire(false);
+        assert_eq!(head, [2, 0x28, 0x23, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_pull_reply_streams_large_contents_between_its_bytes() {
+        let message = |id, content| QueuedMessage {
+            id: MessageId(id),
+            from: ClientId([id as u8; 16]),
+            kind: 3,
+            content,
+        };
+        let reply = Reply::Success {
+            edition: Edition::Y2024,
+            answer: Answer::Pulled(vec![
+                message(1, Content::Inline(b"small".to_vec())),
+                message(
+                    2,
+                    Content::Streamed {
+                        reader: ContentReader::new(&b"large"[..]),
+                        len: 5,
+                    },
+                ),
+                message(3, Content::Inline(b"last".to_vec())),
+            ]),
+        };
+        let (mut wire, tail) = reply.encode().into_wire(false);
         assert_eq!(
-            (clients[0].id, clients[0].name.as_str()),
-            (id, "Michael Jackson")
+            tail.len(),
+            2,
+            "the streamed content, then the bytes after it"
+        );
+        for part in tail {
+            match part {
+                Content::Inline(bytes) => wire.extend_from_slice(&bytes),
+                Content::Streamed { mut reader, .. } => {
+                    reader.read_to_end(&mut wire).expect("read");
+                }
+            }
+        }
+        assert_eq!(&wire[..3], &[2, 0x38, 0x08]);
+        assert_eq!(&wire[3..7], &(wire.len() as u32 - 7).to_le_bytes());
+        let pulled: Vec<_> = pulled_messages(&wire[7..])
+            .map(|message| message.map(|m| (m.id, m.from, m.kind, m.content.to_vec())))
+            .collect();
+        assert_eq!(
+            pulled,
+            vec![
+                Ok((MessageId(1), ClientId([1; 16]), 3, b"small".to_vec())),
+                Ok((MessageId(2), ClientId([2; 16]), 3, b"large".to_vec())),
+                Ok((MessageId(3), ClientId([3; 16]), 3, b"last".to_vec())),
+            ]
         );
     }
 

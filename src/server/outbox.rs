@@ -9,10 +9,8 @@ use std::io::{self, IoSlice, Read, Write};
 use std::time::Instant;
 
 use super::deliveries::Deliveries;
-use crate::handlers::{Part, Response};
-use crate::protocol::padding;
-use crate::protocol::Reply;
-use crate::store::{ContentReader, Delivered};
+use crate::protocol::{Content, EncodedReply, Reply};
+use crate::store::Delivered;
 
 /// Bytes of a streamed content read per write.
 const STREAM_CHUNK: usize = 256 << 10;
@@ -21,7 +19,8 @@ const MAX_WRITE_SLICES: usize = 64;
 
 /// A reply produced but not yet released.
 struct Staged {
-    response: Response,
+    reply: EncodedReply,
+    delivered: Vec<Delivered>,
     padded: bool,
     /// Bytes it will take in the output.
     len: u64,
@@ -32,26 +31,9 @@ struct Staged {
 /// A released piece of a reply, and the messages its reply delivers once this, its last
 /// piece, is written whole.
 struct Outgoing {
-    data: Outbound,
+    /// A streamed content's `len` counts the bytes still to be read from its reader.
+    data: Content,
     delivered: Vec<Delivered>,
-}
-
-enum Outbound {
-    Bytes(Vec<u8>),
-    /// A large content, `remaining` bytes of it still to be read from `reader`.
-    Stream {
-        reader: ContentReader,
-        remaining: u64,
-    },
-}
-
-impl Outbound {
-    fn len(&self) -> u64 {
-        match self {
-            Outbound::Bytes(bytes) => bytes.len() as u64,
-            Outbound::Stream { remaining, .. } => *remaining,
-        }
-    }
 }
 
 /// How a call to [`Outbox::write_to`] ended.
@@ -120,21 +102,22 @@ impl Outbox {
         matches!(
             self.output.front(),
             Some(Outgoing {
-                data: Outbound::Stream { .. },
+                data: Content::Streamed { .. },
                 ..
             })
         )
     }
 
-    /// Stages a reply of the current round. Returns whether it is the round's first for this
-    /// outbox, so that the caller remembers to seal it after the commit.
-    pub fn stage(&mut self, response: Response, padded: bool) -> bool {
+    /// Stages a reply of the current round, with the messages it delivers. Returns whether it
+    /// is the round's first for this outbox, so that the caller remembers to seal it after the
+    /// commit.
+    pub fn stage(&mut self, reply: EncodedReply, delivered: Vec<Delivered>, padded: bool) -> bool {
         let first = self.staged.back().is_none_or(|last| last.epoch.is_some());
-        let tail: u64 = response.tail.iter().map(Part::len).sum();
-        let len = response.reply.encoded_len() as u64 + tail;
+        let len = reply.encoded_len();
         self.staged_len += len;
         self.staged.push_back(Staged {
-            response,
+            reply,
+            delivered,
             padded,
             len,
             epoch: None,
@@ -152,8 +135,8 @@ impl Outbox {
             }
             staged.epoch = Some(epoch);
             if !committed {
-                deliveries.give_up(&staged.response.delivered);
-                staged.response = Response::error();
+                deliveries.give_up(&std::mem::take(&mut staged.delivered));
+                staged.reply = Reply::Error.encode();
             }
         }
     }
@@ -171,10 +154,10 @@ impl Outbox {
             };
             self.staged_len -= staged.len;
             if flushed {
-                self.release(staged.response, staged.padded);
+                self.release(staged.reply, staged.delivered, staged.padded);
             } else {
-                deliveries.give_up(&staged.response.delivered);
-                self.push(Outbound::Bytes(Reply::error().into_bytes(staged.padded)));
+                deliveries.give_up(&staged.delivered);
+                self.release(Reply::Error.encode(), Vec::new(), staged.padded);
             }
         }
     }
@@ -188,43 +171,19 @@ impl Outbox {
 
     /// Queues a reply for writing at once, after everything released before it; its
     /// delivered messages ride on its last piece.
-    pub fn release(&mut self, response: Response, padded: bool) {
-        let Response {
-            reply,
-            tail,
-            delivered,
-        } = response;
-        if tail.is_empty() {
-            self.push(Outbound::Bytes(reply.into_bytes(padded)));
-        } else {
-            let tail_len: u64 = tail.iter().map(Part::len).sum();
-            let head = reply.into_head(tail_len);
-            let total = head.len() as u64 + tail_len;
-            self.push(Outbound::Bytes(head));
-            for part in tail.into_iter().filter(|part| !part.is_empty()) {
-                self.push(match part {
-                    Part::Bytes(bytes) => Outbound::Bytes(bytes),
-                    Part::Stream { reader, len } => Outbound::Stream {
-                        reader,
-                        remaining: len,
-                    },
-                });
-            }
-            let padding = if padded {
-                padding::reply_padding(total as usize)
-            } else {
-                0
-            };
-            if padding > 0 {
-                self.push(Outbound::Bytes(vec![0; padding]));
-            }
+    pub fn release(&mut self, reply: EncodedReply, delivered: Vec<Delivered>, padded: bool) {
+        let (head, tail) = reply.into_wire(padded);
+        self.push(Content::Inline(head));
+        // An empty part would never be written whole.
+        for part in tail.into_iter().filter(|part| !part.is_empty()) {
+            self.push(part);
         }
         if let Some(last) = self.output.back_mut() {
             last.delivered = delivered;
         }
     }
 
-    fn push(&mut self, data: Outbound) {
+    fn push(&mut self, data: Content) {
         if self.output.is_empty() {
             self.last_progress = Instant::now();
         }
@@ -280,7 +239,7 @@ impl Outbox {
         let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
         let mut count = 0;
         for (index, outgoing) in self.output.iter().take(MAX_WRITE_SLICES).enumerate() {
-            let Outbound::Bytes(bytes) = &outgoing.data else {
+            let Content::Inline(bytes) = &outgoing.data else {
                 break;
             };
             let skip = if index == 0 { self.output_offset } else { 0 };
@@ -295,7 +254,11 @@ impl Outbox {
     fn write_stream_chunk(&mut self, out: &mut impl Write) -> io::Result<usize> {
         if self.chunk_written == self.chunk.len() {
             let Some(Outgoing {
-                data: Outbound::Stream { reader, remaining },
+                data:
+                    Content::Streamed {
+                        reader,
+                        len: remaining,
+                    },
                 ..
             }) = self.output.front_mut()
             else {
@@ -321,14 +284,14 @@ impl Outbox {
                 break;
             };
             let finished = match &front.data {
-                Outbound::Bytes(bytes) => {
+                Content::Inline(bytes) => {
                     let left = bytes.len() - self.output_offset;
                     let taken = n.min(left);
                     self.output_offset += taken;
                     n -= taken;
                     taken == left
                 }
-                Outbound::Stream { remaining, .. } => {
+                Content::Streamed { len: remaining, .. } => {
                     self.chunk_written += n;
                     n = 0;
                     *remaining == 0 && self.chunk_written == self.chunk.len()
@@ -353,7 +316,7 @@ impl Outbox {
     /// there were any in released replies.
     pub fn abandon(self, deliveries: &mut Deliveries) -> bool {
         for staged in &self.staged {
-            deliveries.give_up(&staged.response.delivered);
+            deliveries.give_up(&staged.delivered);
         }
         let mut lost = false;
         for outgoing in &self.output {

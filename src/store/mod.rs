@@ -6,68 +6,20 @@ mod migrations;
 mod spool;
 mod sqlite;
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
 use crate::protocol::{ClientId, MessageId, MessageType, PublicKey};
 
+// The read side returns the messages and contents a pull reply carries, under the names the
+// SQLite store knows them by.
+pub use crate::protocol::{
+    Content as StoredContent, ContentReader, QueuedMessage as StoredMessage,
+};
 pub use access::Inaccessible;
 pub use migrations::SchemaMismatch;
 pub use spool::{Spool, Upload};
 pub use sqlite::SqliteStore;
-
-/// A message as it waits in a recipient's queue.
-#[derive(Debug)]
-pub struct StoredMessage {
-    pub id: MessageId,
-    pub from: ClientId,
-    /// The type byte as stored; a database adopted from another server may hold any value.
-    pub kind: u8,
-    pub content: StoredContent,
-}
-
-/// A stored content: in memory, or streamed as the reply that carries it is written.
-#[derive(Debug)]
-pub enum StoredContent {
-    Inline(Vec<u8>),
-    Streamed { reader: ContentReader, len: u64 },
-}
-
-/// A large content, read as the reply that carries it is written, so that it is never held
-/// in memory whole. Where it comes from is the backend's (a spool file for SQLite).
-pub struct ContentReader(Box<dyn Read + Send>);
-
-impl ContentReader {
-    pub fn new(reader: impl Read + Send + 'static) -> ContentReader {
-        ContentReader(Box::new(reader))
-    }
-}
-
-impl Read for ContentReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl std::fmt::Debug for ContentReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ContentReader")
-    }
-}
-
-impl StoredContent {
-    pub fn len(&self) -> u64 {
-        match self {
-            StoredContent::Inline(bytes) => bytes.len() as u64,
-            StoredContent::Streamed { len, .. } => *len,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// A message a pull reply carries: its id, and its content's size for the queue counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

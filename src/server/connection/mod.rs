@@ -388,7 +388,8 @@ impl Connection {
     }
 
     fn stage(&mut self, response: Response, padded: bool, env: &mut Env<'_>) {
-        if self.outbox.stage(response, padded) {
+        let Response { reply, delivered } = response;
+        if self.outbox.stage(reply.encode(), delivered, padded) {
             env.core.pipeline.touched(self.key);
         }
     }

@@ -1,24 +1,38 @@
 use std::io::{Seek, Write};
 
 use super::*;
-use crate::protocol::MessageId;
+use crate::protocol::{Answer, ClientId, ContentReader, Edition, MessageId, QueuedMessage};
 use crate::server::deliveries::delivered as ids;
 
 const ERROR: [u8; 7] = [2, 0x28, 0x23, 0, 0, 0, 0];
+/// The 7-byte reply header and the 25-byte header of a pulled message.
+const PULL_HEADERS_LEN: usize = 7 + 25;
 
-/// A reply with `code` and `payload`, delivering `delivered`.
-fn response(code: u16, payload: &[u8], delivered: &[u32]) -> Response {
-    let mut reply = Reply::new(code);
-    reply.payload().extend_from_slice(payload);
-    let mut response = Response::new(reply);
-    response.delivered = ids(delivered);
-    response
+/// A pull reply carrying one message per content.
+fn pulled(contents: Vec<Content>) -> EncodedReply {
+    let messages = contents
+        .into_iter()
+        .map(|content| QueuedMessage {
+            id: MessageId(1),
+            from: ClientId([1; 16]),
+            kind: 3,
+            content,
+        })
+        .collect();
+    let reply = Reply::Success {
+        edition: Edition::Y2022,
+        answer: Answer::Pulled(messages),
+    };
+    reply.encode()
 }
 
-fn wire(code: u16, payload: &[u8]) -> Vec<u8> {
-    let mut reply = Reply::new(code);
-    reply.payload().extend_from_slice(payload);
-    reply.into_bytes(false)
+/// A pull reply carrying `content`, in memory.
+fn reply(content: &[u8]) -> EncodedReply {
+    pulled(vec![Content::Inline(content.to_vec())])
+}
+
+fn wire(content: &[u8]) -> Vec<u8> {
+    reply(content).into_wire(false).0
 }
 
 /// Writes everything released into a vector; returns the bytes and the delivered ids.
@@ -56,22 +70,22 @@ impl Write for Throttled {
 fn staged_replies_wait_for_their_commit_to_be_durable_and_keep_request_order() {
     let mut outbox = Outbox::new(Instant::now());
     let mut deliveries = Deliveries::default();
-    assert!(outbox.stage(response(2101, b"first", &[]), false));
-    assert!(!outbox.stage(response(2104, b"second", &[]), false));
+    assert!(outbox.stage(reply(b"first"), ids(&[]), false));
+    assert!(!outbox.stage(reply(b"second"), ids(&[]), false));
     assert_eq!(drain(&mut outbox).0, b"");
     outbox.seal(1, true, &mut deliveries);
     assert!(outbox.awaits_flush());
     // The next round's reply opens a new run.
-    assert!(outbox.stage(response(2102, b"third", &[]), false));
+    assert!(outbox.stage(reply(b"third"), ids(&[]), false));
     outbox.release_through(0, true, &mut deliveries);
     assert_eq!(drain(&mut outbox).0, b"");
     outbox.release_through(1, true, &mut deliveries);
-    let expected = [wire(2101, b"first"), wire(2104, b"second")].concat();
+    let expected = [wire(b"first"), wire(b"second")].concat();
     assert_eq!(drain(&mut outbox).0, expected);
     assert!(!outbox.awaits_flush());
     outbox.seal(2, true, &mut deliveries);
     outbox.release_through(2, true, &mut deliveries);
-    assert_eq!(drain(&mut outbox).0, wire(2102, b"third"));
+    assert_eq!(drain(&mut outbox).0, wire(b"third"));
     assert!(outbox.is_empty());
 }
 
@@ -80,7 +94,7 @@ fn a_round_that_failed_to_commit_or_flush_answers_9000_and_frees_its_messages() 
     let mut outbox = Outbox::new(Instant::now());
     let mut deliveries = Deliveries::default();
     deliveries.start(&ids(&[1, 2]));
-    outbox.stage(response(2104, b"pulled", &[1]), true);
+    outbox.stage(reply(b"pulled"), ids(&[1]), true);
     outbox.seal(1, false, &mut deliveries);
     outbox.release_through(1, true, &mut deliveries);
     let mut padded_error = ERROR.to_vec();
@@ -89,7 +103,7 @@ fn a_round_that_failed_to_commit_or_flush_answers_9000_and_frees_its_messages() 
     assert!(!deliveries.is_in_flight(MessageId(1)));
     assert!(deliveries.is_in_flight(MessageId(2)));
 
-    outbox.stage(response(2104, b"pulled", &[2]), false);
+    outbox.stage(reply(b"pulled"), ids(&[2]), false);
     outbox.seal(2, true, &mut deliveries);
     outbox.release_through(2, false, &mut deliveries);
     assert_eq!(drain(&mut outbox), (ERROR.to_vec(), vec![]));
@@ -102,27 +116,28 @@ fn a_large_content_is_streamed_then_padded() {
     let mut file = tempfile::tempfile().expect("temporary file");
     file.write_all(&content).expect("write");
     file.rewind().expect("rewind");
-    let mut reply = Reply::new(2104);
-    reply.payload().extend_from_slice(b"message header");
-    let mut response = Response::new(reply);
-    response.tail = vec![
-        Part::Stream {
+    let reply = pulled(vec![
+        Content::Streamed {
             reader: ContentReader::new(file),
             len: content.len() as u64,
         },
-        Part::Bytes(b"after".to_vec()),
-    ];
-    response.delivered = ids(&[7]);
+        Content::Inline(b"after".to_vec()),
+    ]);
     let mut outbox = Outbox::new(Instant::now());
-    outbox.release(response, true);
+    outbox.release(reply, ids(&[7]), true);
     assert!(!outbox.writes_stream_next());
     let (out, delivered) = drain(&mut outbox);
-    let payload_len = 14 + content.len() + 5;
+    let streamed_at = PULL_HEADERS_LEN;
+    let after_at = streamed_at + content.len() + 25;
+    let payload_len = after_at + 5 - 7;
     assert_eq!(&out[..3], &[2, 0x38, 0x08]);
     assert_eq!(&out[3..7], &(payload_len as u32).to_le_bytes());
-    assert_eq!(&out[7..21], b"message header");
-    assert_eq!(&out[21..21 + content.len()], &content[..]);
-    assert_eq!(&out[21 + content.len()..7 + payload_len], b"after");
+    assert_eq!(
+        &out[streamed_at - 4..streamed_at],
+        &(content.len() as u32).to_le_bytes()
+    );
+    assert_eq!(&out[streamed_at..streamed_at + content.len()], &content[..]);
+    assert_eq!(&out[after_at..7 + payload_len], b"after");
     assert_eq!(out.len() % 1024, 0);
     assert!(out[7 + payload_len..].iter().all(|&byte| byte == 0));
     assert_eq!(delivered, ids(&[7]));
@@ -131,8 +146,8 @@ fn a_large_content_is_streamed_then_padded() {
 #[test]
 fn writes_stop_at_the_budget_and_at_a_full_writer_and_deliver_only_whole_replies() {
     let mut outbox = Outbox::new(Instant::now());
-    outbox.release(response(2104, &[5; 100], &[1, 2]), false);
-    outbox.release(response(2104, &[6; 100], &[3]), false);
+    outbox.release(reply(&[5; 100]), ids(&[1, 2]), false);
+    outbox.release(reply(&[6; 100]), ids(&[3]), false);
     let mut out = Throttled {
         taken: Vec::new(),
         per_call: 30,
@@ -152,12 +167,15 @@ fn writes_stop_at_the_budget_and_at_a_full_writer_and_deliver_only_whole_replies
         ids(&[1, 2]),
         "only the first reply is whole"
     );
-    assert_eq!(outbox.unwritten(), 214 - 150);
+    assert_eq!(
+        outbox.unwritten(),
+        2 * (PULL_HEADERS_LEN as u64 + 100) - 150
+    );
     out.capacity = usize::MAX;
     let written = outbox.write_to(&mut out, 1000, &mut deliveries);
     assert_eq!(written.expect("write"), Written::All);
     assert_eq!(deliveries.take_due(Instant::now()), ids(&[3]));
-    let expected = [wire(2104, &[5; 100]), wire(2104, &[6; 100])].concat();
+    let expected = [wire(&[5; 100]), wire(&[6; 100])].concat();
     assert_eq!(out.taken, expected);
 }
 
@@ -165,17 +183,12 @@ fn writes_stop_at_the_budget_and_at_a_full_writer_and_deliver_only_whole_replies
 fn a_reply_no_request_produced_goes_after_what_was_released_and_before_what_is_staged() {
     let mut outbox = Outbox::new(Instant::now());
     let mut deliveries = Deliveries::default();
-    outbox.release(response(2101, b"released", &[]), false);
-    outbox.stage(response(2104, b"staged", &[]), false);
-    outbox.release(response(2999, b"pushed", &[]), false);
+    outbox.release(reply(b"released"), ids(&[]), false);
+    outbox.stage(reply(b"staged"), ids(&[]), false);
+    outbox.release(reply(b"pushed"), ids(&[]), false);
     outbox.seal(1, true, &mut deliveries);
     outbox.release_through(1, true, &mut deliveries);
-    let expected = [
-        wire(2101, b"released"),
-        wire(2999, b"pushed"),
-        wire(2104, b"staged"),
-    ]
-    .concat();
+    let expected = [wire(b"released"), wire(b"pushed"), wire(b"staged")].concat();
     assert_eq!(drain(&mut outbox).0, expected);
 }
 
@@ -184,13 +197,13 @@ fn abandoning_frees_the_messages_of_replies_not_written_whole() {
     let mut deliveries = Deliveries::default();
     deliveries.start(&ids(&[1, 2, 3]));
     let mut outbox = Outbox::new(Instant::now());
-    outbox.stage(response(2104, b"staged", &[1]), false);
+    outbox.stage(reply(b"staged"), ids(&[1]), false);
     assert!(
         !outbox.abandon(&mut deliveries),
         "nothing released was lost"
     );
     let mut outbox = Outbox::new(Instant::now());
-    outbox.release(response(2104, b"released", &[2]), false);
+    outbox.release(reply(b"released"), ids(&[2]), false);
     assert!(outbox.abandon(&mut deliveries));
     let still: Vec<bool> = [1, 2, 3]
         .map(|id| deliveries.is_in_flight(MessageId(id)))
