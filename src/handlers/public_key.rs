@@ -14,7 +14,7 @@ impl Handler for GetPublicKey {
         let layout = KeyReplyLayout::for_request(ctx.code, ctx.client_version);
         Ok(Response::new(ctx.reply(Answer::PublicKey {
             target: self.target,
-            key,
+            key: Box::new(key),
             layout,
         })))
     }

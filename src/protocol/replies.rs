@@ -33,10 +33,11 @@ pub enum Answer {
     Registered(ClientId),
     /// List: every other client, in registration order.
     Clients(Vec<ListedClient>),
-    /// Public key: the target's key, laid out as its requester reads it.
+    /// Public key: the target's key, laid out as its requester reads it. Boxed so that every
+    /// reply, moved several times on its way to the outbox, stays a few words long.
     PublicKey {
         target: ClientId,
-        key: PublicKey,
+        key: Box<PublicKey>,
         layout: KeyReplyLayout,
     },
     /// Send: the destination and the new message's id.
@@ -196,7 +197,7 @@ mod tests {
         assert_eq!((code, parse_registered(&registered)), (2100, Ok(id)));
         let with_id = encode(Answer::PublicKey {
             target: id,
-            key: key.clone(),
+            key: Box::new(key.clone()),
             layout: KeyReplyLayout::IdAndKey,
         });
         assert_eq!(
@@ -205,7 +206,7 @@ mod tests {
         );
         let alone = encode(Answer::PublicKey {
             target: id,
-            key: key.clone(),
+            key: Box::new(key.clone()),
             layout: KeyReplyLayout::KeyOnly,
         });
         assert_eq!(alone.1, key.0);
