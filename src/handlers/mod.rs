@@ -1,5 +1,6 @@
 //! Request handlers: one file per operation behind the [`Handler`] trait. Handlers see only
-//! the store and the server's delivery bookkeeping, never sockets.
+//! the store and the server's delivery bookkeeping, never sockets, and answer with typed
+//! replies: only [`crate::protocol`] knows their bytes.
 
 mod list_clients;
 mod public_key;
