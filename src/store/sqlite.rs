@@ -8,10 +8,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{ffi, params, Connection, OpenFlags, OptionalExtension};
 
-use super::spool::{self, Spool, Upload};
+use super::spool::{self, Spool};
 use super::{
-    access, migrations, Committed, ContentReader, Delivered, Durability, LogFlush, NewContent,
-    NewMessage, PullBudget, QueueStats, Store, StoreError, StoredContent, StoredMessage,
+    access, migrations, Committed, ContentReader, ContentSink, ContentStore, Delivered, Durability,
+    LargeContent, LogFlush, NewContent, NewMessage, PullBudget, QueueStats, Store, StoreError,
+    StoredContent, StoredMessage,
 };
 use crate::protocol::replies::PULLED_MESSAGE_HEADER_LEN;
 use crate::protocol::{ClientId, MessageId, PublicKey, PUBLIC_KEY_LEN};
@@ -60,8 +61,8 @@ pub struct SqliteStore {
     /// Clients registered in the current batch, forgotten again if it rolls back.
     batch_registered: Vec<ClientId>,
     spool: Spool,
-    /// Spooled contents of the batch's new messages: kept if it commits, removed if not.
-    batch_uploads: Vec<Upload>,
+    /// Large contents of the batch's new messages: kept if it commits, removed if not.
+    batch_contents: Vec<LargeContent>,
     /// Spool files of the batch's deleted messages, removed once it commits.
     batch_removals: Vec<String>,
     /// Where the request being served began in the batch, to undo its writes alone.
@@ -95,7 +96,7 @@ struct RequestMark {
     registered: usize,
     /// Messages the request inserted.
     messages: Vec<MessageId>,
-    uploads: usize,
+    contents: usize,
     removals: usize,
     acknowledges: bool,
     queue: QueueChange,
@@ -176,7 +177,7 @@ impl SqliteStore {
             next_message_id: last_id.map_or(1, following_message_id),
             page_size,
             spool,
-            batch_uploads: Vec::new(),
+            batch_contents: Vec::new(),
             batch_removals: Vec::new(),
             request: None,
             max_pages: None,
@@ -299,7 +300,7 @@ impl SqliteStore {
         )?;
         let (content, spool_file, spool_size): (&[u8], _, _) = match &message.content {
             NewContent::Inline(bytes) => (bytes, None, None),
-            NewContent::Spooled(upload) => (&[], Some(upload.name()), Some(upload.len())),
+            NewContent::Large(content) => (&[], Some(content.key()), Some(content.len())),
         };
         inserted_unless_id_taken(insert.execute(params![
             id,
@@ -344,9 +345,9 @@ impl SqliteStore {
     /// Ends the batch's spool bookkeeping: new contents are kept or removed, deleted
     /// messages' files removed or kept, as the transaction went.
     fn settle_spool(&mut self, committed: bool) {
-        for upload in self.batch_uploads.drain(..) {
+        for content in self.batch_contents.drain(..) {
             if committed {
-                upload.keep();
+                content.keep();
             }
         }
         let removals = mem::take(&mut self.batch_removals);
@@ -470,6 +471,12 @@ fn client_id(bytes: &[u8]) -> Result<ClientId, StoreError> {
     ClientId::from_slice(bytes).ok_or(StoreError::Corrupt("client id"))
 }
 
+impl ContentStore for SqliteStore {
+    fn begin_content(&mut self, len: u64) -> Result<ContentSink, StoreError> {
+        self.spool.begin_content(len)
+    }
+}
+
 impl Store for SqliteStore {
     fn begin_batch(&mut self) -> Result<(), StoreError> {
         self.conn.execute_batch("BEGIN")?;
@@ -536,7 +543,7 @@ impl Store for SqliteStore {
         self.request = Some(RequestMark {
             registered: self.batch_registered.len(),
             messages: Vec::new(),
-            uploads: self.batch_uploads.len(),
+            contents: self.batch_contents.len(),
             removals: self.batch_removals.len(),
             acknowledges: self.batch_acknowledges,
             queue: self.batch_queue,
@@ -564,8 +571,8 @@ impl Store for SqliteStore {
         for id in registered {
             self.clients.remove(&id);
         }
-        // Dropped uploads remove their files; the removals belonged to undone deletions.
-        self.batch_uploads.truncate(mark.uploads);
+        // Dropped contents remove their files; the removals belonged to undone deletions.
+        self.batch_contents.truncate(mark.contents);
         self.batch_removals.truncate(mark.removals);
         self.batch_acknowledges = mark.acknowledges;
         self.batch_queue = mark.queue;
@@ -651,19 +658,15 @@ impl Store for SqliteStore {
         }
     }
 
-    fn start_upload(&mut self, len: u64) -> Result<Upload, StoreError> {
-        self.spool.start(len)
-    }
-
     fn insert_message(&mut self, message: NewMessage<'_>) -> Result<MessageId, StoreError> {
         let content_bytes = match &message.content {
             NewContent::Inline(bytes) => bytes.len() as u64,
-            NewContent::Spooled(upload) => upload.len(),
+            NewContent::Large(content) => content.len(),
         };
         let id = self.run(|store| {
             let row_bytes = match &message.content {
                 NewContent::Inline(bytes) => bytes.len() as u64,
-                NewContent::Spooled(_) => 0,
+                NewContent::Large(_) => 0,
             };
             store.ensure_room(row_bytes + PULLED_MESSAGE_HEADER_LEN as u64)?;
             for _ in 0..MESSAGE_ID_ATTEMPTS {
@@ -681,8 +684,8 @@ impl Store for SqliteStore {
         if let Some(request) = &mut self.request {
             request.messages.push(id);
         }
-        if let NewContent::Spooled(upload) = message.content {
-            self.batch_uploads.push(upload);
+        if let NewContent::Large(content) = message.content {
+            self.batch_contents.push(content);
         }
         Ok(id)
     }
@@ -869,14 +872,14 @@ mod tests {
     }
 
     fn spooled_message(store: &mut SqliteStore, content: &[u8]) -> MessageId {
-        let mut upload = store.start_upload(content.len() as u64).unwrap();
-        upload.write(content).unwrap();
+        let mut sink = store.begin_content(content.len() as u64).unwrap();
+        sink.write(content).unwrap();
         store
             .insert_message(NewMessage {
                 to: ClientId([1; 16]),
                 from: ClientId([2; 16]),
                 kind: MessageType::File,
-                content: NewContent::Spooled(upload),
+                content: NewContent::Large(sink.make_durable().unwrap()),
             })
             .unwrap()
     }
