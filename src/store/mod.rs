@@ -4,7 +4,6 @@
 mod access;
 mod content;
 mod migrations;
-mod spool;
 mod sqlite;
 
 use std::path::PathBuf;

@@ -1,4 +1,5 @@
-//! Large message contents, kept as files in a spool folder beside the database.
+//! The SQLite backend's large contents, kept as files in a spool folder beside the database:
+//! [`Spool`] is its `ContentStore`, and each [`Upload`] a `PendingContent`.
 //!
 //! A file message may be 4 GiB: too large to buffer, and too large for one SQLite row
 //! written inside the event loop's short transactions. Its content is streamed into a spool
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 
-use super::{ContentSink, ContentStore, PendingContent, StoreError};
+use crate::store::{ContentSink, ContentStore, PendingContent, StoreError};
 use crate::worker::{Jobs, Worker};
 
 /// The spool folder of one database.
