@@ -16,10 +16,10 @@ use crate::config::Config;
 use crate::handlers::{self, Context, HandlerError, Response};
 use crate::metrics::{ErrorCause, Metrics};
 use crate::protocol::{RequestCode, RequestHeader, SendHead};
-use crate::store::{PullBudget, Store, Upload};
+use crate::store::{ContentSink, LargeContent, PullBudget, Store};
 
-/// Content bytes one pull reply holds in memory (contents stored in rows); spooled contents
-/// are streamed from their files and do not count.
+/// Content bytes one pull reply holds in memory (contents stored in rows); large contents
+/// are streamed and do not count.
 const PULL_MEMORY_BUDGET: u64 = 16 << 20;
 
 /// The server state that request handling reaches: everything but the sockets.
@@ -60,22 +60,23 @@ impl Env<'_> {
         code: RequestCode,
         header: &RequestHeader,
         head: &SendHead,
-        upload: Upload,
+        content: LargeContent,
         peer: SocketAddr,
     ) -> Response {
         self.run(code, header, peer, |ctx| {
-            handlers::finish_upload(ctx, head, upload)
+            handlers::finish_upload(ctx, head, content)
         })
     }
 
-    /// Checks a large send from its head and opens its spool file. No transaction: the
-    /// content is written outside the rounds, which go on committing meanwhile.
+    /// Checks a large send from its head and begins its content in the store. No
+    /// transaction: the content is written outside the rounds, which go on committing
+    /// meanwhile.
     pub fn start_upload(
         &mut self,
         code: RequestCode,
         header: &RequestHeader,
         head: &SendHead,
-    ) -> Result<Upload, HandlerError> {
+    ) -> Result<ContentSink, HandlerError> {
         let core = &mut *self.core;
         let mut ctx = context(
             core.pipeline.store(),

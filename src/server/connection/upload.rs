@@ -1,5 +1,5 @@
-//! A connection's large sends: the content streamed into its spool file as it arrives, then
-//! made durable by the `spool-sync` worker before its message is stored and its reply
+//! A connection's large sends: the content streamed into the store's sink as it arrives,
+//! then made durable by the `content-sync` worker before its message is stored and its reply
 //! staged; no later request of the connection is served before that reply.
 
 use std::net::SocketAddr;
@@ -10,25 +10,25 @@ use crate::metrics::ErrorCause;
 use crate::protocol::{RequestCode, RequestHeader, SendHead};
 use crate::server::env::Env;
 use crate::server::sync::Synced;
-use crate::store::Upload;
+use crate::store::ContentSink;
 
 /// A large send whose content is arriving.
 pub(super) struct InboundUpload {
     pub(super) header: RequestHeader,
     pub(super) code: RequestCode,
     pub(super) head: SendHead,
-    /// Where the content goes: the spool file, or nowhere for a refused request, which is
+    /// Where the content goes: the store's sink, or nowhere for a refused request, which is
     /// answered with 9000 once its content has passed, keeping the stream in step.
-    pub(super) sink: Result<Upload, HandlerError>,
+    pub(super) sink: Result<ContentSink, HandlerError>,
 }
 
 impl InboundUpload {
     /// Writes content bytes to the sink. Each `writeback_step` bytes, what has arrived starts
     /// going to the disk while the rest arrives.
     pub(super) fn write(&mut self, bytes: &[u8], writeback_step: u64, peer: SocketAddr) {
-        if let Ok(upload) = &mut self.sink {
-            match upload.write(bytes) {
-                Ok(()) => upload.write_back_early(writeback_step),
+        if let Ok(sink) = &mut self.sink {
+            match sink.write(bytes) {
+                Ok(()) => sink.write_back_early(writeback_step),
                 Err(error) => {
                     log::warn!("{peer}: cannot write an uploaded content: {error}");
                     self.sink = Err(HandlerError::Upload(error));
@@ -55,8 +55,8 @@ impl Connection {
         }
     }
 
-    /// Checks a large send from its head and opens its spool file. A refusal that cannot
-    /// wait for the content (no disk space) closes the connection.
+    /// Checks a large send from its head and begins its content in the store. A refusal that
+    /// cannot wait for the content (no space) closes the connection.
     pub(super) fn start_upload(
         &mut self,
         header: RequestHeader,
@@ -84,9 +84,10 @@ impl Connection {
         });
     }
 
-    /// Hands a whole upload to a sync thread; its reply is staged when the sync is done.
-    pub(super) fn sync_upload(&mut self, upload: Upload, syncing: Syncing, env: &mut Env<'_>) {
-        match env.core.syncer.sync(self.key, self.serial, upload) {
+    /// Hands a whole upload's content to the sync worker; its reply is staged when the
+    /// content is durable.
+    pub(super) fn sync_upload(&mut self, sink: ContentSink, syncing: Syncing, env: &mut Env<'_>) {
+        match env.core.syncer.sync(self.key, self.serial, sink) {
             Ok(()) => self.syncing = Some(syncing),
             Err(error) => {
                 log::error!("{}: cannot start a sync thread: {error}", self.peer);
@@ -101,12 +102,12 @@ impl Connection {
         let Some(syncing) = self.syncing.take() else {
             return;
         };
-        let response = match synced.result {
-            Ok(()) => env.finish_upload(
+        let response = match synced.content {
+            Ok(content) => env.finish_upload(
                 syncing.code,
                 &syncing.header,
                 &syncing.head,
-                synced.upload,
+                content,
                 self.peer,
             ),
             Err(error) => {

@@ -1,4 +1,5 @@
-//! Large message contents, kept as files in a spool folder beside the database.
+//! The SQLite backend's large contents, kept as files in a spool folder beside the database:
+//! [`Spool`] is its `ContentStore`, and each [`Upload`] a `PendingContent`.
 //!
 //! A file message may be 4 GiB: too large to buffer, and too large for one SQLite row
 //! written inside the event loop's short transactions. Its content is streamed into a spool
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 
-use super::StoreError;
+use crate::store::{ContentSink, ContentStore, PendingContent, StoreError};
 use crate::worker::{Jobs, Worker};
 
 /// The spool folder of one database.
@@ -108,6 +109,7 @@ impl Spool {
         })
     }
 
+    #[cfg(test)]
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -233,6 +235,12 @@ impl Spool {
     }
 }
 
+impl ContentStore for Spool {
+    fn begin_content(&mut self, len: u64) -> Result<ContentSink, StoreError> {
+        self.start(len).map(ContentSink::new)
+    }
+}
+
 /// A content being written to its spool file. Dropped before its message row commits, it
 /// removes the file: an interrupted upload leaves nothing behind.
 pub struct Upload {
@@ -269,20 +277,29 @@ impl Upload {
         }
     }
 
-    /// Appends the next bytes of the content; the caller never passes more than
-    /// [`Upload::remaining`].
-    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub fn remaining(&self) -> u64 {
+        self.len - self.written
+    }
+
+    fn unreserve(&self, len: u64) {
+        if let Some(reserved) = &self.reserved {
+            reserved.fetch_sub(len, Ordering::Relaxed);
+        }
+    }
+}
+
+impl PendingContent for Upload {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.file.write_all(bytes)?;
         self.written += bytes.len() as u64;
         self.unreserve(bytes.len() as u64);
         Ok(())
     }
 
-    /// Starts making what has arrived durable on another thread while the rest arrives,
-    /// once `step` bytes have arrived since the last start, so that the final sync has
-    /// little left to do. The caller picks the step: each writeback delays the database's
-    /// log flushes by about the time it takes.
-    pub fn write_back_early(&mut self, step: u64) {
+    /// Starts flushing what has arrived on the `spool-writeback` worker while the rest
+    /// arrives, once `step` bytes have arrived since the last start. Each writeback delays the
+    /// database's log flushes by about the time it takes, hence the caller's step.
+    fn write_back_early(&mut self, step: u64) {
         if !self.durable
             || self.written - self.written_back < step
             || self.writing_back.swap(true, Ordering::AcqRel)
@@ -302,26 +319,9 @@ impl Upload {
         }
     }
 
-    pub fn remaining(&self) -> u64 {
-        self.len - self.written
-    }
-
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Makes the content durable before its row is committed (with durability full): the
-    /// file's data, then its directory entry. Slow for large files, so the server runs it
-    /// off the event loop.
-    pub fn sync(&self) -> io::Result<()> {
+    /// file's data, then its directory entry.
+    fn make_durable(&mut self) -> io::Result<()> {
         if self.durable {
             self.file.sync_data()?;
             File::open(&self.dir)?.sync_all()?;
@@ -329,14 +329,17 @@ impl Upload {
         Ok(())
     }
 
-    fn unreserve(&self, len: u64) {
-        if let Some(reserved) = &self.reserved {
-            reserved.fetch_sub(len, Ordering::Relaxed);
-        }
+    /// The file's name in the spool folder.
+    fn key(&self) -> &str {
+        &self.name
+    }
+
+    fn len(&self) -> u64 {
+        self.len
     }
 
     /// The row naming this file has committed: the file now belongs to the message.
-    pub fn keep(mut self) {
+    fn keep(mut self: Box<Self>) {
         self.keep = true;
     }
 }
@@ -384,9 +387,9 @@ mod tests {
         let (_dir, spool) = spool(0);
         let mut upload = spool.start(5).unwrap();
         upload.write(b"hello").unwrap();
-        upload.sync().unwrap();
-        let name = upload.name().to_owned();
-        upload.keep();
+        upload.make_durable().unwrap();
+        let name = upload.key().to_owned();
+        Box::new(upload).keep();
         let content = io::read_to_string(spool.open_content(&name).unwrap()).unwrap();
         assert_eq!(content, "hello");
         spool.remove(&name);
