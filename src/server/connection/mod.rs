@@ -44,7 +44,7 @@ pub(crate) enum State {
     /// Serving requests.
     Open,
     /// No more requests: write what is produced, then close.
-    ClosingAfterFlush,
+    ClosingAfterWriting,
     /// Everything written and our side shut down; dropping what the peer still sends until it
     /// closes or the linger time ends, so that a reset cannot destroy the last reply.
     Lingering,
@@ -75,7 +75,7 @@ pub(crate) struct Connection {
     syncing: Option<Syncing>,
 
     outbox: Outbox,
-    /// The last flush stopped at its budget, not at a full socket: no event will come.
+    /// The last write stopped at its budget, not at a full socket: no event will come.
     write_budget_spent: bool,
 
     /// When bytes last arrived.
@@ -196,7 +196,7 @@ impl Connection {
             State::Open => {
                 self.syncing.is_none() && !self.backpressured() && (self.readable || self.stalled)
             }
-            State::ClosingAfterFlush | State::Lingering => self.readable,
+            State::ClosingAfterWriting | State::Lingering => self.readable,
         }
     }
 
@@ -236,7 +236,7 @@ impl Connection {
             Err(error) => self.fail("write", &error),
         }
         let done = self.outbox.is_empty() && self.syncing.is_none();
-        if self.state == State::ClosingAfterFlush && done {
+        if self.state == State::ClosingAfterWriting && done {
             if self.peer_closed {
                 self.state = State::Closed;
             } else {
@@ -319,7 +319,7 @@ impl Connection {
     pub fn begin_shutdown(&mut self) {
         if self.state == State::Open {
             self.drop_input();
-            self.state = State::ClosingAfterFlush;
+            self.state = State::ClosingAfterWriting;
         }
         if self.outbox.is_empty() && self.syncing.is_none() {
             self.state = State::Closed;

@@ -221,7 +221,7 @@ impl Connection {
                 if !self.stalled {
                     log::debug!("{}: closed by the client", self.peer);
                     self.drop_input();
-                    self.state = State::ClosingAfterFlush;
+                    self.state = State::ClosingAfterWriting;
                 }
                 Pass::Idle
             }
@@ -278,7 +278,7 @@ impl Connection {
         match self.state {
             State::Open => self.serve_buffered(After::PeerClosed),
             State::Lingering => self.state = State::Closed,
-            State::ClosingAfterFlush | State::Closed => {}
+            State::ClosingAfterWriting | State::Closed => {}
         }
     }
 
@@ -304,7 +304,7 @@ impl Connection {
         let kind = if padded {
             log::debug!("{}: zero-padded client", self.peer);
             self.drop_input();
-            self.state = State::ClosingAfterFlush;
+            self.state = State::ClosingAfterWriting;
             ConnectionKind::Padded
         } else {
             ConnectionKind::Persistent
@@ -317,7 +317,7 @@ impl Connection {
     pub fn close_with_error(&mut self) -> Answered {
         let opens_round = self.stage(Response::error(), false);
         self.drop_input();
-        self.state = State::ClosingAfterFlush;
+        self.state = State::ClosingAfterWriting;
         Answered {
             opens_round,
             classified: None,
