@@ -115,7 +115,7 @@ impl Connection {
             if self.peer_closed {
                 self.on_peer_closed();
             } else {
-                self.serve_buffered(After::Done);
+                self.start_serving(After::Done);
             }
         }
         Answered {

@@ -83,7 +83,7 @@ impl Connection {
     /// (within the budget) and serve the complete requests.
     pub fn start_turn(&mut self) {
         self.requests_left = REQUESTS_PER_TURN;
-        self.serve_buffered(After::Read {
+        self.start_serving(After::Read {
             budget: READ_BUDGET,
         });
     }
@@ -96,13 +96,15 @@ impl Connection {
         }
         self.deadline = None;
         match self.state {
-            State::Open if self.reader.is_holding() => self.serve_buffered(After::Done),
+            State::Open if self.reader.is_holding() => self.start_serving(After::Done),
             State::Lingering => self.state = State::Closed,
             _ => {}
         }
     }
 
-    pub(super) fn serve_buffered(&mut self, after: After) {
+    /// Starts serving what the reader holds, in order, going on with `after` once it needs
+    /// more bytes or the connection must pause.
+    pub(super) fn start_serving(&mut self, after: After) {
         self.stalled = false;
         self.pass = Pass::Serving {
             requests_left: self.requests_left,
@@ -263,7 +265,7 @@ impl Connection {
                     let (content, rest) = self.reader.take_upload_bytes(&scratch[..n]);
                     self.write_upload(content, writeback_step);
                     self.reader.feed(rest);
-                    self.serve_buffered(After::Read { budget });
+                    self.start_serving(After::Read { budget });
                 }
             }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.readable = false,
@@ -276,7 +278,7 @@ impl Connection {
     /// decided now, no more bytes will come), then the connection closes.
     pub(super) fn on_peer_closed(&mut self) {
         match self.state {
-            State::Open => self.serve_buffered(After::PeerClosed),
+            State::Open => self.start_serving(After::PeerClosed),
             State::Lingering => self.state = State::Closed,
             State::ClosingAfterWriting | State::Closed => {}
         }
