@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The large-file measurement (docs/large-files.md): builds in release mode, starts
 # messageu-server on a fresh temporary database (durability full), then
-#   1. sends and pulls one SIZE-byte file message (default 1 GiB) with examples/large_file,
-#      against a raw loopback copy and a disk write of the same bytes, reporting the server's
-#      peak resident memory during each transfer;
+#   1. sends and pulls one SIZE-byte file message (default 1 GiB) with the large_file example
+#      (bench/examples/large_file.rs), against a raw loopback copy and a disk write of the
+#      same bytes, reporting the server's peak resident memory during each transfer;
 #   2. runs CLIENTS clients of send-pull with messageu-bench, alone and then while the same
 #      transfer repeats beside them, ROUNDS times alternately, prints every row, the share of
 #      throughput the clients kept in each round and its median, and the rates of the

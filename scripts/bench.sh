@@ -24,7 +24,8 @@ ROUNDS=${ROUNDS:-5}
 ulimit -n "$(ulimit -Hn)"
 
 cargo build --release --bin messageu-server --bin messageu-bench >&2
-server_bin=target/release/messageu-server
+# SERVER_BIN measures another build (or another MessageU server) with the same tools.
+server_bin=${SERVER_BIN:-target/release/messageu-server}
 bench_bin=target/release/messageu-bench
 
 work=$(mktemp -d)

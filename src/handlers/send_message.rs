@@ -2,13 +2,13 @@
 //! only after the batch's transaction commits, so an acknowledged message is durable.
 //!
 //! A large content is an upload in two halves: [`start_upload`] checks the request from its
-//! head and opens a spool file, the server streams the content into it, and
+//! head and begins the content in the store, the server streams the content into it, and
 //! [`finish_upload`] stores the message once the content is whole and durable.
 
 use super::{check_caller, Context, Handler, HandlerError, Response};
 use crate::protocol::request::SendMessage;
 use crate::protocol::{Answer, ClientId, MessageType, SendHead};
-use crate::store::{NewContent, NewMessage, Upload};
+use crate::store::{ContentSink, LargeContent, NewContent, NewMessage};
 
 impl Handler for SendMessage<'_> {
     fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
@@ -17,22 +17,22 @@ impl Handler for SendMessage<'_> {
     }
 }
 
-/// Checks a large send from its head, before any content is read, and opens the spool file
-/// its content streams into.
-pub fn start_upload(ctx: &mut Context<'_>, head: &SendHead) -> Result<Upload, HandlerError> {
+/// Checks a large send from its head, before any content is read, and begins the content
+/// in the store: the sink it streams into.
+pub fn start_upload(ctx: &mut Context<'_>, head: &SendHead) -> Result<ContentSink, HandlerError> {
     head.kind()?;
     check_caller(ctx)?;
     check_destination(ctx, head.to)?;
-    Ok(ctx.store.start_upload(u64::from(head.content_len))?)
+    Ok(ctx.store.begin_content(u64::from(head.content_len))?)
 }
 
-/// Stores a large send whose content has been streamed whole into `upload`.
+/// Stores a large send whose content has been streamed whole and made durable.
 pub fn finish_upload(
     ctx: &mut Context<'_>,
     head: &SendHead,
-    upload: Upload,
+    content: LargeContent,
 ) -> Result<Response, HandlerError> {
-    store(ctx, head.to, head.kind()?, NewContent::Spooled(upload))
+    store(ctx, head.to, head.kind()?, NewContent::Large(content))
 }
 
 fn check_destination(ctx: &mut Context<'_>, to: ClientId) -> Result<(), HandlerError> {

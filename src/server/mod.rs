@@ -6,10 +6,11 @@ mod commit;
 mod connection;
 mod deliveries;
 mod durability;
-mod env;
 mod outbox;
 mod pacer;
 mod reader;
+mod replies;
+mod serving;
 mod shutdown;
 mod sync;
 mod timers;
@@ -18,7 +19,6 @@ use std::collections::HashMap;
 use std::io;
 use std::mem;
 use std::net::{IpAddr, SocketAddr};
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,8 +35,8 @@ use admission::{listen_on, Throttled};
 use commit::CommitPipeline;
 use connection::Connection;
 pub use deliveries::Deliveries;
-use env::{Core, Env};
 use pacer::BulkPacer;
+use serving::{Core, TurnTime};
 pub use shutdown::ShutdownHandle;
 use sync::Syncer;
 use timers::Timers;
@@ -208,9 +208,44 @@ impl Server {
         self.finish()
     }
 
-    /// One round: serve ready connections, commit, release and write the replies.
+    /// One round, in order: what the poll found ready; finished upload syncs, their
+    /// messages stored; the ready connections read and served; expired deadlines; the
+    /// timeout sweep; new connections; the commit, its replies sealed and the durable ones
+    /// released; then everything released written.
     fn turn(&mut self, events: &Events, scratch: &mut [u8]) {
-        let now = Instant::now();
+        let time = TurnTime {
+            now: Instant::now(),
+            wall: SystemTime::now(),
+        };
+        let now = time.now;
+        let Polled {
+            mut ready,
+            writable,
+            accept_ready,
+        } = self.polled(events, now);
+        // Decided once per turn, so that every bulk transfer ready now gets its slice, not
+        // only the first one.
+        let bulk_allowed = self.core.pacer.may_run(now);
+        ready.extend(self.store_synced_uploads(time, scratch));
+        let bulk_time = self.serve_ready(&ready, bulk_allowed, time, scratch);
+        ready.extend(self.expire_deadlines(time, scratch));
+        if now >= self.next_sweep {
+            ready.extend(self.sweep(now));
+        }
+        // After the ready connections are served: one whose request has just arrived is not
+        // idle, and must not be closed to make room for a newcomer.
+        if accept_ready {
+            self.accept(now);
+        }
+        ready.extend(self.commit_round(now));
+        ready.extend(self.release_flushed());
+        ready.extend(writable);
+        self.write_out(ready, now, bulk_allowed, bulk_time);
+    }
+
+    /// Sorts the poll's events: connections to read (with those due for service again),
+    /// connections to write, and whether to accept.
+    fn polled(&mut self, events: &Events, now: Instant) -> Polled {
         let mut ready = mem::take(&mut self.needs_service);
         if self.core.pacer.may_run(now) {
             ready.append(&mut self.bulk_waiting);
@@ -237,167 +272,71 @@ impl Server {
         }
         ready.sort_unstable();
         ready.dedup();
-        // Decided once per turn, so that every bulk transfer ready now gets its slice, not
-        // only the first one.
-        let bulk_allowed = self.core.pacer.may_run(now);
-        let mut bulk_time = Duration::ZERO;
-        let mut env = Env {
-            core: &mut self.core,
-            now,
-            wall_clock: SystemTime::now(),
-        };
-        let synced: Vec<_> = env.core.syncer.finished().collect();
-        for synced in synced {
+        Polled {
+            ready,
+            writable,
+            accept_ready,
+        }
+    }
+
+    /// Stores the messages of the uploads whose sync finished, and serves what followed them
+    /// on their connections. Returns those connections.
+    fn store_synced_uploads(&mut self, time: TurnTime, scratch: &mut [u8]) -> Vec<usize> {
+        let finished: Vec<_> = self.core.syncer.finished().collect();
+        let mut stored = Vec::new();
+        for synced in finished {
             let key = synced.key;
             match self.connections.get_mut(key) {
                 Some(connection) if connection.serial() == synced.serial => {
-                    connection.on_synced(synced, &mut env);
-                    ready.push(key);
+                    self.core.store_synced(connection, synced, time, scratch);
+                    stored.push(key);
                 }
                 // The client left before its upload was stored: dropping it removes the file.
                 _ => drop(synced),
             }
         }
-        for &key in &ready {
-            if let Some(connection) = self.connections.get_mut(key) {
-                let bulk = connection.bulk_reading();
-                if bulk && !bulk_allowed {
-                    continue;
-                }
-                let started = bulk.then(Instant::now);
-                // A bug that client input reaches closes that connection, not the server.
-                let served = panic::catch_unwind(AssertUnwindSafe(|| {
-                    connection.on_readable(&mut env, scratch)
-                }));
-                if served.is_err() {
-                    log::error!("{}: internal error; closing", connection.peer());
-                    connection.force_close();
-                }
-                if let Some(started) = started {
-                    bulk_time += started.elapsed();
-                }
-            }
-        }
-        let expired = env.core.timers.expired(now);
-        for &key in &expired {
-            if let Some(connection) = self.connections.get_mut(key) {
-                connection.on_deadline(&mut env, now);
-            }
-        }
-        ready.extend(expired);
-        if now >= self.next_sweep {
-            ready.extend(self.sweep(now));
-        }
-        // After the ready connections are served: one whose request has just arrived is not
-        // idle, and must not be closed to make room for a newcomer.
-        if accept_ready {
-            self.accept(now);
-        }
-
-        let round = self
-            .core
-            .pipeline
-            .commit(&mut self.core.deliveries, &self.core.metrics, now);
-        let durable = self.core.pipeline.durable_epoch();
-        for &key in &round.touched {
-            if let Some(connection) = self.connections.get_mut(key) {
-                let deliveries = &mut self.core.deliveries;
-                let committed = round.epoch.is_some();
-                connection.seal(round.epoch.unwrap_or(durable), committed, deliveries);
-                connection.release_through(durable, true, deliveries);
-                if connection.awaits_flush() {
-                    self.core.pipeline.await_flush(key);
-                }
-            }
-        }
-        ready.extend(round.touched);
-        ready.extend(self.release_flushed());
-        ready.extend(writable);
-        self.flush_and_sweep(ready, now, bulk_allowed, bulk_time);
+        stored
     }
 
-    /// Releases the replies that finished flushes made durable (or fails them, if a flush
-    /// failed). Returns the connections that got output.
-    fn release_flushed(&mut self) -> Vec<usize> {
-        let mut released = Vec::new();
-        for flushed in self.core.pipeline.finished_flushes(&self.core.metrics) {
-            let ok = flushed.result.is_ok();
-            let waiting = self.core.pipeline.take_awaiting();
-            for &key in &waiting {
-                if let Some(connection) = self.connections.get_mut(key) {
-                    connection.release_through(flushed.through, ok, &mut self.core.deliveries);
-                    if connection.awaits_flush() {
-                        self.core.pipeline.await_flush(key);
-                    }
-                }
-            }
-            released.extend(waiting);
-        }
-        released
-    }
-
-    /// Writes what each connection has released, reregisters interest, and removes the
-    /// connections that closed. Bulk writes follow the turn's admission, `bulk_allowed`, like
-    /// its bulk reads, which took `bulk_time`; the pacer is charged for both at once.
-    fn flush_and_sweep(
+    /// Reads and serves the `ready` connections; bulk transfers only if `bulk_allowed`.
+    /// Returns the time the bulk reads took.
+    fn serve_ready(
         &mut self,
-        mut keys: Vec<usize>,
-        now: Instant,
+        ready: &[usize],
         bulk_allowed: bool,
-        mut bulk_time: Duration,
-    ) {
-        keys.sort_unstable();
-        keys.dedup();
-        let linger_until = now + self.core.config.linger;
-        let mut closed = Vec::new();
-        let mut wanting = Vec::new();
-        for key in keys {
+        time: TurnTime,
+        scratch: &mut [u8],
+    ) -> Duration {
+        let mut bulk_time = Duration::ZERO;
+        for &key in ready {
             let Some(connection) = self.connections.get_mut(key) else {
                 continue;
             };
-            let bulk = connection.bulk_writing();
+            let bulk = connection.bulk_reading();
             if bulk && !bulk_allowed {
-                wait_for_pacer(&mut self.bulk_waiting, key);
                 continue;
             }
             let started = bulk.then(Instant::now);
-            connection.flush(
-                &mut self.core.deliveries,
-                &mut self.core.timers,
-                linger_until,
-            );
+            connection.start_turn();
+            self.core.serve(connection, time, scratch);
             if let Some(started) = started {
                 bulk_time += started.elapsed();
             }
-            if connection.is_closed() {
-                closed.push(key);
-                continue;
-            }
-            if let Err(error) = connection.update_interest(self.poll.registry()) {
-                log::warn!(
-                    "{}: cannot watch the connection: {error}",
-                    connection.peer()
-                );
-                closed.push(key);
-                continue;
-            }
-            if connection.wants_service() {
-                wanting.push((key, connection.is_bulk()));
+        }
+        bulk_time
+    }
+
+    /// Serves the connections whose deadline passed: padding grace times end, lingering
+    /// ends. Returns them.
+    fn expire_deadlines(&mut self, time: TurnTime, scratch: &mut [u8]) -> Vec<usize> {
+        let expired = self.core.timers.expired(time.now);
+        for &key in &expired {
+            if let Some(connection) = self.connections.get_mut(key) {
+                connection.on_deadline(time.now);
+                self.core.serve(connection, time, scratch);
             }
         }
-        let done = Instant::now();
-        self.core.pacer.ran(bulk_time, done);
-        let bulk_allowed = self.core.pacer.may_run(done);
-        for (key, bulk) in wanting {
-            if bulk && !bulk_allowed {
-                wait_for_pacer(&mut self.bulk_waiting, key);
-            } else {
-                self.needs_service.push(key);
-            }
-        }
-        for key in closed {
-            self.remove(key);
-        }
+        expired
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
@@ -461,9 +400,10 @@ impl Server {
     }
 }
 
-/// Queues a bulk transfer until the pacer lets bulk work run, once.
-fn wait_for_pacer(waiting: &mut Vec<usize>, key: usize) {
-    if !waiting.contains(&key) {
-        waiting.push(key);
-    }
+/// What a poll found ready.
+struct Polled {
+    /// Connections to read and serve.
+    ready: Vec<usize>,
+    writable: Vec<usize>,
+    accept_ready: bool,
 }

@@ -4,6 +4,7 @@
 //! content through without buffering it. It owns no socket, file or clock: the connection
 //! feeds it what it reads and asks for the next event, saying what time it is.
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::protocol::frame::FatalReason;
@@ -25,12 +26,11 @@ pub(crate) enum Event<'a> {
     Undecided {
         until: Instant,
     },
-    /// A request to serve. A padded client gets a padded reply and then the close; the
-    /// reader reads nothing more.
+    /// A request to serve; its body is [`RequestReader::body`] until the next event. A padded
+    /// client gets a padded reply and then the close; the reader reads nothing more.
     Request {
         header: RequestHeader,
         code: RequestCode,
-        body: &'a [u8],
         padded: bool,
     },
     /// A request whose declared size does not fit its code, or an unknown code: its bytes are
@@ -110,6 +110,8 @@ pub(crate) struct RequestReader {
     decoder: FrameDecoder,
     phase: Phase,
     settle: Settle,
+    /// Where in `input` the body of the last [`Event::Request`] is; empty otherwise.
+    body: Range<usize>,
     peer_closed: bool,
     padding_grace: Duration,
 }
@@ -124,6 +126,7 @@ impl RequestReader {
             decoder,
             phase: Phase::Requests,
             settle: Settle::Nothing,
+            body: 0..0,
             peer_closed: false,
             padding_grace,
         }
@@ -164,8 +167,16 @@ impl RequestReader {
     pub fn stop(&mut self) {
         self.phase = Phase::Stopped;
         self.settle = Settle::Nothing;
+        self.body = 0..0;
         self.input = Vec::new();
         self.start = 0;
+    }
+
+    /// The body of the request the last event announced ([`Event::Request`]); it stays in the
+    /// buffer until the next event is asked for. Lent separately from the event, so that a
+    /// caller can hand it on after deciding, without a borrow, what the event needs.
+    pub fn body(&self) -> &[u8] {
+        &self.input[self.body.clone()]
     }
 
     /// Whether bytes or a held request wait to be read.
@@ -292,12 +303,14 @@ impl RequestReader {
             }
         };
         match request {
-            Complete::Request { header, code } => Event::Request {
-                header,
-                code,
-                body: &self.input[self.start + REQUEST_HEADER_LEN..self.start + len],
-                padded,
-            },
+            Complete::Request { header, code } => {
+                self.body = self.start + REQUEST_HEADER_LEN..self.start + len;
+                Event::Request {
+                    header,
+                    code,
+                    padded,
+                }
+            }
             Complete::Rejected { header } => Event::Rejected { header, padded },
             Complete::Upload => Event::UploadEnd { padded },
         }
@@ -310,6 +323,7 @@ impl RequestReader {
 
     /// Drops what the last event lent out, and gives back buffer space.
     fn apply_settle(&mut self) {
+        self.body = 0..0;
         match std::mem::replace(&mut self.settle, Settle::Nothing) {
             Settle::Nothing => {}
             Settle::Consume(n) => self.consume(n),

@@ -1,6 +1,7 @@
-//! Making uploaded contents durable off the event loop. Flushing a large spool file can take
-//! seconds; the `spool-sync` worker does it while the loop serves everyone else, then hands
-//! the upload back and wakes the loop. Early writeback keeps what is left for it small.
+//! Making uploaded contents durable off the event loop. Making a large content durable can
+//! take seconds (flushing a spool file, for the SQLite store); the `content-sync` worker does
+//! it while the loop serves everyone else, then hands the content back and wakes the loop.
+//! The store's early writeback keeps what is left for it small.
 
 use std::io;
 use std::sync::mpsc::{self, Receiver};
@@ -8,7 +9,7 @@ use std::sync::Arc;
 
 use mio::Waker;
 
-use crate::store::Upload;
+use crate::store::{ContentSink, LargeContent};
 use crate::worker::Worker;
 
 /// A finished sync, addressed to the connection that started it.
@@ -16,15 +17,15 @@ pub(crate) struct Synced {
     pub key: usize,
     /// Tells a connection from a later one that reused its slab key.
     pub serial: u64,
-    pub upload: Upload,
-    pub result: io::Result<()>,
+    /// The durable content, or why it could not be made so (the content is then removed).
+    pub content: io::Result<LargeContent>,
 }
 
-/// An upload to sync, and the connection to tell.
+/// A content to make durable, and the connection to tell.
 struct Job {
     key: usize,
     serial: u64,
-    upload: Upload,
+    sink: ContentSink,
 }
 
 pub(crate) struct Syncer {
@@ -35,22 +36,15 @@ pub(crate) struct Syncer {
 impl Syncer {
     pub fn start(waker: Arc<Waker>) -> io::Result<Syncer> {
         let (report, done) = mpsc::channel();
-        let worker = Worker::start("spool-sync", move |jobs: Receiver<Job>| {
-            for Job {
-                key,
-                serial,
-                upload,
-            } in jobs
-            {
-                let result = upload.sync();
+        let worker = Worker::start("content-sync", move |jobs: Receiver<Job>| {
+            for Job { key, serial, sink } in jobs {
                 let synced = Synced {
                     key,
                     serial,
-                    upload,
-                    result,
+                    content: sink.make_durable(),
                 };
-                // The loop is gone only at exit; the upload's file is then removed, or left
-                // for start-up to remove.
+                // The loop is gone only at exit; the content is then removed, or left for
+                // start-up to remove.
                 if report.send(synced).is_err() {
                     return;
                 }
@@ -62,17 +56,13 @@ impl Syncer {
         Ok(Syncer { worker, done })
     }
 
-    /// Queues `upload` to be made durable. If the worker has ended, the upload is dropped
-    /// (its file removed) and an error returned.
-    pub fn sync(&self, key: usize, serial: u64, upload: Upload) -> io::Result<()> {
-        let job = Job {
-            key,
-            serial,
-            upload,
-        };
+    /// Queues the content written into `sink` to be made durable. If the worker has ended,
+    /// the content is dropped (and so removed) and an error returned.
+    pub fn sync(&self, key: usize, serial: u64, sink: ContentSink) -> io::Result<()> {
+        let job = Job { key, serial, sink };
         self.worker
             .send(job)
-            .map_err(|_| io::Error::other("the spool-sync worker has ended"))
+            .map_err(|_| io::Error::other("the content-sync worker has ended"))
     }
 
     /// The syncs finished since the last call.

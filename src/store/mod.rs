@@ -2,8 +2,8 @@
 //! loop do not depend on SQLite (a distributed backend can be added beside it).
 
 mod access;
+mod content;
 mod migrations;
-mod spool;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -11,14 +11,11 @@ use std::time::SystemTime;
 
 use crate::protocol::{ClientId, MessageId, MessageType, PublicKey};
 
-// The read side returns the messages and contents a pull reply carries, under the names the
-// SQLite store knows them by.
-pub use crate::protocol::{
-    Content as StoredContent, ContentReader, QueuedMessage as StoredMessage,
-};
+// The read side returns the messages a pull reply carries, their contents in memory or streamed.
+pub use crate::protocol::{Content, ContentReader, QueuedMessage};
 pub use access::Inaccessible;
+pub use content::{ContentSink, ContentStore, LargeContent, PendingContent};
 pub use migrations::SchemaMismatch;
-pub use spool::{Spool, Upload};
 pub use sqlite::SqliteStore;
 
 /// A message a pull reply carries: its id, and its content's size for the queue counts.
@@ -37,10 +34,10 @@ pub struct NewMessage<'a> {
 }
 
 /// The content of a message to store: small ones from the request buffer, large ones
-/// already streamed into a spool file.
+/// already streamed to the backend and made durable.
 pub enum NewContent<'a> {
     Inline(&'a [u8]),
-    Spooled(Upload),
+    Large(LargeContent),
 }
 
 /// How a committed batch becomes durable.
@@ -110,7 +107,7 @@ impl std::str::FromStr for Durability {
 pub struct PullBudget {
     /// Payload bytes (25 + content per message); a u32 on the wire.
     pub payload: u64,
-    /// Content bytes held in memory (contents stored in rows); spooled contents are streamed.
+    /// Content bytes held in memory (contents stored in rows); large contents are streamed.
     pub in_memory: u64,
 }
 
@@ -120,7 +117,7 @@ pub struct PullBudget {
 pub struct QueueStats {
     /// Messages waiting to be pulled.
     pub messages: u64,
-    /// Their content bytes, in rows and spool files.
+    /// Their content bytes, in rows and large contents.
     pub bytes: u64,
     /// Messages stored since the store was opened.
     pub stored: u64,
@@ -166,8 +163,9 @@ pub enum StoreError {
 
 /// The operations the handlers need. All writes between [`Store::begin_batch`] and
 /// [`Store::commit_batch`] form one transaction (group commit): nothing is acknowledged until
-/// that transaction is durable, which [`Committed`] says how to wait for.
-pub trait Store: Send {
+/// that transaction is durable, which [`Committed`] says how to wait for. Large contents are
+/// begun through the [`ContentStore`] half.
+pub trait Store: ContentStore + Send {
     fn begin_batch(&mut self) -> Result<(), StoreError>;
     fn commit_batch(&mut self) -> Result<Committed, StoreError>;
     /// Drops every write since `begin_batch`.
@@ -198,11 +196,7 @@ pub trait Store: Send {
     ) -> Result<(), StoreError>;
     fn public_key(&mut self, id: ClientId) -> Result<Option<PublicKey>, StoreError>;
 
-    /// Starts streaming a content of `len` bytes to storage, outside any transaction, so that
-    /// other requests commit while it arrives. Fails with `NoSpace` when the disk cannot take
-    /// it.
-    fn start_upload(&mut self, len: u64) -> Result<Upload, StoreError>;
-    /// Stores a message and returns its id, unique among stored messages. A spooled content
+    /// Stores a message and returns its id, unique among stored messages. A large content
     /// belongs to the message once the batch commits, and is removed if it does not.
     fn insert_message(&mut self, message: NewMessage<'_>) -> Result<MessageId, StoreError>;
     /// The oldest messages queued for `to`, in send order, leaving out those `skip` names,
@@ -213,7 +207,7 @@ pub trait Store: Send {
         to: ClientId,
         budget: PullBudget,
         skip: &dyn Fn(MessageId) -> bool,
-    ) -> Result<Vec<StoredMessage>, StoreError>;
+    ) -> Result<Vec<QueuedMessage>, StoreError>;
     /// Deletes messages whose pull reply was written whole.
     fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError>;
     /// The queues as of the last commit.
@@ -223,7 +217,7 @@ pub trait Store: Send {
     fn close(self: Box<Self>) -> Result<(), StoreError>;
 }
 
-/// Waits (up to 5 s) until `condition` holds: for files the spool removes in the background.
+/// Waits (up to 5 s) until `condition` holds: for contents removed in the background.
 #[cfg(test)]
 pub(crate) fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     use std::time::{Duration, Instant};

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use messageu::protocol::{ClientId, MessageId, PublicKey};
 use messageu::store::{
-    Committed, Delivered, Durability, NewContent, NewMessage, PullBudget, QueueStats, SqliteStore,
-    Store, StoreError, StoredMessage, Upload,
+    Committed, ContentSink, ContentStore, Delivered, Durability, NewContent, NewMessage,
+    PullBudget, QueueStats, QueuedMessage, SqliteStore, Store, StoreError,
 };
 
 /// A store with faults a request can reach: the public-key lookup panics for one target, a
@@ -29,6 +29,12 @@ impl FaultyStore {
     pub fn open(path: &Path, slow_list: Arc<AtomicBool>) -> Box<dyn Store> {
         let inner = SqliteStore::open(path, Durability::Full, 0).expect("store");
         Box::new(FaultyStore { inner, slow_list })
+    }
+}
+
+impl ContentStore for FaultyStore {
+    fn begin_content(&mut self, len: u64) -> Result<ContentSink, StoreError> {
+        self.inner.begin_content(len)
     }
 }
 
@@ -81,9 +87,6 @@ impl Store for FaultyStore {
         assert_ne!(id, POISONED, "injected bug");
         self.inner.public_key(id)
     }
-    fn start_upload(&mut self, len: u64) -> Result<Upload, StoreError> {
-        self.inner.start_upload(len)
-    }
     fn insert_message(&mut self, message: NewMessage<'_>) -> Result<MessageId, StoreError> {
         let poisoned = matches!(message.content, NewContent::Inline(POISONED_CONTENT));
         let id = self.inner.insert_message(message)?;
@@ -97,7 +100,7 @@ impl Store for FaultyStore {
         to: ClientId,
         budget: PullBudget,
         skip: &dyn Fn(MessageId) -> bool,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
+    ) -> Result<Vec<QueuedMessage>, StoreError> {
         self.inner.queued_messages(to, budget, skip)
     }
     fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {

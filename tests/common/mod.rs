@@ -1,5 +1,7 @@
 //! Shared helpers for the end-to-end tests: a server on an ephemeral loopback port with a
-//! temporary database, and a minimal blocking client that speaks the wire format.
+//! temporary database, and a minimal blocking client that speaks the wire format. The client's
+//! and the bench's tests include this module by path (`#[path]`), so it names no binary of
+//! the server package with `env!`.
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod faulty_store;
@@ -363,9 +365,40 @@ impl Launch {
     }
 }
 
+/// The `messageu-server` binary. Cargo names it to the server's own tests; the client's and
+/// the bench's tests, which include these helpers by path, find it beside their own
+/// executable (`target/<profile>/deps/`), where the workspace's `cargo test` built it.
+pub fn server_binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_messageu-server") {
+        return PathBuf::from(path);
+    }
+    let test = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = test
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable is in target/<profile>/deps");
+    let binary = profile_dir.join(format!("messageu-server{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "{} is not built: run the workspace's `cargo test`, or `cargo build --bin messageu-server` first",
+        binary.display()
+    );
+    binary
+}
+
+/// Checks that `binary --version` prints `name` and the package version.
+pub fn assert_names_itself(name: &str, binary: &Path) {
+    let output = Command::new(binary).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        version.trim(),
+        format!("{name} {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 /// A command running `messageu-server` in `dir` with `args`, logging at info.
 pub fn server_command(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_messageu-server"));
+    let mut command = Command::new(server_binary());
     command.current_dir(dir).args(args).env("RUST_LOG", "info");
     command
 }

@@ -1,11 +1,15 @@
 //! One client connection: the socket shell around a [`RequestReader`] (bytes in, requests
 //! out) and an [`Outbox`] (replies out, once their commit is durable). It reads and writes
-//! within per-turn budgets, serves what the reader yields, pauses while its replies pile up,
-//! and says when it is slow, silent or idle. Large sends are in [`upload`].
+//! within per-turn budgets, pauses while its replies pile up, and says when it is slow,
+//! silent or idle. It knows nothing of the server: what its input needs done (a request
+//! served, an upload opened or synced, a deadline kept) it yields as [`Work`] from
+//! [`Connection::next_work`], and the loop hands back the answers ([`work`]). Large sends are
+//! in [`upload`].
 
 mod upload;
+mod work;
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -14,14 +18,14 @@ use mio::{Interest, Registry, Token};
 
 use super::deliveries::Deliveries;
 use super::outbox::{Outbox, Written};
-use super::reader::{Event, RequestReader};
-use super::timers::Timers;
-use super::Env;
+use super::reader::RequestReader;
 use crate::config::Config;
-use crate::handlers::Response;
-use crate::metrics::{ConnectionKind, ErrorCause};
+use crate::metrics::ConnectionKind;
 use crate::protocol::FrameDecoder;
+pub(crate) use upload::LargeSend;
 use upload::{InboundUpload, Syncing};
+use work::Pass;
+pub(crate) use work::{Answered, Work};
 
 /// Unsent reply bytes above which a connection's requests are no longer read: a client that
 /// pipelines without reading replies cannot make the server buffer without bound.
@@ -40,7 +44,7 @@ pub(crate) enum State {
     /// Serving requests.
     Open,
     /// No more requests: write what is produced, then close.
-    ClosingAfterFlush,
+    ClosingAfterWriting,
     /// Everything written and our side shut down; dropping what the peer still sends until it
     /// closes or the linger time ends, so that a reset cannot destroy the last reply.
     Lingering,
@@ -53,6 +57,7 @@ pub(crate) struct Connection {
     serial: u64,
     peer: SocketAddr,
     state: State,
+    /// The padding-grace or linger deadline; the loop keeps the timer.
     deadline: Option<Instant>,
     /// No WouldBlock seen since the last readiness event: the socket may hold more bytes.
     readable: bool,
@@ -60,6 +65,8 @@ pub(crate) struct Connection {
     writable_interest: bool,
 
     reader: RequestReader,
+    /// Where [`Connection::next_work`] is in the input.
+    pass: Pass,
     /// Processing stopped (backpressure, turn budget) with input left to process.
     stalled: bool,
     /// Requests this connection may still serve in the current turn.
@@ -68,7 +75,7 @@ pub(crate) struct Connection {
     syncing: Option<Syncing>,
 
     outbox: Outbox,
-    /// The last flush stopped at its budget, not at a full socket: no event will come.
+    /// The last write stopped at its budget, not at a full socket: no event will come.
     write_budget_spent: bool,
 
     /// When bytes last arrived.
@@ -112,6 +119,7 @@ impl Connection {
                 FrameDecoder::new(config.max_payload, config.spool_threshold),
                 config.padding_grace,
             ),
+            pass: Pass::Idle,
             stalled: false,
             requests_left: REQUESTS_PER_TURN,
             upload: None,
@@ -129,11 +137,8 @@ impl Connection {
         self.kind
     }
 
-    fn classify(&mut self, kind: ConnectionKind, env: &Env<'_>) {
-        if self.kind != kind {
-            env.core.metrics.connection_classified(self.kind, kind);
-            self.kind = kind;
-        }
+    pub fn key(&self) -> usize {
+        self.key
     }
 
     pub fn serial(&self) -> u64 {
@@ -191,214 +196,8 @@ impl Connection {
             State::Open => {
                 self.syncing.is_none() && !self.backpressured() && (self.readable || self.stalled)
             }
-            State::ClosingAfterFlush | State::Lingering => self.readable,
+            State::ClosingAfterWriting | State::Lingering => self.readable,
         }
-    }
-
-    /// Reads what the socket holds (within the budget) and serves the complete requests.
-    pub fn on_readable(&mut self, env: &mut Env<'_>, scratch: &mut [u8]) {
-        self.requests_left = REQUESTS_PER_TURN;
-        self.process(env);
-        let mut budget = READ_BUDGET;
-        while self.readable && budget > 0 && self.state != State::Closed {
-            if self.state == State::Open && self.must_pause() {
-                break;
-            }
-            match self.socket.read(scratch) {
-                Ok(0) => {
-                    self.readable = false;
-                    self.peer_closed = true;
-                    self.reader.close_input();
-                }
-                Ok(n) => {
-                    budget = budget.saturating_sub(n);
-                    self.last_read = env.now;
-                    if self.state == State::Open {
-                        self.request_started.get_or_insert(env.now);
-                        // Content that arrives while nothing else is buffered goes straight
-                        // to its upload, without a copy into the reader's buffer.
-                        let (content, rest) = self.reader.take_upload_bytes(&scratch[..n]);
-                        self.write_upload(content, env);
-                        self.reader.feed(rest);
-                        self.process(env);
-                    }
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.readable = false,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => self.fail("read", &error),
-            }
-        }
-        if self.peer_closed {
-            self.on_peer_closed(env);
-        }
-    }
-
-    fn on_peer_closed(&mut self, env: &mut Env<'_>) {
-        match self.state {
-            State::Open => {
-                // A held request is decided now: no more bytes will come.
-                self.process(env);
-                if !self.stalled {
-                    log::debug!("{}: closed by the client", self.peer);
-                    self.drop_input();
-                    self.state = State::ClosingAfterFlush;
-                }
-            }
-            State::Lingering => self.state = State::Closed,
-            State::ClosingAfterFlush | State::Closed => {}
-        }
-    }
-
-    /// A deadline of this connection passed: the padding grace time or the linger time.
-    pub fn on_deadline(&mut self, env: &mut Env<'_>, now: Instant) {
-        if self.deadline.is_none_or(|deadline| deadline > now) {
-            return;
-        }
-        self.deadline = None;
-        match self.state {
-            State::Open if self.reader.is_holding() => self.process(env),
-            State::Lingering => self.state = State::Closed,
-            _ => {}
-        }
-    }
-
-    fn set_deadline(&mut self, at: Instant, timers: &mut Timers) {
-        self.deadline = Some(at);
-        timers.schedule(at, self.key);
-    }
-
-    /// Serves every complete request in the buffer, in order.
-    fn process(&mut self, env: &mut Env<'_>) {
-        let requests_left = self.requests_left;
-        self.serve_buffered(env);
-        // A request left incomplete must arrive whole within the request timeout, counted
-        // from when the request before it was served. Uploads are timed by their progress,
-        // and requests held by backpressure by the client's reading.
-        let incomplete =
-            !self.stalled && self.syncing.is_none() && self.reader.has_partial_request();
-        self.request_started = if !incomplete {
-            None
-        } else if self.requests_left < requests_left {
-            Some(env.now)
-        } else {
-            self.request_started.or(Some(env.now))
-        };
-    }
-
-    /// Serves what the reader has, in order, until it needs more bytes or the connection
-    /// must pause.
-    fn serve_buffered(&mut self, env: &mut Env<'_>) {
-        self.stalled = false;
-        while self.state == State::Open {
-            if self.must_pause() {
-                self.stalled = self.reader.has_buffered();
-                break;
-            }
-            let peer = self.peer;
-            let (response, padded) = match self.reader.next(env.now) {
-                Event::NeedMore => break,
-                Event::Undecided { until } => {
-                    if self.deadline.is_none() {
-                        self.set_deadline(until, &mut env.core.timers);
-                    }
-                    break;
-                }
-                Event::Request {
-                    header,
-                    code,
-                    body,
-                    padded,
-                } => {
-                    log::debug!("{peer}: {code} from {}", header.client_id);
-                    env.core.pacer.saw_request(env.now);
-                    (env.serve(code, &header, body, peer), padded)
-                }
-                Event::Rejected { header, padded } => {
-                    env.count_error(ErrorCause::Rejected);
-                    log::warn!(
-                        "{peer}: request code {} with payload size {} rejected",
-                        header.code,
-                        header.payload_size
-                    );
-                    env.core.pacer.saw_request(env.now);
-                    (Response::error(), padded)
-                }
-                Event::Fatal { header, reason } => {
-                    env.count_error(ErrorCause::Framing);
-                    log::warn!("{peer}: request code {}: {reason}; closing", header.code);
-                    self.close_with_error(env);
-                    break;
-                }
-                Event::UploadStart { header, code, head } => {
-                    self.start_upload(header, code, head, env);
-                    continue;
-                }
-                Event::UploadBytes(content) => {
-                    if let Some(upload) = self.upload.as_mut() {
-                        let writeback_step = env.core.pacer.writeback_step(env.now);
-                        upload.write(content, writeback_step, peer);
-                    }
-                    continue;
-                }
-                Event::UploadEnd { padded } => match self.upload.take() {
-                    Some(InboundUpload {
-                        header,
-                        code,
-                        head,
-                        sink: Ok(upload),
-                    }) => {
-                        self.count_request(padded, env);
-                        let syncing = Syncing {
-                            header,
-                            code,
-                            head,
-                            padded,
-                        };
-                        self.sync_upload(upload, syncing, env);
-                        continue;
-                    }
-                    Some(InboundUpload { sink: Err(_), .. }) | None => (Response::error(), padded),
-                },
-            };
-            self.count_request(padded, env);
-            self.stage(response, padded, env);
-        }
-    }
-
-    /// A request was answered (or is being made durable): padded clients get nothing more.
-    fn count_request(&mut self, padded: bool, env: &Env<'_>) {
-        self.requests_left = self.requests_left.saturating_sub(1);
-        self.requests_served += 1;
-        self.deadline = None;
-        if padded {
-            log::debug!("{}: zero-padded client", self.peer);
-            self.classify(ConnectionKind::Padded, env);
-            self.drop_input();
-            self.state = State::ClosingAfterFlush;
-        } else {
-            self.classify(ConnectionKind::Persistent, env);
-        }
-    }
-
-    /// Answers 9000 and closes after writing it: the rest of the stream cannot be trusted.
-    fn close_with_error(&mut self, env: &mut Env<'_>) {
-        self.stage(Response::error(), false, env);
-        self.drop_input();
-        self.state = State::ClosingAfterFlush;
-    }
-
-    fn stage(&mut self, response: Response, padded: bool, env: &mut Env<'_>) {
-        let Response { reply, delivered } = response;
-        if self.outbox.stage(reply.encode(), delivered, padded) {
-            env.core.pipeline.touched(self.key);
-        }
-    }
-
-    /// Drops every request not yet served, and the content of an upload in progress.
-    fn drop_input(&mut self) {
-        self.reader.stop();
-        self.upload = None;
-        self.stalled = false;
     }
 
     /// Ties the current round's staged replies to commit `epoch` (see [`Outbox::seal`]).
@@ -417,17 +216,17 @@ impl Connection {
     }
 
     /// Writes released replies until the socket would block or this turn's write budget is
-    /// spent. Messages of every reply written whole are delivered. A connection
-    /// that is done starts lingering until `linger_until`.
-    pub fn flush(
+    /// spent. Messages of every reply written whole are delivered. A connection that is done
+    /// starts lingering until `linger_until`, and returns that deadline for the loop to keep.
+    #[must_use]
+    pub fn write_out(
         &mut self,
         deliveries: &mut Deliveries,
-        timers: &mut Timers,
         linger_until: Instant,
-    ) {
+    ) -> Option<Instant> {
         self.write_budget_spent = false;
         if self.state == State::Closed {
-            return;
+            return None;
         }
         match self
             .outbox
@@ -437,7 +236,7 @@ impl Connection {
             Err(error) => self.fail("write", &error),
         }
         let done = self.outbox.is_empty() && self.syncing.is_none();
-        if self.state == State::ClosingAfterFlush && done {
+        if self.state == State::ClosingAfterWriting && done {
             if self.peer_closed {
                 self.state = State::Closed;
             } else {
@@ -445,9 +244,11 @@ impl Connection {
                     log::debug!("{}: shutdown: {error}", self.peer);
                 }
                 self.state = State::Lingering;
-                self.set_deadline(linger_until, timers);
+                self.deadline = Some(linger_until);
+                return self.deadline;
             }
         }
+        None
     }
 
     /// Why the connection should be closed for slowness or silence at `now`, if it should. A
@@ -498,6 +299,7 @@ impl Connection {
     /// Closes the connection at once, for a timeout or an internal failure.
     pub fn force_close(&mut self) {
         self.state = State::Closed;
+        self.pass = Pass::Idle;
     }
 
     fn fail(&mut self, operation: &str, error: &io::Error) {
@@ -505,12 +307,19 @@ impl Connection {
         self.state = State::Closed;
     }
 
+    /// Drops every request not yet served, and the content of an upload in progress.
+    fn drop_input(&mut self) {
+        self.reader.stop();
+        self.upload = None;
+        self.stalled = false;
+    }
+
     /// Stops serving for shutdown: requests not yet served are dropped; produced replies are
     /// still written.
     pub fn begin_shutdown(&mut self) {
         if self.state == State::Open {
             self.drop_input();
-            self.state = State::ClosingAfterFlush;
+            self.state = State::ClosingAfterWriting;
         }
         if self.outbox.is_empty() && self.syncing.is_none() {
             self.state = State::Closed;

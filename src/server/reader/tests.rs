@@ -40,14 +40,9 @@ fn drain(reader: &mut RequestReader, now: Instant, seen: &mut Vec<Seen>) -> bool
                 assert!(until > now);
                 return true;
             }
-            Event::Request {
-                header,
-                body,
-                padded,
-                ..
-            } => Seen::Request {
+            Event::Request { header, padded, .. } => Seen::Request {
                 code: header.code,
-                body: body.to_vec(),
+                body: reader.body().to_vec(),
                 padded,
             },
             Event::Rejected { header, padded } => Seen::Rejected {

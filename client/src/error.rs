@@ -1,0 +1,95 @@
+//! Everything that can make a client operation fail, each with a one-line message.
+
+use std::io;
+use std::path::PathBuf;
+
+use super::crypto::CryptoError;
+use super::identity::FileFormatError;
+use super::state::DamagedState;
+use messageu_protocol::client::ReplyError;
+use messageu_protocol::{ClientId, Operation};
+
+/// Why an operation failed. The message of a 9000 reply begins with the console's
+/// `server responded with an error`, then says what the server may have objected to.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
+    #[error("server responded with an error: {}", likely_causes(*.0))]
+    Refused(Operation),
+    #[error("the reply names client {actual}, but the request was for {expected}")]
+    ReplyForOtherClient {
+        expected: ClientId,
+        actual: ClientId,
+    },
+    #[error("cannot connect to {server}: {source}")]
+    Connect { server: String, source: io::Error },
+    #[error("the server did not answer within {0} seconds")]
+    Timeout(u64),
+    #[error("the server closed the connection before its reply was complete")]
+    ClosedEarly,
+    #[error("connection to the server failed: {0}")]
+    Connection(#[source] io::Error),
+    /// A connection kept from an earlier request failed before this one was answered.
+    #[error(transparent)]
+    Dropped(Box<ClientError>),
+    #[error(
+        "the connection closed before the server confirmed the message: it may or may not \
+         have been delivered, and was not sent again"
+    )]
+    SendUnconfirmed,
+    #[error("{path}: {source}")]
+    File { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    BadFile {
+        path: PathBuf,
+        source: FileFormatError,
+    },
+    #[error("{path}: the file changed while it was being sent")]
+    FileChanged { path: PathBuf },
+    #[error("{path}: {len} bytes is more than one message can carry")]
+    FileTooLarge { path: PathBuf, len: u64 },
+    #[error("the folder {0} does not exist (--dir names the folder of me.info and server.info)")]
+    NoFolder(PathBuf),
+    #[error("{0} is not a folder (--dir names the folder of me.info and server.info)")]
+    NotAFolder(PathBuf),
+    #[error("no server address: write host:port to {0} or pass --server")]
+    NoServer(PathBuf),
+    #[error("already registered: {0} exists")]
+    AlreadyRegistered(PathBuf),
+    #[error("not registered: {0} not found (register first)")]
+    NotRegistered(PathBuf),
+    #[error("invalid name {0:?}: use 1 to 254 printable ASCII characters")]
+    InvalidName(String),
+    #[error("no client named {0:?} (the list of clients does not have it)")]
+    UnknownPeer(String),
+    #[error("no public key of {0} yet: request it first")]
+    NoPublicKey(String),
+    #[error("no symmetric key shared with {0} yet: send yours or ask for theirs first")]
+    NoSymmetricKey(String),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    BadState(#[from] DamagedState),
+    #[error("reading the input failed: {0}")]
+    Input(#[source] io::Error),
+    #[error("writing the output failed: {0}")]
+    Output(#[source] io::Error),
+}
+
+/// What a 9000 reply to `operation` most likely means (protocol §3); the reply says no more.
+fn likely_causes(operation: Operation) -> String {
+    const UNKNOWN_CALLER: &str = "the server may not know this client's id (me.info from \
+        another server, or its database was reset: register again from a new folder)";
+    match operation {
+        Operation::Register => "the name may be taken, or refused by the server".to_owned(),
+        Operation::ListClients | Operation::PullMessages => UNKNOWN_CALLER.to_owned(),
+        Operation::PublicKey => {
+            format!("the client asked about may no longer be registered, or {UNKNOWN_CALLER}")
+        }
+        Operation::SendMessage => format!(
+            "the recipient may no longer be registered, the content may be larger than the \
+             server accepts, the server may be out of space, or {UNKNOWN_CALLER}"
+        ),
+    }
+}

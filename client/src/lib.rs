@@ -1,0 +1,53 @@
+//! `messageu-client`: a MessageU client that interoperates with the C++ clients.
+//!
+//! [`crypto`] is protocol §5, [`identity`] the files of §6, [`state`] what scripted use keeps
+//! between runs, [`transport`] the three ways of connecting (§4), [`session`] the operations,
+//! [`actions`] what a user asks for and how it is reported, and [`console`] the menu. The wire
+//! format itself is the shared codec in [`messageu_protocol::client`].
+
+pub mod actions;
+pub mod console;
+pub mod crypto;
+pub mod error;
+pub mod identity;
+pub mod session;
+pub mod state;
+pub mod transport;
+
+pub use actions::{perform, Action};
+pub use error::ClientError;
+pub use session::{Session, SessionOptions};
+pub use transport::ConnectionMode;
+
+use messageu_protocol::Edition;
+
+/// The edition a user names by year: 2021, 2022 or 2023, 2024 or 2025, 2026.
+pub fn edition_from_year(year: &str) -> Option<Edition> {
+    match year.trim() {
+        "2021" => Some(Edition::Y2021),
+        "2022" | "2023" => Some(Edition::Y2022),
+        "2024" | "2025" => Some(Edition::Y2024),
+        "2026" => Some(Edition::Y2026),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod vectors;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn editions_are_named_by_any_of_their_years() {
+        let named = edition_from_year;
+        assert_eq!(named("2021"), Some(Edition::Y2021));
+        assert_eq!(named("2022"), Some(Edition::Y2022));
+        assert_eq!(named("2023"), Some(Edition::Y2022));
+        assert_eq!(named("2024"), Some(Edition::Y2024));
+        assert_eq!(named("2025"), Some(Edition::Y2024));
+        assert_eq!(named("2026"), Some(Edition::Y2026));
+        assert_eq!(named("2020"), None);
+    }
+}

@@ -1,0 +1,120 @@
+//! `messageu-client`: command line only; the client itself is `messageu::client`.
+
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use messageu_client::identity::ServerAddress;
+use messageu_client::{
+    console, edition_from_year, perform, Action, ClientError, ConnectionMode, Session,
+    SessionOptions,
+};
+use messageu_protocol::Edition;
+
+/// A MessageU client: end-to-end encrypted messages through any MessageU server, compatible
+/// with the C++ clients. With no command it runs the interactive menu.
+#[derive(Debug, Parser)]
+#[command(name = "messageu-client", version)]
+struct Cli {
+    /// Request codes of this edition: 2021, 2022 (or 2023), 2025 (or 2024), 2026.
+    #[arg(long, global = true, value_name = "YEAR", default_value = "2025", value_parser = parse_edition)]
+    edition: Edition,
+    /// The server as host:port; overrides server.info.
+    #[arg(long, global = true, value_name = "HOST:PORT", value_parser = parse_server)]
+    server: Option<ServerAddress>,
+    /// The folder of me.info, server.info and peers.json.
+    #[arg(long, global = true, value_name = "FOLDER", default_value = ".")]
+    dir: PathBuf,
+    /// Where received files are saved [default: downloads in the --dir folder].
+    #[arg(long, global = true, value_name = "DIR")]
+    downloads: Option<PathBuf>,
+    /// Pad requests with zeros to a multiple of 1024 bytes, one connection per request.
+    #[arg(long, global = true, conflicts_with = "reconnect")]
+    padded: bool,
+    /// Open a new connection for each request.
+    #[arg(long, global = true)]
+    reconnect: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Register NAME with a new key pair; writes me.info.
+    Register { name: String },
+    /// List the other registered clients.
+    List,
+    /// Fetch NAME's public key.
+    GetKey { name: String },
+    /// Ask NAME for a symmetric key.
+    RequestKey { name: String },
+    /// Send NAME a new symmetric key (fetch their public key first).
+    SendKey { name: String },
+    /// Send NAME an encrypted text.
+    SendText { name: String, text: String },
+    /// Send NAME an encrypted file.
+    SendFile { name: String, path: PathBuf },
+    /// Print the waiting messages, decrypted.
+    Pull {
+        /// One JSON object per message.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl From<Command> for Action {
+    fn from(command: Command) -> Action {
+        match command {
+            Command::Register { name } => Action::Register { name },
+            Command::List => Action::ListClients,
+            Command::GetKey { name } => Action::GetPublicKey { name },
+            Command::RequestKey { name } => Action::RequestSymmetricKey { name },
+            Command::SendKey { name } => Action::SendSymmetricKey { name },
+            Command::SendText { name, text } => Action::SendText { name, text },
+            Command::SendFile { name, path } => Action::SendFile { name, path },
+            Command::Pull { json } => Action::Pull { json },
+        }
+    }
+}
+
+fn parse_edition(year: &str) -> Result<Edition, String> {
+    edition_from_year(year).ok_or_else(|| "use 2021, 2022, 2023, 2024, 2025 or 2026".to_owned())
+}
+
+fn parse_server(text: &str) -> Result<ServerAddress, String> {
+    ServerAddress::parse(text).map_err(|error| error.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("messageu-client: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), ClientError> {
+    let mode = if cli.padded {
+        ConnectionMode::Padded
+    } else if cli.reconnect {
+        ConnectionMode::Reconnect
+    } else {
+        ConnectionMode::Persistent
+    };
+    let mut session = Session::open(SessionOptions {
+        edition: cli.edition,
+        mode,
+        server: cli.server,
+        dir: cli.dir,
+        downloads: cli.downloads,
+    })?;
+    match cli.command {
+        Some(command) => perform(&mut session, &command.into(), &mut io::stdout().lock()),
+        None => console::run(&mut session, io::stdin().lock(), io::stdout().lock()),
+    }
+}

@@ -1,0 +1,924 @@
+//! The client's operations: each sends its requests through the shared codec
+//! ([`messageu_protocol::client`]) and keeps what it learns in [`Peers`].
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::crypto::{
+    ciphertext_len, decrypt, decrypt_to, encrypt, encrypt_stream, encrypt_symmetric_key,
+    validate_public_key, AesKey, DecryptError, PrivateKey, StreamError,
+};
+use super::error::ClientError;
+use super::identity::{
+    exists, validate_name, Identity, NewMeInfo, ServerAddress, ME_INFO, SERVER_INFO,
+};
+use super::state::{DamagedState, Peers, STATE_FILE};
+use super::transport::{socket_error, ConnectionMode, Reply, Transport};
+use messageu_protocol::client::{
+    bare_request, check_reply_code, parse_client_list, parse_public_key, parse_registered,
+    parse_sent, public_key_request, pulled_messages, register_request, send_request,
+    send_request_head, ListedClient, PulledMessage, ReplyError, MAX_SEND_CONTENT,
+};
+use messageu_protocol::{ClientId, Edition, MessageId, MessageType, Operation, ReplyHeader};
+
+/// What a session needs to start.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub edition: Edition,
+    pub mode: ConnectionMode,
+    /// Overrides `server.info`.
+    pub server: Option<ServerAddress>,
+    /// The folder of `me.info`, `server.info` and the state file.
+    pub dir: PathBuf,
+    /// Where received files are saved; by default [`DOWNLOADS`] in `dir`.
+    pub downloads: Option<PathBuf>,
+}
+
+/// The folder beside `me.info` where received files are saved unless told otherwise.
+pub const DOWNLOADS: &str = "downloads";
+
+/// A client: its identity (once registered), its peers, and its connection to the server.
+#[derive(Debug)]
+pub struct Session {
+    edition: Edition,
+    transport: Transport,
+    dir: PathBuf,
+    /// Created when the first file arrives.
+    downloads: PathBuf,
+    identity: Option<Identity>,
+    /// A damaged state file blocks only the operations that need what it holds.
+    peers: Result<Peers, DamagedState>,
+}
+
+impl Session {
+    /// Reads the client's files: `server.info` (unless overridden), `me.info` and the state
+    /// file if they exist. Connects only when the first request is sent.
+    pub fn open(options: SessionOptions) -> Result<Session, ClientError> {
+        check_folder(&options.dir)?;
+        let server = match options.server {
+            Some(server) => server,
+            None => {
+                let path = options.dir.join(SERVER_INFO);
+                if !exists(&path)? {
+                    return Err(ClientError::NoServer(path));
+                }
+                ServerAddress::load(&path)?
+            }
+        };
+        let me_info = options.dir.join(ME_INFO);
+        let identity = if exists(&me_info)? {
+            Some(Identity::load(&me_info)?)
+        } else {
+            None
+        };
+        let peers = match &identity {
+            Some(me) => match Peers::load(&options.dir.join(STATE_FILE), me.id) {
+                Err(ClientError::BadState(damaged)) => Err(damaged),
+                loaded => Ok(loaded?),
+            },
+            None => Ok(Peers::default()),
+        };
+        Ok(Session {
+            edition: options.edition,
+            transport: Transport::new(server, options.mode),
+            downloads: options
+                .downloads
+                .unwrap_or_else(|| options.dir.join(DOWNLOADS)),
+            dir: options.dir,
+            identity,
+            peers,
+        })
+    }
+
+    /// The edition whose request codes this session sends.
+    pub fn edition(&self) -> Edition {
+        self.edition
+    }
+
+    fn peers(&self) -> Result<&Peers, ClientError> {
+        self.peers
+            .as_ref()
+            .map_err(|damaged| damaged.clone().into())
+    }
+
+    fn peers_mut(&mut self) -> Result<&mut Peers, ClientError> {
+        self.peers
+            .as_mut()
+            .map_err(|damaged| damaged.clone().into())
+    }
+
+    fn me(&self) -> Result<&Identity, ClientError> {
+        self.identity
+            .as_ref()
+            .ok_or_else(|| not_registered(&self.dir))
+    }
+
+    /// Fails if this client is registered already: one `me.info` is one user.
+    pub fn check_can_register(&self) -> Result<(), ClientError> {
+        let me_info = self.dir.join(ME_INFO);
+        if self.identity.is_some() || exists(&me_info)? {
+            return Err(ClientError::AlreadyRegistered(me_info));
+        }
+        Ok(())
+    }
+
+    /// Registers `name` with a new key pair and writes `me.info`.
+    pub fn register(&mut self, name: &str) -> Result<ClientId, ClientError> {
+        self.check_can_register()?;
+        validate_name(name)?;
+        let key = PrivateKey::generate()?;
+        let request = register_request(self.edition, name, &key.public_key()?);
+        let me_info = NewMeInfo::create(&self.dir.join(ME_INFO))?;
+        let id = parse_registered(&self.exchange(Operation::Register, &request)?)?;
+        let identity = Identity {
+            name: name.to_owned(),
+            id,
+            key,
+        };
+        me_info.write(&identity)?;
+        self.identity = Some(identity);
+        self.peers = Ok(Peers::default());
+        Ok(id)
+    }
+
+    /// Every other registered client; their ids and names are remembered unless the state
+    /// file is damaged, which is then left as it is.
+    pub fn list_clients(&mut self) -> Result<Vec<ListedClient>, ClientError> {
+        let caller = self.me()?.id;
+        let request = bare_request(self.edition, Operation::ListClients, caller);
+        let listed = parse_client_list(&self.exchange(Operation::ListClients, &request)?)?;
+        if let Ok(peers) = &mut self.peers {
+            peers.learn(&listed);
+        }
+        self.save_state()?;
+        Ok(listed)
+    }
+
+    /// Fetches and remembers `name`'s public key.
+    pub fn fetch_public_key(&mut self, name: &str) -> Result<(), ClientError> {
+        let caller = self.me()?.id;
+        let target = self.peer_id(name)?;
+        let request = public_key_request(self.edition, caller, target);
+        let (id, key) = parse_public_key(&self.exchange(Operation::PublicKey, &request)?)?;
+        if id != target {
+            return Err(ClientError::ReplyForOtherClient {
+                expected: target,
+                actual: id,
+            });
+        }
+        validate_public_key(&key)?;
+        self.peers_mut()?.set_public_key(id, key);
+        self.save_state()
+    }
+
+    /// Sends `name` a request for a symmetric key (type 1).
+    pub fn request_symmetric_key(&mut self, name: &str) -> Result<MessageId, ClientError> {
+        let to = self.peer_id(name)?;
+        self.send(to, MessageType::SymmetricKeyRequest, &[])
+    }
+
+    /// Makes a new AES key for `name`, sends it encrypted with their public key (type 2) and
+    /// remembers it.
+    pub fn send_symmetric_key(&mut self, name: &str) -> Result<MessageId, ClientError> {
+        let to = self.peer_id(name)?;
+        let public_key = self
+            .peers()?
+            .by_id(to)
+            .and_then(|peer| peer.public_key.clone())
+            .ok_or_else(|| ClientError::NoPublicKey(name.to_owned()))?;
+        let key = AesKey::random();
+        let content = encrypt_symmetric_key(&public_key, &key)?;
+        let id = self.send(to, MessageType::SymmetricKey, &content)?;
+        self.peers_mut()?.set_symmetric_key(to, name, key);
+        self.save_state()?;
+        Ok(id)
+    }
+
+    /// Sends `text` to `name` (type 3), encrypted with the key shared with them.
+    pub fn send_text(&mut self, name: &str, text: &str) -> Result<MessageId, ClientError> {
+        let to = self.peer_id(name)?;
+        let key = self.symmetric_key(to, name)?;
+        self.send(to, MessageType::Text, &encrypt(&key, text.as_bytes()))
+    }
+
+    /// Sends the file at `path` to `name` (type 4), encrypting it as it is read and written
+    /// to the socket. `progress` gets the plaintext bytes sent so far and the file's length.
+    pub fn send_file(
+        &mut self,
+        name: &str,
+        path: &Path,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<MessageId, ClientError> {
+        let caller = self.me()?.id;
+        let file_error = |source| ClientError::File {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(file_error)?;
+        let len = file.metadata().map_err(file_error)?.len();
+        let content_len = ciphertext_len(len);
+        let content_size = u32::try_from(content_len)
+            .ok()
+            .filter(|&size| size <= MAX_SEND_CONTENT)
+            .ok_or_else(|| ClientError::FileTooLarge {
+                path: path.to_owned(),
+                len,
+            })?;
+        let to = self.peer_id(name)?;
+        let key = self.symmetric_key(to, name)?;
+        let head = send_request_head(
+            self.edition,
+            caller,
+            to,
+            MessageType::File as u8,
+            content_size,
+        );
+        let reply = self
+            .transport
+            .call_streaming(
+                &head,
+                content_len,
+                |socket| {
+                    let mut sent = 0;
+                    // Never more than the request announced, even if the file grows meanwhile.
+                    let read = encrypt_stream(&key, file.take(len), socket, |chunk| {
+                        sent += chunk;
+                        progress(sent, len);
+                    })
+                    .map_err(|error| match error {
+                        StreamError::Read(source) => file_error(source),
+                        StreamError::Write(error) => socket_error(error),
+                    })?;
+                    if read < len {
+                        // The request announced `len` bytes; the connection is now unusable.
+                        return Err(ClientError::FileChanged {
+                            path: path.to_owned(),
+                        });
+                    }
+                    Ok(())
+                },
+                &mut |_, _| {},
+            )
+            .map_err(unconfirmed)?;
+        self.sent(to, reply)
+    }
+
+    /// Pulls the waiting messages and interprets each: keys are remembered, texts and files
+    /// decrypted (files saved in the downloads folder). `progress` gets the reply's bytes
+    /// received so far and its size as they arrive.
+    pub fn pull(
+        &mut self,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<Vec<Received>, ClientError> {
+        let caller = self.me()?.id;
+        // Checked first: pulled messages are off the server, and need the keys to be read.
+        self.peers()?;
+        let request = bare_request(self.edition, Operation::PullMessages, caller);
+        let payload = self.exchange_reporting(Operation::PullMessages, &request, &mut progress)?;
+        let messages = pulled_messages(&payload).collect::<Result<Vec<_>, _>>()?;
+        let known = self.peers()?;
+        if messages
+            .iter()
+            .any(|message| known.by_id(message.from).is_none())
+        {
+            // Only for names: the messages are already off the server, so a failed list must
+            // not lose them; unknown senders then show as hex ids.
+            let _ = self.list_clients();
+        }
+        // Borrowing the fields, not `self`, lets the peers change while the key is read.
+        let me = self
+            .identity
+            .as_ref()
+            .ok_or_else(|| not_registered(&self.dir))?;
+        let peers = self
+            .peers
+            .as_mut()
+            .map_err(|damaged| ClientError::from(damaged.clone()))?;
+        let received = messages
+            .iter()
+            .map(|message| receive(&me.key, peers, message, &self.downloads))
+            .collect();
+        self.save_state()?;
+        Ok(received)
+    }
+
+    /// The id of the peer called `name`, fetching the client list if it is not known yet.
+    fn peer_id(&mut self, name: &str) -> Result<ClientId, ClientError> {
+        if let Some(peer) = self.peers()?.by_name(name) {
+            return Ok(peer.id);
+        }
+        self.list_clients()?;
+        self.peers()?
+            .by_name(name)
+            .map(|peer| peer.id)
+            .ok_or_else(|| ClientError::UnknownPeer(name.to_owned()))
+    }
+
+    fn symmetric_key(&self, id: ClientId, name: &str) -> Result<AesKey, ClientError> {
+        self.peers()?
+            .by_id(id)
+            .and_then(|peer| peer.symmetric_key.clone())
+            .ok_or_else(|| ClientError::NoSymmetricKey(name.to_owned()))
+    }
+
+    fn send(
+        &mut self,
+        to: ClientId,
+        kind: MessageType,
+        content: &[u8],
+    ) -> Result<MessageId, ClientError> {
+        let caller = self.me()?.id;
+        let request = send_request(self.edition, caller, to, kind as u8, content);
+        let reply = self.transport.call(&request).map_err(unconfirmed)?;
+        self.sent(to, reply)
+    }
+
+    /// The message id of a send reply, checked to be for `to`.
+    fn sent(&self, to: ClientId, reply: Reply) -> Result<MessageId, ClientError> {
+        check_reply(self.edition, Operation::SendMessage, &reply.header)?;
+        let (destination, id) = parse_sent(&reply.payload)?;
+        if destination != to {
+            return Err(ClientError::ReplyForOtherClient {
+                expected: to,
+                actual: destination,
+            });
+        }
+        Ok(id)
+    }
+
+    /// Sends a request held in memory; returns the payload of a reply to `operation`. Used
+    /// for every request but a send, so it is sent again on a new connection if a kept one
+    /// was closed before the reply came: a repeated register at worst finds its name taken,
+    /// and a pull deletes nothing until its whole reply is written.
+    fn exchange(&mut self, operation: Operation, request: &[u8]) -> Result<Vec<u8>, ClientError> {
+        self.exchange_reporting(operation, request, &mut |_, _| {})
+    }
+
+    /// [`Session::exchange`], telling `progress` how much of the reply's payload has come.
+    fn exchange_reporting(
+        &mut self,
+        operation: Operation,
+        request: &[u8],
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut call =
+            |transport: &mut Transport| transport.call_streaming(request, 0, |_| Ok(()), progress);
+        let reply = match call(&mut self.transport) {
+            Err(ClientError::Dropped(_)) => call(&mut self.transport)?,
+            reply => reply?,
+        };
+        check_reply(self.edition, operation, &reply.header)?;
+        Ok(reply.payload)
+    }
+
+    fn save_state(&self) -> Result<(), ClientError> {
+        match (&self.identity, &self.peers) {
+            (Some(me), Ok(peers)) => peers.save(&self.dir.join(STATE_FILE), me.id),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A send whose reply never came may have been stored: it is reported as such, never repeated
+/// here.
+fn unconfirmed(error: ClientError) -> ClientError {
+    match error {
+        ClientError::Dropped(_) | ClientError::ClosedEarly => ClientError::SendUnconfirmed,
+        other => other,
+    }
+}
+
+/// Checks that `header` answers `operation`; a 9000 reply names its likely causes.
+fn check_reply(
+    edition: Edition,
+    operation: Operation,
+    header: &ReplyHeader,
+) -> Result<(), ClientError> {
+    check_reply_code(edition, operation, header).map_err(|error| match error {
+        ReplyError::ServerError => ClientError::Refused(operation),
+        other => ClientError::Reply(other),
+    })
+}
+
+/// Fails unless `dir` is a folder, so that its files are not reported missing one by one.
+fn check_folder(dir: &Path) -> Result<(), ClientError> {
+    match fs::metadata(dir) {
+        Ok(metadata) if metadata.is_dir() => Ok(()),
+        Ok(_) => Err(ClientError::NotAFolder(dir.to_owned())),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            Err(ClientError::NoFolder(dir.to_owned()))
+        }
+        Err(source) => Err(ClientError::File {
+            path: dir.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn not_registered(dir: &Path) -> ClientError {
+    ClientError::NotRegistered(dir.join(ME_INFO))
+}
+
+/// Interprets one pulled message with `key` (ours) and the keys shared with `peers`; a file
+/// is saved in `downloads`.
+fn receive(
+    key: &PrivateKey,
+    peers: &mut Peers,
+    message: &PulledMessage<'_>,
+    downloads: &Path,
+) -> Received {
+    let from_name = peers
+        .by_id(message.from)
+        .map_or_else(|| message.from.to_string(), |peer| peer.name.clone());
+    let shared_key = peers
+        .by_id(message.from)
+        .and_then(|peer| peer.symmetric_key.clone());
+    let content = match MessageType::try_from(message.kind) {
+        Ok(MessageType::SymmetricKeyRequest) => Content::KeyRequest,
+        Ok(MessageType::SymmetricKey) => match key.decrypt_symmetric_key(message.content) {
+            Ok(received) => {
+                peers.set_symmetric_key(message.from, &from_name, received);
+                Content::KeyReceived
+            }
+            Err(_) => Content::Undecryptable,
+        },
+        Ok(MessageType::Text) => shared_key
+            .and_then(|shared| decrypt(&shared, message.content).ok())
+            .map_or(Content::Undecryptable, |text| {
+                Content::Text(String::from_utf8_lossy(&text).into_owned())
+            }),
+        Ok(MessageType::File) => match shared_key {
+            Some(shared) => {
+                let name = format!("{}-{}", file_name_part(&from_name), message.id.0);
+                save_received_file(&shared, message.content, downloads, &name)
+            }
+            None => Content::Undecryptable,
+        },
+        Err(kind) => Content::UnknownType(kind),
+    };
+    Received {
+        from: message.from,
+        from_name,
+        id: message.id,
+        kind: message.kind,
+        content,
+    }
+}
+
+/// Decrypts a received file into `folder` (created if needed) as `name`, or `name-2`,
+/// `name-3`… rather than replace a file.
+fn save_received_file(key: &AesKey, ciphertext: &[u8], folder: &Path, name: &str) -> Content {
+    let not_saved = |error: io::Error| Content::FileNotSaved(error.to_string());
+    // Decrypted under a temporary name first, so a failure leaves nothing behind.
+    let temporary = fs::create_dir_all(folder).and_then(|()| {
+        tempfile::Builder::new()
+            .prefix(".messageu-")
+            .tempfile_in(folder)
+    });
+    let mut temporary = match temporary {
+        Ok(temporary) => temporary,
+        Err(error) => return not_saved(error),
+    };
+    let mut writer = BufWriter::new(temporary.as_file());
+    let written = decrypt_to(key, ciphertext, &mut writer)
+        .and_then(|()| writer.flush().map_err(DecryptError::Write));
+    drop(writer);
+    match written {
+        Ok(()) => {}
+        Err(DecryptError::Undecryptable) => return Content::Undecryptable,
+        Err(DecryptError::Write(error)) => return not_saved(error),
+    }
+    let mut attempt = 1;
+    loop {
+        let path = match attempt {
+            1 => folder.join(name),
+            _ => folder.join(format!("{name}-{attempt}")),
+        };
+        match temporary.persist_noclobber(&path) {
+            Ok(_) => return Content::File(path),
+            Err(error) if error.error.kind() == io::ErrorKind::AlreadyExists => {
+                temporary = error.file;
+                attempt += 1;
+            }
+            Err(error) => return not_saved(error.error),
+        }
+    }
+}
+
+/// `name` as part of a file name: ASCII letters, digits, `-`, `_` and `.` kept, anything
+/// else (separators included) as `_`, no leading dot, at most 100 characters.
+fn file_name_part(name: &str) -> String {
+    name.chars()
+        .take(100)
+        .enumerate()
+        .map(|(at, c)| match c {
+            '.' if at > 0 => c,
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
+            _ => '_',
+        })
+        .collect()
+}
+
+/// A pulled message as this client understood it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub from: ClientId,
+    /// The sender's name from the client list, or its id in hex if the list lacks it.
+    pub from_name: String,
+    pub id: MessageId,
+    /// The type byte as sent.
+    pub kind: u8,
+    pub content: Content,
+}
+
+/// What a pulled message turned out to hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    KeyRequest,
+    KeyReceived,
+    Text(String),
+    /// A received file, decrypted and saved here.
+    File(PathBuf),
+    /// No shared key, a wrong one, or a damaged ciphertext.
+    Undecryptable,
+    /// The file decrypted but could not be written.
+    FileNotSaved(String),
+    UnknownType(u8),
+}
+
+impl Content {
+    /// Whether the message carried something encrypted, and if so whether it decrypted.
+    pub fn decrypted(&self) -> Option<bool> {
+        match self {
+            Content::KeyReceived | Content::Text(_) | Content::File(_) => Some(true),
+            Content::Undecryptable | Content::FileNotSaved(_) => Some(false),
+            Content::KeyRequest | Content::UnknownType(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Content {
+    /// The console's text for each type (protocol §6).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Content::KeyRequest => f.write_str("Request for symmetric key"),
+            Content::KeyReceived => f.write_str("symmetric key received"),
+            Content::Text(text) => f.write_str(text),
+            Content::File(path) => write!(f, "{}", path.display()),
+            Content::Undecryptable => f.write_str("can't decrypt message"),
+            Content::FileNotSaved(reason) => write!(f, "can't save the file: {reason}"),
+            Content::UnknownType(kind) => write!(f, "unknown message type {kind}"),
+        }
+    }
+}
+
+impl fmt::Display for Received {
+    /// The message as the console prints it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "From: {}\nContent:\n{}\n-----<EOM>-----",
+            self.from_name, self.content
+        )
+    }
+}
+
+/// Messages as the console prints them, with an empty line between two, as the C++ clients do.
+pub fn console_text(messages: &[Received]) -> String {
+    messages
+        .iter()
+        .map(|message| format!("{message}\n"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Received {
+    /// One JSON object: sender name and id, message id, type, the console's content text
+    /// (the text itself for type 3, the saved file's path for type 4), and for types 2–4
+    /// whether it decrypted.
+    pub fn to_json(&self) -> String {
+        let mut object = serde_json::json!({
+            "from": self.from_name,
+            "from_id": self.from.to_string(),
+            "message_id": self.id.0,
+            "type": self.kind,
+            "content": self.content.to_string(),
+        });
+        if let Some(decrypted) = self.content.decrypted() {
+            object["decrypted"] = decrypted.into();
+        }
+        object.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::encrypt_symmetric_key;
+    use crate::vectors::{self, client_id, hex, identity, public_key};
+    use messageu_protocol::{ReplyHeader, RequestCode, RequestHeader};
+    use serde_json::Value;
+
+    /// The capture's edition: 2025 (codes 600–604).
+    const EDITION: Edition = Edition::Y2024;
+
+    fn other(who: &str) -> &'static str {
+        if who == "alice" {
+            "bob"
+        } else {
+            "alice"
+        }
+    }
+
+    fn frame_bytes(frame: &Value) -> Vec<u8> {
+        hex(&frame["hex"])
+    }
+
+    /// The peers `who` knows after listing: the other side, by name and id.
+    fn peers_of(who: &str) -> Peers {
+        let vectors = vectors::vectors();
+        let mut peers = Peers::default();
+        peers.learn(&[ListedClient {
+            id: client_id(&vectors[other(who)]["client_id"]),
+            name: other(who).to_owned(),
+        }]);
+        peers
+    }
+
+    /// Receives every message of `payload` as `who`; files are saved in `downloads`.
+    fn receive_all(
+        who: &str,
+        peers: &mut Peers,
+        payload: &[u8],
+        downloads: &Path,
+    ) -> Vec<Received> {
+        let me = identity(who);
+        pulled_messages(payload)
+            .map(|message| {
+                let message = message.expect("whole message");
+                receive(&me.key, peers, &message, downloads)
+            })
+            .collect()
+    }
+
+    fn temporary_folder() -> tempfile::TempDir {
+        tempfile::tempdir().expect("temporary directory")
+    }
+
+    #[test]
+    fn our_codec_reproduces_every_captured_request_byte_for_byte() {
+        let vectors = vectors::vectors();
+        let id = |who: &str| client_id(&vectors[who]["client_id"]);
+        let requests = vectors::capture().into_iter().filter(|f| f["dir"] == "c2s");
+        let mut count = 0;
+        for frame in requests {
+            let who = frame["who"].as_str().expect("who");
+            let bytes = frame_bytes(&frame);
+            let header = RequestHeader::parse_prefix(&bytes).expect("header");
+            let code = RequestCode::from_wire(header.code).expect("known code");
+            assert_eq!(code.edition, EDITION);
+            let ours = match code.operation {
+                Operation::Register => {
+                    register_request(EDITION, who, &public_key(&vectors[who]["public_key_der"]))
+                }
+                Operation::ListClients | Operation::PullMessages => {
+                    bare_request(EDITION, code.operation, id(who))
+                }
+                Operation::PublicKey => public_key_request(EDITION, id(who), id(other(who))),
+                Operation::SendMessage => {
+                    let kind = frame["message_type"].as_u64().expect("type") as u8;
+                    send_request(EDITION, id(who), id(other(who)), kind, &bytes[44..])
+                }
+            };
+            assert_eq!(ours, bytes, "frame {}", frame["n"]);
+            count += 1;
+        }
+        assert_eq!(count, 15);
+    }
+
+    #[test]
+    fn every_captured_reply_parses() {
+        let vectors = vectors::vectors();
+        let id = |who: &str| client_id(&vectors[who]["client_id"]);
+        let replies = vectors::capture().into_iter().filter(|f| f["dir"] == "s2c");
+        let mut count = 0;
+        for frame in replies {
+            let who = frame["who"].as_str().expect("who");
+            let bytes = frame_bytes(&frame);
+            let header = ReplyHeader::parse(bytes[..7].try_into().expect("header"));
+            let payload = &bytes[7..];
+            assert_eq!(header.payload_size as usize, payload.len());
+            let operation = Operation::ALL[usize::from(header.code - 2100)];
+            check_reply_code(EDITION, operation, &header).expect("expected code");
+            match operation {
+                Operation::Register => assert_eq!(parse_registered(payload), Ok(id(who))),
+                Operation::ListClients => {
+                    let listed = parse_client_list(payload).expect("list");
+                    assert_eq!(listed.len(), 1);
+                    assert_eq!(
+                        (listed[0].id, listed[0].name.as_str()),
+                        (id(other(who)), other(who))
+                    );
+                }
+                Operation::PublicKey => assert_eq!(
+                    parse_public_key(payload),
+                    Ok((
+                        id(other(who)),
+                        public_key(&vectors[other(who)]["public_key_der"])
+                    ))
+                ),
+                Operation::SendMessage => {
+                    assert_eq!(parse_sent(payload).map(|(to, _)| to), Ok(id(other(who))))
+                }
+                Operation::PullMessages => {
+                    let messages = pulled_messages(payload).collect::<Result<Vec<_>, _>>();
+                    let messages = messages.expect("whole messages");
+                    assert_eq!(messages.len(), if who == "bob" { 5 } else { 2 });
+                }
+            }
+            count += 1;
+        }
+        assert_eq!(count, 15);
+    }
+
+    #[test]
+    fn captured_pulls_decrypt_and_print_as_the_cpp_client_printed_them() {
+        let vectors = vectors::vectors();
+        let to_bob = &vectors["alice_to_bob"];
+        let mut peers = peers_of("bob");
+        let downloads = temporary_folder();
+        let payload = &hex(&vectors["pull_reply_to_bob"])[7..];
+        let received = receive_all("bob", &mut peers, payload, downloads.path());
+        let file_path = match &received[4].content {
+            Content::File(path) => path.clone(),
+            other => panic!("expected a saved file, got {other:?}"),
+        };
+        assert_eq!(file_path, downloads.path().join("alice-5"));
+        let file = std::fs::read(&file_path).expect("saved file");
+        assert_eq!(file, vectors::read("file-1000.bin"));
+        let text = |kind: &str| {
+            to_bob[kind]["plaintext_text"]
+                .as_str()
+                .expect("text")
+                .to_owned()
+        };
+        let contents: Vec<_> = received.iter().map(|m| m.content.clone()).collect();
+        assert_eq!(
+            contents,
+            [
+                Content::KeyRequest,
+                Content::KeyReceived,
+                Content::Text(text("type3_text")),
+                Content::Text(text("type3_text_32_bytes")),
+                Content::File(file_path),
+            ]
+        );
+        assert!(received.iter().all(|m| m.from_name == "alice"));
+        assert_eq!(received[2].id, MessageId(3));
+
+        let mut peers = peers_of("alice");
+        let received = receive_all(
+            "alice",
+            &mut peers,
+            &hex(&vectors["pull_reply_to_alice"])[7..],
+            downloads.path(),
+        );
+        let cpp_output = vectors["bob_to_alice"]["cpp_console_output"]
+            .as_str()
+            .expect("text");
+        // The one difference: that C++ client capitalizes the type-2 line; §6 does not.
+        let cpp_output = cpp_output.replace("Symmetric key received", "symmetric key received");
+        assert_eq!(console_text(&received), cpp_output);
+    }
+
+    /// A pull reply's payload: each message as sender | id | type | size | content.
+    fn pull_payload(from: ClientId, messages: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut payload = Vec::new();
+        for (index, (kind, content)) in messages.iter().enumerate() {
+            payload.extend_from_slice(&from.0);
+            payload.extend_from_slice(&(index as u32 + 1).to_le_bytes());
+            payload.push(*kind);
+            payload.extend_from_slice(&(content.len() as u32).to_le_bytes());
+            payload.extend_from_slice(content);
+        }
+        payload
+    }
+
+    #[test]
+    fn each_message_type_round_trips_between_our_clients() {
+        let vectors = vectors::vectors();
+        let alice = client_id(&vectors["alice"]["client_id"]);
+        let bob_public = identity("bob").key.public_key().expect("160 bytes");
+        let shared = AesKey::random();
+        let file: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let messages = [
+            (1, Vec::new()),
+            (
+                2,
+                encrypt_symmetric_key(&bob_public, &shared).expect("encrypts"),
+            ),
+            (3, encrypt(&shared, b"Michael Jackson says hi")),
+            (4, encrypt(&shared, &file)),
+        ];
+        let mut peers = peers_of("bob");
+        let downloads = temporary_folder();
+        let payload = pull_payload(alice, &messages);
+        let received = receive_all("bob", &mut peers, &payload, downloads.path());
+        assert_eq!(received[0].content, Content::KeyRequest);
+        assert_eq!(received[1].content, Content::KeyReceived);
+        assert_eq!(
+            peers.by_name("alice").and_then(|p| p.symmetric_key.clone()),
+            Some(shared)
+        );
+        assert_eq!(
+            received[2].content,
+            Content::Text("Michael Jackson says hi".into())
+        );
+        assert!(matches!(received[3].content, Content::File(_)));
+    }
+
+    #[test]
+    fn what_cannot_be_understood_is_said_so() {
+        let stranger = ClientId([0xab; 16]);
+        let messages = [
+            (3, encrypt(&AesKey::random(), b"no key shared yet")),
+            (4, encrypt(&AesKey::random(), b"nor for files")),
+            (2, vec![1; 128]),
+            (9, Vec::new()),
+        ];
+        let mut peers = Peers::default();
+        let downloads = temporary_folder();
+        let payload = pull_payload(stranger, &messages);
+        let received = receive_all("bob", &mut peers, &payload, downloads.path());
+        let contents: Vec<_> = received.iter().map(|m| m.content.clone()).collect();
+        assert_eq!(
+            contents,
+            [
+                Content::Undecryptable,
+                Content::Undecryptable,
+                Content::Undecryptable,
+                Content::UnknownType(9),
+            ]
+        );
+        assert_eq!(received[0].from_name, "ab".repeat(16));
+    }
+
+    #[test]
+    fn received_messages_print_as_the_console_and_as_json() {
+        let message = Received {
+            from: ClientId([1; 16]),
+            from_name: "alice".into(),
+            id: MessageId(7),
+            kind: 3,
+            content: Content::Text("hi\nthere".into()),
+        };
+        assert_eq!(
+            message.to_string(),
+            "From: alice\nContent:\nhi\nthere\n-----<EOM>-----"
+        );
+        let json: Value = serde_json::from_str(&message.to_json()).expect("JSON");
+        assert_eq!(json["from"], "alice");
+        assert_eq!(json["from_id"], "01".repeat(16));
+        assert_eq!(json["message_id"], 7);
+        assert_eq!(json["type"], 3);
+        assert_eq!(json["content"], "hi\nthere");
+        assert_eq!(json["decrypted"], true);
+        let request = Received {
+            kind: 1,
+            content: Content::KeyRequest,
+            ..message
+        };
+        let json: Value = serde_json::from_str(&request.to_json()).expect("JSON");
+        assert_eq!(json["content"], "Request for symmetric key");
+        assert!(json.get("decrypted").is_none());
+    }
+
+    #[test]
+    fn received_files_are_named_by_sender_and_id_and_never_replace_a_file() {
+        let downloads = temporary_folder();
+        let folder = downloads.path().join("new");
+        let key = AesKey::random();
+        let saved: Vec<_> = [b"first", b"again"]
+            .iter()
+            .map(|content| save_received_file(&key, &encrypt(&key, *content), &folder, "bob-7"))
+            .collect();
+        let names = ["bob-7", "bob-7-2"].map(|name| Content::File(folder.join(name)));
+        assert_eq!(saved, names);
+        assert_eq!(fs::read(folder.join("bob-7")).expect("first"), b"first");
+        assert_eq!(fs::read(folder.join("bob-7-2")).expect("second"), b"again");
+        let damaged = save_received_file(&key, &[1; 15], &folder, "bob-8");
+        assert_eq!(damaged, Content::Undecryptable);
+        assert_eq!(
+            fs::read_dir(&folder).expect("folder").count(),
+            2,
+            "no leftovers"
+        );
+
+        assert_eq!(file_name_part("Michael Jackson"), "Michael_Jackson");
+        assert_eq!(file_name_part("../etc/passwd"), "_._etc_passwd");
+        assert_eq!(file_name_part("a.b"), "a.b");
+        assert_eq!(file_name_part(&"x".repeat(254)).len(), 100);
+    }
+}

@@ -1,0 +1,121 @@
+//! The end of a turn, from the commit to the sockets: the round committed, each touched
+//! connection's replies tied to its commit, replies released as their commits become durable,
+//! and what is released written within the pacer's share for bulk writes.
+
+use std::time::{Duration, Instant};
+
+use super::Server;
+
+impl Server {
+    /// Commits the round, ties each touched connection's staged replies to its commit and
+    /// releases those already durable. Returns the touched connections.
+    pub(super) fn commit_round(&mut self, now: Instant) -> Vec<usize> {
+        let round = self
+            .core
+            .pipeline
+            .commit(&mut self.core.deliveries, &self.core.metrics, now);
+        let durable = self.core.pipeline.durable_epoch();
+        for &key in &round.touched {
+            if let Some(connection) = self.connections.get_mut(key) {
+                let deliveries = &mut self.core.deliveries;
+                let committed = round.epoch.is_some();
+                connection.seal(round.epoch.unwrap_or(durable), committed, deliveries);
+                connection.release_through(durable, true, deliveries);
+                if connection.awaits_flush() {
+                    self.core.pipeline.await_flush(key);
+                }
+            }
+        }
+        round.touched
+    }
+
+    /// Releases the replies that finished flushes made durable (or fails them, if a flush
+    /// failed). Returns the connections that got output.
+    pub(super) fn release_flushed(&mut self) -> Vec<usize> {
+        let mut released = Vec::new();
+        for flushed in self.core.pipeline.finished_flushes(&self.core.metrics) {
+            let ok = flushed.result.is_ok();
+            let waiting = self.core.pipeline.take_awaiting();
+            for &key in &waiting {
+                if let Some(connection) = self.connections.get_mut(key) {
+                    connection.release_through(flushed.through, ok, &mut self.core.deliveries);
+                    if connection.awaits_flush() {
+                        self.core.pipeline.await_flush(key);
+                    }
+                }
+            }
+            released.extend(waiting);
+        }
+        released
+    }
+
+    /// Writes what each connection has released to its socket, reregisters interest, and
+    /// removes the connections that closed. Bulk writes follow the turn's admission,
+    /// `bulk_allowed`, like its bulk reads, which took `bulk_time`; the pacer is charged for
+    /// both at once.
+    pub(super) fn write_out(
+        &mut self,
+        mut keys: Vec<usize>,
+        now: Instant,
+        bulk_allowed: bool,
+        mut bulk_time: Duration,
+    ) {
+        keys.sort_unstable();
+        keys.dedup();
+        let linger_until = now + self.core.config.linger;
+        let mut closed = Vec::new();
+        let mut wanting = Vec::new();
+        for key in keys {
+            let Some(connection) = self.connections.get_mut(key) else {
+                continue;
+            };
+            let bulk = connection.bulk_writing();
+            if bulk && !bulk_allowed {
+                wait_for_pacer(&mut self.bulk_waiting, key);
+                continue;
+            }
+            let started = bulk.then(Instant::now);
+            if let Some(at) = connection.write_out(&mut self.core.deliveries, linger_until) {
+                self.core.timers.schedule(at, key);
+            }
+            if let Some(started) = started {
+                bulk_time += started.elapsed();
+            }
+            if connection.is_closed() {
+                closed.push(key);
+                continue;
+            }
+            if let Err(error) = connection.update_interest(self.poll.registry()) {
+                log::warn!(
+                    "{}: cannot watch the connection: {error}",
+                    connection.peer()
+                );
+                closed.push(key);
+                continue;
+            }
+            if connection.wants_service() {
+                wanting.push((key, connection.is_bulk()));
+            }
+        }
+        let done = Instant::now();
+        self.core.pacer.ran(bulk_time, done);
+        let bulk_allowed = self.core.pacer.may_run(done);
+        for (key, bulk) in wanting {
+            if bulk && !bulk_allowed {
+                wait_for_pacer(&mut self.bulk_waiting, key);
+            } else {
+                self.needs_service.push(key);
+            }
+        }
+        for key in closed {
+            self.remove(key);
+        }
+    }
+}
+
+/// Queues a bulk transfer until the pacer lets bulk work run, once.
+fn wait_for_pacer(waiting: &mut Vec<usize>, key: usize) {
+    if !waiting.contains(&key) {
+        waiting.push(key);
+    }
+}

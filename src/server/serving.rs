@@ -1,0 +1,250 @@
+//! Serving what connections yield: each request run inside the round's transaction under its
+//! own request mark, so that a failed request undoes only its own writes, with panics caught
+//! and the request counted in the metrics; large sends opened, handed to the `content-sync`
+//! worker, and stored once durable. The loop's only way to the handlers.
+
+use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::commit::CommitPipeline;
+use super::connection::{Answered, Connection, LargeSend, Work};
+use super::deliveries::Deliveries;
+use super::pacer::BulkPacer;
+use super::sync::{Synced, Syncer};
+use super::timers::Timers;
+use crate::config::Config;
+use crate::handlers::{self, Context, HandlerError, Response};
+use crate::metrics::{ErrorCause, Metrics};
+use crate::protocol::{RequestCode, RequestHeader};
+use crate::store::{ContentSink, PullBudget, Store};
+
+/// Content bytes one pull reply holds in memory (contents stored in rows); large contents
+/// are streamed and do not count.
+const PULL_MEMORY_BUDGET: u64 = 16 << 20;
+
+/// The server state that serving reaches: everything but the sockets.
+pub(crate) struct Core {
+    pub config: Config,
+    pub pipeline: CommitPipeline,
+    pub deliveries: Deliveries,
+    pub timers: Timers,
+    pub syncer: Syncer,
+    pub pacer: BulkPacer,
+    pub metrics: Arc<Metrics>,
+}
+
+/// When a turn runs: the monotonic time for deadlines and pacing, the wall-clock time for
+/// what is stored.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TurnTime {
+    pub now: Instant,
+    pub wall: SystemTime,
+}
+
+impl Core {
+    /// Does the work of `connection`'s current pass until there is none. A bug that client
+    /// input reaches closes that connection, not the server.
+    pub fn serve(&mut self, connection: &mut Connection, time: TurnTime, scratch: &mut [u8]) {
+        let served = panic::catch_unwind(AssertUnwindSafe(|| {
+            self.serve_pass(connection, time, scratch);
+        }));
+        if served.is_err() {
+            log::error!("{}: internal error; closing", connection.peer());
+            connection.force_close();
+        }
+    }
+
+    fn serve_pass(&mut self, connection: &mut Connection, time: TurnTime, scratch: &mut [u8]) {
+        let key = connection.key();
+        let peer = connection.peer();
+        loop {
+            let writeback_step = self.pacer.writeback_step(time.now);
+            let Some(work) = connection.next_work(time.now, writeback_step, scratch) else {
+                return;
+            };
+            let answered = match work {
+                Work::Request {
+                    header,
+                    code,
+                    body,
+                    padded,
+                } => {
+                    self.pacer.saw_request(time.now);
+                    let response = self.run(code, &header, peer, time.wall, |ctx| {
+                        handlers::dispatch(ctx, code, body)
+                    });
+                    connection.answer(response, padded)
+                }
+                Work::Rejected { padded } => {
+                    self.metrics.error(ErrorCause::Rejected);
+                    self.pacer.saw_request(time.now);
+                    connection.answer(Response::error(), padded)
+                }
+                Work::Fatal => {
+                    self.metrics.error(ErrorCause::Framing);
+                    connection.close_with_error()
+                }
+                Work::UploadStart(send) => {
+                    let sink = self.open_upload(&send, time.wall);
+                    connection.upload_opened(send, sink)
+                }
+                Work::UploadComplete(upload) => {
+                    let started = self.syncer.sync(key, connection.serial(), upload);
+                    connection.sync_started(started)
+                }
+                Work::UploadFailed { padded } => connection.answer(Response::error(), padded),
+                Work::Wait { until } => {
+                    self.timers.schedule(until, key);
+                    Answered::default()
+                }
+            };
+            self.record(key, answered);
+        }
+    }
+
+    /// An upload's content is durable (or failed to become so): stores its message, answers,
+    /// and serves the requests that followed it.
+    pub fn store_synced(
+        &mut self,
+        connection: &mut Connection,
+        synced: Synced,
+        time: TurnTime,
+        scratch: &mut [u8],
+    ) {
+        let Some(send) = connection.syncing_send() else {
+            return;
+        };
+        let peer = connection.peer();
+        let response = match synced.content {
+            Ok(content) => self.run(send.code, &send.header, peer, time.wall, |ctx| {
+                handlers::finish_upload(ctx, &send.head, content)
+            }),
+            Err(error) => {
+                log::error!("{peer}: cannot make an upload durable: {error}");
+                self.metrics.error(ErrorCause::Upload);
+                Response::error()
+            }
+        };
+        let answered = connection.upload_stored(response);
+        self.record(connection.key(), answered);
+        self.serve(connection, time, scratch);
+    }
+
+    /// Keeps what an answer changed: the connection joins the round, or changes kind.
+    fn record(&mut self, key: usize, answered: Answered) {
+        if answered.opens_round {
+            self.pipeline.touched(key);
+        }
+        if let Some((from, to)) = answered.classified {
+            self.metrics.connection_classified(from, to);
+        }
+    }
+
+    /// Checks a large send from its head and begins its content in the store. No
+    /// transaction: the content is written outside the rounds, which go on committing
+    /// meanwhile.
+    fn open_upload(
+        &mut self,
+        send: &LargeSend,
+        wall: SystemTime,
+    ) -> Result<ContentSink, HandlerError> {
+        let mut ctx = context(
+            self.pipeline.store(),
+            &mut self.deliveries,
+            &self.config,
+            wall,
+            send.code,
+            &send.header,
+        );
+        let upload = handlers::start_upload(&mut ctx, &send.head);
+        if let Err(error) = &upload {
+            self.metrics.error(ErrorCause::of(error));
+        }
+        upload
+    }
+
+    /// Runs one request inside the round's transaction; any failure becomes a 9000 reply.
+    fn run(
+        &mut self,
+        code: RequestCode,
+        header: &RequestHeader,
+        peer: SocketAddr,
+        wall: SystemTime,
+        handle: impl FnOnce(&mut Context<'_>) -> Result<Response, HandlerError>,
+    ) -> Response {
+        let store = match self.pipeline.round() {
+            Ok(store) => store,
+            Err(error) => {
+                log::warn!("{peer}: cannot start a transaction: {error}");
+                return Response::error();
+            }
+        };
+        if let Err(error) = store.begin_request() {
+            log::warn!("{peer}: cannot start a request's writes: {error}");
+            return Response::error();
+        }
+        let started = Instant::now();
+        let mut ctx = context(
+            store,
+            &mut self.deliveries,
+            &self.config,
+            wall,
+            code,
+            header,
+        );
+        // A handler that panics fails its request, not the server; either way, a failed
+        // request's writes are undone and the rest of the round's are kept.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handle(&mut ctx)));
+        let Context {
+            store, deliveries, ..
+        } = ctx;
+        let (response, error) = match outcome {
+            Ok(Ok(response)) => match store.commit_request() {
+                Ok(()) => (response, None),
+                Err(error) => {
+                    deliveries.give_up(&response.delivered);
+                    log::warn!("{peer}: {code}: {error}");
+                    (Response::error(), Some(ErrorCause::Storage))
+                }
+            },
+            Ok(Err(error)) => {
+                log::warn!("{peer}: {code}: {error}");
+                (Response::error(), Some(ErrorCause::of(&error)))
+            }
+            Err(_) => {
+                log::error!("{peer}: {code}: the handler panicked");
+                (Response::error(), Some(ErrorCause::Panic))
+            }
+        };
+        if error.is_some() {
+            store.rollback_request();
+        }
+        self.metrics.request(code, started.elapsed(), error);
+        response
+    }
+}
+
+/// What a handler works with for one request.
+fn context<'a>(
+    store: &'a mut dyn Store,
+    deliveries: &'a mut Deliveries,
+    config: &Config,
+    now: SystemTime,
+    code: RequestCode,
+    header: &RequestHeader,
+) -> Context<'a> {
+    Context {
+        store,
+        deliveries,
+        pull_budget: PullBudget {
+            payload: u64::from(config.max_payload),
+            in_memory: PULL_MEMORY_BUDGET,
+        },
+        now,
+        caller: header.client_id,
+        client_version: header.version,
+        code,
+    }
+}

@@ -1,0 +1,174 @@
+//! The SQLite backend: one connection, WAL journal, group commit, cached statements, the
+//! clients indexed in memory, and large contents in a spool folder beside the database.
+//!
+//! This file owns the [`SqliteStore`] state and maps the [`Store`] operations to the files
+//! that do each job: `open.rs` (opening, pragmas, recovery at start-up, room checks and size
+//! limits), `batch.rs` (the batch's transaction, per-request undo, log flushes), `clients.rs`
+//! (registrations and the in-memory client index), `messages.rs` (messages and the queue
+//! counts) and `spool.rs` (the spool folder: this backend's [`ContentStore`]).
+
+mod batch;
+mod clients;
+mod messages;
+mod open;
+mod spool;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use rusqlite::Connection;
+
+use super::{
+    Committed, ContentSink, ContentStore, Delivered, LargeContent, NewMessage, PullBudget,
+    QueueStats, QueuedMessage, Store, StoreError,
+};
+use crate::protocol::{ClientId, MessageId, PublicKey};
+use batch::RequestMark;
+use spool::Spool;
+
+/// The store on one SQLite database and its spool folder. Its state is kept here; each job's
+/// file works on it.
+pub struct SqliteStore {
+    conn: Connection,
+    in_batch: bool,
+    /// The database rolled the batch's transaction back (e.g. disk full): every later
+    /// operation of the batch fails rather than run outside the transaction.
+    batch_aborted: bool,
+    /// The batch holds writes that will be acknowledged (messages, registrations), so its
+    /// commit must reach the disk before the replies go out. Deletions of delivered messages
+    /// need not: losing one to a power cut only delivers a message again.
+    batch_acknowledges: bool,
+    /// With durability full: the write-ahead log, flushed after each commit that
+    /// acknowledges. Opened once the log exists.
+    wal: Option<File>,
+    durable: bool,
+    wal_path: PathBuf,
+    /// LastSeen times (Unix seconds) not yet written.
+    last_seen: HashMap<ClientId, i64>,
+    last_seen_flushed: Instant,
+    next_message_id: u32,
+    /// Every registered client's public key (`None`: the stored key is malformed). Ids are
+    /// never deleted, so the caller and destination checks and key lookups of every request
+    /// need no query: 176 bytes per client.
+    clients: HashMap<ClientId, Option<PublicKey>>,
+    /// Clients registered in the current batch, forgotten again if it rolls back.
+    batch_registered: Vec<ClientId>,
+    spool: Spool,
+    /// Large contents of the batch's new messages: kept if it commits, removed if not.
+    batch_contents: Vec<LargeContent>,
+    /// Spool files of the batch's deleted messages, removed once it commits.
+    batch_removals: Vec<String>,
+    /// Where the request being served began in the batch, to undo its writes alone.
+    request: Option<RequestMark>,
+    page_size: u64,
+    /// The size limit set with [`SqliteStore::limit_size`], in pages.
+    max_pages: Option<u64>,
+    /// The last reading of the spare disk space, and when it was taken.
+    spare_disk: Option<(Instant, u64)>,
+    /// The queues as committed, and what the current batch changes in them.
+    queue: QueueStats,
+    batch_queue: QueueChange,
+}
+
+/// Messages a batch stores and deletes, applied to the queue counts if it commits.
+#[derive(Default, Clone, Copy)]
+struct QueueChange {
+    stored: u64,
+    stored_bytes: u64,
+    delivered: u64,
+    delivered_bytes: u64,
+}
+
+impl ContentStore for SqliteStore {
+    fn begin_content(&mut self, len: u64) -> Result<ContentSink, StoreError> {
+        self.spool.begin_content(len)
+    }
+}
+
+impl Store for SqliteStore {
+    fn begin_batch(&mut self) -> Result<(), StoreError> {
+        self.begin_transaction()
+    }
+
+    fn commit_batch(&mut self) -> Result<Committed, StoreError> {
+        self.commit_transaction()
+    }
+
+    fn rollback_batch(&mut self) {
+        self.rollback_transaction()
+    }
+
+    fn begin_request(&mut self) -> Result<(), StoreError> {
+        self.mark_request()
+    }
+
+    fn commit_request(&mut self) -> Result<(), StoreError> {
+        self.request = None;
+        Ok(())
+    }
+
+    fn rollback_request(&mut self) {
+        self.undo_request()
+    }
+
+    fn touch_client(&mut self, id: ClientId, at: SystemTime) -> Result<bool, StoreError> {
+        self.touch(id, at)
+    }
+
+    fn client_exists(&mut self, id: ClientId) -> Result<bool, StoreError> {
+        self.is_registered(id)
+    }
+
+    fn register_client(
+        &mut self,
+        name: &str,
+        public_key: &PublicKey,
+        at: SystemTime,
+    ) -> Result<ClientId, StoreError> {
+        self.register(name, public_key, at)
+    }
+
+    fn list_clients(
+        &mut self,
+        except: ClientId,
+        each: &mut dyn FnMut(ClientId, &str),
+    ) -> Result<(), StoreError> {
+        self.list(except, each)
+    }
+
+    fn public_key(&mut self, id: ClientId) -> Result<Option<PublicKey>, StoreError> {
+        self.key_of(id)
+    }
+
+    fn insert_message(&mut self, message: NewMessage<'_>) -> Result<MessageId, StoreError> {
+        self.insert(message)
+    }
+
+    fn queued_messages(
+        &mut self,
+        to: ClientId,
+        budget: PullBudget,
+        skip: &dyn Fn(MessageId) -> bool,
+    ) -> Result<Vec<QueuedMessage>, StoreError> {
+        self.queued(to, budget, skip)
+    }
+
+    fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {
+        self.delete_delivered(messages)
+    }
+
+    fn queue(&self) -> QueueStats {
+        self.queue
+    }
+
+    fn close(mut self: Box<Self>) -> Result<(), StoreError> {
+        if !self.last_seen.is_empty() {
+            self.flush_last_seen()?;
+        }
+        self.conn.close().map_err(|(_, error)| error.into())
+    }
+}
