@@ -118,7 +118,8 @@ mod tests {
         assert_eq!(&head[3..7], &((1u32 << 30) + 25 + 5).to_le_bytes());
         assert!(matches!(
             &tail[..],
-            [Content::Streamed { len: 0x4000_0000, .. }, Content::Inline(after)] if after == b"after"
+            [Content::Streamed { len: 0x4000_0000, .. }, Content::Inline(after)]
+                if after == b"after"
         ));
     }
 

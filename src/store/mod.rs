@@ -11,7 +11,8 @@ use std::time::SystemTime;
 
 use crate::protocol::{ClientId, MessageId, MessageType, PublicKey};
 
-// The read side returns the messages a pull reply carries, their contents in memory or streamed.
+// The read side returns what a pull reply carries: messages, their contents in memory or
+// streamed.
 pub use crate::protocol::{Content, ContentReader, QueuedMessage};
 pub use access::Inaccessible;
 pub use content::{ContentSink, ContentStore, LargeContent, PendingContent};
