@@ -47,6 +47,23 @@ pub(crate) enum Written {
     BudgetSpent,
 }
 
+/// How the round that staged replies ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RoundEnd {
+    /// Committed as commit `epoch`: its replies go out once that commit is durable.
+    Committed(u64),
+    /// Rolled back: its replies become 9000, released with the commits durable through
+    /// `durable`.
+    RolledBack { durable: u64 },
+}
+
+/// How the log flush that made commits durable went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    Succeeded,
+    Failed,
+}
+
 pub(crate) struct Outbox {
     /// Replies not yet released: those of the current round, then those whose commit waits
     /// for its flush, in request order.
@@ -125,16 +142,19 @@ impl Outbox {
         first
     }
 
-    /// Ties the current round's replies to commit `epoch` once the round's fate is known: as
+    /// Ties the current round's replies to its commit once the round's fate is known: as
     /// produced if it committed, as 9000 if it did not (their writes are gone, their messages
     /// stay queued). They are released once that commit is durable.
-    pub fn seal(&mut self, epoch: u64, committed: bool, deliveries: &mut Deliveries) {
+    pub fn seal(&mut self, end: RoundEnd, deliveries: &mut Deliveries) {
+        let epoch = match end {
+            RoundEnd::Committed(epoch) | RoundEnd::RolledBack { durable: epoch } => epoch,
+        };
         for staged in self.staged.iter_mut().rev() {
             if staged.epoch.is_some() {
                 break;
             }
             staged.epoch = Some(epoch);
-            if !committed {
+            if let RoundEnd::RolledBack { .. } = end {
                 deliveries.give_up(&std::mem::take(&mut staged.delivered));
                 staged.reply = Reply::Error.encode();
             }
@@ -143,7 +163,7 @@ impl Outbox {
 
     /// Releases, in order, the replies whose commit is durable through `durable`. If that
     /// flush failed, they become 9000: their writes may not survive a power cut.
-    pub fn release_through(&mut self, durable: u64, flushed: bool, deliveries: &mut Deliveries) {
+    pub fn release_through(&mut self, durable: u64, flush: Flush, deliveries: &mut Deliveries) {
         while self
             .staged
             .front()
@@ -153,11 +173,12 @@ impl Outbox {
                 break;
             };
             self.staged_len -= staged.len;
-            if flushed {
-                self.release(staged.reply, staged.delivered, staged.padded);
-            } else {
-                deliveries.give_up(&staged.delivered);
-                self.release(Reply::Error.encode(), Vec::new(), staged.padded);
+            match flush {
+                Flush::Succeeded => self.release(staged.reply, staged.delivered, staged.padded),
+                Flush::Failed => {
+                    deliveries.give_up(&staged.delivered);
+                    self.release(Reply::Error.encode(), Vec::new(), staged.padded);
+                }
             }
         }
     }

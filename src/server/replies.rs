@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::outbox::{Flush, RoundEnd};
 use super::Server;
 
 impl Server {
@@ -18,9 +19,12 @@ impl Server {
         for &key in &round.touched {
             if let Some(connection) = self.connections.get_mut(key) {
                 let deliveries = &mut self.core.deliveries;
-                let committed = round.epoch.is_some();
-                connection.seal(round.epoch.unwrap_or(durable), committed, deliveries);
-                connection.release_through(durable, true, deliveries);
+                let end = match round.epoch {
+                    Some(epoch) => RoundEnd::Committed(epoch),
+                    None => RoundEnd::RolledBack { durable },
+                };
+                connection.seal(end, deliveries);
+                connection.release_through(durable, Flush::Succeeded, deliveries);
                 if connection.awaits_flush() {
                     self.core.pipeline.await_flush(key);
                 }
@@ -34,11 +38,14 @@ impl Server {
     pub(super) fn release_flushed(&mut self) -> Vec<usize> {
         let mut released = Vec::new();
         for flushed in self.core.pipeline.finished_flushes(&self.core.metrics) {
-            let ok = flushed.result.is_ok();
+            let flush = match &flushed.result {
+                Ok(()) => Flush::Succeeded,
+                Err(_) => Flush::Failed,
+            };
             let waiting = self.core.pipeline.take_awaiting();
             for &key in &waiting {
                 if let Some(connection) = self.connections.get_mut(key) {
-                    connection.release_through(flushed.through, ok, &mut self.core.deliveries);
+                    connection.release_through(flushed.through, flush, &mut self.core.deliveries);
                     if connection.awaits_flush() {
                         self.core.pipeline.await_flush(key);
                     }

@@ -17,7 +17,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::deliveries::Deliveries;
-use super::outbox::{Outbox, Written};
+use super::outbox::{Flush, Outbox, RoundEnd, Written};
 use super::reader::RequestReader;
 use crate::config::Config;
 use crate::metrics::ConnectionKind;
@@ -200,14 +200,14 @@ impl Connection {
         }
     }
 
-    /// Ties the current round's staged replies to commit `epoch` (see [`Outbox::seal`]).
-    pub fn seal(&mut self, epoch: u64, committed: bool, deliveries: &mut Deliveries) {
-        self.outbox.seal(epoch, committed, deliveries);
+    /// Ties the current round's staged replies to how it ended (see [`Outbox::seal`]).
+    pub fn seal(&mut self, end: RoundEnd, deliveries: &mut Deliveries) {
+        self.outbox.seal(end, deliveries);
     }
 
     /// Releases the replies whose commit is durable (see [`Outbox::release_through`]).
-    pub fn release_through(&mut self, durable: u64, flushed: bool, deliveries: &mut Deliveries) {
-        self.outbox.release_through(durable, flushed, deliveries);
+    pub fn release_through(&mut self, durable: u64, flush: Flush, deliveries: &mut Deliveries) {
+        self.outbox.release_through(durable, flush, deliveries);
     }
 
     /// Whether replies wait for a commit to become durable.

@@ -73,18 +73,18 @@ fn staged_replies_wait_for_their_commit_to_be_durable_and_keep_request_order() {
     assert!(outbox.stage(reply(b"first"), ids(&[]), false));
     assert!(!outbox.stage(reply(b"second"), ids(&[]), false));
     assert_eq!(drain(&mut outbox).0, b"");
-    outbox.seal(1, true, &mut deliveries);
+    outbox.seal(RoundEnd::Committed(1), &mut deliveries);
     assert!(outbox.awaits_flush());
     // The next round's reply opens a new run.
     assert!(outbox.stage(reply(b"third"), ids(&[]), false));
-    outbox.release_through(0, true, &mut deliveries);
+    outbox.release_through(0, Flush::Succeeded, &mut deliveries);
     assert_eq!(drain(&mut outbox).0, b"");
-    outbox.release_through(1, true, &mut deliveries);
+    outbox.release_through(1, Flush::Succeeded, &mut deliveries);
     let expected = [wire(b"first"), wire(b"second")].concat();
     assert_eq!(drain(&mut outbox).0, expected);
     assert!(!outbox.awaits_flush());
-    outbox.seal(2, true, &mut deliveries);
-    outbox.release_through(2, true, &mut deliveries);
+    outbox.seal(RoundEnd::Committed(2), &mut deliveries);
+    outbox.release_through(2, Flush::Succeeded, &mut deliveries);
     assert_eq!(drain(&mut outbox).0, wire(b"third"));
     assert!(outbox.is_empty());
 }
@@ -95,8 +95,8 @@ fn a_round_that_failed_to_commit_or_flush_answers_9000_and_frees_its_messages() 
     let mut deliveries = Deliveries::default();
     deliveries.start(&ids(&[1, 2]));
     outbox.stage(reply(b"pulled"), ids(&[1]), true);
-    outbox.seal(1, false, &mut deliveries);
-    outbox.release_through(1, true, &mut deliveries);
+    outbox.seal(RoundEnd::RolledBack { durable: 1 }, &mut deliveries);
+    outbox.release_through(1, Flush::Succeeded, &mut deliveries);
     let mut padded_error = ERROR.to_vec();
     padded_error.resize(1024, 0);
     assert_eq!(drain(&mut outbox), (padded_error, vec![]));
@@ -104,8 +104,8 @@ fn a_round_that_failed_to_commit_or_flush_answers_9000_and_frees_its_messages() 
     assert!(deliveries.is_in_flight(MessageId(2)));
 
     outbox.stage(reply(b"pulled"), ids(&[2]), false);
-    outbox.seal(2, true, &mut deliveries);
-    outbox.release_through(2, false, &mut deliveries);
+    outbox.seal(RoundEnd::Committed(2), &mut deliveries);
+    outbox.release_through(2, Flush::Failed, &mut deliveries);
     assert_eq!(drain(&mut outbox), (ERROR.to_vec(), vec![]));
     assert!(!deliveries.is_in_flight(MessageId(2)));
 }
@@ -186,8 +186,8 @@ fn a_reply_no_request_produced_goes_after_what_was_released_and_before_what_is_s
     outbox.release(reply(b"released"), ids(&[]), false);
     outbox.stage(reply(b"staged"), ids(&[]), false);
     outbox.release(reply(b"pushed"), ids(&[]), false);
-    outbox.seal(1, true, &mut deliveries);
-    outbox.release_through(1, true, &mut deliveries);
+    outbox.seal(RoundEnd::Committed(1), &mut deliveries);
+    outbox.release_through(1, Flush::Succeeded, &mut deliveries);
     let expected = [wire(b"released"), wire(b"pushed"), wire(b"staged")].concat();
     assert_eq!(drain(&mut outbox).0, expected);
 }
