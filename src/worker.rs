@@ -5,7 +5,10 @@
 
 use std::io;
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+
+use mio::Waker;
 
 /// A thread that runs the jobs sent to it.
 pub struct Worker<J> {
@@ -49,6 +52,32 @@ impl<J: Send + 'static> Worker<J> {
         if thread.join().is_err() {
             log::error!("a background worker panicked");
         }
+    }
+}
+
+/// Where a worker hands its results to the event loop, waking it for each.
+pub struct ToLoop<R> {
+    results: Sender<R>,
+    waker: Arc<Waker>,
+}
+
+impl<R> ToLoop<R> {
+    /// The worker's end, and the loop's, which takes the results without waiting.
+    pub fn channel(waker: Arc<Waker>) -> (ToLoop<R>, Receiver<R>) {
+        let (results, taken) = mpsc::channel();
+        (ToLoop { results, waker }, taken)
+    }
+
+    /// Hands `result` to the loop and wakes it. False once the loop is gone: the worker may
+    /// stop.
+    pub fn send(&self, result: R) -> bool {
+        if self.results.send(result).is_err() {
+            return false;
+        }
+        if let Err(error) = self.waker.wake() {
+            log::error!("cannot wake the event loop: {error}");
+        }
+        true
     }
 }
 

@@ -5,14 +5,14 @@
 //! by a single following flush.
 
 use std::io;
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::Waker;
 
 use crate::store::LogFlush;
-use crate::worker::Worker;
+use crate::worker::{ToLoop, Worker};
 
 /// A flush that ran: every commit numbered up to `through` is durable if `result` is Ok.
 pub(crate) struct Flushed {
@@ -29,7 +29,7 @@ pub(crate) struct Flusher {
 
 impl Flusher {
     pub fn start(waker: Arc<Waker>) -> io::Result<Flusher> {
-        let (report, done) = mpsc::channel();
+        let (to_loop, done) = ToLoop::channel(waker);
         let worker = Worker::start("log-flush", move |pending: Receiver<(u64, LogFlush)>| {
             while let Ok(mut newest) = pending.recv() {
                 // Later commits are covered by a flush started after them: take the newest.
@@ -44,11 +44,8 @@ impl Flusher {
                     result,
                     took: started.elapsed(),
                 };
-                if report.send(flushed).is_err() {
+                if !to_loop.send(flushed) {
                     return;
-                }
-                if let Err(error) = waker.wake() {
-                    log::error!("cannot wake the event loop: {error}");
                 }
             }
         })?;

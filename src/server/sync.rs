@@ -4,13 +4,13 @@
 //! The store's early writeback keeps what is left for it small.
 
 use std::io;
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use mio::Waker;
 
 use crate::store::{ContentSink, LargeContent};
-use crate::worker::Worker;
+use crate::worker::{ToLoop, Worker};
 
 /// A finished sync, addressed to the connection that started it.
 pub(crate) struct Synced {
@@ -35,7 +35,7 @@ pub(crate) struct Syncer {
 
 impl Syncer {
     pub fn start(waker: Arc<Waker>) -> io::Result<Syncer> {
-        let (report, done) = mpsc::channel();
+        let (to_loop, done) = ToLoop::channel(waker);
         let worker = Worker::start("content-sync", move |jobs: Receiver<Job>| {
             for Job { key, serial, sink } in jobs {
                 let synced = Synced {
@@ -45,11 +45,8 @@ impl Syncer {
                 };
                 // The loop is gone only at exit; the content is then removed, or left for
                 // start-up to remove.
-                if report.send(synced).is_err() {
+                if !to_loop.send(synced) {
                     return;
-                }
-                if let Err(error) = waker.wake() {
-                    log::error!("cannot wake the event loop: {error}");
                 }
             }
         })?;
