@@ -6,6 +6,7 @@ use byteorder::{ByteOrder, LittleEndian};
 use sha2::{Digest, Sha256};
 
 use super::codes::Extension;
+use super::header::RequestHeader;
 use super::reason::{encode_string, parse_string};
 use super::reply::EncodedReply;
 use super::request::MalformedRequest;
@@ -217,6 +218,22 @@ pub fn hello_payload() -> [u8; HELLO_REQUEST_LEN] {
     let mut payload = [0; HELLO_REQUEST_LEN];
     payload[..2].copy_from_slice(&EXTENSION_VERSION.to_le_bytes());
     payload
+}
+
+/// The version byte extension clients send (protocol §E0: the server ignores it).
+const EXTENSION_CLIENT_VERSION: u8 = 3;
+
+/// A whole extension request: header (with `caller`) and `payload`, whose size it declares.
+pub fn extension_request(extension: Extension, caller: ClientId, payload: &[u8]) -> Vec<u8> {
+    let header = RequestHeader {
+        client_id: caller,
+        version: EXTENSION_CLIENT_VERSION,
+        code: extension.to_wire(),
+        payload_size: payload.len() as u32,
+    };
+    let mut bytes = header.encode().to_vec();
+    bytes.extend_from_slice(payload);
+    bytes
 }
 
 #[cfg(test)]
