@@ -72,11 +72,11 @@ impl Response {
 
     /// A 9000 response, for `reason` with its usual text.
     pub fn refused(reason: Reason) -> Response {
-        Response::refusal(Refusal::new(reason))
+        Response::error(Refusal::new(reason))
     }
 
     /// A 9000 response, for `refusal`.
-    pub fn refusal(refusal: Refusal) -> Response {
+    pub fn error(refusal: Refusal) -> Response {
         Response::new(Reply::Error(refusal))
     }
 

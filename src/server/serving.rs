@@ -105,7 +105,7 @@ impl Core {
                     connection.sync_started(started)
                 }
                 Work::UploadFailed { padded, refusal } => {
-                    connection.answer(Response::refusal(refusal), padded)
+                    connection.answer(Response::error(refusal), padded)
                 }
                 Work::Wait { until } => {
                     self.timers.schedule(until, key);
@@ -239,7 +239,7 @@ impl Core {
             },
             Ok(Err(error)) => {
                 log::warn!("{peer}: {code}: {error}");
-                let failed = Response::refusal(error.refusal());
+                let failed = Response::error(error.refusal());
                 (failed, Some(ErrorCause::of(&error)))
             }
             Err(_) => {

@@ -336,7 +336,7 @@ impl Connection {
     /// Answers 9000 for `refusal` and closes after writing it: the rest of the stream cannot
     /// be trusted.
     pub fn close_with_error(&mut self, refusal: Refusal) -> Answered {
-        let opens_round = self.stage(Response::refusal(refusal), false);
+        let opens_round = self.stage(Response::error(refusal), false);
         self.drop_input();
         self.state = State::ClosingAfterWriting;
         Answered {
