@@ -20,6 +20,8 @@ pub const DEFAULT_SPOOL_THRESHOLD: u32 = 256 << 10;
 pub const DEFAULT_MIN_FREE_SPACE: u64 = 128 << 20;
 /// How often the summary line is logged, in seconds.
 pub const DEFAULT_STATS_INTERVAL: u64 = 60;
+/// How long a challenge can be answered (protocol §E3).
+pub const CHALLENGE_LIFETIME: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -60,6 +62,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// How often to log the summary line; zero: never.
     pub stats_interval: Duration,
+    /// How long a challenge can be answered (protocol §E3: 30 s; shorter in tests).
+    pub challenge_lifetime: Duration,
 }
 
 impl Config {
@@ -82,6 +86,7 @@ impl Config {
             max_db_size: None,
             metrics: None,
             stats_interval: Duration::from_secs(DEFAULT_STATS_INTERVAL),
+            challenge_lifetime: CHALLENGE_LIFETIME,
         }
     }
 

@@ -4,6 +4,7 @@
 //! the durable state, and [`server`] the mio event loop that ties them to sockets. The
 //! `messageu-client` and `messageu-bench` crates speak the same [`protocol`].
 
+pub mod auth;
 pub mod config;
 pub mod handlers;
 pub mod http;

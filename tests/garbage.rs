@@ -3,7 +3,8 @@
 //! random and huge payload sizes, truncated bodies, wrong content sizes, padding, pipelined
 //! bursts), split at random points with random small pauses, and end at random moments: dropped,
 //! shut down both ways mid-request, half-closed, or left open a while. Every reply that arrives
-//! must be a well-formed reply. Meanwhile a well-behaved client keeps registering, sending and
+//! must be a well-formed reply. The extension requests (protocol part II) are among the valid
+//! ones, so that connections that said hello get reasoned 9000s, which must be well-formed too. Meanwhile a well-behaved client keeps registering, sending and
 //! pulling on its own connection and must get correct answers promptly. Afterwards the server
 //! must still serve fresh connections, must not be spinning, and must stop cleanly.
 //!
@@ -18,7 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use messageu::protocol::{ClientId, Edition, Operation};
+use messageu::protocol::extension::{extension_request, hello_payload, parse_capabilities};
+use messageu::protocol::{ClientId, Edition, ErrorForm, Extension, Operation, Refusal};
 
 /// The server's limit in this test: larger declared sizes must be refused without reading.
 const MAX_PAYLOAD: u32 = 1 << 20;
@@ -54,8 +56,9 @@ fn padding_after(len: usize) -> usize {
     (BLOCK - len % BLOCK) % BLOCK
 }
 
-/// Checks a reply header; returns the payload size.
-fn check_header(header: &[u8]) -> Result<usize, String> {
+/// Checks a reply header on a connection whose 9000s are laid out in `errors`; returns the
+/// payload size.
+fn check_header(header: &[u8], errors: ErrorForm) -> Result<usize, String> {
     let version = header[0];
     let code = u16::from_le_bytes([header[1], header[2]]);
     let size = u32::from_le_bytes([header[3], header[4], header[5], header[6]]) as usize;
@@ -64,8 +67,14 @@ fn check_header(header: &[u8]) -> Result<usize, String> {
             "reply header {header:02x?}: version {version}, not 2"
         ));
     }
+    let classic = matches!(code, 2000..=2004 | 2100..=2104);
     let fixed = match code {
-        9000 => Some(0),
+        9000 if errors == ErrorForm::Bare => Some(0),
+        // A reason code, and a string of at least its length.
+        9000 => None,
+        2500 => None,
+        2501 => Some(128),
+        2502 | 2503 => Some(0),
         2000..=2004 | 2100..=2104 => match code % 100 {
             0 => Some(16),
             1 => None,
@@ -86,14 +95,14 @@ fn check_header(header: &[u8]) -> Result<usize, String> {
             ));
         }
     }
-    if code % 100 == 1 && code != 9000 && !size.is_multiple_of(LIST_ENTRY_LEN) {
+    if classic && code % 100 == 1 && !size.is_multiple_of(LIST_ENTRY_LEN) {
         return Err(format!(
             "list reply of {size} bytes, not whole {LIST_ENTRY_LEN}-byte entries"
         ));
     }
     // A pull reply carries at most MAX_PAYLOAD bytes of messages, or one message alone
     // (21 + content <= MAX_PAYLOAD, so 25 + content <= MAX_PAYLOAD + 4).
-    if code % 100 == 4 && size > MAX_PAYLOAD as usize + 4 {
+    if classic && code % 100 == 4 && size > MAX_PAYLOAD as usize + 4 {
         return Err(format!("pull reply of {size} bytes exceeds the cap"));
     }
     if size > 64 << 20 {
@@ -104,8 +113,19 @@ fn check_header(header: &[u8]) -> Result<usize, String> {
 
 /// Checks the payload of a list or pull reply entry by entry.
 fn check_payload(code: u16, payload: &[u8]) -> Result<(), String> {
-    if code == 9000 {
-        return Ok(());
+    match code {
+        9000 => {
+            return Refusal::parse(payload)
+                .map(drop)
+                .ok_or_else(|| format!("a 9000 payload that is no reason: {payload:02x?}"))
+        }
+        2500 => {
+            return parse_capabilities(payload)
+                .map(drop)
+                .ok_or_else(|| format!("a hello reply that does not parse: {payload:02x?}"))
+        }
+        2501..=2503 => return Ok(()),
+        _ => {}
     }
     match code % 100 {
         1 => {
@@ -166,6 +186,8 @@ struct ReplyStream {
     replies: usize,
     /// Replies with a success code, and zero-padded replies.
     successes: usize,
+    /// How 9000s are laid out: with a reason once a hello was answered.
+    errors: ErrorForm,
     padded: usize,
     offset: u64,
 }
@@ -196,6 +218,9 @@ impl ReplyStream {
                     check_payload(code, &self.payload).map_err(|error| {
                         format!("reply ending at offset {}: {error}", self.offset)
                     })?;
+                    if code == Extension::Hello.reply_code() {
+                        self.errors = ErrorForm::WithReason;
+                    }
                     self.payload.clear();
                     self.replies += 1;
                 } else {
@@ -219,7 +244,7 @@ impl ReplyStream {
             data = &data[take..];
             self.offset += take as u64;
             if self.header.len() == REPLY_HEADER_LEN {
-                let size = check_header(&self.header)
+                let size = check_header(&self.header, self.errors)
                     .map_err(|error| format!("reply at offset {}: {error}", self.offset - 7))?;
                 let code = u16::from_le_bytes([self.header[1], self.header[2]]);
                 self.successes += usize::from(code != 9000);
@@ -268,8 +293,12 @@ fn some_id(rng: &mut Rng, victims: &[ClientId]) -> ClientId {
     }
 }
 
-/// A well-formed request of a random edition and operation.
+/// A well-formed request of a random edition and operation, or, one time in ten, of an
+/// extension.
 fn valid_request(rng: &mut Rng, victims: &[ClientId]) -> Vec<u8> {
+    if rng.chance(10) {
+        return extension(rng, victims);
+    }
     let edition = rng.pick(&EDITIONS);
     let operation = rng.pick(&Operation::ALL);
     let caller = some_id(rng, victims);
@@ -302,6 +331,18 @@ fn valid_request(rng: &mut Rng, victims: &[ClientId]) -> Vec<u8> {
         body.len() as u32,
         &body,
     )
+}
+
+/// A well-formed extension request: a hello, a challenge (the victims' keys are not RSA:
+/// refused), a proof that cannot be right, or a protection the connection cannot set.
+fn extension(rng: &mut Rng, victims: &[ClientId]) -> Vec<u8> {
+    let caller = some_id(rng, victims);
+    match rng.pick(&Extension::ALL) {
+        Extension::Hello => extension_request(Extension::Hello, caller, &hello_payload()),
+        Extension::Challenge => extension_request(Extension::Challenge, caller, &[]),
+        Extension::Prove => extension_request(Extension::Prove, caller, &rng.bytes(32)),
+        Extension::Protect => extension_request(Extension::Protect, caller, &[rng.byte() % 3]),
+    }
 }
 
 fn set_u32(bytes: &mut [u8], at: usize, value: u32) {
@@ -768,7 +809,8 @@ impl Steady {
                 start.elapsed()
             )
         });
-        let size = check_header(&header).unwrap_or_else(|error| panic!("{what}: {error}"));
+        let size = check_header(&header, ErrorForm::Bare)
+            .unwrap_or_else(|error| panic!("{what}: {error}"));
         let mut payload = vec![0; size];
         self.stream
             .read_exact(&mut payload)

@@ -1,5 +1,5 @@
-//! The eight things a user can ask for, performed and reported the same way whether they
-//! come from the console's menu or from a subcommand.
+//! The things a user can ask for, performed and reported the same way whether they come from
+//! the console's menu or from a subcommand (protecting an account: subcommands only).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::error::ClientError;
 use super::session::{console_text, Session};
+use messageu_protocol::Protection;
 
 /// One user request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub enum Action {
     Pull {
         json: bool,
     },
+    /// Protect this client's account, or stop protecting it (protocol §E4).
+    Protect(Protection),
 }
 
 /// Performs `action` and writes what it did to `out`. The progress bar of a file sent or a
@@ -97,6 +100,16 @@ pub fn perform(
             } else {
                 console_text(&messages)
             }
+        }
+        Action::Protect(protection) => {
+            session.protect(*protection)?;
+            match protection {
+                Protection::Protected => {
+                    "Account protected: only clients holding its key are served\n"
+                }
+                Protection::Open => "Account no longer protected\n",
+            }
+            .to_owned()
         }
     };
     out.write_all(report.as_bytes())

@@ -71,6 +71,7 @@ pub enum StreamError {
 }
 
 /// A client's RSA private key.
+#[derive(Clone)]
 pub struct PrivateKey(RsaPrivateKey);
 
 impl fmt::Debug for PrivateKey {
@@ -117,6 +118,17 @@ impl PrivateKey {
 
     /// Decrypts a type-2 message: the sender's AES key, OAEP-encrypted to this key.
     pub fn decrypt_symmetric_key(&self, ciphertext: &[u8]) -> Result<AesKey, DecryptError> {
+        self.decrypt_oaep(ciphertext).map(AesKey)
+    }
+
+    /// Decrypts a server's challenge (protocol §E3): its 32-byte secret, OAEP-encrypted to
+    /// this key as a type-2 message is.
+    pub fn decrypt_challenge<const N: usize>(&self, ciphertext: &[u8]) -> Option<[u8; N]> {
+        self.decrypt_oaep(ciphertext).ok()
+    }
+
+    /// RSAES-OAEP with SHA-1, MGF1-SHA-1 and an empty label, to exactly `N` bytes.
+    fn decrypt_oaep<const N: usize>(&self, ciphertext: &[u8]) -> Result<[u8; N], DecryptError> {
         let plaintext = self
             .0
             .decrypt(Oaep::new::<Sha1>(), ciphertext)
@@ -124,7 +136,6 @@ impl PrivateKey {
         plaintext
             .as_slice()
             .try_into()
-            .map(AesKey)
             .map_err(|_| DecryptError::Undecryptable)
     }
 }

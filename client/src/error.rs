@@ -7,7 +7,7 @@ use super::crypto::CryptoError;
 use super::identity::FileFormatError;
 use super::state::DamagedState;
 use messageu_protocol::client::ReplyError;
-use messageu_protocol::{ClientId, Operation};
+use messageu_protocol::{ClientId, Extension, Operation};
 
 /// Why an operation failed. The message of a 9000 reply begins with the console's
 /// `server responded with an error`, then says what the server may have objected to.
@@ -15,8 +15,23 @@ use messageu_protocol::{ClientId, Operation};
 pub enum ClientError {
     #[error(transparent)]
     Reply(#[from] ReplyError),
-    #[error("server responded with an error: {}", likely_causes(*.0))]
-    Refused(Operation),
+    /// A 9000; a server that serves the extensions says why (protocol §E1).
+    #[error("server responded with an error: {}{}", likely_causes(*.operation), said(.reason))]
+    Refused {
+        operation: Operation,
+        reason: Option<String>,
+    },
+    #[error("the server answered {extension} with code {code}")]
+    UnexpectedReply { extension: Extension, code: u16 },
+    #[error("the server refused {extension}: {reason}")]
+    ExtensionRefused {
+        extension: Extension,
+        reason: String,
+    },
+    #[error("cannot log in: the server's challenge does not open with our key")]
+    LoginFailed,
+    #[error("the server does not offer account protection (a classic MessageU server)")]
+    NoProtection,
     #[error("the reply names client {actual}, but the request was for {expected}")]
     ReplyForOtherClient {
         expected: ClientId,
@@ -78,6 +93,14 @@ pub enum ClientError {
 }
 
 /// What a 9000 reply to `operation` most likely means (protocol §3); the reply says no more.
+/// The server's own reason, when it gave one.
+fn said(reason: &Option<String>) -> String {
+    reason
+        .as_ref()
+        .map(|reason| format!(" (the server says: {reason})"))
+        .unwrap_or_default()
+}
+
 fn likely_causes(operation: Operation) -> String {
     const UNKNOWN_CALLER: &str = "the server may not know this client's id (me.info from \
         another server, or its database was reset: register again from a new folder)";

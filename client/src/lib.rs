@@ -1,7 +1,8 @@
 //! `messageu-client`: a MessageU client that interoperates with the C++ clients.
 //!
 //! [`crypto`] is protocol §5, [`identity`] the files of §6, [`state`] what scripted use keeps
-//! between runs, [`transport`] the three ways of connecting (§4), [`session`] the operations,
+//! between runs, [`transport`] the three ways of connecting (§4), [`extensions`] the hello and
+//! log-in of protocol part II on each new connection, [`session`] the operations,
 //! [`actions`] what a user asks for and how it is reported, and [`console`] the menu. The wire
 //! format itself is the shared codec in [`messageu_protocol::client`].
 
@@ -9,6 +10,7 @@ pub mod actions;
 pub mod console;
 pub mod crypto;
 pub mod error;
+pub mod extensions;
 pub mod identity;
 pub mod session;
 pub mod state;
@@ -17,7 +19,7 @@ pub mod transport;
 pub use actions::{perform, Action};
 pub use error::ClientError;
 pub use session::{Session, SessionOptions};
-pub use transport::ConnectionMode;
+pub use transport::{ConnectionMode, Greeting};
 
 use messageu_protocol::Edition;
 

@@ -11,7 +11,7 @@ use messageu_client::{
     console, edition_from_year, perform, Action, ClientError, ConnectionMode, Session,
     SessionOptions,
 };
-use messageu_protocol::Edition;
+use messageu_protocol::{Edition, Protection};
 
 /// A MessageU client: end-to-end encrypted messages through any MessageU server, compatible
 /// with the C++ clients. With no command it runs the interactive menu.
@@ -62,6 +62,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Protect this account: the server then serves its requests only on connections that
+    /// prove to hold its key (this client logs in by itself). Needs a server with the
+    /// extensions.
+    Protect,
+    /// Stop protecting this account.
+    Unprotect,
 }
 
 impl From<Command> for Action {
@@ -75,6 +81,8 @@ impl From<Command> for Action {
             Command::SendText { name, text } => Action::SendText { name, text },
             Command::SendFile { name, path } => Action::SendFile { name, path },
             Command::Pull { json } => Action::Pull { json },
+            Command::Protect => Action::Protect(Protection::Protected),
+            Command::Unprotect => Action::Protect(Protection::Open),
         }
     }
 }

@@ -11,17 +11,21 @@ use super::crypto::{
     validate_public_key, AesKey, DecryptError, PrivateKey, StreamError,
 };
 use super::error::ClientError;
+use super::extensions::{self, Login, ServerKind};
 use super::identity::{
     exists, validate_name, Identity, NewMeInfo, ServerAddress, ME_INFO, SERVER_INFO,
 };
 use super::state::{DamagedState, Peers, STATE_FILE};
-use super::transport::{socket_error, ConnectionMode, Reply, Transport};
+use super::transport::{socket_error, ConnectionMode, Greeting, Reply, Transport};
 use messageu_protocol::client::{
     bare_request, check_reply_code, parse_client_list, parse_public_key, parse_registered,
     parse_sent, public_key_request, pulled_messages, register_request, send_request,
     send_request_head, ListedClient, PulledMessage, ReplyError, MAX_SEND_CONTENT,
 };
-use messageu_protocol::{ClientId, Edition, MessageId, MessageType, Operation, ReplyHeader};
+use messageu_protocol::extension::extension_request;
+use messageu_protocol::{
+    ClientId, Edition, Extension, Features, MessageId, MessageType, Operation, Protection,
+};
 
 /// What a session needs to start.
 #[derive(Debug, Clone)]
@@ -80,9 +84,16 @@ impl Session {
             },
             None => Ok(Peers::default()),
         };
+        let mut transport = Transport::new(server, options.mode, Greeting::Hello);
+        if let Some(me) = &identity {
+            transport.log_in_as(Login {
+                id: me.id,
+                key: me.key.clone(),
+            });
+        }
         Ok(Session {
             edition: options.edition,
-            transport: Transport::new(server, options.mode),
+            transport,
             downloads: options
                 .downloads
                 .unwrap_or_else(|| options.dir.join(DOWNLOADS)),
@@ -138,6 +149,10 @@ impl Session {
             key,
         };
         me_info.write(&identity)?;
+        self.transport.log_in_as(Login {
+            id,
+            key: identity.key.clone(),
+        });
         self.identity = Some(identity);
         self.peers = Ok(Peers::default());
         Ok(id)
@@ -337,7 +352,7 @@ impl Session {
 
     /// The message id of a send reply, checked to be for `to`.
     fn sent(&self, to: ClientId, reply: Reply) -> Result<MessageId, ClientError> {
-        check_reply(self.edition, Operation::SendMessage, &reply.header)?;
+        check_reply(self.edition, Operation::SendMessage, &reply)?;
         let (destination, id) = parse_sent(&reply.payload)?;
         if destination != to {
             return Err(ClientError::ReplyForOtherClient {
@@ -369,8 +384,22 @@ impl Session {
             Err(ClientError::Dropped(_)) => call(&mut self.transport)?,
             reply => reply?,
         };
-        check_reply(self.edition, operation, &reply.header)?;
+        check_reply(self.edition, operation, &reply)?;
         Ok(reply.payload)
+    }
+
+    /// Protects this client's account, or stops protecting it (protocol §E4): its requests
+    /// are then served only on connections that prove to hold its key, as this client's do.
+    pub fn protect(&mut self, protection: Protection) -> Result<(), ClientError> {
+        let caller = self.me()?.id;
+        let request = extension_request(Extension::Protect, caller, &[protection as u8]);
+        let reply = self.transport.call(&request)?;
+        match self.transport.server_kind() {
+            ServerKind::Extended(features) if features.has(Features::PROTECTION) => {
+                extensions::expect(&reply, Extension::Protect)
+            }
+            _ => Err(ClientError::NoProtection),
+        }
     }
 
     fn save_state(&self) -> Result<(), ClientError> {
@@ -390,14 +419,14 @@ fn unconfirmed(error: ClientError) -> ClientError {
     }
 }
 
-/// Checks that `header` answers `operation`; a 9000 reply names its likely causes.
-fn check_reply(
-    edition: Edition,
-    operation: Operation,
-    header: &ReplyHeader,
-) -> Result<(), ClientError> {
-    check_reply_code(edition, operation, header).map_err(|error| match error {
-        ReplyError::ServerError => ClientError::Refused(operation),
+/// Checks that `reply` answers `operation`; a 9000 reply names its likely causes, and the
+/// server's reason if it gave one.
+fn check_reply(edition: Edition, operation: Operation, reply: &Reply) -> Result<(), ClientError> {
+    check_reply_code(edition, operation, &reply.header).map_err(|error| match error {
+        ReplyError::ServerError => ClientError::Refused {
+            operation,
+            reason: extensions::reason_text(reply),
+        },
         other => ClientError::Reply(other),
     })
 }

@@ -7,6 +7,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use super::error::ClientError;
+use super::extensions::{self, Login, ServerKind};
 use super::identity::ServerAddress;
 use messageu_protocol::padding::reply_padding;
 use messageu_protocol::{ReplyHeader, REPLY_HEADER_LEN};
@@ -28,6 +29,17 @@ pub enum ConnectionMode {
     Padded,
 }
 
+/// Whether new connections begin with a hello (protocol §E2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Greeting {
+    /// The classic protocol only.
+    Never,
+    /// A hello on each new connection (but padded ones, whose first request must be the
+    /// padded one), and a log-in where the server offers it, until a server shows itself
+    /// classic.
+    Hello,
+}
+
 /// A reply as read from the wire: its header and exactly `payload_size` bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -42,16 +54,33 @@ pub struct Transport {
     mode: ConnectionMode,
     /// The open connection of [`ConnectionMode::Persistent`].
     persistent: Option<TcpStream>,
+    greeting: Greeting,
+    /// Who new connections log in as, once known.
+    login: Option<Login>,
+    server_kind: ServerKind,
 }
 
 impl Transport {
     /// A transport to `server`; nothing connects until the first request.
-    pub fn new(server: ServerAddress, mode: ConnectionMode) -> Transport {
+    pub fn new(server: ServerAddress, mode: ConnectionMode, greeting: Greeting) -> Transport {
         Transport {
             server,
             mode,
             persistent: None,
+            greeting,
+            login: None,
+            server_kind: ServerKind::Unknown,
         }
+    }
+
+    /// New connections log in as `login` where the server offers authentication.
+    pub fn log_in_as(&mut self, login: Login) {
+        self.login = Some(login);
+    }
+
+    /// What the server has shown itself to be so far.
+    pub fn server_kind(&self) -> ServerKind {
+        self.server_kind
     }
 
     /// Sends a request held in memory and reads its reply.
@@ -75,7 +104,7 @@ impl Transport {
     ) -> Result<Reply, ClientError> {
         let (mut stream, kept) = match self.persistent.take().filter(still_open) {
             Some(stream) => (stream, true),
-            None => (self.connect()?, false),
+            None => (self.open()?, false),
         };
         match self.exchange(&mut stream, head, body_len, write_body, progress) {
             Ok(reply) => {
@@ -118,6 +147,18 @@ impl Transport {
         // A request that already ends on a block boundary carries no padding, so the server
         // cannot tell it from an exact one and answers exactly (protocol §4 rule 3).
         read_reply(stream, padding > 0, progress).map_err(socket_error)
+    }
+
+    /// A new connection, greeted as [`Greeting`] says.
+    fn open(&mut self) -> Result<TcpStream, ClientError> {
+        let mut stream = self.connect()?;
+        let greets = self.greeting == Greeting::Hello
+            && self.mode != ConnectionMode::Padded
+            && self.server_kind != ServerKind::Classic;
+        if greets {
+            self.server_kind = extensions::open(&mut stream, self.login.as_ref())?;
+        }
+        Ok(stream)
     }
 
     fn connect(&self) -> Result<TcpStream, ClientError> {
@@ -364,7 +405,7 @@ mod tests {
             host: addr.ip().to_string(),
             port: addr.port(),
         };
-        Transport::new(server, mode)
+        Transport::new(server, mode, Greeting::Never)
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::{assert_names_itself, TestServer};
-use messageu_protocol::{ReplyHeader, RequestHeader, REQUEST_HEADER_LEN};
+use messageu_protocol::{Extension, ReplyHeader, RequestHeader, REQUEST_HEADER_LEN};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -319,7 +319,8 @@ fn accept_within(listener: &TcpListener, timeout: Duration) -> Option<TcpStream>
     }
 }
 
-/// Answers the requests read on `stream` with `replies`; returns how many it read.
+/// Answers the requests read on `stream` with `replies`; returns how many it read. Like any
+/// classic server, it answers a hello (protocol §E2) with a bare 9000, not counted.
 fn serve_fake(mut stream: TcpStream, replies: Vec<Vec<u8>>) -> usize {
     stream
         .set_read_timeout(Some(common::IO_TIMEOUT))
@@ -332,10 +333,16 @@ fn serve_fake(mut stream: TcpStream, replies: Vec<Vec<u8>>) -> usize {
         if stream.read_exact(&mut header).is_err() {
             return requests;
         }
-        let size = RequestHeader::parse(&header).payload_size;
-        let mut payload = vec![0; size as usize];
+        let header = RequestHeader::parse(&header);
+        let mut payload = vec![0; header.payload_size as usize];
         if stream.read_exact(&mut payload).is_err() {
             return requests;
+        }
+        if header.code == Extension::Hello.to_wire() {
+            if stream.write_all(&whole(9000, &[])).is_err() {
+                return requests;
+            }
+            continue;
         }
         requests += 1;
         match replies.next() {
@@ -850,4 +857,46 @@ fn the_client_names_itself_in_version() {
         "messageu-client",
         Path::new(env!("CARGO_BIN_EXE_messageu-client")),
     );
+}
+
+#[test]
+fn a_protected_account_is_used_through_connections_that_log_in() {
+    let server = TestServer::start();
+    let alice = User::new(server.addr, "2025", &[]);
+    alice.ok(&["register", "alice"]);
+    let output = alice.ok(&["protect"]);
+    assert!(output.contains("Account protected"), "{output}");
+    // Every new connection of this client logs in: it is still served, in every mode but
+    // padded, whose single request cannot be preceded by a hello.
+    alice.ok(&["list"]);
+    let reconnecting = User::new(server.addr, "2021", &["--reconnect"]);
+    std::fs::copy(
+        alice.dir.path().join("me.info"),
+        reconnecting.dir.path().join("me.info"),
+    )
+    .expect("me.info copied");
+    reconnecting.ok(&["pull"]);
+    let padded = User::new(server.addr, "2025", &["--padded"]);
+    std::fs::copy(
+        alice.dir.path().join("me.info"),
+        padded.dir.path().join("me.info"),
+    )
+    .expect("me.info copied");
+    let error = padded.fails(&["list"]);
+    assert!(error.contains("server responded with an error"), "{error}");
+    alice.ok(&["unprotect"]);
+    padded.ok(&["list"]);
+}
+
+#[test]
+fn protecting_needs_a_server_with_the_extensions() {
+    let (addr, server) = fake_server(vec![whole(9000, &[])]);
+    let user = User::new(addr, "2025", &[]);
+    user.use_me_info_of("alice");
+    let error = user.fails(&["protect"]);
+    assert!(
+        error.contains("does not offer account protection"),
+        "{error}"
+    );
+    assert_eq!(server.join().expect("fake server"), [1]);
 }

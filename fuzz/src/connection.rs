@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use messageu::protocol::client::{check_reply_code, parse_registered, register_request};
 use messageu::protocol::padding::BLOCK_LEN;
 use messageu::protocol::{
-    ClientId, Edition, Frame, MessageType, Operation, PublicKey, ReplyHeader, Request,
-    ERROR_REPLY_CODE, PUBLIC_KEY_LEN, REPLY_HEADER_LEN, REQUEST_HEADER_LEN,
+    ClientId, Code, Edition, Extension, Frame, MessageType, Operation, PublicKey, ReplyHeader,
+    Request, ERROR_REPLY_CODE, PUBLIC_KEY_LEN, REPLY_HEADER_LEN, REQUEST_HEADER_LEN,
 };
 use messageu::{Config, Server, ShutdownHandle};
 
@@ -221,11 +221,19 @@ fn check_answers(expected: &Decoded, stream: &[u8], replies: &ReplyStream, serve
     }
 }
 
-/// Whether a padded client could have sent this request: it begins on a block boundary, ends
-/// inside a block, and a zero follows (protocol §4.3; the server may decide on any zeros seen
-/// before the grace time ends).
+/// Whether a padded client could have sent this request: not an extension request (§E0:
+/// never padded), it begins on a block boundary, ends inside a block, and a zero follows
+/// (protocol §4.3; the server may decide on any zeros seen before the grace time ends).
 fn may_look_padded(request: &Served, stream: &[u8]) -> bool {
-    request.start.is_multiple_of(BLOCK_LEN)
+    let extension = matches!(
+        request.frame,
+        Frame::Request {
+            code: Code::Extension(_),
+            ..
+        }
+    );
+    !extension
+        && request.start.is_multiple_of(BLOCK_LEN)
         && !request.end.is_multiple_of(BLOCK_LEN)
         && stream.get(request.end as usize) == Some(&0)
 }
@@ -259,6 +267,16 @@ fn answer_to(request: &Served, stream: &[u8], server: &Running) -> Answer {
             };
         }
         Frame::Rejected { .. } | Frame::Fatal { .. } => return Answer::Error,
+    };
+    let code = match code {
+        Code::Classic(code) => code,
+        // No input can answer a challenge (it would need the key's private half), so none
+        // authenticates, and none can protect an account.
+        Code::Extension(Extension::Hello) => return Answer::Success(Extension::Hello.reply_code()),
+        Code::Extension(Extension::Challenge) => {
+            return Answer::Either(Extension::Challenge.reply_code())
+        }
+        Code::Extension(Extension::Prove | Extension::Protect) => return Answer::Error,
     };
     let Ok(parsed) = Request::parse(code, body) else {
         return Answer::Error;

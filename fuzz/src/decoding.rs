@@ -1,5 +1,5 @@
 //! Drives `FrameDecoder` the way `src/server/connection.rs` does, and checks every step
-//! against protocol §4 as stated in `shared/protocol.md`, independently of `frame.rs`.
+//! against protocol §4 and §E0 as stated in `docs/protocol.md`, independently of `frame.rs`.
 //!
 //! The connection keeps the unconsumed bytes, asks the decoder what the next step is, drops
 //! what a `Discarded` or a frame covers, streams the content of an `Upload` past the decoder,
@@ -9,8 +9,8 @@ use messageu::protocol::frame::{FatalReason, MAX_FIXED_PAYLOAD};
 use messageu::protocol::padding::{self, Padding};
 use messageu::protocol::request::{REGISTER_PAYLOAD_LEN, SEND_HEADER_LEN};
 use messageu::protocol::{
-    Frame, FrameDecoder, MalformedRequest, Operation, Request, RequestCode, RequestHeader,
-    SendHead, Step, MAX_CONTENT_LEN, REQUEST_HEADER_LEN,
+    Code, Extension, ExtensionRequest, Frame, FrameDecoder, MalformedRequest, Operation, Request,
+    RequestCode, RequestHeader, SendHead, Step, MAX_CONTENT_LEN, REQUEST_HEADER_LEN,
 };
 
 /// The decoder's two settings (`Config::max_payload`, `Config::spool_threshold`).
@@ -236,6 +236,16 @@ fn size_fits(operation: Operation, size: u32) -> bool {
     }
 }
 
+/// The exact payload size §E2–§E4 give each extension request.
+fn extension_size(extension: Extension) -> u32 {
+    match extension {
+        Extension::Hello => 4,
+        Extension::Challenge => 0,
+        Extension::Prove => 32,
+        Extension::Protect => 1,
+    }
+}
+
 fn frame_header(frame: &Frame) -> RequestHeader {
     match *frame {
         Frame::Request { header, .. }
@@ -249,8 +259,10 @@ fn frame_header(frame: &Frame) -> RequestHeader {
 /// Only a rejected request can have had its first bytes dropped before.
 fn check_frame(frame: &Frame, len: usize, buf: &[u8], limits: Limits) {
     let header = frame_header(frame);
+    let served = Code::from_wire(header.code);
     let code = RequestCode::from_wire(header.code);
     let operation = code.map(|code| code.operation);
+    let extension = Extension::from_wire(header.code);
     let declared = header.payload_size;
     let within_limit = declared <= limits.max_payload;
     // The send-message header after the request header, when it has arrived.
@@ -263,10 +275,19 @@ fn check_frame(frame: &Frame, len: usize, buf: &[u8], limits: Limits) {
             body_len,
             ..
         } => {
-            assert_eq!(Some(framed_code), code, "{frame:?}");
+            assert_eq!(Some(framed_code), served, "{frame:?}");
             assert_eq!(len, REQUEST_HEADER_LEN + body_len, "{frame:?}");
             assert!(within_limit, "framed above the limit: {frame:?}");
             let body = &buf[REQUEST_HEADER_LEN..len];
+            let framed_code = match framed_code {
+                Code::Classic(code) => code,
+                Code::Extension(extension) => {
+                    assert_eq!(declared, extension_size(extension), "{frame:?}");
+                    assert_eq!(body_len as u32, declared, "{frame:?}");
+                    check_extension_body(extension, body);
+                    return;
+                }
+            };
             if framed_code.operation == Operation::SendMessage {
                 let head = send_head.expect("a framed send has its message header");
                 assert_eq!(body_len, SEND_HEADER_LEN + head.content_len as usize);
@@ -293,6 +314,11 @@ fn check_frame(frame: &Frame, len: usize, buf: &[u8], limits: Limits) {
                     && !size_fits(operation, declared)
                     && declared <= MAX_FIXED_PAYLOAD),
                 "a request §4 frames or refuses was rejected: {frame:?}"
+            );
+            assert!(
+                extension.is_none_or(|extension| declared != extension_size(extension)
+                    && declared <= MAX_FIXED_PAYLOAD),
+                "a request §E0 frames or refuses was rejected: {frame:?}"
             );
         }
         Frame::Fatal { reason, .. } => {
@@ -330,6 +356,16 @@ fn check_frame(frame: &Frame, len: usize, buf: &[u8], limits: Limits) {
                         && size > MAX_FIXED_PAYLOAD,
                     "{frame:?}"
                 ),
+                FatalReason::ExtensionTooLarge {
+                    extension: refused,
+                    declared: size,
+                } => assert!(
+                    extension == Some(refused)
+                        && within_limit
+                        && size == declared
+                        && size > MAX_FIXED_PAYLOAD,
+                    "{frame:?}"
+                ),
                 FatalReason::ContentUndeliverable(content) => assert!(
                     operation == Some(Operation::SendMessage)
                         && within_limit
@@ -340,6 +376,15 @@ fn check_frame(frame: &Frame, len: usize, buf: &[u8], limits: Limits) {
                 ),
             }
         }
+    }
+}
+
+/// An extension body parses, or fails for what it says, never for its length.
+fn check_extension_body(extension: Extension, body: &[u8]) {
+    if let Err(error @ MalformedRequest::ExtensionLength { .. }) =
+        ExtensionRequest::parse(extension, body)
+    {
+        panic!("framing and parsing disagree on a {extension:?} body: {error}")
     }
 }
 

@@ -5,10 +5,11 @@ use messageu::protocol::client::{
     parse_client_list, parse_public_key, parse_registered, parse_sent, pulled_messages,
     LISTED_CLIENT_LEN,
 };
+use messageu::protocol::extension::{parse_capabilities, CHALLENGE_LEN};
 use messageu::protocol::padding::reply_padding;
 use messageu::protocol::{
-    Edition, MessageType, Operation, ReplyHeader, ERROR_REPLY_CODE, REPLY_HEADER_LEN,
-    SERVER_VERSION,
+    Edition, Extension, MessageType, Operation, Refusal, ReplyHeader, ERROR_REPLY_CODE,
+    REPLY_HEADER_LEN, SERVER_VERSION,
 };
 
 /// One reply as it arrived.
@@ -42,6 +43,8 @@ pub fn parse_reply_stream(bytes: &[u8], max_payload: u32) -> Result<ReplyStream,
     let mut replies = Vec::new();
     let mut rest = bytes;
     let mut last_len = 0;
+    // After a hello's reply, every 9000 carries a reason (protocol §E1).
+    let mut extended = false;
     while let Some(&first) = rest.first() {
         let at = bytes.len() - rest.len();
         // A reply begins with version 2, so a zero can only be the padding of the last one.
@@ -71,8 +74,9 @@ pub fn parse_reply_stream(bytes: &[u8], max_payload: u32) -> Result<ReplyStream,
                     after.len()
                 )
             })?;
-        check_reply(&header, payload, max_payload)
+        check_reply(&header, payload, max_payload, extended)
             .map_err(|error| format!("reply at offset {at} ({header:?}): {error}"))?;
+        extended |= header.code == Extension::Hello.reply_code();
         replies.push(Received {
             code: header.code,
             payload_len: payload.len(),
@@ -86,16 +90,31 @@ pub fn parse_reply_stream(bytes: &[u8], max_payload: u32) -> Result<ReplyStream,
     })
 }
 
-/// Checks one reply: version 2, a known code, a payload that code's parser accepts.
-fn check_reply(header: &ReplyHeader, payload: &[u8], max_payload: u32) -> Result<(), String> {
+/// Checks one reply: version 2, a known code, a payload that code's parser accepts; a 9000
+/// is bare unless the connection is `extended`, and then carries a reason.
+fn check_reply(
+    header: &ReplyHeader,
+    payload: &[u8],
+    max_payload: u32,
+    extended: bool,
+) -> Result<(), String> {
     if header.version != SERVER_VERSION {
         return Err(format!("version {}", header.version));
     }
     if header.code == ERROR_REPLY_CODE {
-        return match payload.len() {
-            0 => Ok(()),
-            len => Err(format!("an error reply with a {len}-byte payload")),
+        return match (extended, payload.len()) {
+            (false, 0) => Ok(()),
+            (false, len) => Err(format!("an error reply with a {len}-byte payload")),
+            (true, _) => Refusal::parse(payload)
+                .map(drop)
+                .ok_or_else(|| format!("an error reply without a reason: {payload:02x?}")),
         };
+    }
+    if let Some(extension) = Extension::ALL
+        .into_iter()
+        .find(|extension| extension.reply_code() == header.code)
+    {
+        return check_extension_reply(extension, payload);
     }
     let operation =
         reply_operation(header.code).ok_or_else(|| format!("unknown code {}", header.code))?;
@@ -110,6 +129,20 @@ fn check_reply(header: &ReplyHeader, payload: &[u8], max_payload: u32) -> Result
     match operation {
         Operation::ListClients => check_names(payload),
         _ => Ok(()),
+    }
+}
+
+/// An extension reply's payload: the hello's capabilities, a sealed challenge, or nothing.
+fn check_extension_reply(extension: Extension, payload: &[u8]) -> Result<(), String> {
+    let fits = match extension {
+        Extension::Hello => parse_capabilities(payload).is_some(),
+        Extension::Challenge => payload.len() == CHALLENGE_LEN,
+        Extension::Prove | Extension::Protect => payload.is_empty(),
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!("a {extension} reply of {} bytes", payload.len()))
     }
 }
 

@@ -1,5 +1,6 @@
 //! Seed corpora: valid requests of every edition and operation, each framing quirk of
-//! protocol §4, and malformed framing, laid out for each target. Written to `fuzz/seeds/` by
+//! protocol §4, the extension requests of §E0–§E4, and malformed framing, laid out for each
+//! target. Written to `fuzz/seeds/` by
 //! `cargo run --manifest-path fuzz/Cargo.toml --example write_seeds`.
 
 use std::fs;
@@ -10,10 +11,11 @@ use messageu::protocol::client::{
     bare_request, public_key_request, register_request, request_header, send_request,
     send_request_head,
 };
+use messageu::protocol::extension::{extension_request, hello_payload};
 use messageu::protocol::request::encode_name;
 use messageu::protocol::{
-    ClientId, Edition, Operation, PublicKey, ReplyHeader, ERROR_REPLY_CODE, MAX_CONTENT_LEN,
-    PUBLIC_KEY_LEN, SERVER_VERSION,
+    ClientId, Edition, Extension, Operation, PublicKey, ReplyHeader, RequestHeader,
+    ERROR_REPLY_CODE, MAX_CONTENT_LEN, PUBLIC_KEY_LEN, SERVER_VERSION,
 };
 
 use crate::connection::{ALICE_MARKER, BOB_MARKER};
@@ -220,11 +222,57 @@ fn streams() -> Vec<(String, Vec<u8>)> {
     // Content size N = MAX_CONTENT_LEN + 1 fits 21 + N in a u32, but no pull reply could carry it.
     let undeliverable = send_request_head(e, BOB, ALICE, 4, MAX_CONTENT_LEN + 1);
     streams.push(("send-undeliverable".into(), undeliverable));
+    streams.extend(extension_streams());
     let mut name_255 = declaring(e, Operation::Register, ClientId::default(), 415);
     name_255.resize(name_255.len() + 255, b'x');
     name_255.extend_from_slice(&key().0);
     streams.push(("register-name-not-terminated".into(), name_255));
     streams
+}
+
+/// The extension requests (protocol §E0–§E4): each alone, pipelined with classic ones after a
+/// hello (whose 9000s then carry reasons), at wrong sizes, and oversized.
+fn extension_streams() -> Vec<(String, Vec<u8>)> {
+    let hello = extension_request(Extension::Hello, ClientId::default(), &hello_payload());
+    let challenge = extension_request(Extension::Challenge, ALICE, &[]);
+    let prove = extension_request(Extension::Prove, ALICE, &[0x5a; 32]);
+    let protect = extension_request(Extension::Protect, ALICE, &[1]);
+    let mut pipelined = [&hello[..], &challenge, &prove, &protect].concat();
+    pipelined.extend(bare_request(Edition::Y2024, Operation::ListClients, ALICE));
+    pipelined.extend(send_request(
+        Edition::Y2026,
+        BOB,
+        ClientId([7; 16]),
+        3,
+        b"x",
+    ));
+    let declaring = |extension: Extension, declared: u32, body_len: usize| {
+        let header = RequestHeader {
+            client_id: ALICE,
+            version: 3,
+            code: extension.to_wire(),
+            payload_size: declared,
+        };
+        let mut request = header.encode().to_vec();
+        request.resize(request.len() + body_len, 0x44);
+        request
+    };
+    let mut wrong_sizes = hello.clone();
+    wrong_sizes.extend(declaring(Extension::Prove, 31, 31));
+    wrong_sizes.extend(declaring(Extension::Challenge, 2, 2));
+    wrong_sizes.extend(declaring(Extension::Protect, 1, 1));
+    wrong_sizes.extend(bare_request(Edition::Y2021, Operation::PullMessages, ALICE));
+    let mut oversized = hello.clone();
+    oversized.extend(declaring(Extension::Hello, (64 << 10) + 1, 64));
+    vec![
+        ("extension-hello".into(), hello),
+        ("extension-challenge".into(), challenge),
+        ("extension-prove".into(), prove),
+        ("extension-protect".into(), protect),
+        ("extension-pipelined".into(), pipelined),
+        ("extension-wrong-sizes".into(), wrong_sizes),
+        ("extension-oversized".into(), oversized),
+    ]
 }
 
 /// Whether a stream means what its name says only without a payload limit (with one, it is

@@ -1,4 +1,5 @@
-//! Request and reply codes of the four yearly editions (protocol §1).
+//! Request and reply codes of the four yearly editions (protocol §1), and of the extensions
+//! (protocol part II, §E0).
 
 use std::fmt;
 
@@ -143,6 +144,92 @@ impl fmt::Display for RequestCode {
     }
 }
 
+/// What an extension's reply code adds to its request code (protocol §E0).
+const EXTENSION_REPLY_OFFSET: u16 = 1000;
+
+/// The extension operations this server serves (protocol part II), beside the editions'
+/// classic [`Operation`]s. Each variant's value is its request code, defined here only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Extension {
+    Hello = 1500,
+    Challenge = 1501,
+    Prove = 1502,
+    Protect = 1503,
+}
+
+impl Extension {
+    pub const ALL: [Extension; 4] = [
+        Extension::Hello,
+        Extension::Challenge,
+        Extension::Prove,
+        Extension::Protect,
+    ];
+
+    /// Decodes a wire code; `None` for a code that is no served extension.
+    pub fn from_wire(code: u16) -> Option<Extension> {
+        Extension::ALL
+            .into_iter()
+            .find(|extension| extension.to_wire() == code)
+    }
+
+    pub const fn to_wire(self) -> u16 {
+        self as u16
+    }
+
+    /// The code of a successful reply to this request.
+    pub const fn reply_code(self) -> u16 {
+        self.to_wire() + EXTENSION_REPLY_OFFSET
+    }
+
+    /// The operation's name in logs and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Extension::Hello => "hello",
+            Extension::Challenge => "challenge",
+            Extension::Prove => "prove",
+            Extension::Protect => "protect",
+        }
+    }
+}
+
+impl fmt::Display for Extension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (extension)", self.name())
+    }
+}
+
+/// A request code this server serves: a classic operation in its edition, or an extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    Classic(RequestCode),
+    Extension(Extension),
+}
+
+impl Code {
+    /// Decodes a wire code; `None` for a code this server does not serve.
+    pub fn from_wire(code: u16) -> Option<Code> {
+        RequestCode::from_wire(code)
+            .map(Code::Classic)
+            .or_else(|| Extension::from_wire(code).map(Code::Extension))
+    }
+
+    pub const fn to_wire(self) -> u16 {
+        match self {
+            Code::Classic(code) => code.to_wire(),
+            Code::Extension(extension) => extension.to_wire(),
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Code::Classic(code) => code.fmt(f),
+            Code::Extension(extension) => extension.fmt(f),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +289,27 @@ mod tests {
         ] {
             assert_eq!(RequestCode::from_wire(code), None, "code {code}");
         }
+    }
+
+    #[test]
+    fn extension_codes_match_the_specification_table() {
+        let codes: Vec<_> = Extension::ALL
+            .map(|extension| (extension.to_wire(), extension.reply_code()))
+            .into();
+        assert_eq!(
+            codes,
+            vec![(1500, 2500), (1501, 2501), (1502, 2502), (1503, 2503)]
+        );
+        for extension in Extension::ALL {
+            let code = Code::Extension(extension);
+            assert_eq!(Code::from_wire(code.to_wire()), Some(code));
+            assert_eq!(RequestCode::from_wire(code.to_wire()), None);
+        }
+        assert_eq!(Code::from_wire(1504), None, "not served yet");
+        assert_eq!(
+            Code::from_wire(601).map(|code| code.to_string()).as_deref(),
+            Some("list (2024-25)")
+        );
+        assert_eq!(Extension::Prove.to_string(), "prove (extension)");
     }
 }

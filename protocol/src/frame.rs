@@ -6,16 +6,18 @@
 //! declared size says (21 + N or 24 + N). The decoder is incremental and never allocates:
 //! the caller keeps the bytes and asks again when more have arrived. A send whose content is
 //! too large to buffer is framed as an [`Frame::Upload`]: only its head, with the content left
-//! for the caller to stream to storage.
+//! for the caller to stream to storage. Extension requests (protocol §E0) have none of these
+//! quirks: their payload size is exact, and at most [`MAX_FIXED_PAYLOAD`].
 
-use super::codes::{Operation, RequestCode};
+use super::codes::{Code, Extension, Operation, RequestCode};
 use super::header::{RequestHeader, REQUEST_HEADER_LEN};
+use super::reason::Reason;
 use super::replies::PULLED_MESSAGE_HEADER_LEN;
 use super::request::{SendHead, PUBLIC_KEY_REQUEST_LEN, REGISTER_PAYLOAD_LEN, SEND_HEADER_LEN};
 
-/// The largest payload a register, list, public-key or pull request may declare: far beyond
-/// any it could need (415 bytes at most), so a larger one is refused at once, whatever the
-/// maximum for sends (protocol §4 rule 6).
+/// The largest payload a register, list, public-key, pull or extension request may declare:
+/// far beyond any it could need (415 bytes at most), so a larger one is refused at once,
+/// whatever the maximum for sends (protocol §4 rule 6, §E0).
 pub const MAX_FIXED_PAYLOAD: u32 = 64 << 10;
 
 /// Bytes some clients declare beyond the send-message header: their struct had 3 alignment
@@ -29,7 +31,7 @@ pub enum Frame {
     /// A complete request of a known code: the header, then `body_len` bytes of body.
     Request {
         header: RequestHeader,
-        code: RequestCode,
+        code: Code,
         body_len: usize,
     },
     /// The 44-byte head of a send whose content exceeds the buffering threshold. The next
@@ -64,6 +66,21 @@ pub enum FatalReason {
     ContentUndeliverable(u32),
     #[error("declared payload size {declared} is far beyond any {operation:?} request's")]
     FixedSizeTooLarge { operation: Operation, declared: u32 },
+    #[error("declared payload size {declared} is far beyond any {extension} request's")]
+    ExtensionTooLarge { extension: Extension, declared: u32 },
+}
+
+impl FatalReason {
+    /// The reason an extended connection is told (protocol §E1).
+    pub fn reason(self) -> Reason {
+        match self {
+            FatalReason::PayloadTooLarge(_)
+            | FatalReason::FixedSizeTooLarge { .. }
+            | FatalReason::ExtensionTooLarge { .. }
+            | FatalReason::ContentUndeliverable(_) => Reason::TooLarge,
+            FatalReason::SendTooShort(_) | FatalReason::SendSizeMismatch { .. } => Reason::Framing,
+        }
+    }
 }
 
 /// The largest content a pull reply can carry: its payload size (25 + N) is a u32.
@@ -82,9 +99,9 @@ pub enum Step {
 
 /// How the body of a request is delimited, decided from its header alone.
 enum BodyRule {
-    Exact(RequestCode, usize),
+    Exact(Code, usize),
     /// A fixed-size operation announcing far more than it could need.
-    Refuse(RequestCode),
+    Refuse(FatalReason),
     SendMessage(RequestCode),
     Skip,
 }
@@ -127,13 +144,7 @@ impl FrameDecoder {
             return fatal(header, FatalReason::PayloadTooLarge(header.payload_size));
         }
         match body_rule(&header) {
-            BodyRule::Refuse(code) => fatal(
-                header,
-                FatalReason::FixedSizeTooLarge {
-                    operation: code.operation,
-                    declared: header.payload_size,
-                },
-            ),
+            BodyRule::Refuse(reason) => fatal(header, reason),
             BodyRule::Exact(code, body_len) => exact(header, code, body_len, buf),
             BodyRule::SendMessage(code) => send_message(header, code, buf, self.upload_threshold),
             BodyRule::Skip if header.payload_size == 0 => Step::Frame {
@@ -170,20 +181,45 @@ impl FrameDecoder {
 }
 
 fn body_rule(header: &RequestHeader) -> BodyRule {
-    let Some(code) = RequestCode::from_wire(header.code) else {
-        return BodyRule::Skip;
-    };
+    match Code::from_wire(header.code) {
+        Some(Code::Classic(code)) => classic_body_rule(header, code),
+        Some(Code::Extension(extension)) => extension_body_rule(header, extension),
+        None => BodyRule::Skip,
+    }
+}
+
+fn classic_body_rule(header: &RequestHeader, code: RequestCode) -> BodyRule {
     let size = header.payload_size as usize;
+    let exact = |len| BodyRule::Exact(Code::Classic(code), len);
     match (code.operation, size) {
-        (Operation::Register, REGISTER_PAYLOAD_LEN) => BodyRule::Exact(code, REGISTER_PAYLOAD_LEN),
-        (Operation::ListClients | Operation::PullMessages, 0) => BodyRule::Exact(code, 0),
+        (Operation::Register, REGISTER_PAYLOAD_LEN) => exact(REGISTER_PAYLOAD_LEN),
+        (Operation::ListClients | Operation::PullMessages, 0) => exact(0),
         // Size 0 is a quirk of some clients: the target id follows the header anyway.
-        (Operation::PublicKey, 0 | PUBLIC_KEY_REQUEST_LEN) => {
-            BodyRule::Exact(code, PUBLIC_KEY_REQUEST_LEN)
-        }
+        (Operation::PublicKey, 0 | PUBLIC_KEY_REQUEST_LEN) => exact(PUBLIC_KEY_REQUEST_LEN),
         (Operation::SendMessage, _) => BodyRule::SendMessage(code),
-        _ if header.payload_size > MAX_FIXED_PAYLOAD => BodyRule::Refuse(code),
+        _ if header.payload_size > MAX_FIXED_PAYLOAD => {
+            BodyRule::Refuse(FatalReason::FixedSizeTooLarge {
+                operation: code.operation,
+                declared: header.payload_size,
+            })
+        }
         _ => BodyRule::Skip,
+    }
+}
+
+/// Extension payloads have their exact size; another size up to 64 KiB is skipped and
+/// rejected, a larger one is fatal.
+fn extension_body_rule(header: &RequestHeader, extension: Extension) -> BodyRule {
+    let size = header.payload_size as usize;
+    if size == extension.payload_len() {
+        BodyRule::Exact(Code::Extension(extension), size)
+    } else if header.payload_size > MAX_FIXED_PAYLOAD {
+        BodyRule::Refuse(FatalReason::ExtensionTooLarge {
+            extension,
+            declared: header.payload_size,
+        })
+    } else {
+        BodyRule::Skip
     }
 }
 
@@ -194,7 +230,7 @@ fn fatal(header: RequestHeader, reason: FatalReason) -> Step {
     }
 }
 
-fn exact(header: RequestHeader, code: RequestCode, body_len: usize, buf: &[u8]) -> Step {
+fn exact(header: RequestHeader, code: Code, body_len: usize, buf: &[u8]) -> Step {
     let len = REQUEST_HEADER_LEN + body_len;
     if buf.len() < len {
         return Step::NeedMore;
@@ -240,7 +276,7 @@ fn send_message(
         };
     }
     // exact_size <= declared <= max_payload, so it fits in usize.
-    exact(header, code, exact_size as usize, buf)
+    exact(header, Code::Classic(code), exact_size as usize, buf)
 }
 
 #[cfg(test)]
@@ -254,7 +290,7 @@ mod tests {
     fn request_frame(code: u16, payload_size: u32, body_len: usize) -> Frame {
         Frame::Request {
             header: header(code, payload_size),
-            code: RequestCode::from_wire(code).unwrap(),
+            code: Code::from_wire(code).unwrap(),
             body_len,
         }
     }
@@ -515,5 +551,60 @@ mod tests {
         bytes.extend_from_slice(&request(704, 0, &[]));
         let lens: Vec<_> = dribble(&bytes).into_iter().map(|(_, len)| len).collect();
         assert_eq!(lens, vec![438, 39, 44, 23]);
+    }
+
+    #[test]
+    fn extension_requests_are_framed_by_their_exact_size() {
+        let mut bytes = request(1500, 4, &[1, 0, 0, 0]);
+        bytes.extend_from_slice(&request(1501, 0, &[]));
+        bytes.extend_from_slice(&request(1502, 32, &[7; 32]));
+        bytes.extend_from_slice(&request(1503, 1, &[1]));
+        // A wrong size is skipped and rejected, the connection going on.
+        bytes.extend_from_slice(&request(1502, 31, &[7; 31]));
+        bytes.extend_from_slice(&request(1503, 0, &[]));
+        // Codes of the extension range not served are unknown codes.
+        bytes.extend_from_slice(&request(1504, 2, &[0; 2]));
+        let frames: Vec<_> = dribble(&bytes)
+            .into_iter()
+            .map(|(frame, _)| frame)
+            .collect();
+        let rejected = |code, size| Frame::Rejected {
+            header: header(code, size),
+        };
+        assert_eq!(
+            frames,
+            vec![
+                request_frame(1500, 4, 4),
+                request_frame(1501, 0, 0),
+                request_frame(1502, 32, 32),
+                request_frame(1503, 1, 1),
+                rejected(1502, 31),
+                rejected(1503, 0),
+                rejected(1504, 2),
+            ]
+        );
+    }
+
+    #[test]
+    fn extension_requests_announcing_more_than_64_kib_are_fatal_at_once() {
+        let decoder = || FrameDecoder::new(u32::MAX, THRESHOLD);
+        for extension in Extension::ALL {
+            let code = extension.to_wire();
+            for declared in [MAX_FIXED_PAYLOAD + 1, u32::MAX] {
+                let reason = FatalReason::ExtensionTooLarge {
+                    extension,
+                    declared,
+                };
+                assert_eq!(
+                    decoder().decode(&request(code, declared, &[])),
+                    fatal(header(code, declared), reason)
+                );
+                assert_eq!(reason.reason(), Reason::TooLarge);
+            }
+            assert_eq!(
+                decoder().decode(&request(code, MAX_FIXED_PAYLOAD, &[])),
+                Step::Discarded(REQUEST_HEADER_LEN)
+            );
+        }
     }
 }

@@ -6,19 +6,25 @@
 pub mod client;
 pub mod codes;
 pub mod content;
+pub mod extension;
 pub mod frame;
 pub mod header;
 pub mod padding;
+pub mod reason;
 pub mod replies;
 pub mod reply;
 pub mod request;
 pub mod types;
 
-pub use codes::{Edition, Operation, RequestCode, ERROR_REPLY_CODE, SERVER_VERSION};
+pub use codes::{
+    Code, Edition, Extension, Operation, RequestCode, ERROR_REPLY_CODE, SERVER_VERSION,
+};
 pub use content::{Content, ContentReader};
+pub use extension::{Capabilities, ExtensionAnswer, ExtensionRequest, Features, Protection};
 pub use frame::{Frame, FrameDecoder, Step, MAX_CONTENT_LEN};
 pub use header::{ReplyHeader, RequestHeader, REPLY_HEADER_LEN, REQUEST_HEADER_LEN};
 pub use padding::{Padding, BLOCK_LEN};
+pub use reason::{ErrorForm, Reason, Refusal};
 pub use replies::{Answer, ListedClient, QueuedMessage, Reply};
 pub use reply::EncodedReply;
 pub use request::{MalformedRequest, Request, SendHead};

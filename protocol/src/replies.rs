@@ -5,6 +5,8 @@
 
 use super::codes::{Edition, Operation, ERROR_REPLY_CODE};
 use super::content::Content;
+use super::extension::ExtensionAnswer;
+use super::reason::{ErrorForm, Refusal};
 use super::reply::EncodedReply;
 use super::request::{encode_name, KeyReplyLayout};
 use super::types::{ClientId, MessageId, PublicKey, NAME_FIELD_LEN, PUBLIC_KEY_LEN};
@@ -22,8 +24,11 @@ const SENT_LEN: usize = 16 + 4;
 pub enum Reply {
     /// The operation's answer, coded in the request's edition.
     Success { edition: Edition, answer: Answer },
-    /// 9000, the same in every edition: the request could not be honoured.
-    Error,
+    /// An extension operation's answer (protocol part II).
+    Extension(ExtensionAnswer),
+    /// 9000, the same in every edition: the request could not be honoured, for this reason
+    /// (sent only on a connection that said hello, protocol §E1).
+    Error(Refusal),
 }
 
 /// The successful answer of each operation.
@@ -78,10 +83,11 @@ impl Answer {
 }
 
 impl Reply {
-    /// The header and payload, in wire order.
-    pub fn encode(self) -> EncodedReply {
+    /// The header and payload, in wire order; a 9000 laid out in `errors`.
+    pub fn encode(self, errors: ErrorForm) -> EncodedReply {
         let (edition, answer) = match self {
-            Reply::Error => return EncodedReply::with_capacity(ERROR_REPLY_CODE, 0),
+            Reply::Error(refusal) => return error(&refusal, errors),
+            Reply::Extension(answer) => return answer.encode(),
             Reply::Success { edition, answer } => (edition, answer),
         };
         let code = edition.reply_code(answer.operation());
@@ -95,6 +101,18 @@ impl Reply {
             } => public_key(code, target, &key, layout),
             Answer::Sent { to, id } => sent(code, to, id),
             Answer::Pulled(messages) => pulled(code, messages),
+        }
+    }
+}
+
+/// 9000: bare, or with the refusal's reason and text.
+fn error(refusal: &Refusal, errors: ErrorForm) -> EncodedReply {
+    match errors {
+        ErrorForm::Bare => EncodedReply::with_capacity(ERROR_REPLY_CODE, 0),
+        ErrorForm::WithReason => {
+            let mut reply = EncodedReply::with_capacity(ERROR_REPLY_CODE, 4 + refusal.text.len());
+            refusal.encode(reply.payload());
+            reply
         }
     }
 }
@@ -177,6 +195,7 @@ mod tests {
         parse_client_list, parse_public_key, parse_registered, parse_sent, pulled_messages,
     };
     use crate::content::ContentReader;
+    use crate::reason::Reason;
 
     /// The code and payload of an answer in the 2022-23 edition, all in memory.
     fn encode(answer: Answer) -> (u16, Vec<u8>) {
@@ -184,7 +203,7 @@ mod tests {
             edition: Edition::Y2022,
             answer,
         };
-        let (head, tail) = reply.encode().into_wire(false);
+        let (head, tail) = reply.encode(ErrorForm::WithReason).into_wire(false);
         assert!(tail.is_empty());
         (u16::from_le_bytes([head[1], head[2]]), head[7..].to_vec())
     }
@@ -237,10 +256,18 @@ mod tests {
             edition: Edition::Y2021,
             answer: Answer::Pulled(Vec::new()),
         };
-        let (head, _) = reply.encode().into_wire(false);
+        let (head, _) = reply.encode(ErrorForm::Bare).into_wire(false);
         assert_eq!(head, [2, 0xd4, 0x07, 0, 0, 0, 0]);
-        let (head, _) = Reply::Error.encode().into_wire(false);
+        let refusal = || Reply::Error(Refusal::new(Reason::UnknownCaller));
+        let (head, _) = refusal().encode(ErrorForm::Bare).into_wire(false);
         assert_eq!(head, [2, 0x28, 0x23, 0, 0, 0, 0]);
+        let (head, _) = refusal().encode(ErrorForm::WithReason).into_wire(false);
+        let text = Reason::UnknownCaller.description();
+        assert_eq!(
+            &head[..9],
+            &[2, 0x28, 0x23, 4 + text.len() as u8, 0, 0, 0, 2, 0]
+        );
+        assert_eq!(Refusal::parse(&head[7..]), Some((2, text.to_owned())));
     }
 
     #[test]
@@ -265,7 +292,7 @@ mod tests {
                 message(3, Content::Inline(b"last".to_vec())),
             ]),
         };
-        let (mut wire, tail) = reply.encode().into_wire(false);
+        let (mut wire, tail) = reply.encode(ErrorForm::Bare).into_wire(false);
         assert_eq!(
             tail.len(),
             2,

@@ -2,7 +2,7 @@
 
 use byteorder::{ByteOrder, LittleEndian};
 
-use super::codes::{Edition, Operation, RequestCode};
+use super::codes::{Edition, Extension, Operation, RequestCode};
 use super::types::{ClientId, MessageType, PublicKey, NAME_FIELD_LEN, PUBLIC_KEY_LEN};
 
 pub const REGISTER_PAYLOAD_LEN: usize = NAME_FIELD_LEN + PUBLIC_KEY_LEN;
@@ -110,6 +110,14 @@ pub enum MalformedRequest {
         expected: usize,
         actual: usize,
     },
+    #[error("the body is {actual} bytes, {extension} needs {expected}")]
+    ExtensionLength {
+        extension: Extension,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("unknown protection {0}: 0 stops it, 1 protects")]
+    UnknownProtection(u8),
 }
 
 impl<'a> Request<'a> {

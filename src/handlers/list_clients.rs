@@ -2,10 +2,10 @@
 
 use super::{Context, Handler, HandlerError, Response};
 use crate::protocol::request::ListClients;
-use crate::protocol::{Answer, ListedClient};
+use crate::protocol::{Answer, ListedClient, RequestCode};
 
 impl Handler for ListClients {
-    fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
+    fn handle(self, ctx: &mut Context<'_>, code: RequestCode) -> Result<Response, HandlerError> {
         let mut clients = Vec::new();
         ctx.store.list_clients(ctx.caller, &mut |id, name| {
             clients.push(ListedClient {
@@ -13,6 +13,6 @@ impl Handler for ListClients {
                 name: name.to_owned(),
             })
         })?;
-        Ok(Response::new(ctx.reply(Answer::Clients(clients))))
+        Ok(Response::classic(code, Answer::Clients(clients)))
     }
 }

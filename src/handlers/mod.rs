@@ -1,19 +1,32 @@
-//! Request handlers: one file per operation behind the [`Handler`] trait. Handlers see only
-//! the store and the server's delivery bookkeeping, never sockets, and answer with typed
-//! replies: only [`crate::protocol`] knows their bytes.
+//! Request handlers: one file per operation, behind the [`Handler`] trait for the classic
+//! operations and [`ExtensionHandler`] for the extensions (`hello.rs`, `challenge.rs`,
+//! `prove.rs`, `protect.rs`). Handlers see only the store, the server's delivery
+//! bookkeeping and the connection's session, never sockets, and answer with typed replies:
+//! only [`crate::protocol`] knows their bytes.
 
+mod challenge;
+mod error;
+mod hello;
 mod list_clients;
+mod protect;
+mod prove;
 mod public_key;
 mod pull_messages;
 mod register;
 mod send_message;
 
-use std::time::SystemTime;
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::protocol::{Answer, ClientId, MalformedRequest, Operation, Reply, Request, RequestCode};
+use crate::auth::{ProofLimiter, Session};
+use crate::protocol::{
+    Answer, ClientId, Code, Extension, ExtensionRequest, Operation, Protection, Reason, Refusal,
+    Reply, Request, RequestCode,
+};
 use crate::server::Deliveries;
-use crate::store::{Delivered, PullBudget, Store, StoreError};
+use crate::store::{Delivered, PullBudget, Store};
 
+pub use error::HandlerError;
 pub use send_message::{finish_upload, start_upload};
 
 /// What a handler works with while serving one request.
@@ -29,8 +42,16 @@ pub struct Context<'a> {
     pub caller: ClientId,
     /// The client version byte of the request header.
     pub client_version: u8,
-    /// The request's code: its operation, and the edition its reply is answered in.
-    pub code: RequestCode,
+    /// The connection's session: its error form, challenge and authenticated id.
+    pub session: &'a mut Session,
+    /// Failed proofs of the whole server, per id and per address.
+    pub proofs: &'a mut ProofLimiter,
+    /// The address of the connection's peer.
+    pub peer: IpAddr,
+    /// The monotonic time, for challenges and the proof limits.
+    pub clock: Instant,
+    /// How long a challenge can be answered.
+    pub challenge_lifetime: Duration,
 }
 
 /// A handler's answer: the reply, and the messages it delivers, which the server deletes once
@@ -49,52 +70,46 @@ impl Response {
         }
     }
 
-    pub fn error() -> Response {
-        Response::new(Reply::Error)
+    /// A 9000 response, for `reason` with its usual text.
+    pub fn refused(reason: Reason) -> Response {
+        Response::error(Refusal::new(reason))
     }
-}
 
-impl Context<'_> {
-    /// The request's successful reply: `answer`, in the request's edition.
-    pub fn reply(&self, answer: Answer) -> Reply {
-        Reply::Success {
-            edition: self.code.edition,
+    /// A 9000 response, for `refusal`.
+    pub fn error(refusal: Refusal) -> Response {
+        Response::new(Reply::Error(refusal))
+    }
+
+    /// A successful classic request's response: `answer`, in the request's edition.
+    pub fn classic(code: RequestCode, answer: Answer) -> Response {
+        Response::new(Reply::Success {
+            edition: code.edition,
             answer,
-        }
+        })
     }
 }
 
-/// Why a request was answered with 9000.
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError {
-    #[error("malformed request: {0}")]
-    Malformed(#[from] MalformedRequest),
-    #[error("unknown caller {0}")]
-    UnknownCaller(ClientId),
-    #[error("unknown client {0}")]
-    UnknownClient(ClientId),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("cannot write the uploaded content: {0}")]
-    Upload(std::io::Error),
-}
-
-impl HandlerError {
-    /// Whether the connection must close after the 9000 reply: the request's bytes were not
-    /// read, so the stream cannot be trusted to continue with a request.
-    pub fn closes_connection(&self) -> bool {
-        matches!(self, HandlerError::Store(StoreError::NoSpace { .. }))
-    }
-}
-
-/// One operation's logic.
+/// One classic operation's logic; `code` says the edition its reply is answered in.
 pub trait Handler {
+    fn handle(self, ctx: &mut Context<'_>, code: RequestCode) -> Result<Response, HandlerError>;
+}
+
+/// One extension operation's logic.
+pub trait ExtensionHandler {
     fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError>;
 }
 
-/// Decodes a framed request body and runs its handler. Every operation but register needs a
-/// registered caller, whose LastSeen it updates.
-pub fn dispatch(
+/// Decodes a framed request body and runs its handler. Every operation but register, hello,
+/// challenge and prove needs a registered caller (whose LastSeen it updates), and, if its
+/// account is protected, a connection authenticated as it.
+pub fn dispatch(ctx: &mut Context<'_>, code: Code, body: &[u8]) -> Result<Response, HandlerError> {
+    match code {
+        Code::Classic(code) => dispatch_classic(ctx, code, body),
+        Code::Extension(extension) => dispatch_extension(ctx, extension, body),
+    }
+}
+
+fn dispatch_classic(
     ctx: &mut Context<'_>,
     code: RequestCode,
     body: &[u8],
@@ -104,19 +119,35 @@ pub fn dispatch(
         check_caller(ctx)?;
     }
     match request {
-        Request::Register(request) => request.handle(ctx),
-        Request::ListClients(request) => request.handle(ctx),
-        Request::PublicKey(request) => request.handle(ctx),
-        Request::SendMessage(request) => request.handle(ctx),
-        Request::PullMessages(request) => request.handle(ctx),
+        Request::Register(request) => request.handle(ctx, code),
+        Request::ListClients(request) => request.handle(ctx, code),
+        Request::PublicKey(request) => request.handle(ctx, code),
+        Request::SendMessage(request) => request.handle(ctx, code),
+        Request::PullMessages(request) => request.handle(ctx, code),
     }
 }
 
-/// Fails unless the caller is registered, and records that it was seen.
+fn dispatch_extension(
+    ctx: &mut Context<'_>,
+    extension: Extension,
+    body: &[u8],
+) -> Result<Response, HandlerError> {
+    match ExtensionRequest::parse(extension, body)? {
+        ExtensionRequest::Hello { version } => hello::Hello { version }.handle(ctx),
+        ExtensionRequest::Challenge => challenge::Challenge.handle(ctx),
+        ExtensionRequest::Prove(proof) => prove::Prove(proof).handle(ctx),
+        ExtensionRequest::Protect(protection) => protect::Protect(protection).handle(ctx),
+    }
+}
+
+/// Fails unless the caller is registered and, if its account is protected, the connection
+/// is authenticated as it; records that it was seen.
 fn check_caller(ctx: &mut Context<'_>) -> Result<(), HandlerError> {
-    if ctx.store.touch_client(ctx.caller, ctx.now)? {
-        Ok(())
-    } else {
-        Err(HandlerError::UnknownCaller(ctx.caller))
+    match ctx.store.touch_client(ctx.caller, ctx.now)? {
+        None => Err(HandlerError::UnknownCaller(ctx.caller)),
+        Some(Protection::Protected) if ctx.session.authenticated() != Some(ctx.caller) => {
+            Err(HandlerError::Protected(ctx.caller))
+        }
+        Some(_) => Ok(()),
     }
 }

@@ -5,11 +5,11 @@
 
 use super::{Context, Handler, HandlerError, Response};
 use crate::protocol::request::PullMessages;
-use crate::protocol::Answer;
+use crate::protocol::{Answer, RequestCode};
 use crate::store::Delivered;
 
 impl Handler for PullMessages {
-    fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
+    fn handle(self, ctx: &mut Context<'_>, code: RequestCode) -> Result<Response, HandlerError> {
         let deliveries = &*ctx.deliveries;
         let messages = ctx
             .store
@@ -25,8 +25,8 @@ impl Handler for PullMessages {
             .collect();
         ctx.deliveries.start(&delivered);
         Ok(Response {
-            reply: ctx.reply(Answer::Pulled(messages)),
             delivered,
+            ..Response::classic(code, Answer::Pulled(messages))
         })
     }
 }

@@ -2,13 +2,13 @@
 
 use super::{Context, Handler, HandlerError, Response};
 use crate::protocol::request::Register;
-use crate::protocol::Answer;
+use crate::protocol::{Answer, RequestCode};
 
 impl Handler for Register {
-    fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
+    fn handle(self, ctx: &mut Context<'_>, code: RequestCode) -> Result<Response, HandlerError> {
         let id = ctx
             .store
             .register_client(&self.name, &self.public_key, ctx.now)?;
-        Ok(Response::new(ctx.reply(Answer::Registered(id))))
+        Ok(Response::classic(code, Answer::Registered(id)))
     }
 }

@@ -7,13 +7,19 @@
 
 use super::{check_caller, Context, Handler, HandlerError, Response};
 use crate::protocol::request::SendMessage;
-use crate::protocol::{Answer, ClientId, MessageType, SendHead};
+use crate::protocol::{Answer, ClientId, MessageType, RequestCode, SendHead};
 use crate::store::{ContentSink, LargeContent, NewContent, NewMessage};
 
 impl Handler for SendMessage<'_> {
-    fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
+    fn handle(self, ctx: &mut Context<'_>, code: RequestCode) -> Result<Response, HandlerError> {
         check_destination(ctx, self.to)?;
-        store(ctx, self.to, self.kind, NewContent::Inline(self.content))
+        store(
+            ctx,
+            code,
+            self.to,
+            self.kind,
+            NewContent::Inline(self.content),
+        )
     }
 }
 
@@ -29,10 +35,11 @@ pub fn start_upload(ctx: &mut Context<'_>, head: &SendHead) -> Result<ContentSin
 /// Stores a large send whose content has been streamed whole and made durable.
 pub fn finish_upload(
     ctx: &mut Context<'_>,
+    code: RequestCode,
     head: &SendHead,
     content: LargeContent,
 ) -> Result<Response, HandlerError> {
-    store(ctx, head.to, head.kind()?, NewContent::Large(content))
+    store(ctx, code, head.to, head.kind()?, NewContent::Large(content))
 }
 
 fn check_destination(ctx: &mut Context<'_>, to: ClientId) -> Result<(), HandlerError> {
@@ -45,6 +52,7 @@ fn check_destination(ctx: &mut Context<'_>, to: ClientId) -> Result<(), HandlerE
 
 fn store(
     ctx: &mut Context<'_>,
+    code: RequestCode,
     to: ClientId,
     kind: MessageType,
     content: NewContent<'_>,
@@ -55,5 +63,5 @@ fn store(
         kind,
         content,
     })?;
-    Ok(Response::new(ctx.reply(Answer::Sent { to, id })))
+    Ok(Response::classic(code, Answer::Sent { to, id }))
 }

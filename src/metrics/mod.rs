@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::handlers::HandlerError;
-use crate::protocol::{Edition, Operation, RequestCode};
+use crate::protocol::{Code, Edition, Extension, Operation};
 use crate::store::{QueueStats, StoreError};
 use histogram::Histogram;
 
@@ -62,10 +62,16 @@ pub enum ErrorCause {
     Framing,
     /// A bug a request reached.
     Panic,
+    /// A protected account named from a connection not authenticated as it, or a protect
+    /// request from one that is not (protocol §E4).
+    Unauthorized,
+    /// A challenge or proof refused: a wrong proof, too many of them, a key that cannot be
+    /// challenged (protocol §E3).
+    Proof,
 }
 
 impl ErrorCause {
-    pub const ALL: [ErrorCause; 10] = [
+    pub const ALL: [ErrorCause; 12] = [
         ErrorCause::Malformed,
         ErrorCause::UnknownCaller,
         ErrorCause::UnknownClient,
@@ -76,6 +82,8 @@ impl ErrorCause {
         ErrorCause::Rejected,
         ErrorCause::Framing,
         ErrorCause::Panic,
+        ErrorCause::Unauthorized,
+        ErrorCause::Proof,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -90,6 +98,8 @@ impl ErrorCause {
             ErrorCause::Rejected => "rejected",
             ErrorCause::Framing => "framing",
             ErrorCause::Panic => "panic",
+            ErrorCause::Unauthorized => "unauthorized",
+            ErrorCause::Proof => "proof",
         }
     }
 
@@ -102,6 +112,12 @@ impl ErrorCause {
             HandlerError::Store(StoreError::NoSpace { .. }) => ErrorCause::NoSpace,
             HandlerError::Store(_) => ErrorCause::Storage,
             HandlerError::Upload(_) => ErrorCause::Upload,
+            HandlerError::Protected(_) | HandlerError::NotAuthenticated(_) => {
+                ErrorCause::Unauthorized
+            }
+            HandlerError::BadProof(_)
+            | HandlerError::RateLimited(_)
+            | HandlerError::BadKey { .. } => ErrorCause::Proof,
         }
     }
 }
@@ -120,6 +136,8 @@ const OPERATIONS: usize = Operation::ALL.len();
 pub struct Metrics {
     /// Time to handle each request, by edition and operation; its count is the requests'.
     requests: [[Histogram; OPERATIONS]; EDITIONS],
+    /// The same for each extension operation.
+    extensions: [Histogram; Extension::ALL.len()],
     connections_open: [AtomicU64; ConnectionKind::ALL.len()],
     /// Connections accepted (kind new), and those that turned persistent or padded.
     connections_total: [AtomicU64; ConnectionKind::ALL.len()],
@@ -134,6 +152,14 @@ pub struct Metrics {
     flushes: Histogram,
     /// The database file, whose size (with its log) readers take from the file system.
     database: PathBuf,
+}
+
+/// Where an extension's histogram is in [`Metrics::extensions`].
+fn extension_index(extension: Extension) -> usize {
+    Extension::ALL
+        .iter()
+        .position(|&known| known == extension)
+        .unwrap_or_default()
 }
 
 fn add(counter: &AtomicU64) {
@@ -152,12 +178,15 @@ impl Metrics {
         }
     }
 
-    fn request_histogram(&self, code: RequestCode) -> &Histogram {
-        &self.requests[code.edition as usize][code.operation as usize]
+    fn request_histogram(&self, code: Code) -> &Histogram {
+        match code {
+            Code::Classic(code) => &self.requests[code.edition as usize][code.operation as usize],
+            Code::Extension(extension) => &self.extensions[extension_index(extension)],
+        }
     }
 
     /// A request handled in `elapsed`, answered with 9000 for `error` if it failed.
-    pub fn request(&self, code: RequestCode, elapsed: Duration, error: Option<ErrorCause>) {
+    pub fn request(&self, code: Code, elapsed: Duration, error: Option<ErrorCause>) {
         self.request_histogram(code).observe(elapsed);
         if let Some(cause) = error {
             self.error(cause);
@@ -211,7 +240,8 @@ impl Metrics {
     }
 
     pub fn requests_handled(&self) -> u64 {
-        self.requests.iter().flatten().map(Histogram::count).sum()
+        let classic: u64 = self.requests.iter().flatten().map(Histogram::count).sum();
+        classic + self.extensions.iter().map(Histogram::count).sum::<u64>()
     }
 
     pub fn open_connections(&self) -> u64 {

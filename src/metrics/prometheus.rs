@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::histogram::{Snapshot, BOUNDS_NS};
 use super::{read, ConnectionKind, ErrorCause, Metrics, StorageStep};
-use crate::protocol::{Edition, Operation};
+use crate::protocol::{Edition, Extension, Operation};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -51,19 +51,30 @@ impl Text {
     }
 }
 
-fn code_labels(edition: Edition, operation: Operation) -> String {
+fn code_labels(edition: &str, operation: &str) -> String {
     format!("edition=\"{edition}\",operation=\"{operation}\"")
 }
 
+/// The edition label of the extension operations.
+const EXTENSION_EDITION: &str = "extension";
+
 fn requests(out: &mut Text, metrics: &Metrics) {
-    let snapshots: Vec<_> = Edition::ALL
-        .into_iter()
-        .flat_map(|edition| Operation::ALL.map(|operation| (edition, operation)))
-        .map(|(edition, operation)| {
-            let histogram = &metrics.requests[edition as usize][operation as usize];
-            (code_labels(edition, operation), histogram.snapshot())
-        })
-        .collect();
+    let snapshots: Vec<_> =
+        Edition::ALL
+            .into_iter()
+            .flat_map(|edition| Operation::ALL.map(|operation| (edition, operation)))
+            .map(|(edition, operation)| {
+                let histogram = &metrics.requests[edition as usize][operation as usize];
+                let labels = code_labels(edition.name(), operation.name());
+                (labels, histogram.snapshot())
+            })
+            .chain(Extension::ALL.into_iter().zip(&metrics.extensions).map(
+                |(extension, histogram)| {
+                    let labels = code_labels(EXTENSION_EDITION, extension.name());
+                    (labels, histogram.snapshot())
+                },
+            ))
+            .collect();
     out.header(
         "messageu_requests_total",
         "counter",
@@ -217,15 +228,15 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::protocol::RequestCode;
+    use crate::protocol::{Code, RequestCode};
 
     #[test]
     fn samples_follow_the_text_format() {
         let metrics = Metrics::default();
-        let list = RequestCode {
+        let list = Code::Classic(RequestCode {
             edition: Edition::Y2024,
             operation: Operation::ListClients,
-        };
+        });
         metrics.request(list, Duration::from_micros(30), None);
         metrics.request(
             list,

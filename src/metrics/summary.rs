@@ -42,10 +42,12 @@ impl Summary {
             return Ok(None);
         }
         let (stop, stopped) = mpsc::channel::<()>();
+        // Read before the thread starts, so that no request served meanwhile (by a loop
+        // that runs before the thread is scheduled) hides in the first interval's baseline.
+        let mut last = Totals::read(&metrics);
         let thread = thread::Builder::new()
             .name("summary".into())
             .spawn(move || {
-                let mut last = Totals::read(&metrics);
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
                     let now = Totals::read(&metrics);
                     log::info!("{}", line(&metrics, &last, &now, interval));

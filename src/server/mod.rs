@@ -26,6 +26,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::auth::ProofLimiter;
 use crate::config::Config;
 use crate::http::{self, HttpServer};
 use crate::metrics::summary::{self, Summary};
@@ -148,6 +149,7 @@ impl Server {
                 timers: Timers::default(),
                 syncer: Syncer::start(waker)?,
                 pacer: BulkPacer::new(Instant::now()),
+                proofs: ProofLimiter::default(),
                 metrics,
             },
             accept_paused_until: None,

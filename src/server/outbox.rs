@@ -9,7 +9,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::time::Instant;
 
 use super::deliveries::Deliveries;
-use crate::protocol::{Content, EncodedReply, Reply};
+use crate::protocol::{Content, EncodedReply, ErrorForm, Reason, Refusal, Reply};
 use crate::store::Delivered;
 
 /// Bytes of a streamed content read per write.
@@ -22,6 +22,9 @@ struct Staged {
     reply: EncodedReply,
     delivered: Vec<Delivered>,
     padded: bool,
+    /// How a 9000 that replaces the reply is laid out: as the connection's were when the
+    /// request was answered.
+    errors: ErrorForm,
     /// Bytes it will take in the output.
     len: u64,
     /// The commit whose durability it waits for; `None` until its round commits.
@@ -128,7 +131,13 @@ impl Outbox {
     /// Stages a reply of the current round, with the messages it delivers. Returns whether it
     /// is the round's first for this outbox, so that the caller remembers to seal it after the
     /// commit.
-    pub fn stage(&mut self, reply: EncodedReply, delivered: Vec<Delivered>, padded: bool) -> bool {
+    pub fn stage(
+        &mut self,
+        reply: EncodedReply,
+        delivered: Vec<Delivered>,
+        padded: bool,
+        errors: ErrorForm,
+    ) -> bool {
         let first = self.staged.back().is_none_or(|last| last.epoch.is_some());
         let len = reply.encoded_len();
         self.staged_len += len;
@@ -136,6 +145,7 @@ impl Outbox {
             reply,
             delivered,
             padded,
+            errors,
             len,
             epoch: None,
         });
@@ -156,7 +166,7 @@ impl Outbox {
             staged.epoch = Some(epoch);
             if let RoundEnd::RolledBack { .. } = end {
                 deliveries.give_up(&std::mem::take(&mut staged.delivered));
-                staged.reply = Reply::Error.encode();
+                staged.reply = storage_failure(staged.errors);
             }
         }
     }
@@ -177,7 +187,8 @@ impl Outbox {
                 Flush::Succeeded => self.release(staged.reply, staged.delivered, staged.padded),
                 Flush::Failed => {
                     deliveries.give_up(&staged.delivered);
-                    self.release(Reply::Error.encode(), Vec::new(), staged.padded);
+                    let reply = storage_failure(staged.errors);
+                    self.release(reply, Vec::new(), staged.padded);
                 }
             }
         }
@@ -346,6 +357,11 @@ impl Outbox {
         }
         lost
     }
+}
+
+/// The 9000 that replaces a reply whose writes were lost or may not be durable.
+fn storage_failure(errors: ErrorForm) -> EncodedReply {
+    Reply::Error(Refusal::new(Reason::Internal)).encode(errors)
 }
 
 #[cfg(test)]

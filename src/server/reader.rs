@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::protocol::frame::FatalReason;
 use crate::protocol::padding::{self, Padding};
 use crate::protocol::{
-    Frame, FrameDecoder, RequestCode, RequestHeader, SendHead, Step, REQUEST_HEADER_LEN,
+    Code, Frame, FrameDecoder, RequestCode, RequestHeader, SendHead, Step, REQUEST_HEADER_LEN,
 };
 
 /// Input buffers larger than this are given back once empty (after a large request).
@@ -30,7 +30,7 @@ pub(crate) enum Event<'a> {
     /// client gets a padded reply and then the close; the reader reads nothing more.
     Request {
         header: RequestHeader,
-        code: RequestCode,
+        code: Code,
         padded: bool,
     },
     /// A request whose declared size does not fit its code, or an unknown code: its bytes are
@@ -78,13 +78,8 @@ enum Phase {
 /// A complete request whose padding decides how it is answered.
 #[derive(Clone, Copy)]
 enum Complete {
-    Request {
-        header: RequestHeader,
-        code: RequestCode,
-    },
-    Rejected {
-        header: RequestHeader,
-    },
+    Request { header: RequestHeader, code: Code },
+    Rejected { header: RequestHeader },
     Upload,
 }
 
@@ -287,7 +282,15 @@ impl RequestReader {
         let end = self.offset + len as u64;
         let following = &self.input[self.start + len..];
         let closed = self.peer_closed || now >= until;
-        let padded = match padding::classify(self.request_start, end, following, closed) {
+        // Extension clients never pad (protocol §E0): their requests are served at once.
+        let classified = match request {
+            Complete::Request {
+                code: Code::Extension(_),
+                ..
+            } => Padding::Exact,
+            _ => padding::classify(self.request_start, end, following, closed),
+        };
+        let padded = match classified {
             Padding::Undecided => return Event::Undecided { until },
             Padding::Exact => {
                 self.phase = Phase::Requests;

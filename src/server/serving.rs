@@ -1,7 +1,8 @@
 //! Serving what connections yield: each request run inside the round's transaction under its
 //! own request mark, so that a failed request undoes only its own writes, with panics caught
 //! and the request counted in the metrics; large sends opened, handed to the `content-sync`
-//! worker, and stored once durable. The loop's only way to the handlers.
+//! worker, and stored once durable. The loop's only way to the handlers. Owns the server's
+//! limits on failed proofs of key possession.
 
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
@@ -14,10 +15,11 @@ use super::deliveries::Deliveries;
 use super::pacer::BulkPacer;
 use super::sync::{Synced, Syncer};
 use super::timers::Timers;
+use crate::auth::{ProofLimiter, Session};
 use crate::config::Config;
 use crate::handlers::{self, Context, HandlerError, Response};
 use crate::metrics::{ErrorCause, Metrics};
-use crate::protocol::{RequestCode, RequestHeader};
+use crate::protocol::{Code, Reason, Refusal, RequestHeader};
 use crate::store::{ContentSink, PullBudget, Store};
 
 /// Content bytes one pull reply holds in memory (contents stored in rows); large contents
@@ -32,6 +34,8 @@ pub(crate) struct Core {
     pub timers: Timers,
     pub syncer: Syncer,
     pub pacer: BulkPacer,
+    /// Failed proofs per id and per address, across connections.
+    pub proofs: ProofLimiter,
     pub metrics: Arc<Metrics>,
 }
 
@@ -70,31 +74,39 @@ impl Core {
                     code,
                     body,
                     padded,
+                    session,
                 } => {
                     self.pacer.saw_request(time.now);
-                    let response = self.run(code, &header, peer, time.wall, |ctx| {
-                        handlers::dispatch(ctx, code, body)
-                    });
+                    let request = Served {
+                        code,
+                        header: &header,
+                        peer,
+                        session,
+                    };
+                    let response =
+                        self.run(request, time, |ctx| handlers::dispatch(ctx, code, body));
                     connection.answer(response, padded)
                 }
-                Work::Rejected { padded } => {
+                Work::Rejected { padded, reason } => {
                     self.metrics.error(ErrorCause::Rejected);
                     self.pacer.saw_request(time.now);
-                    connection.answer(Response::error(), padded)
+                    connection.answer(Response::refused(reason), padded)
                 }
-                Work::Fatal => {
+                Work::Fatal { reason } => {
                     self.metrics.error(ErrorCause::Framing);
-                    connection.close_with_error()
+                    connection.close_with_error(Refusal::new(reason))
                 }
                 Work::UploadStart(send) => {
-                    let sink = self.open_upload(&send, time.wall);
+                    let sink = self.open_upload(&send, connection.session_mut(), peer, time);
                     connection.upload_opened(send, sink)
                 }
                 Work::UploadComplete(upload) => {
                     let started = self.syncer.sync(key, connection.serial(), upload);
                     connection.sync_started(started)
                 }
-                Work::UploadFailed { padded } => connection.answer(Response::error(), padded),
+                Work::UploadFailed { padded, refusal } => {
+                    connection.answer(Response::error(refusal), padded)
+                }
                 Work::Wait { until } => {
                     self.timers.schedule(until, key);
                     Answered::default()
@@ -118,13 +130,21 @@ impl Core {
         };
         let peer = connection.peer();
         let response = match synced.content {
-            Ok(content) => self.run(send.code, &send.header, peer, time.wall, |ctx| {
-                handlers::finish_upload(ctx, &send.head, content)
-            }),
+            Ok(content) => {
+                let request = Served {
+                    code: Code::Classic(send.code),
+                    header: &send.header,
+                    peer,
+                    session: connection.session_mut(),
+                };
+                self.run(request, time, |ctx| {
+                    handlers::finish_upload(ctx, send.code, &send.head, content)
+                })
+            }
             Err(error) => {
                 log::error!("{peer}: cannot make an upload durable: {error}");
                 self.metrics.error(ErrorCause::Upload);
-                Response::error()
+                Response::refused(Reason::Internal)
             }
         };
         let answered = connection.upload_stored(response);
@@ -148,15 +168,23 @@ impl Core {
     fn open_upload(
         &mut self,
         send: &LargeSend,
-        wall: SystemTime,
+        session: &mut Session,
+        peer: SocketAddr,
+        time: TurnTime,
     ) -> Result<ContentSink, HandlerError> {
+        let request = Served {
+            code: Code::Classic(send.code),
+            header: &send.header,
+            peer,
+            session,
+        };
         let mut ctx = context(
             self.pipeline.store(),
             &mut self.deliveries,
+            &mut self.proofs,
             &self.config,
-            wall,
-            send.code,
-            &send.header,
+            time,
+            request,
         );
         let upload = handlers::start_upload(&mut ctx, &send.head);
         if let Err(error) = &upload {
@@ -168,31 +196,30 @@ impl Core {
     /// Runs one request inside the round's transaction; any failure becomes a 9000 reply.
     fn run(
         &mut self,
-        code: RequestCode,
-        header: &RequestHeader,
-        peer: SocketAddr,
-        wall: SystemTime,
+        request: Served<'_>,
+        time: TurnTime,
         handle: impl FnOnce(&mut Context<'_>) -> Result<Response, HandlerError>,
     ) -> Response {
+        let (code, peer) = (request.code, request.peer);
         let store = match self.pipeline.round() {
             Ok(store) => store,
             Err(error) => {
                 log::warn!("{peer}: cannot start a transaction: {error}");
-                return Response::error();
+                return Response::refused(Reason::Internal);
             }
         };
         if let Err(error) = store.begin_request() {
             log::warn!("{peer}: cannot start a request's writes: {error}");
-            return Response::error();
+            return Response::refused(Reason::Internal);
         }
         let started = Instant::now();
         let mut ctx = context(
             store,
             &mut self.deliveries,
+            &mut self.proofs,
             &self.config,
-            wall,
-            code,
-            header,
+            time,
+            request,
         );
         // A handler that panics fails its request, not the server; either way, a failed
         // request's writes are undone and the rest of the round's are kept.
@@ -206,16 +233,18 @@ impl Core {
                 Err(error) => {
                     deliveries.give_up(&response.delivered);
                     log::warn!("{peer}: {code}: {error}");
-                    (Response::error(), Some(ErrorCause::Storage))
+                    let failed = Response::refused(Reason::Internal);
+                    (failed, Some(ErrorCause::Storage))
                 }
             },
             Ok(Err(error)) => {
                 log::warn!("{peer}: {code}: {error}");
-                (Response::error(), Some(ErrorCause::of(&error)))
+                let failed = Response::error(error.refusal());
+                (failed, Some(ErrorCause::of(&error)))
             }
             Err(_) => {
                 log::error!("{peer}: {code}: the handler panicked");
-                (Response::error(), Some(ErrorCause::Panic))
+                (Response::refused(Reason::Internal), Some(ErrorCause::Panic))
             }
         };
         if error.is_some() {
@@ -226,14 +255,22 @@ impl Core {
     }
 }
 
+/// A request to run, and the connection it came on.
+struct Served<'a> {
+    code: Code,
+    header: &'a RequestHeader,
+    peer: SocketAddr,
+    session: &'a mut Session,
+}
+
 /// What a handler works with for one request.
 fn context<'a>(
     store: &'a mut dyn Store,
     deliveries: &'a mut Deliveries,
+    proofs: &'a mut ProofLimiter,
     config: &Config,
-    now: SystemTime,
-    code: RequestCode,
-    header: &RequestHeader,
+    time: TurnTime,
+    request: Served<'a>,
 ) -> Context<'a> {
     Context {
         store,
@@ -242,9 +279,13 @@ fn context<'a>(
             payload: u64::from(config.max_payload),
             in_memory: PULL_MEMORY_BUDGET,
         },
-        now,
-        caller: header.client_id,
-        client_version: header.version,
-        code,
+        now: time.wall,
+        caller: request.header.client_id,
+        client_version: request.header.version,
+        session: request.session,
+        proofs,
+        peer: request.peer.ip(),
+        clock: time.now,
+        challenge_lifetime: config.challenge_lifetime,
     }
 }

@@ -13,6 +13,7 @@ use super::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_initial.sql"),
     include_str!("../../migrations/0002_spool.sql"),
+    include_str!("../../migrations/0003_protection.sql"),
 ];
 
 /// What makes a database unusable by this server, found before anything is changed.

@@ -9,7 +9,7 @@ mod sqlite;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use crate::protocol::{ClientId, MessageId, MessageType, PublicKey};
+use crate::protocol::{ClientId, MessageId, MessageType, Protection, PublicKey};
 
 // The read side returns what a pull reply carries: messages, their contents in memory or
 // streamed.
@@ -179,8 +179,15 @@ pub trait Store: ContentStore + Send {
     /// Undoes the writes since `begin_request`; the rest of the batch goes on.
     fn rollback_request(&mut self);
 
-    /// Whether `id` is registered; if so, records that it was seen at `at`.
-    fn touch_client(&mut self, id: ClientId, at: SystemTime) -> Result<bool, StoreError>;
+    /// Whether `id` is registered, and then its protection (protocol §E4); if so, records
+    /// that it was seen at `at`.
+    fn touch_client(
+        &mut self,
+        id: ClientId,
+        at: SystemTime,
+    ) -> Result<Option<Protection>, StoreError>;
+    /// Protects the registered `id`'s account, or stops protecting it.
+    fn set_protection(&mut self, id: ClientId, protection: Protection) -> Result<(), StoreError>;
     fn client_exists(&mut self, id: ClientId) -> Result<bool, StoreError>;
     /// Registers a new client under a fresh random id. Fails with `NameTaken`.
     fn register_client(

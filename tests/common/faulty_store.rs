@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use messageu::protocol::{ClientId, MessageId, PublicKey};
+use messageu::protocol::{ClientId, MessageId, Protection, PublicKey};
 use messageu::store::{
     Committed, ContentSink, ContentStore, Delivered, Durability, NewContent, NewMessage,
     PullBudget, QueueStats, QueuedMessage, SqliteStore, Store, StoreError,
@@ -57,8 +57,15 @@ impl Store for FaultyStore {
     fn rollback_request(&mut self) {
         self.inner.rollback_request()
     }
-    fn touch_client(&mut self, id: ClientId, at: SystemTime) -> Result<bool, StoreError> {
+    fn touch_client(
+        &mut self,
+        id: ClientId,
+        at: SystemTime,
+    ) -> Result<Option<Protection>, StoreError> {
         self.inner.touch_client(id, at)
+    }
+    fn set_protection(&mut self, id: ClientId, protection: Protection) -> Result<(), StoreError> {
+        self.inner.set_protection(id, protection)
     }
     fn client_exists(&mut self, id: ClientId) -> Result<bool, StoreError> {
         self.inner.client_exists(id)

@@ -19,6 +19,7 @@ use mio::{Interest, Registry, Token};
 use super::deliveries::Deliveries;
 use super::outbox::{Flush, Outbox, RoundEnd, Written};
 use super::reader::RequestReader;
+use crate::auth::Session;
 use crate::config::Config;
 use crate::metrics::ConnectionKind;
 use crate::protocol::FrameDecoder;
@@ -75,6 +76,9 @@ pub(crate) struct Connection {
     syncing: Option<Syncing>,
 
     outbox: Outbox,
+    /// What the client has established on this connection: hello, challenge,
+    /// authentication.
+    session: Session,
     /// The last write stopped at its budget, not at a full socket: no event will come.
     write_budget_spent: bool,
 
@@ -125,6 +129,7 @@ impl Connection {
             upload: None,
             syncing: None,
             outbox: Outbox::new(now),
+            session: Session::default(),
             write_budget_spent: false,
             last_read: now,
             request_started: None,
@@ -151,6 +156,12 @@ impl Connection {
 
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The session, for a request served outside [`Connection::next_work`]'s borrow (a large
+    /// send's head).
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
     }
 
     pub fn is_closed(&self) -> bool {

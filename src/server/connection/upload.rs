@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use super::work::{After, Answered};
 use super::{Connection, State, REQUESTS_PER_TURN};
 use crate::handlers::{HandlerError, Response};
-use crate::protocol::{RequestCode, RequestHeader, SendHead};
+use crate::protocol::{Reason, RequestCode, RequestHeader, SendHead};
 use crate::store::ContentSink;
 
 /// A large send's request: what its message is stored and its reply answered from.
@@ -72,7 +72,7 @@ impl Connection {
                 send.head.content_len
             );
             if error.closes_connection() {
-                return self.close_with_error();
+                return self.close_with_error(error.refusal());
             }
         }
         self.upload = Some(InboundUpload { send, sink });
@@ -90,7 +90,7 @@ impl Connection {
         if let Err(error) = started {
             log::error!("{}: cannot start a sync thread: {error}", self.peer);
             self.syncing = None;
-            opens_round = self.stage(Response::error(), padded);
+            opens_round = self.stage(Response::refused(Reason::Internal), padded);
         }
         Answered {
             opens_round,

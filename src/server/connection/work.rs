@@ -9,28 +9,31 @@ use std::time::Instant;
 
 use super::upload::{InboundUpload, LargeSend, Syncing};
 use super::{Connection, State, READ_BUDGET, REQUESTS_PER_TURN};
+use crate::auth::Session;
 use crate::handlers::Response;
 use crate::metrics::ConnectionKind;
-use crate::protocol::{RequestCode, RequestHeader};
+use crate::protocol::{Code, Reason, Refusal, RequestHeader};
 use crate::server::reader::Event;
 use crate::store::ContentSink;
 
 /// What a connection's input needs done by the server. Each kind says how its answer comes
 /// back.
 pub(crate) enum Work<'a> {
-    /// A request to serve; its reply goes back through [`Connection::answer`].
+    /// A request to serve, with the connection's session; its reply goes back through
+    /// [`Connection::answer`].
     Request {
         header: RequestHeader,
-        code: RequestCode,
+        code: Code,
         body: &'a [u8],
         padded: bool,
+        session: &'a mut Session,
     },
     /// A request the framing refused (an unknown code, a size its operation cannot have):
-    /// answer 9000 through [`Connection::answer`]; the connection goes on.
-    Rejected { padded: bool },
+    /// answer 9000 for `reason` through [`Connection::answer`]; the connection goes on.
+    Rejected { padded: bool, reason: Reason },
     /// Framing that cannot be trusted: the connection reads nothing more. Answer through
-    /// [`Connection::close_with_error`].
-    Fatal,
+    /// [`Connection::close_with_error`] with `reason`.
+    Fatal { reason: Reason },
     /// A large send's head: open its upload, and hand it (or the refusal) to
     /// [`Connection::upload_opened`].
     UploadStart(LargeSend),
@@ -38,8 +41,8 @@ pub(crate) enum Work<'a> {
     /// through [`Connection::sync_started`]. No later request is served before its reply.
     UploadComplete(ContentSink),
     /// A large send whose content could not be kept (refused, or a write failed): answer
-    /// 9000 through [`Connection::answer`].
-    UploadFailed { padded: bool },
+    /// 9000 with `refusal` through [`Connection::answer`].
+    UploadFailed { padded: bool, refusal: Refusal },
     /// A request waits for its padding to be known until `until`: call
     /// [`Connection::on_deadline`] then.
     Wait { until: Instant },
@@ -151,6 +154,7 @@ impl Connection {
                             code,
                             body,
                             padded,
+                            session: &mut self.session,
                         });
                     }
                     Event::Rejected { header, padded } => {
@@ -160,7 +164,12 @@ impl Connection {
                             header.code,
                             header.payload_size
                         );
-                        return Some(Work::Rejected { padded });
+                        // A code this server serves was sent with a size it cannot have.
+                        let reason = match Code::from_wire(header.code) {
+                            Some(_) => Reason::Malformed,
+                            None => Reason::UnknownRequest,
+                        };
+                        return Some(Work::Rejected { padded, reason });
                     }
                     Event::Fatal { header, reason } => {
                         log::warn!(
@@ -168,7 +177,9 @@ impl Connection {
                             self.peer,
                             header.code
                         );
-                        return Some(Work::Fatal);
+                        return Some(Work::Fatal {
+                            reason: reason.reason(),
+                        });
                     }
                     Event::UploadStart { header, code, head } => {
                         return Some(Work::UploadStart(LargeSend { header, code, head }));
@@ -186,8 +197,15 @@ impl Connection {
                             self.syncing = Some(Syncing { send, padded });
                             return Some(Work::UploadComplete(upload));
                         }
-                        Some(InboundUpload { sink: Err(_), .. }) | None => {
-                            return Some(Work::UploadFailed { padded });
+                        Some(InboundUpload {
+                            sink: Err(error), ..
+                        }) => {
+                            let refusal = error.refusal();
+                            return Some(Work::UploadFailed { padded, refusal });
+                        }
+                        None => {
+                            let refusal = Refusal::new(Reason::Internal);
+                            return Some(Work::UploadFailed { padded, refusal });
                         }
                     },
                 },
@@ -315,9 +333,10 @@ impl Connection {
         (was != kind).then_some((was, kind))
     }
 
-    /// Answers 9000 and closes after writing it: the rest of the stream cannot be trusted.
-    pub fn close_with_error(&mut self) -> Answered {
-        let opens_round = self.stage(Response::error(), false);
+    /// Answers 9000 for `refusal` and closes after writing it: the rest of the stream cannot
+    /// be trusted.
+    pub fn close_with_error(&mut self, refusal: Refusal) -> Answered {
+        let opens_round = self.stage(Response::error(refusal), false);
         self.drop_input();
         self.state = State::ClosingAfterWriting;
         Answered {
@@ -330,6 +349,8 @@ impl Connection {
     /// the round.
     pub(super) fn stage(&mut self, response: Response, padded: bool) -> bool {
         let Response { reply, delivered } = response;
-        self.outbox.stage(reply.encode(), delivered, padded)
+        let errors = self.session.errors();
+        self.outbox
+            .stage(reply.encode(errors), delivered, padded, errors)
     }
 }

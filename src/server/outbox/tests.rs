@@ -23,7 +23,7 @@ fn pulled(contents: Vec<Content>) -> EncodedReply {
         edition: Edition::Y2022,
         answer: Answer::Pulled(messages),
     };
-    reply.encode()
+    reply.encode(ErrorForm::Bare)
 }
 
 /// A pull reply carrying `content`, in memory.
@@ -70,13 +70,13 @@ impl Write for Throttled {
 fn staged_replies_wait_for_their_commit_to_be_durable_and_keep_request_order() {
     let mut outbox = Outbox::new(Instant::now());
     let mut deliveries = Deliveries::default();
-    assert!(outbox.stage(reply(b"first"), ids(&[]), false));
-    assert!(!outbox.stage(reply(b"second"), ids(&[]), false));
+    assert!(outbox.stage(reply(b"first"), ids(&[]), false, ErrorForm::Bare));
+    assert!(!outbox.stage(reply(b"second"), ids(&[]), false, ErrorForm::Bare));
     assert_eq!(drain(&mut outbox).0, b"");
     outbox.seal(RoundEnd::Committed(1), &mut deliveries);
     assert!(outbox.awaits_flush());
     // The next round's reply opens a new run.
-    assert!(outbox.stage(reply(b"third"), ids(&[]), false));
+    assert!(outbox.stage(reply(b"third"), ids(&[]), false, ErrorForm::Bare));
     outbox.release_through(0, Flush::Succeeded, &mut deliveries);
     assert_eq!(drain(&mut outbox).0, b"");
     outbox.release_through(1, Flush::Succeeded, &mut deliveries);
@@ -94,7 +94,7 @@ fn a_round_that_failed_to_commit_or_flush_answers_9000_and_frees_its_messages() 
     let mut outbox = Outbox::new(Instant::now());
     let mut deliveries = Deliveries::default();
     deliveries.start(&ids(&[1, 2]));
-    outbox.stage(reply(b"pulled"), ids(&[1]), true);
+    outbox.stage(reply(b"pulled"), ids(&[1]), true, ErrorForm::Bare);
     outbox.seal(RoundEnd::RolledBack { durable: 1 }, &mut deliveries);
     outbox.release_through(1, Flush::Succeeded, &mut deliveries);
     let mut padded_error = ERROR.to_vec();
@@ -103,11 +103,23 @@ fn a_round_that_failed_to_commit_or_flush_answers_9000_and_frees_its_messages() 
     assert!(!deliveries.is_in_flight(MessageId(1)));
     assert!(deliveries.is_in_flight(MessageId(2)));
 
-    outbox.stage(reply(b"pulled"), ids(&[2]), false);
+    outbox.stage(reply(b"pulled"), ids(&[2]), false, ErrorForm::Bare);
     outbox.seal(RoundEnd::Committed(2), &mut deliveries);
     outbox.release_through(2, Flush::Failed, &mut deliveries);
     assert_eq!(drain(&mut outbox), (ERROR.to_vec(), vec![]));
     assert!(!deliveries.is_in_flight(MessageId(2)));
+}
+
+#[test]
+fn a_9000_replacing_a_reply_of_an_extended_connection_says_internal() {
+    let mut outbox = Outbox::new(Instant::now());
+    let mut deliveries = Deliveries::default();
+    outbox.stage(reply(b"sent"), ids(&[]), false, ErrorForm::WithReason);
+    outbox.seal(RoundEnd::RolledBack { durable: 1 }, &mut deliveries);
+    outbox.release_through(1, Flush::Succeeded, &mut deliveries);
+    let out = drain(&mut outbox).0;
+    assert_eq!(&out[1..3], &ERROR[1..3]);
+    assert_eq!(Refusal::parse(&out[7..]).map(|(code, _)| code), Some(15));
 }
 
 #[test]
@@ -184,7 +196,7 @@ fn a_reply_no_request_produced_goes_after_what_was_released_and_before_what_is_s
     let mut outbox = Outbox::new(Instant::now());
     let mut deliveries = Deliveries::default();
     outbox.release(reply(b"released"), ids(&[]), false);
-    outbox.stage(reply(b"staged"), ids(&[]), false);
+    outbox.stage(reply(b"staged"), ids(&[]), false, ErrorForm::Bare);
     outbox.release(reply(b"pushed"), ids(&[]), false);
     outbox.seal(RoundEnd::Committed(1), &mut deliveries);
     outbox.release_through(1, Flush::Succeeded, &mut deliveries);
@@ -197,7 +209,7 @@ fn abandoning_frees_the_messages_of_replies_not_written_whole() {
     let mut deliveries = Deliveries::default();
     deliveries.start(&ids(&[1, 2, 3]));
     let mut outbox = Outbox::new(Instant::now());
-    outbox.stage(reply(b"staged"), ids(&[1]), false);
+    outbox.stage(reply(b"staged"), ids(&[1]), false, ErrorForm::Bare);
     assert!(
         !outbox.abandon(&mut deliveries),
         "nothing released was lost"

@@ -211,6 +211,29 @@ fn a_request_followed_by_zeros_to_the_block_boundary_is_padded_and_ends_reading(
 }
 
 #[test]
+fn an_extension_request_is_never_padded_nor_held_for_its_padding() {
+    // A hello at the start of the stream, followed by zeros: served at once, exactly; the
+    // zeros are then framed as what they are.
+    let hello = request(0, 1500, 4, &[1, 0, 0, 0]);
+    let mut reader = reader();
+    let mut seen = Vec::new();
+    reader.feed(&hello);
+    reader.feed(&[0; 10]);
+    assert!(!drain(&mut reader, Instant::now(), &mut seen), "not held");
+    assert_eq!(
+        seen,
+        vec![Seen::Request {
+            code: 1500,
+            body: vec![1, 0, 0, 0],
+            padded: false,
+        }]
+    );
+    let mut stream = hello;
+    stream.resize(1024, 0);
+    assert_eq!(run(&stream, &[])[0], seen[0]);
+}
+
+#[test]
 fn part_of_a_padding_block_waits_for_the_rest_the_grace_time_or_the_close() {
     let mut stream = request(0, 604, 0, &[]);
     stream.resize(600, 0);

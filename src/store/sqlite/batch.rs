@@ -18,13 +18,16 @@ use crate::store::{Committed, LogFlush, StoreError};
 const LAST_SEEN_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The batch's bookkeeping as it stood when a request began. A request's only writes are
-/// inserted rows (a registration, a message), so a request that fails is undone by deleting
-/// the rows it inserted, inside the batch's transaction: the effect of a savepoint, at no
+/// inserted rows (a registration, a message) or a protection set, so a request that fails is
+/// undone by deleting the rows it inserted (and writing the protection back), inside the
+/// batch's transaction: the effect of a savepoint, at no
 /// cost to the requests that succeed (a `SAVEPOINT` and `RELEASE` pair around every request
 /// made a send-pull request cost a quarter more instructions under callgrind).
 pub(super) struct RequestMark {
     /// Clients registered in the batch before the request; those after it are the request's.
     registered: usize,
+    /// Protections changed in the batch before the request; those after it are the request's.
+    protections: usize,
     /// Messages the request inserted.
     pub(super) messages: Vec<MessageId>,
     contents: usize,
@@ -66,6 +69,7 @@ impl SqliteStore {
         // lost), which at worst makes a client send a stored message again.
         self.in_batch = false;
         self.batch_registered.clear();
+        self.batch_protections.clear();
         self.settle_spool(true);
         let change = mem::take(&mut self.batch_queue);
         let queue = &mut self.queue;
@@ -93,6 +97,9 @@ impl SqliteStore {
         for id in self.batch_registered.drain(..) {
             self.clients.remove(&id);
         }
+        for (id, was) in mem::take(&mut self.batch_protections).into_iter().rev() {
+            self.restore_protection(id, was);
+        }
         self.settle_spool(false);
     }
 
@@ -103,6 +110,7 @@ impl SqliteStore {
         }
         self.request = Some(RequestMark {
             registered: self.batch_registered.len(),
+            protections: self.batch_protections.len(),
             messages: Vec::new(),
             contents: self.batch_contents.len(),
             removals: self.batch_removals.len(),
@@ -119,6 +127,7 @@ impl SqliteStore {
             return;
         };
         let registered = self.batch_registered.split_off(mark.registered);
+        let protections = self.batch_protections.split_off(mark.protections);
         // An aborted batch is rolled back as a whole anyway.
         if !self.batch_aborted && !self.conn.is_autocommit() {
             if let Err(error) = self.delete_inserted(&registered, &mark.messages) {
@@ -128,6 +137,16 @@ impl SqliteStore {
         }
         for id in registered {
             self.clients.remove(&id);
+        }
+        // The request's only update: a protection, written back as it was.
+        for (id, was) in protections.into_iter().rev() {
+            if self.batch_aborted {
+                self.restore_protection(id, was);
+            } else if let Err(error) = self.write_protection(id, was) {
+                log::error!("cannot undo a protection: {error}; failing the batch");
+                self.batch_aborted = true;
+                self.restore_protection(id, was);
+            }
         }
         // Dropped contents remove their files; the removals belonged to undone deletions.
         self.batch_contents.truncate(mark.contents);

@@ -1,5 +1,6 @@
-//! Clients: registration and listing in the database, and the in-memory index of every
-//! registered id and key that the caller and destination checks and key lookups read.
+//! Clients: registration, listing and protection in the database, and the in-memory index of
+//! every registered id, key and protection that the caller and destination checks and key
+//! lookups read.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -8,20 +9,73 @@ use rusqlite::{params, Connection};
 
 use super::messages::inserted_unless_id_taken;
 use super::SqliteStore;
-use crate::protocol::{ClientId, PublicKey, PUBLIC_KEY_LEN};
+use crate::protocol::{ClientId, Protection, PublicKey, PUBLIC_KEY_LEN};
 use crate::store::StoreError;
 
 /// How many random client ids a registration tries.
 const CLIENT_ID_ATTEMPTS: u32 = 8;
 
+/// What the index keeps of a registered client.
+#[derive(Debug, Clone)]
+pub(super) struct IndexedClient {
+    /// `None`: the stored key is malformed.
+    key: Option<PublicKey>,
+    protection: Protection,
+}
+
 impl SqliteStore {
     /// `Store::touch_client`.
-    pub(super) fn touch(&mut self, id: ClientId, at: SystemTime) -> Result<bool, StoreError> {
-        let exists = self.is_registered(id)?;
-        if exists {
+    pub(super) fn touch(
+        &mut self,
+        id: ClientId,
+        at: SystemTime,
+    ) -> Result<Option<Protection>, StoreError> {
+        if self.batch_aborted {
+            return Err(StoreError::BatchAborted);
+        }
+        let protection = self.clients.get(&id).map(|client| client.protection);
+        if protection.is_some() {
             self.last_seen.insert(id, unix_seconds(at));
         }
-        Ok(exists)
+        Ok(protection)
+    }
+
+    /// `Store::set_protection`: written in the batch, whose reply waits for it to be durable.
+    pub(super) fn protect(
+        &mut self,
+        id: ClientId,
+        protection: Protection,
+    ) -> Result<(), StoreError> {
+        self.run(|store| {
+            let Some(client) = store.clients.get(&id) else {
+                return Err(StoreError::Corrupt("protection of an unknown client"));
+            };
+            let was = client.protection;
+            store.write_protection(id, protection)?;
+            store.batch_acknowledges = true;
+            store.batch_protections.push((id, was));
+            Ok(())
+        })
+    }
+
+    /// Writes `id`'s protection to the database and the index.
+    pub(super) fn write_protection(
+        &mut self,
+        id: ClientId,
+        protection: Protection,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE clients SET Protected = ?2 WHERE ID = ?1")?
+            .execute(params![&id.0[..], protection as i64])?;
+        self.restore_protection(id, protection);
+        Ok(())
+    }
+
+    /// Sets `id`'s protection in the index only (the database's was rolled back).
+    pub(super) fn restore_protection(&mut self, id: ClientId, protection: Protection) {
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.protection = protection;
+        }
     }
 
     /// `Store::client_exists`, from the index.
@@ -58,7 +112,11 @@ impl SqliteStore {
                 let params = params![&id.0[..], name, &public_key.0[..], unix_seconds(at)];
                 if inserted_unless_id_taken(insert.execute(params))? {
                     store.batch_acknowledges = true;
-                    store.clients.insert(id, Some(public_key.clone()));
+                    let client = IndexedClient {
+                        key: Some(public_key.clone()),
+                        protection: Protection::Open,
+                    };
+                    store.clients.insert(id, client);
                     if store.in_batch {
                         store.batch_registered.push(id);
                     }
@@ -93,7 +151,7 @@ impl SqliteStore {
         if self.batch_aborted {
             return Err(StoreError::BatchAborted);
         }
-        match self.clients.get(&id) {
+        match self.clients.get(&id).map(|client| &client.key) {
             None => Ok(None),
             Some(Some(key)) => Ok(Some(key.clone())),
             Some(None) => Err(StoreError::Corrupt("public key")),
@@ -101,13 +159,14 @@ impl SqliteStore {
     }
 }
 
-/// The registered clients and their keys, for the in-memory index. Rows whose id is not
-/// 16 bytes (from an adopted database) cannot be addressed by any request and are left out.
+/// The registered clients, their keys and protections, for the in-memory index. Rows whose
+/// id is not 16 bytes (from an adopted database) cannot be addressed by any request and are
+/// left out.
 pub(super) fn load_clients(
     conn: &Connection,
-) -> Result<HashMap<ClientId, Option<PublicKey>>, StoreError> {
+) -> Result<HashMap<ClientId, IndexedClient>, StoreError> {
     let mut clients = HashMap::new();
-    let mut query = conn.prepare("SELECT ID, PublicKey FROM clients")?;
+    let mut query = conn.prepare("SELECT ID, PublicKey, Protected FROM clients")?;
     let mut rows = query.query([])?;
     while let Some(row) = rows.next()? {
         let Some(id) = ClientId::from_slice(row.get_ref(0)?.as_blob()?) else {
@@ -119,7 +178,12 @@ pub(super) fn load_clients(
             .ok()
             .and_then(|key| <[u8; PUBLIC_KEY_LEN]>::try_from(key).ok())
             .map(PublicKey);
-        clients.insert(id, key);
+        // Any value but 1 (the only one this server writes) leaves the account open.
+        let protection = match row.get_ref(2)?.as_i64() {
+            Ok(1) => Protection::Protected,
+            _ => Protection::Open,
+        };
+        clients.insert(id, IndexedClient { key, protection });
     }
     Ok(clients)
 }

@@ -26,8 +26,9 @@ use super::{
     Committed, ContentSink, ContentStore, Delivered, LargeContent, NewMessage, PullBudget,
     QueueStats, QueuedMessage, Store, StoreError,
 };
-use crate::protocol::{ClientId, MessageId, PublicKey};
+use crate::protocol::{ClientId, MessageId, Protection, PublicKey};
 use batch::RequestMark;
+use clients::IndexedClient;
 use spool::Spool;
 
 /// The store on one SQLite database and its spool folder. Its state is kept here; each job's
@@ -51,12 +52,15 @@ pub struct SqliteStore {
     last_seen: HashMap<ClientId, i64>,
     last_seen_flushed: Instant,
     next_message_id: u32,
-    /// Every registered client's public key (`None`: the stored key is malformed). Ids are
-    /// never deleted, so the caller and destination checks and key lookups of every request
-    /// need no query: 176 bytes per client.
-    clients: HashMap<ClientId, Option<PublicKey>>,
+    /// Every registered client's public key and protection. Ids are never deleted, so the
+    /// caller and destination checks and key lookups of every request need no query: 177
+    /// bytes per client.
+    clients: HashMap<ClientId, IndexedClient>,
     /// Clients registered in the current batch, forgotten again if it rolls back.
     batch_registered: Vec<ClientId>,
+    /// Protections the current batch changed, with what they were: restored if it rolls
+    /// back.
+    batch_protections: Vec<(ClientId, Protection)>,
     spool: Spool,
     /// Large contents of the batch's new messages: kept if it commits, removed if not.
     batch_contents: Vec<LargeContent>,
@@ -115,8 +119,16 @@ impl Store for SqliteStore {
         self.undo_request()
     }
 
-    fn touch_client(&mut self, id: ClientId, at: SystemTime) -> Result<bool, StoreError> {
+    fn touch_client(
+        &mut self,
+        id: ClientId,
+        at: SystemTime,
+    ) -> Result<Option<Protection>, StoreError> {
         self.touch(id, at)
+    }
+
+    fn set_protection(&mut self, id: ClientId, protection: Protection) -> Result<(), StoreError> {
+        self.protect(id, protection)
     }
 
     fn client_exists(&mut self, id: ClientId) -> Result<bool, StoreError> {

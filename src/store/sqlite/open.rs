@@ -94,6 +94,7 @@ impl SqliteStore {
             last_seen: HashMap::new(),
             last_seen_flushed: Instant::now(),
             clients,
+            batch_protections: Vec::new(),
             batch_registered: Vec::new(),
             next_message_id: last_id.map_or(1, following_message_id),
             page_size,

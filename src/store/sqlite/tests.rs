@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 
 use super::SqliteStore;
-use crate::protocol::{ClientId, MessageId, MessageType, PublicKey, PUBLIC_KEY_LEN};
+use crate::protocol::{ClientId, MessageId, MessageType, Protection, PublicKey, PUBLIC_KEY_LEN};
 use crate::store::{
     eventually, Content, ContentStore, Delivered, Durability, NewContent, NewMessage, PullBudget,
     QueueStats, QueuedMessage, Store, StoreError,
@@ -324,14 +324,51 @@ fn last_seen_is_iso_8601_utc() {
     let mut store = SqliteStore::open(&path, Durability::Full, 0).unwrap();
     let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let id = store.register_client("t", &key(0), at).unwrap();
-    assert!(store.touch_client(id, at + Duration::from_secs(5)).unwrap());
-    assert!(!store.touch_client(ClientId([9; 16]), at).unwrap());
+    let seen = store.touch_client(id, at + Duration::from_secs(5)).unwrap();
+    assert_eq!(seen, Some(Protection::Open));
+    assert_eq!(store.touch_client(ClientId([9; 16]), at).unwrap(), None);
     Box::new(store).close().unwrap();
     let conn = Connection::open(&path).unwrap();
     let seen: String = conn
         .query_row("SELECT LastSeen FROM clients", [], |row| row.get(0))
         .unwrap();
     assert_eq!(seen, "2023-11-14T22:13:25Z");
+}
+
+#[test]
+fn protection_persists_and_is_undone_with_its_request_or_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("protected.db");
+    let mut store = SqliteStore::open(&path, Durability::Normal, 0).unwrap();
+    let now = SystemTime::now();
+    let id = store.register_client("owner", &key(0), now).unwrap();
+    let protection = |store: &mut SqliteStore| store.touch_client(id, now).unwrap();
+
+    // A failed request's protection is written back; the rest of the batch stays.
+    store.begin_batch().unwrap();
+    store.begin_request().unwrap();
+    store.set_protection(id, Protection::Protected).unwrap();
+    assert_eq!(protection(&mut store), Some(Protection::Protected));
+    store.rollback_request();
+    assert_eq!(protection(&mut store), Some(Protection::Open));
+    store.commit_batch().unwrap();
+
+    // A batch rolled back as a whole forgets it too.
+    store.begin_batch().unwrap();
+    store.set_protection(id, Protection::Protected).unwrap();
+    store.rollback_batch();
+    assert_eq!(protection(&mut store), Some(Protection::Open));
+
+    store.begin_batch().unwrap();
+    store.set_protection(id, Protection::Protected).unwrap();
+    store.commit_batch().unwrap();
+    Box::new(store).close().unwrap();
+    let mut store = SqliteStore::open(&path, Durability::Normal, 0).unwrap();
+    assert_eq!(protection(&mut store), Some(Protection::Protected));
+    store.begin_batch().unwrap();
+    store.set_protection(id, Protection::Open).unwrap();
+    store.commit_batch().unwrap();
+    assert_eq!(protection(&mut store), Some(Protection::Open));
 }
 
 #[test]
