@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
@@ -14,6 +15,7 @@ use rsa::pkcs8::EncodePublicKey;
 use rsa::rand_core::OsRng;
 use rsa::{BigUint, Oaep, RsaPrivateKey};
 use sha1::Sha1;
+use socket2::{Domain, Socket, Type};
 
 const HELLO: u16 = 1500;
 const CHALLENGE: u16 = 1501;
@@ -263,6 +265,20 @@ fn five_failed_proofs_for_an_id_stop_its_challenges() {
     hello(&mut fresh);
     assert_reason(&fresh.call(owner.id, CHALLENGE, &[]), Reason::RateLimited);
     challenge(&mut fresh, &bystander);
+    // The owner, connecting from another address, is not locked out.
+    let mut elsewhere = connect_from(&server, Ipv4Addr::new(127, 0, 0, 2));
+    hello(&mut elsewhere);
+    challenge(&mut elsewhere, &owner);
+}
+
+/// A client whose connection comes from `source`, another loopback address.
+fn connect_from(server: &TestServer, source: Ipv4Addr) -> Client {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from((source, 0)).into())
+        .expect("bind the source address");
+    socket.connect(&server.addr.into()).expect("connect");
+    Client::from_stream(socket.into())
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Failed proofs, limited per id and per peer address (protocol §E3): after 5 failures for
-//! one id, or 20 from one address, within a minute, challenges for that id or from that
-//! address are refused until a minute has passed since the oldest of those failures. Free of
-//! I/O and clocks: every call says what time it is.
+//! one id from one address, or 20 from one address, within a minute, challenges for that id
+//! from that address, or any from that address, are refused until a minute has passed since
+//! the oldest of those failures. An id's failures are counted per address so that nobody can
+//! lock its owner out by failing on purpose. Free of I/O and clocks: every call says what
+//! time it is.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -12,7 +14,7 @@ use crate::protocol::ClientId;
 
 /// How long a failure counts.
 const WINDOW: Duration = Duration::from_secs(60);
-/// Failures for one id within the window that stop its challenges.
+/// Failures for one id from one address within the window that stop its challenges there.
 const PER_ID: usize = 5;
 /// Failures from one address within the window that stop its challenges.
 const PER_ADDRESS: usize = 20;
@@ -26,7 +28,8 @@ pub struct RateLimited {
 /// The failed proofs of the last minute, by id and by address.
 #[derive(Debug, Default)]
 pub struct ProofLimiter {
-    by_id: Failures<ClientId>,
+    /// By id and address: failures for an id from elsewhere do not stop its owner.
+    by_id: Failures<(ClientId, IpAddr)>,
     by_address: Failures<IpAddr>,
 }
 
@@ -39,7 +42,7 @@ impl ProofLimiter {
         now: Instant,
     ) -> Result<(), RateLimited> {
         let wait = [
-            self.by_id.wait(&id, PER_ID, now),
+            self.by_id.wait(&(id, address), PER_ID, now),
             self.by_address.wait(&address, PER_ADDRESS, now),
         ];
         match wait.into_iter().flatten().max() {
@@ -50,7 +53,7 @@ impl ProofLimiter {
 
     /// A proof for `id` from `address` failed at `now`.
     pub fn failed(&mut self, id: ClientId, address: IpAddr, now: Instant) {
-        self.by_id.record(id, now);
+        self.by_id.record((id, address), now);
         self.by_address.record(address, now);
     }
 }
@@ -124,24 +127,35 @@ mod tests {
     }
 
     #[test]
-    fn five_failures_for_an_id_stop_it_for_a_minute_since_the_oldest() {
+    fn five_failures_for_an_id_stop_it_from_that_address_for_a_minute_since_the_oldest() {
         let start = Instant::now();
         let mut limiter = ProofLimiter::default();
         for second in 0..5 {
             let at = start + Duration::from_secs(second);
-            assert_eq!(limiter.check(ID, address(second as u8), at), Ok(()));
-            limiter.failed(ID, address(second as u8), at);
+            assert_eq!(limiter.check(ID, address(1), at), Ok(()));
+            limiter.failed(ID, address(1), at);
         }
         let at = start + Duration::from_secs(10);
         assert_eq!(
-            limiter.check(ID, address(99), at),
+            limiter.check(ID, address(1), at),
             Err(RateLimited {
                 retry_after: Duration::from_secs(50)
             })
         );
-        // Another id from the same addresses is not limited.
-        assert_eq!(limiter.check(ClientId([2; 16]), address(0), at), Ok(()));
-        assert_eq!(limiter.check(ID, address(99), start + WINDOW), Ok(()));
+        // The owner, elsewhere, is not locked out; another id from that address is served.
+        assert_eq!(limiter.check(ID, address(2), at), Ok(()));
+        assert_eq!(limiter.check(ClientId([2; 16]), address(1), at), Ok(()));
+        assert_eq!(limiter.check(ID, address(1), start + WINDOW), Ok(()));
+    }
+
+    #[test]
+    fn failures_for_an_id_from_many_addresses_do_not_add_up() {
+        let start = Instant::now();
+        let mut limiter = ProofLimiter::default();
+        for n in 0..50 {
+            limiter.failed(ID, address(n), start);
+        }
+        assert_eq!(limiter.check(ID, address(200), start), Ok(()));
     }
 
     #[test]
