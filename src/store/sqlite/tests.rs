@@ -267,39 +267,29 @@ fn queue_counts_follow_commits_rollbacks_and_reopening() {
         "counted before the commit"
     );
     store.commit_batch().unwrap();
-    let two = QueueStats {
-        messages: 2,
-        bytes: 105,
-        stored: 2,
-        delivered: 0,
+    // Messages waiting, their bytes, stored and delivered since the store was opened.
+    let stats = |messages, bytes, stored, delivered| QueueStats {
+        messages,
+        bytes,
+        stored,
+        delivered,
     };
-    assert_eq!(store.queue(), two);
+    assert_eq!(store.queue(), stats(2, 105, 2, 0));
 
     store.begin_batch().unwrap();
     inline(&mut store, b"rolled back");
     store.delete_messages(&delivered(&[first], 5)).unwrap();
     store.rollback_batch();
-    assert_eq!(store.queue(), two);
+    assert_eq!(store.queue(), stats(2, 105, 2, 0));
 
     store.begin_batch().unwrap();
     store.delete_messages(&delivered(&[first], 5)).unwrap();
     store.commit_batch().unwrap();
-    let one = QueueStats {
-        messages: 1,
-        bytes: 100,
-        stored: 2,
-        delivered: 1,
-    };
-    assert_eq!(store.queue(), one);
+    assert_eq!(store.queue(), stats(1, 100, 2, 1));
 
     Box::new(store).close().unwrap();
     let store = SqliteStore::open(&dir.path().join("test.db"), Durability::Normal, 0).unwrap();
-    let reopened = QueueStats {
-        messages: 1,
-        bytes: 100,
-        ..QueueStats::default()
-    };
-    assert_eq!(store.queue(), reopened);
+    assert_eq!(store.queue(), stats(1, 100, 0, 0));
 }
 
 #[test]
