@@ -77,6 +77,8 @@ fn check_header(header: &[u8], errors: ErrorForm) -> Result<usize, String> {
         2500 => None,
         2501 => Some(128),
         2502 | 2503 => Some(0),
+        // A long-poll's reply: a pull's layout (protocol §E6), checked as one below.
+        2506 => None,
         2000..=2004 | 2100..=2104 => match code % 100 {
             0 => Some(16),
             1 => None,
@@ -104,7 +106,8 @@ fn check_header(header: &[u8], errors: ErrorForm) -> Result<usize, String> {
     }
     // A pull reply carries at most MAX_PAYLOAD bytes of messages, or one message alone
     // (21 + content <= MAX_PAYLOAD, so 25 + content <= MAX_PAYLOAD + 4).
-    if classic && code % 100 == 4 && size > MAX_PAYLOAD as usize + 4 {
+    let pull = (classic && code % 100 == 4) || code == 2506;
+    if pull && size > MAX_PAYLOAD as usize + 4 {
         return Err(format!("pull reply of {size} bytes exceeds the cap"));
     }
     if size > 64 << 20 {
