@@ -22,6 +22,8 @@ pub const DEFAULT_MIN_FREE_SPACE: u64 = 128 << 20;
 pub const DEFAULT_STATS_INTERVAL: u64 = 60;
 /// How long a challenge can be answered (protocol §E3).
 pub const CHALLENGE_LIFETIME: Duration = Duration::from_secs(30);
+/// The longest wait of a long-poll, announced in the hello (protocol §E6).
+pub const DEFAULT_LONG_POLL_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -64,6 +66,9 @@ pub struct Config {
     pub stats_interval: Duration,
     /// How long a challenge can be answered (protocol §E3: 30 s; shorter in tests).
     pub challenge_lifetime: Duration,
+    /// The longest a long-poll waits for a message (protocol §E6); longer waits asked are
+    /// cut to it. Zero answers every long-poll at once, like a pull.
+    pub long_poll_limit: Duration,
 }
 
 impl Config {
@@ -87,6 +92,7 @@ impl Config {
             metrics: None,
             stats_interval: Duration::from_secs(DEFAULT_STATS_INTERVAL),
             challenge_lifetime: CHALLENGE_LIFETIME,
+            long_poll_limit: DEFAULT_LONG_POLL_LIMIT,
         }
     }
 

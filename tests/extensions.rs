@@ -1,7 +1,7 @@
-//! The extensions of protocol part II (§E0–§E4) through real sockets: the hello, 9000s with
-//! reasons only after it, proof of key possession and its limits, and protected accounts
-//! refused to every classic operation of every edition unless the connection is
-//! authenticated as them.
+//! The extensions of protocol part II (§E0–§E4; long-poll, §E6, is in longpoll.rs) through
+//! real sockets: the hello, 9000s with reasons only after it, proof of key possession and its
+//! limits, and protected accounts refused to every classic operation of every edition (and a
+//! long-poll, even once woken) unless the connection is authenticated as them.
 
 mod common;
 
@@ -9,7 +9,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
-use messageu::protocol::extension::{hello_payload, parse_capabilities, proof, SECRET_LEN};
+use messageu::protocol::extension::{
+    hello_payload, long_poll_payload, parse_capabilities, proof, SECRET_LEN,
+};
 use messageu::protocol::{ClientId, Edition, Features, Operation, Reason, Refusal};
 use rsa::pkcs8::EncodePublicKey;
 use rsa::rand_core::OsRng;
@@ -21,6 +23,7 @@ const HELLO: u16 = 1500;
 const CHALLENGE: u16 = 1501;
 const PROVE: u16 = 1502;
 const PROTECT: u16 = 1503;
+const LONG_POLL: u16 = 1506;
 const EDITION: Edition = Edition::Y2024;
 
 /// A client that holds the private key of its registered id.
@@ -98,14 +101,16 @@ fn the_hello_tells_the_served_features_and_limits() {
     assert_eq!(capabilities.version, 1);
     assert_eq!(
         capabilities.features,
-        Features::AUTHENTICATION.with(Features::PROTECTION),
-        "only authentication and protection are served"
+        Features::AUTHENTICATION
+            .with(Features::PROTECTION)
+            .with(Features::LONG_POLL),
+        "only authentication, protection and long-poll are served"
     );
     assert_eq!(capabilities.max_payload, 5 << 20);
     assert_eq!(capabilities.max_pull_reply, 5 << 20);
     assert_eq!(
         (capabilities.max_long_poll_ms, capabilities.max_list_page),
-        (0, 0)
+        (30_000, 0)
     );
     assert_eq!(capabilities.server_name, "messageu-server");
     assert_eq!(capabilities.server_version, env!("CARGO_PKG_VERSION"));
@@ -408,6 +413,33 @@ fn a_protected_account_serves_only_connections_authenticated_as_it() {
     for (served, reply) in classic_replies(&mut classic, owner.id, other) {
         assert_eq!(reply.code, served, "{reply:?}");
     }
+}
+
+#[test]
+fn a_protected_accounts_long_poll_needs_its_owner_even_once_woken() {
+    let server = TestServer::start();
+    let mut owner_connection = server.connect();
+    let owner = register_owner(&mut owner_connection, "owner");
+    let sender = owner_connection.register(EDITION, "sender");
+    // Parked while the account is open, on a connection not authenticated as it.
+    let mut stranger = server.connect();
+    hello(&mut stranger);
+    let wait = long_poll_payload(Duration::from_secs(10));
+    stranger.send_raw(&request_bytes(owner.id, LONG_POLL, 4, &wait));
+    std::thread::sleep(Duration::from_millis(200));
+    log_in(&mut owner_connection, &owner);
+    assert_eq!(protect(&mut owner_connection, owner.id, true).code, 2503);
+    // Woken after the owner protected the account: refused, and the message stays queued.
+    let id = owner_connection.send(EDITION, sender, owner.id, 3, b"private");
+    assert_reason(&stranger.read_reply(), Reason::Protected);
+    assert_reason(
+        &stranger.call(owner.id, LONG_POLL, &long_poll_payload(Duration::ZERO)),
+        Reason::Protected,
+    );
+    let reply = owner_connection.call(owner.id, LONG_POLL, &wait);
+    assert_eq!(reply.code, 2506, "{reply:?}");
+    let pulled: Vec<u32> = parse_pull(&reply.payload).iter().map(|m| m.id).collect();
+    assert_eq!(pulled, vec![id]);
 }
 
 #[test]

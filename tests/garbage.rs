@@ -19,7 +19,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use messageu::protocol::extension::{extension_request, hello_payload, parse_capabilities};
+use messageu::protocol::extension::{
+    extension_request, hello_payload, long_poll_payload, parse_capabilities,
+};
 use messageu::protocol::{ClientId, Edition, ErrorForm, Extension, Operation, Refusal};
 
 /// The server's limit in this test: larger declared sizes must be refused without reading.
@@ -75,6 +77,8 @@ fn check_header(header: &[u8], errors: ErrorForm) -> Result<usize, String> {
         2500 => None,
         2501 => Some(128),
         2502 | 2503 => Some(0),
+        // A long-poll's reply: a pull's layout (protocol §E6), checked as one below.
+        2506 => None,
         2000..=2004 | 2100..=2104 => match code % 100 {
             0 => Some(16),
             1 => None,
@@ -102,7 +106,8 @@ fn check_header(header: &[u8], errors: ErrorForm) -> Result<usize, String> {
     }
     // A pull reply carries at most MAX_PAYLOAD bytes of messages, or one message alone
     // (21 + content <= MAX_PAYLOAD, so 25 + content <= MAX_PAYLOAD + 4).
-    if classic && code % 100 == 4 && size > MAX_PAYLOAD as usize + 4 {
+    let pull = (classic && code % 100 == 4) || code == 2506;
+    if pull && size > MAX_PAYLOAD as usize + 4 {
         return Err(format!("pull reply of {size} bytes exceeds the cap"));
     }
     if size > 64 << 20 {
@@ -127,7 +132,9 @@ fn check_payload(code: u16, payload: &[u8]) -> Result<(), String> {
         2501..=2503 => return Ok(()),
         _ => {}
     }
-    match code % 100 {
+    // A long-poll's reply has the pull layout (protocol §E6).
+    let operation = if code == 2506 { 4 } else { code % 100 };
+    match operation {
         1 => {
             for (index, entry) in payload.chunks(LIST_ENTRY_LEN).enumerate() {
                 let name = &entry[16..];
@@ -334,7 +341,8 @@ fn valid_request(rng: &mut Rng, victims: &[ClientId]) -> Vec<u8> {
 }
 
 /// A well-formed extension request: a hello, a challenge (the victims' keys are not RSA:
-/// refused), a proof that cannot be right, or a protection the connection cannot set.
+/// refused), a proof that cannot be right, a protection the connection cannot set, or a
+/// short long-poll.
 fn extension(rng: &mut Rng, victims: &[ClientId]) -> Vec<u8> {
     let caller = some_id(rng, victims);
     match rng.pick(&Extension::ALL) {
@@ -342,6 +350,11 @@ fn extension(rng: &mut Rng, victims: &[ClientId]) -> Vec<u8> {
         Extension::Challenge => extension_request(Extension::Challenge, caller, &[]),
         Extension::Prove => extension_request(Extension::Prove, caller, &rng.bytes(32)),
         Extension::Protect => extension_request(Extension::Protect, caller, &[rng.byte() % 3]),
+        // Short waits: a parked request holds up the garbage behind it.
+        Extension::LongPoll => {
+            let wait = Duration::from_millis(rng.below(50) as u64);
+            extension_request(Extension::LongPoll, caller, &long_poll_payload(wait))
+        }
     }
 }
 

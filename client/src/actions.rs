@@ -3,6 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -34,9 +35,11 @@ pub enum Action {
         name: String,
         path: PathBuf,
     },
-    /// Pull and print the waiting messages, as the console does or as JSON lines.
+    /// Pull and print the waiting messages, as the console does or as JSON lines; with
+    /// `wait`, wait up to that long for the first one (protocol §E6).
     Pull {
         json: bool,
+        wait: Option<Duration>,
     },
     /// Protect this client's account, or stop protecting it (protocol §E4).
     Protect(Protection),
@@ -82,9 +85,9 @@ pub fn perform(
             sent?;
             format!("File {} sent to {name}\n", path.display())
         }
-        Action::Pull { json } => {
+        Action::Pull { json, wait } => {
             let bar = progress_bar();
-            let pulled = session.pull(|done, total| {
+            let pulled = session.pull(*wait, |done, total| {
                 // Most replies arrive at once; a bar would only flicker.
                 if total >= PULL_PROGRESS_FROM {
                     show(&bar, done, total);

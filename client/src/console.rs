@@ -112,7 +112,10 @@ fn ask_action(
     let action = match choice {
         Choice::Register => ask("Enter your name:")?.map(|name| Action::Register { name }),
         Choice::ListClients => Some(Action::ListClients),
-        Choice::Pull => Some(Action::Pull { json: false }),
+        Choice::Pull => Some(Action::Pull {
+            json: false,
+            wait: None,
+        }),
         Choice::GetPublicKey => {
             ask("Enter the client's name:")?.map(|name| Action::GetPublicKey { name })
         }

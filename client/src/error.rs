@@ -32,6 +32,10 @@ pub enum ClientError {
     LoginFailed,
     #[error("the server does not offer account protection (a classic MessageU server)")]
     NoProtection,
+    #[error(
+        "the server cannot wait for messages (a classic MessageU server): pull without --wait"
+    )]
+    NoLongPoll,
     #[error("the reply names client {actual}, but the request was for {expected}")]
     ReplyForOtherClient {
         expected: ClientId,

@@ -3,6 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -61,6 +62,10 @@ enum Command {
         /// One JSON object per message.
         #[arg(long)]
         json: bool,
+        /// Wait up to SECONDS for the first message if none waits (needs a server with the
+        /// extensions; it may wait less).
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<u64>,
     },
     /// Protect this account: the server then serves its requests only on connections that
     /// prove to hold its key (this client logs in by itself). Needs a server with the
@@ -80,7 +85,10 @@ impl From<Command> for Action {
             Command::SendKey { name } => Action::SendSymmetricKey { name },
             Command::SendText { name, text } => Action::SendText { name, text },
             Command::SendFile { name, path } => Action::SendFile { name, path },
-            Command::Pull { json } => Action::Pull { json },
+            Command::Pull { json, wait } => Action::Pull {
+                json,
+                wait: wait.map(Duration::from_secs),
+            },
             Command::Protect => Action::Protect(Protection::Protected),
             Command::Unprotect => Action::Protect(Protection::Open),
         }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::crypto::{
     ciphertext_len, decrypt, decrypt_to, encrypt, encrypt_stream, encrypt_symmetric_key,
@@ -22,7 +23,7 @@ use messageu_protocol::client::{
     parse_sent, public_key_request, pulled_messages, register_request, send_request,
     send_request_head, ListedClient, PulledMessage, ReplyError, MAX_SEND_CONTENT,
 };
-use messageu_protocol::extension::extension_request;
+use messageu_protocol::extension::{extension_request, long_poll_payload};
 use messageu_protocol::{
     ClientId, Edition, Extension, Features, MessageId, MessageType, Operation, Protection,
 };
@@ -281,17 +282,24 @@ impl Session {
     }
 
     /// Pulls the waiting messages and interprets each: keys are remembered, texts and files
-    /// decrypted (files saved in the downloads folder). `progress` gets the reply's bytes
-    /// received so far and its size as they arrive.
+    /// decrypted (files saved in the downloads folder). With `wait`, a server that offers
+    /// long-poll (protocol §E6) holds the reply until a message comes or the wait ends.
+    /// `progress` gets the reply's bytes received so far and its size as they arrive.
     pub fn pull(
         &mut self,
+        wait: Option<Duration>,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<Vec<Received>, ClientError> {
         let caller = self.me()?.id;
         // Checked first: pulled messages are off the server, and need the keys to be read.
         self.peers()?;
-        let request = bare_request(self.edition, Operation::PullMessages, caller);
-        let payload = self.exchange_reporting(Operation::PullMessages, &request, &mut progress)?;
+        let payload = match wait {
+            Some(wait) => self.long_poll(caller, wait)?,
+            None => {
+                let request = bare_request(self.edition, Operation::PullMessages, caller);
+                self.exchange_reporting(Operation::PullMessages, &request, &mut progress)?
+            }
+        };
         let messages = pulled_messages(&payload).collect::<Result<Vec<_>, _>>()?;
         let known = self.peers()?;
         if messages
@@ -317,6 +325,23 @@ impl Session {
             .collect();
         self.save_state()?;
         Ok(received)
+    }
+
+    /// A long-poll's payload: the messages, in a pull's layout. Sent again once on a new
+    /// connection if a kept one was closed unanswered, as a pull is: nothing is deleted before
+    /// its reply is written.
+    fn long_poll(&mut self, caller: ClientId, wait: Duration) -> Result<Vec<u8>, ClientError> {
+        match self.transport.learn_server_kind()? {
+            ServerKind::Extended(features) if features.has(Features::LONG_POLL) => {}
+            _ => return Err(ClientError::NoLongPoll),
+        }
+        let request = extension_request(Extension::LongPoll, caller, &long_poll_payload(wait));
+        let reply = match self.transport.call_waiting(&request, wait) {
+            Err(ClientError::Dropped(_)) => self.transport.call_waiting(&request, wait)?,
+            reply => reply?,
+        };
+        extensions::expect(&reply, Extension::LongPoll)?;
+        Ok(reply.payload)
     }
 
     /// The id of the peer called `name`, fetching the client list if it is not known yet.

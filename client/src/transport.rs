@@ -58,6 +58,9 @@ pub struct Transport {
     /// Who new connections log in as, once known.
     login: Option<Login>,
     server_kind: ServerKind,
+    /// How long the server may hold back the reply being read (a long-poll's wait), on top
+    /// of the usual timeout.
+    reply_wait: Duration,
 }
 
 impl Transport {
@@ -70,6 +73,7 @@ impl Transport {
             greeting,
             login: None,
             server_kind: ServerKind::Unknown,
+            reply_wait: Duration::ZERO,
         }
     }
 
@@ -81,6 +85,27 @@ impl Transport {
     /// What the server has shown itself to be so far.
     pub fn server_kind(&self) -> ServerKind {
         self.server_kind
+    }
+
+    /// What the server is, connecting (and greeting) now if no connection has shown it yet,
+    /// so that a request can be chosen by what the server offers.
+    pub fn learn_server_kind(&mut self) -> Result<ServerKind, ClientError> {
+        if self.server_kind == ServerKind::Unknown && self.greets() {
+            let stream = self.open()?;
+            if self.mode == ConnectionMode::Persistent {
+                self.persistent = Some(stream);
+            }
+        }
+        Ok(self.server_kind)
+    }
+
+    /// Sends a request whose reply the server may hold back for up to `wait` (a long-poll,
+    /// protocol §E6), and reads its reply.
+    pub fn call_waiting(&mut self, request: &[u8], wait: Duration) -> Result<Reply, ClientError> {
+        self.reply_wait = wait;
+        let reply = self.call(request);
+        self.reply_wait = Duration::ZERO;
+        reply
     }
 
     /// Sends a request held in memory and reads its reply.
@@ -144,21 +169,36 @@ impl Transport {
             }
             Err(error) => return Err(error),
         }
+        if !self.reply_wait.is_zero() {
+            stream
+                .set_read_timeout(Some(IO_TIMEOUT + self.reply_wait))
+                .map_err(socket_error)?;
+        }
         // A request that already ends on a block boundary carries no padding, so the server
         // cannot tell it from an exact one and answers exactly (protocol §4 rule 3).
-        read_reply(stream, padding > 0, progress).map_err(socket_error)
+        let reply = read_reply(stream, padding > 0, progress).map_err(socket_error);
+        if !self.reply_wait.is_zero() {
+            stream
+                .set_read_timeout(Some(IO_TIMEOUT))
+                .map_err(socket_error)?;
+        }
+        reply
     }
 
     /// A new connection, greeted as [`Greeting`] says.
     fn open(&mut self) -> Result<TcpStream, ClientError> {
         let mut stream = self.connect()?;
-        let greets = self.greeting == Greeting::Hello
-            && self.mode != ConnectionMode::Padded
-            && self.server_kind != ServerKind::Classic;
-        if greets {
+        if self.greets() {
             self.server_kind = extensions::open(&mut stream, self.login.as_ref())?;
         }
         Ok(stream)
+    }
+
+    /// Whether a new connection begins with a hello.
+    fn greets(&self) -> bool {
+        self.greeting == Greeting::Hello
+            && self.mode != ConnectionMode::Padded
+            && self.server_kind != ServerKind::Classic
     }
 
     fn connect(&self) -> Result<TcpStream, ClientError> {

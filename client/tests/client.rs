@@ -461,6 +461,33 @@ fn a_file_too_large_for_one_message_is_refused_before_connecting() {
     assert!(error.contains("more than one message can carry"), "{error}");
 }
 
+#[test]
+fn pull_wait_prints_a_message_sent_while_it_waits() {
+    let server = TestServer::start();
+    let (alice, bob) = keyed_pair(&server);
+    // Something waits (alice's key): answered at once.
+    let started = Instant::now();
+    assert!(bob.ok(&["pull", "--wait", "20"]).starts_with("From: alice"));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let waiting = thread::spawn(move || bob.ok(&["pull", "--wait", "20"]));
+    thread::sleep(Duration::from_millis(500));
+    let sent_at = Instant::now();
+    alice.ok(&["send-text", "bob", "are you there?"]);
+    let printed = waiting.join().expect("the waiting pull");
+    assert!(
+        sent_at.elapsed() < Duration::from_secs(10),
+        "woken, not timed out"
+    );
+    assert_eq!(printed, message("alice", "are you there?"));
+}
+
+#[test]
+fn pull_wait_on_a_classic_server_says_it_cannot_wait() {
+    // The hello is answered with a bare 9000: a classic server.
+    let classic = vec![reply(9000, 0, &[])];
+    refuses_malformed(&["pull", "--wait", "5"], classic, "pull without --wait");
+}
+
 /// alice and bob, registered, with alice's symmetric key sent to bob.
 fn keyed_pair(server: &TestServer) -> (User, User) {
     let alice = User::new(server.addr, "2025", &[]);

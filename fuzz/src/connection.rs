@@ -62,6 +62,8 @@ pub const PAUSES: [(Duration, usize); 8] = [
 ];
 const PADDING_GRACE: Duration = Duration::from_millis(5);
 const LINGER: Duration = Duration::from_millis(100);
+/// Well within [`HANG_TIMEOUT`], though the input's half-close ends a wait before it.
+const LONG_POLL_LIMIT: Duration = Duration::from_millis(100);
 const INPUTS_PER_SERVER: u32 = 500;
 /// Descriptors and threads a server may still hold for connections that are closing.
 const RESOURCE_SLACK: usize = 16;
@@ -277,6 +279,15 @@ fn answer_to(request: &Served, stream: &[u8], server: &Running) -> Answer {
             return Answer::Either(Extension::Challenge.reply_code())
         }
         Code::Extension(Extension::Prove | Extension::Protect) => return Answer::Error,
+        // The half-close after the input ends a parked wait at once.
+        Code::Extension(Extension::LongPoll) => {
+            let reply = Extension::LongPoll.reply_code();
+            return if server.is_client(header.client_id) {
+                Answer::Success(reply)
+            } else {
+                Answer::Either(reply)
+            };
+        }
     };
     let Ok(parsed) = Request::parse(code, body) else {
         return Answer::Error;
@@ -403,6 +414,7 @@ impl Running {
         config.spool_threshold = LIMITS.spool_threshold;
         config.padding_grace = PADDING_GRACE;
         config.linger = LINGER;
+        config.long_poll_limit = LONG_POLL_LIMIT;
         let server = Server::bind(config).expect("the server starts");
         let addr = server.local_addr();
         let shutdown = server.shutdown_handle();

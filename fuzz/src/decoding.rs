@@ -236,13 +236,14 @@ fn size_fits(operation: Operation, size: u32) -> bool {
     }
 }
 
-/// The exact payload size §E2–§E4 give each extension request.
+/// The exact payload size §E2–§E4 and §E6 give each extension request.
 fn extension_size(extension: Extension) -> u32 {
     match extension {
         Extension::Hello => 4,
         Extension::Challenge => 0,
         Extension::Prove => 32,
         Extension::Protect => 1,
+        Extension::LongPoll => 4,
     }
 }
 

@@ -114,7 +114,7 @@ fn check_reply(
         .into_iter()
         .find(|extension| extension.reply_code() == header.code)
     {
-        return check_extension_reply(extension, payload);
+        return check_extension_reply(extension, payload, max_payload);
     }
     let operation =
         reply_operation(header.code).ok_or_else(|| format!("unknown code {}", header.code))?;
@@ -132,12 +132,18 @@ fn check_reply(
     }
 }
 
-/// An extension reply's payload: the hello's capabilities, a sealed challenge, or nothing.
-fn check_extension_reply(extension: Extension, payload: &[u8]) -> Result<(), String> {
+/// An extension reply's payload: the hello's capabilities, a sealed challenge, a long-poll's
+/// messages (a pull's layout), or nothing.
+fn check_extension_reply(
+    extension: Extension,
+    payload: &[u8],
+    max_payload: u32,
+) -> Result<(), String> {
     let fits = match extension {
         Extension::Hello => parse_capabilities(payload).is_some(),
         Extension::Challenge => payload.len() == CHALLENGE_LEN,
         Extension::Prove | Extension::Protect => payload.is_empty(),
+        Extension::LongPoll => return check_pull(payload, max_payload),
     };
     if fits {
         Ok(())

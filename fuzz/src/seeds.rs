@@ -1,6 +1,6 @@
 //! Seed corpora: valid requests of every edition and operation, each framing quirk of
-//! protocol §4, the extension requests of §E0–§E4, and malformed framing, laid out for each
-//! target. Written to `fuzz/seeds/` by
+//! protocol §4, the extension requests of §E0–§E4 and §E6, and malformed framing, laid out
+//! for each target. Written to `fuzz/seeds/` by
 //! `cargo run --manifest-path fuzz/Cargo.toml --example write_seeds`.
 
 use std::fs;
@@ -230,14 +230,15 @@ fn streams() -> Vec<(String, Vec<u8>)> {
     streams
 }
 
-/// The extension requests (protocol §E0–§E4): each alone, pipelined with classic ones after a
-/// hello (whose 9000s then carry reasons), at wrong sizes, and oversized.
+/// The extension requests (protocol §E0–§E4, §E6): each alone, pipelined with classic ones
+/// after a hello (whose 9000s then carry reasons), at wrong sizes, and oversized.
 fn extension_streams() -> Vec<(String, Vec<u8>)> {
     let hello = extension_request(Extension::Hello, ClientId::default(), &hello_payload());
     let challenge = extension_request(Extension::Challenge, ALICE, &[]);
     let prove = extension_request(Extension::Prove, ALICE, &[0x5a; 32]);
     let protect = extension_request(Extension::Protect, ALICE, &[1]);
-    let mut pipelined = [&hello[..], &challenge, &prove, &protect].concat();
+    let long_poll = extension_request(Extension::LongPoll, ALICE, &[0x10, 0x27, 0, 0]);
+    let mut pipelined = [&hello[..], &challenge, &prove, &protect, &long_poll].concat();
     pipelined.extend(bare_request(Edition::Y2024, Operation::ListClients, ALICE));
     pipelined.extend(send_request(
         Edition::Y2026,
@@ -261,6 +262,7 @@ fn extension_streams() -> Vec<(String, Vec<u8>)> {
     wrong_sizes.extend(declaring(Extension::Prove, 31, 31));
     wrong_sizes.extend(declaring(Extension::Challenge, 2, 2));
     wrong_sizes.extend(declaring(Extension::Protect, 1, 1));
+    wrong_sizes.extend(declaring(Extension::LongPoll, 2, 2));
     wrong_sizes.extend(bare_request(Edition::Y2021, Operation::PullMessages, ALICE));
     let mut oversized = hello.clone();
     oversized.extend(declaring(Extension::Hello, (64 << 10) + 1, 64));
@@ -269,6 +271,7 @@ fn extension_streams() -> Vec<(String, Vec<u8>)> {
         ("extension-challenge".into(), challenge),
         ("extension-prove".into(), prove),
         ("extension-protect".into(), protect),
+        ("extension-long-poll".into(), long_poll),
         ("extension-pipelined".into(), pipelined),
         ("extension-wrong-sizes".into(), wrong_sizes),
         ("extension-oversized".into(), oversized),

@@ -155,14 +155,16 @@ pub enum Extension {
     Challenge = 1501,
     Prove = 1502,
     Protect = 1503,
+    LongPoll = 1506,
 }
 
 impl Extension {
-    pub const ALL: [Extension; 4] = [
+    pub const ALL: [Extension; 5] = [
         Extension::Hello,
         Extension::Challenge,
         Extension::Prove,
         Extension::Protect,
+        Extension::LongPoll,
     ];
 
     /// Decodes a wire code; `None` for a code that is no served extension.
@@ -188,6 +190,7 @@ impl Extension {
             Extension::Challenge => "challenge",
             Extension::Prove => "prove",
             Extension::Protect => "protect",
+            Extension::LongPoll => "long-poll",
         }
     }
 }
@@ -298,7 +301,13 @@ mod tests {
             .into();
         assert_eq!(
             codes,
-            vec![(1500, 2500), (1501, 2501), (1502, 2502), (1503, 2503)]
+            vec![
+                (1500, 2500),
+                (1501, 2501),
+                (1502, 2502),
+                (1503, 2503),
+                (1506, 2506)
+            ]
         );
         for extension in Extension::ALL {
             let code = Code::Extension(extension);

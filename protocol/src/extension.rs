@@ -1,6 +1,8 @@
-//! The extension operations' payloads (protocol part II, §E2–§E4): typed request bodies
+//! The extension operations' payloads (protocol part II, §E2–§E6): typed request bodies
 //! ([`ExtensionRequest::parse`]), typed answers and their encoders ([`ExtensionAnswer`]),
 //! the proof of key possession ([`proof`]), and the parsers a client reads the replies with.
+
+use std::time::Duration;
 
 use byteorder::{ByteOrder, LittleEndian};
 use sha2::{Digest, Sha256};
@@ -8,6 +10,7 @@ use sha2::{Digest, Sha256};
 use super::codes::Extension;
 use super::header::RequestHeader;
 use super::reason::{encode_string, parse_string};
+use super::replies::{pulled, QueuedMessage};
 use super::reply::EncodedReply;
 use super::request::MalformedRequest;
 use super::types::ClientId;
@@ -24,6 +27,8 @@ pub const CHALLENGE_LEN: usize = 128;
 pub const PROOF_LEN: usize = 32;
 /// A protect payload: the wanted [`Protection`].
 pub const PROTECT_REQUEST_LEN: usize = 1;
+/// A long-poll payload: the longest wait in ms (u32).
+pub const LONG_POLL_REQUEST_LEN: usize = 4;
 /// What a proof hashes before the secret and the id.
 const PROOF_CONTEXT: &[u8] = b"MessageU proof v1";
 
@@ -68,6 +73,10 @@ pub enum ExtensionRequest {
     Challenge,
     Prove(Proof),
     Protect(Protection),
+    /// A pull that waits up to `wait` for the first message (the server caps it).
+    LongPoll {
+        wait: Duration,
+    },
 }
 
 impl Extension {
@@ -78,6 +87,7 @@ impl Extension {
             Extension::Challenge => 0,
             Extension::Prove => PROOF_LEN,
             Extension::Protect => PROTECT_REQUEST_LEN,
+            Extension::LongPoll => LONG_POLL_REQUEST_LEN,
         }
     }
 }
@@ -106,6 +116,9 @@ impl ExtensionRequest {
                 Protection::from_byte(body[0])
                     .ok_or(MalformedRequest::UnknownProtection(body[0]))?,
             ),
+            Extension::LongPoll => ExtensionRequest::LongPoll {
+                wait: Duration::from_millis(u64::from(LittleEndian::read_u32(body))),
+            },
         })
     }
 }
@@ -134,6 +147,8 @@ impl Features {
     pub const AUTHENTICATION: Features = Features(1 << 0);
     /// Protect (1503).
     pub const PROTECTION: Features = Features(1 << 1);
+    /// Long-poll pull (1506).
+    pub const LONG_POLL: Features = Features(1 << 3);
 
     pub const fn with(self, other: Features) -> Features {
         Features(self.0 | other.0)
@@ -153,6 +168,8 @@ pub enum ExtensionAnswer {
     Challenge(Box<[u8; CHALLENGE_LEN]>),
     Proved,
     Protection,
+    /// A long-poll's messages, in the pull layout; none when the wait ended without one.
+    LongPoll(Vec<QueuedMessage>),
 }
 
 impl ExtensionAnswer {
@@ -162,6 +179,7 @@ impl ExtensionAnswer {
             ExtensionAnswer::Challenge(_) => Extension::Challenge,
             ExtensionAnswer::Proved => Extension::Prove,
             ExtensionAnswer::Protection => Extension::Protect,
+            ExtensionAnswer::LongPoll(_) => Extension::LongPoll,
         }
     }
 
@@ -181,6 +199,7 @@ impl ExtensionAnswer {
             ExtensionAnswer::Proved | ExtensionAnswer::Protection => {
                 EncodedReply::with_capacity(code, 0)
             }
+            ExtensionAnswer::LongPoll(messages) => pulled(code, messages),
         }
     }
 }
@@ -220,6 +239,13 @@ pub fn hello_payload() -> [u8; HELLO_REQUEST_LEN] {
     payload
 }
 
+/// A long-poll request's payload: `wait` in ms, saturated at the u32 range.
+pub fn long_poll_payload(wait: Duration) -> [u8; LONG_POLL_REQUEST_LEN] {
+    u32::try_from(wait.as_millis())
+        .unwrap_or(u32::MAX)
+        .to_le_bytes()
+}
+
 /// The version byte extension clients send (protocol §E0: the server ignores it).
 const EXTENSION_CLIENT_VERSION: u8 = 3;
 
@@ -239,8 +265,9 @@ pub fn extension_request(extension: Extension, caller: ClientId, payload: &[u8])
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::pulled_messages;
     use crate::reason::ErrorForm;
-    use crate::Reply;
+    use crate::{Content, MessageId, Reply};
 
     #[test]
     fn requests_parse_only_at_their_exact_size() {
@@ -265,6 +292,17 @@ mod tests {
             parse(Extension::Protect, &[2]),
             Err(MalformedRequest::UnknownProtection(2))
         );
+        assert_eq!(
+            parse(
+                Extension::LongPoll,
+                &long_poll_payload(Duration::from_secs(2))
+            ),
+            Ok(ExtensionRequest::LongPoll {
+                wait: Duration::from_millis(2000)
+            })
+        );
+        assert_eq!(long_poll_payload(Duration::MAX), [0xff; 4]);
+        assert!(parse(Extension::LongPoll, &[0; 3]).is_err());
         assert!(parse(Extension::Prove, &[7; 31]).is_err());
         assert!(parse(Extension::Challenge, &[0]).is_err());
     }
@@ -287,6 +325,30 @@ mod tests {
         assert_eq!(&wire[7..13], &[1, 0, 3, 0, 0, 0]);
         assert_eq!(wire.len(), 7 + 20 + 2 + 15 + 2 + 5);
         assert_eq!(parse_capabilities(&wire[7..]), Some(capabilities));
+    }
+
+    #[test]
+    fn a_long_poll_reply_is_2506_in_the_pull_layout() {
+        let message = QueuedMessage {
+            id: MessageId(5),
+            from: ClientId([1; 16]),
+            kind: 3,
+            content: Content::Inline(b"hi".to_vec()),
+        };
+        let reply = Reply::Extension(ExtensionAnswer::LongPoll(vec![message]));
+        let (wire, tail) = reply.encode(ErrorForm::Bare).into_wire(false);
+        assert!(tail.is_empty());
+        assert_eq!(&wire[..7], &[2, 0xca, 0x09, 27, 0, 0, 0]);
+        let pulled: Vec<_> = pulled_messages(&wire[7..])
+            .map(|message| message.map(|m| (m.id, m.from, m.content.to_vec())))
+            .collect();
+        assert_eq!(
+            pulled,
+            vec![Ok((MessageId(5), ClientId([1; 16]), b"hi".to_vec()))]
+        );
+        let empty = Reply::Extension(ExtensionAnswer::LongPoll(Vec::new()));
+        let (wire, _) = empty.encode(ErrorForm::Bare).into_wire(false);
+        assert_eq!(wire, [2, 0xca, 0x09, 0, 0, 0, 0]);
     }
 
     #[test]

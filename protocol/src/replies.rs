@@ -159,8 +159,9 @@ fn sent(code: u16, to: ClientId, id: MessageId) -> EncodedReply {
     reply
 }
 
-/// Pull: each message's header, then its content, copied if in memory, else streamed.
-fn pulled(code: u16, messages: Vec<QueuedMessage>) -> EncodedReply {
+/// Pull (and long-poll, protocol §E6): each message's header, then its content, copied if
+/// in memory, else streamed.
+pub(super) fn pulled(code: u16, messages: Vec<QueuedMessage>) -> EncodedReply {
     let in_memory = messages
         .iter()
         .map(|message| match &message.content {

@@ -6,7 +6,9 @@ use crate::protocol::extension::EXTENSION_VERSION;
 use crate::protocol::{Capabilities, ExtensionAnswer, Features, Reply};
 
 /// The groups of operations served: only these bits are announced.
-const FEATURES: Features = Features::AUTHENTICATION.with(Features::PROTECTION);
+const FEATURES: Features = Features::AUTHENTICATION
+    .with(Features::PROTECTION)
+    .with(Features::LONG_POLL);
 /// The name the hello gives: the server binary's.
 const SERVER_NAME: &str = "messageu-server";
 
@@ -26,7 +28,7 @@ impl ExtensionHandler for Hello {
             features: FEATURES,
             max_payload,
             max_pull_reply: max_payload,
-            max_long_poll_ms: 0,
+            max_long_poll_ms: u32::try_from(ctx.long_poll_limit.as_millis()).unwrap_or(u32::MAX),
             max_list_page: 0,
             server_name: SERVER_NAME.to_owned(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -1,13 +1,15 @@
 //! Request handlers: one file per operation, behind the [`Handler`] trait for the classic
 //! operations and [`ExtensionHandler`] for the extensions (`hello.rs`, `challenge.rs`,
-//! `prove.rs`, `protect.rs`). Handlers see only the store, the server's delivery
-//! bookkeeping and the connection's session, never sockets, and answer with typed replies:
-//! only [`crate::protocol`] knows their bytes.
+//! `prove.rs`, `protect.rs`, `long_poll.rs`). Handlers see only the store, the server's
+//! delivery bookkeeping and the connection's session, never sockets, and answer with typed
+//! replies: only [`crate::protocol`] knows their bytes. A request comes to an [`Outcome`]: a
+//! response now, or, for a long-poll that finds nothing, a wait the server keeps.
 
 mod challenge;
 mod error;
 mod hello;
 mod list_clients;
+mod long_poll;
 mod protect;
 mod prove;
 mod public_key;
@@ -27,6 +29,7 @@ use crate::server::Deliveries;
 use crate::store::{Delivered, PullBudget, Store};
 
 pub use error::HandlerError;
+pub use long_poll::{long_poll_ended, long_poll_woken};
 pub use send_message::{finish_upload, start_upload};
 
 /// What a handler works with while serving one request.
@@ -52,6 +55,8 @@ pub struct Context<'a> {
     pub clock: Instant,
     /// How long a challenge can be answered.
     pub challenge_lifetime: Duration,
+    /// The longest wait of a long-poll (protocol §E6).
+    pub long_poll_limit: Duration,
 }
 
 /// A handler's answer: the reply, and the messages it delivers, which the server deletes once
@@ -60,6 +65,9 @@ pub struct Context<'a> {
 pub struct Response {
     pub reply: Reply,
     pub delivered: Vec<Delivered>,
+    /// The recipient whose queue the request added a message to: the server wakes those
+    /// waiting for it once the round's commit is durable.
+    pub queued_for: Option<ClientId>,
 }
 
 impl Response {
@@ -67,6 +75,7 @@ impl Response {
         Response {
             reply,
             delivered: Vec::new(),
+            queued_for: None,
         }
     }
 
@@ -89,6 +98,51 @@ impl Response {
     }
 }
 
+/// What a request comes to.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Answer now.
+    Answer(Response),
+    /// A long-poll found nothing waiting: the server keeps the request until a message for
+    /// its caller is durable, or until `until`.
+    Park(Parked),
+}
+
+/// A long-poll's wait (protocol §E6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parked {
+    pub caller: ClientId,
+    pub until: Instant,
+}
+
+/// What a handler run gives back: a [`Response`], or an [`Outcome`] that may be a wait. The
+/// server needs the response's bookkeeping either way, and makes one of a failure.
+pub trait HandlerOutput: From<Response> {
+    /// The response, unless the request waits.
+    fn response(&self) -> Option<&Response>;
+}
+
+impl HandlerOutput for Response {
+    fn response(&self) -> Option<&Response> {
+        Some(self)
+    }
+}
+
+impl From<Response> for Outcome {
+    fn from(response: Response) -> Outcome {
+        Outcome::Answer(response)
+    }
+}
+
+impl HandlerOutput for Outcome {
+    fn response(&self) -> Option<&Response> {
+        match self {
+            Outcome::Answer(response) => Some(response),
+            Outcome::Park(_) => None,
+        }
+    }
+}
+
 /// One classic operation's logic; `code` says the edition its reply is answered in.
 pub trait Handler {
     fn handle(self, ctx: &mut Context<'_>, code: RequestCode) -> Result<Response, HandlerError>;
@@ -102,9 +156,9 @@ pub trait ExtensionHandler {
 /// Decodes a framed request body and runs its handler. Every operation but register, hello,
 /// challenge and prove needs a registered caller (whose LastSeen it updates), and, if its
 /// account is protected, a connection authenticated as it.
-pub fn dispatch(ctx: &mut Context<'_>, code: Code, body: &[u8]) -> Result<Response, HandlerError> {
+pub fn dispatch(ctx: &mut Context<'_>, code: Code, body: &[u8]) -> Result<Outcome, HandlerError> {
     match code {
-        Code::Classic(code) => dispatch_classic(ctx, code, body),
+        Code::Classic(code) => dispatch_classic(ctx, code, body).map(Outcome::Answer),
         Code::Extension(extension) => dispatch_extension(ctx, extension, body),
     }
 }
@@ -131,13 +185,15 @@ fn dispatch_extension(
     ctx: &mut Context<'_>,
     extension: Extension,
     body: &[u8],
-) -> Result<Response, HandlerError> {
-    match ExtensionRequest::parse(extension, body)? {
+) -> Result<Outcome, HandlerError> {
+    let response = match ExtensionRequest::parse(extension, body)? {
         ExtensionRequest::Hello { version } => hello::Hello { version }.handle(ctx),
         ExtensionRequest::Challenge => challenge::Challenge.handle(ctx),
         ExtensionRequest::Prove(proof) => prove::Prove(proof).handle(ctx),
         ExtensionRequest::Protect(protection) => protect::Protect(protection).handle(ctx),
-    }
+        ExtensionRequest::LongPoll { wait } => return long_poll::LongPoll { wait }.handle(ctx),
+    };
+    response.map(Outcome::Answer)
 }
 
 /// Fails unless the caller is registered and, if its account is protected, the connection

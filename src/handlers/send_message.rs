@@ -63,5 +63,8 @@ fn store(
         kind,
         content,
     })?;
-    Ok(Response::classic(code, Answer::Sent { to, id }))
+    Ok(Response {
+        queued_for: Some(to),
+        ..Response::classic(code, Answer::Sent { to, id })
+    })
 }

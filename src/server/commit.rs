@@ -4,8 +4,11 @@
 //! served, with the deletions of delivered messages riding along. A commit that holds
 //! acknowledged writes is numbered (its epoch) and flushed by the log-flush worker while the
 //! next round runs; the replies it covers wait in their outboxes until that flush reports
-//! back. A flush covers every commit made before it.
+//! back. A flush covers every commit made before it. It also tells which recipients got
+//! messages in commits that became durable, so that those waiting for them are woken then and
+//! never before.
 
+use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use mio::Waker;
 use super::deliveries::Deliveries;
 use super::durability::{Flushed, Flusher};
 use crate::metrics::{Metrics, StorageStep};
+use crate::protocol::ClientId;
 use crate::store::{Committed, Delivered, Store, StoreError};
 
 /// How a round ended.
@@ -39,6 +43,12 @@ pub(crate) struct CommitPipeline {
     durable_epoch: u64,
     /// Connections whose replies wait for a flush.
     awaiting_flush: Vec<usize>,
+    /// Recipients of the messages the round's requests stored.
+    queued_for: Vec<ClientId>,
+    /// Recipients of committed messages, by the epoch whose flush makes them durable.
+    flushing_for: VecDeque<(u64, Vec<ClientId>)>,
+    /// Recipients of messages now durable, not yet taken.
+    durable_for: Vec<ClientId>,
 }
 
 impl CommitPipeline {
@@ -51,6 +61,9 @@ impl CommitPipeline {
             committed_epoch: 0,
             durable_epoch: 0,
             awaiting_flush: Vec::new(),
+            queued_for: Vec::new(),
+            flushing_for: VecDeque::new(),
+            durable_for: Vec::new(),
         })
     }
 
@@ -73,6 +86,21 @@ impl CommitPipeline {
         self.touched.push(key);
     }
 
+    /// A request of the round stored a message for `recipient`.
+    pub fn queued_for(&mut self, recipient: ClientId) {
+        self.queued_for.push(recipient);
+    }
+
+    /// The recipients of messages that became durable since the last call, each once. A
+    /// round that failed to commit, or whose flush failed, gives none: its messages may not
+    /// survive.
+    pub fn take_durable_recipients(&mut self) -> Vec<ClientId> {
+        let mut recipients = mem::take(&mut self.durable_for);
+        recipients.sort_unstable();
+        recipients.dedup();
+        recipients
+    }
+
     /// The last commit known durable.
     pub fn durable_epoch(&self) -> u64 {
         self.durable_epoch
@@ -90,6 +118,7 @@ impl CommitPipeline {
         let deleting = deliveries.take_due(now);
         let deleted = !deleting.is_empty() && self.delete(&deleting);
         let touched = mem::take(&mut self.touched);
+        let recipients = mem::take(&mut self.queued_for);
         let epoch = if !self.open {
             Some(self.durable_epoch)
         } else {
@@ -99,10 +128,17 @@ impl CommitPipeline {
             metrics.commit(started.elapsed());
             metrics.set_queue(self.store.queue());
             match committed {
-                Ok(Committed::Durable) => Some(self.durable_epoch),
+                Ok(Committed::Durable) => {
+                    self.durable_for.extend(recipients);
+                    Some(self.durable_epoch)
+                }
                 Ok(Committed::AfterFlush(flush)) => {
                     self.committed_epoch += 1;
                     self.flusher.request(self.committed_epoch, flush);
+                    if !recipients.is_empty() {
+                        self.flushing_for
+                            .push_back((self.committed_epoch, recipients));
+                    }
                     Some(self.committed_epoch)
                 }
                 Err(error) => {
@@ -150,6 +186,16 @@ impl CommitPipeline {
                 metrics.storage_failure(StorageStep::Flush);
             }
             self.durable_epoch = self.durable_epoch.max(flushed.through);
+            while let Some((epoch, _)) = self.flushing_for.front() {
+                if *epoch > flushed.through {
+                    break;
+                }
+                if let Some((_, recipients)) = self.flushing_for.pop_front() {
+                    if flushed.result.is_ok() {
+                        self.durable_for.extend(recipients);
+                    }
+                }
+            }
         }
         finished
     }
@@ -254,11 +300,33 @@ mod tests {
     fn durability_normal_needs_no_flush() {
         let mut fixture = fixture(Durability::Normal);
         let mut deliveries = Deliveries::default();
-        register(&mut fixture.pipeline, "first");
+        let id = register(&mut fixture.pipeline, "first");
+        fixture.pipeline.queued_for(id);
+        fixture.pipeline.queued_for(id);
         let round = fixture
             .pipeline
             .commit(&mut deliveries, &fixture.metrics, Instant::now());
         assert_eq!(round.epoch, Some(0));
+        assert_eq!(fixture.pipeline.take_durable_recipients(), vec![id]);
+        assert!(fixture.pipeline.take_durable_recipients().is_empty());
+    }
+
+    #[test]
+    fn recipients_are_told_once_their_commit_is_flushed() {
+        let mut fixture = fixture(Durability::Full);
+        let mut deliveries = Deliveries::default();
+        let id = register(&mut fixture.pipeline, "first");
+        fixture.pipeline.queued_for(id);
+        let round = fixture
+            .pipeline
+            .commit(&mut deliveries, &fixture.metrics, Instant::now());
+        assert_eq!(round.epoch, Some(1));
+        assert!(
+            fixture.pipeline.take_durable_recipients().is_empty(),
+            "not before the flush"
+        );
+        flushed(&mut fixture);
+        assert_eq!(fixture.pipeline.take_durable_recipients(), vec![id]);
     }
 
     #[test]

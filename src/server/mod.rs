@@ -14,6 +14,7 @@ mod serving;
 mod shutdown;
 mod sync;
 mod timers;
+mod waiters;
 
 use std::collections::HashMap;
 use std::io;
@@ -34,13 +35,14 @@ use crate::metrics::Metrics;
 use crate::store::{SqliteStore, Store, StoreError};
 use admission::{listen_on, Throttled};
 use commit::CommitPipeline;
-use connection::Connection;
+use connection::{Connection, Unpark};
 pub use deliveries::Deliveries;
 use pacer::BulkPacer;
 use serving::{Core, TurnTime};
 pub use shutdown::ShutdownHandle;
 use sync::Syncer;
 use timers::Timers;
+use waiters::Waiters;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX);
@@ -147,6 +149,7 @@ impl Server {
                 pipeline: CommitPipeline::start(store, Arc::clone(&waker))?,
                 deliveries: Deliveries::default(),
                 timers: Timers::default(),
+                waiters: Waiters::default(),
                 syncer: Syncer::start(waker)?,
                 pacer: BulkPacer::new(Instant::now()),
                 proofs: ProofLimiter::default(),
@@ -211,9 +214,10 @@ impl Server {
     }
 
     /// One round, in order: what the poll found ready; finished upload syncs, their
-    /// messages stored; the ready connections read and served; expired deadlines; the
-    /// timeout sweep; new connections; the commit, its replies sealed and the durable ones
-    /// released; then everything released written.
+    /// messages stored; the ready connections read and served; expired deadlines and
+    /// long-polls; the timeout sweep; new connections; the commit, its replies sealed and
+    /// the durable ones released, long-polls woken for the messages now durable (served next
+    /// turn); then everything released written.
     fn turn(&mut self, events: &Events, scratch: &mut [u8]) {
         let time = TurnTime {
             now: Instant::now(),
@@ -231,6 +235,7 @@ impl Server {
         ready.extend(self.store_synced_uploads(time, scratch));
         let bulk_time = self.serve_ready(&ready, bulk_allowed, time, scratch);
         ready.extend(self.expire_deadlines(time, scratch));
+        ready.extend(self.end_waits(time, scratch));
         if now >= self.next_sweep {
             ready.extend(self.sweep(now));
         }
@@ -241,6 +246,7 @@ impl Server {
         }
         ready.extend(self.commit_round(now));
         ready.extend(self.release_flushed());
+        self.wake_waiters();
         ready.extend(writable);
         self.write_out(ready, now, bulk_allowed, bulk_time);
     }
@@ -341,6 +347,18 @@ impl Server {
         expired
     }
 
+    /// Answers the long-polls whose wait ended, empty. Returns them.
+    fn end_waits(&mut self, time: TurnTime, scratch: &mut [u8]) -> Vec<usize> {
+        let ended = self.core.waiters.expired(time.now);
+        for &key in &ended {
+            if let Some(connection) = self.connections.get_mut(key) {
+                connection.unpark(Unpark::Empty);
+                self.core.serve(connection, time, scratch);
+            }
+        }
+        ended
+    }
+
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
         let deletions_at = self.core.deliveries.due_at(now);
         if !self.needs_service.is_empty() || deletions_at.is_some_and(|at| at <= now) {
@@ -348,6 +366,7 @@ impl Server {
         }
         [
             self.core.timers.next(),
+            self.core.waiters.next_deadline(),
             Some(self.next_sweep).filter(|_| !self.connections.is_empty()),
             self.accept_paused_until,
             self.shutdown_deadline,

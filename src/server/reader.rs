@@ -199,7 +199,7 @@ impl RequestReader {
     }
 
     /// Bytes buffered and not yet read; those the last event lent out count as read.
-    fn unread(&self) -> usize {
+    pub fn unread(&self) -> usize {
         let lent = match self.settle {
             Settle::Consume(n) | Settle::Finish(n) => n,
             Settle::Nothing => 0,

@@ -1,9 +1,10 @@
 //! The end of a turn, from the commit to the sockets: the round committed, each touched
-//! connection's replies tied to its commit, replies released as their commits become durable,
-//! and what is released written within the pacer's share for bulk writes.
+//! connection's replies tied to its commit, replies released and long-polls woken as commits
+//! become durable, and what is released written within the pacer's share for bulk writes.
 
 use std::time::{Duration, Instant};
 
+use super::connection::Unpark;
 use super::outbox::{Flush, RoundEnd};
 use super::Server;
 
@@ -54,6 +55,21 @@ impl Server {
             released.extend(waiting);
         }
         released
+    }
+
+    /// Wakes the long-polls waiting for the recipients of messages now durable; they pull in
+    /// the next turn, which comes at once.
+    pub(super) fn wake_waiters(&mut self) {
+        let recipients = self.core.pipeline.take_durable_recipients();
+        if recipients.is_empty() {
+            return;
+        }
+        for key in self.core.waiters.wake(&recipients) {
+            if let Some(connection) = self.connections.get_mut(key) {
+                connection.unpark(Unpark::Pull);
+                self.needs_service.push(key);
+            }
+        }
     }
 
     /// Writes what each connection has released to its socket, reregisters interest, and

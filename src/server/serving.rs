@@ -1,8 +1,9 @@
 //! Serving what connections yield: each request run inside the round's transaction under its
 //! own request mark, so that a failed request undoes only its own writes, with panics caught
 //! and the request counted in the metrics; large sends opened, handed to the `content-sync`
-//! worker, and stored once durable. The loop's only way to the handlers. Owns the server's
-//! limits on failed proofs of key possession.
+//! worker, and stored once durable; long-polls parked and, once woken or over, answered.
+//! The loop's only way to the handlers. Owns the server's limits on failed proofs of key
+//! possession.
 
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
@@ -10,16 +11,17 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use super::commit::CommitPipeline;
-use super::connection::{Answered, Connection, LargeSend, Work};
+use super::connection::{Answered, Connection, LargeSend, Unpark, Work};
 use super::deliveries::Deliveries;
 use super::pacer::BulkPacer;
 use super::sync::{Synced, Syncer};
 use super::timers::Timers;
+use super::waiters::Waiters;
 use crate::auth::{ProofLimiter, Session};
 use crate::config::Config;
-use crate::handlers::{self, Context, HandlerError, Response};
+use crate::handlers::{self, Context, HandlerError, HandlerOutput, Outcome, Response};
 use crate::metrics::{ErrorCause, Metrics};
-use crate::protocol::{Code, Reason, Refusal, RequestHeader};
+use crate::protocol::{Code, Extension, Reason, Refusal, RequestHeader};
 use crate::store::{ContentSink, PullBudget, Store};
 
 /// Content bytes one pull reply holds in memory (contents stored in rows); large contents
@@ -32,6 +34,8 @@ pub(crate) struct Core {
     pub pipeline: CommitPipeline,
     pub deliveries: Deliveries,
     pub timers: Timers,
+    /// Parked long-polls, by the recipient they wait for.
+    pub waiters: Waiters,
     pub syncer: Syncer,
     pub pacer: BulkPacer,
     /// Failed proofs per id and per address, across connections.
@@ -83,9 +87,33 @@ impl Core {
                         peer,
                         session,
                     };
-                    let response =
-                        self.run(request, time, |ctx| handlers::dispatch(ctx, code, body));
-                    connection.answer(response, padded)
+                    match self.run(request, time, |ctx| handlers::dispatch(ctx, code, body)) {
+                        Outcome::Answer(response) => connection.answer(response, padded),
+                        Outcome::Park(parked) => {
+                            self.waiters.park(key, parked.caller, parked.until);
+                            connection.park(header)
+                        }
+                    }
+                }
+                Work::Unparked {
+                    header,
+                    unpark,
+                    session,
+                } => {
+                    self.waiters.forget(key);
+                    let response = match unpark {
+                        Unpark::Pull => {
+                            let request = Served {
+                                code: Code::Extension(Extension::LongPoll),
+                                header: &header,
+                                peer,
+                                session,
+                            };
+                            self.run(request, time, handlers::long_poll_woken)
+                        }
+                        Unpark::Empty => handlers::long_poll_ended(),
+                    };
+                    connection.answer_parked(response)
                 }
                 Work::Rejected { padded, reason } => {
                     self.metrics.error(ErrorCause::Rejected);
@@ -193,24 +221,25 @@ impl Core {
         upload
     }
 
-    /// Runs one request inside the round's transaction; any failure becomes a 9000 reply.
-    fn run(
+    /// Runs one request inside the round's transaction; any failure becomes a 9000 reply. The
+    /// recipient of a message it stored is noted with the round.
+    fn run<T: HandlerOutput>(
         &mut self,
         request: Served<'_>,
         time: TurnTime,
-        handle: impl FnOnce(&mut Context<'_>) -> Result<Response, HandlerError>,
-    ) -> Response {
+        handle: impl FnOnce(&mut Context<'_>) -> Result<T, HandlerError>,
+    ) -> T {
         let (code, peer) = (request.code, request.peer);
         let store = match self.pipeline.round() {
             Ok(store) => store,
             Err(error) => {
                 log::warn!("{peer}: cannot start a transaction: {error}");
-                return Response::refused(Reason::Internal);
+                return Response::refused(Reason::Internal).into();
             }
         };
         if let Err(error) = store.begin_request() {
             log::warn!("{peer}: cannot start a request's writes: {error}");
-            return Response::refused(Reason::Internal);
+            return Response::refused(Reason::Internal).into();
         }
         let started = Instant::now();
         let mut ctx = context(
@@ -227,31 +256,37 @@ impl Core {
         let Context {
             store, deliveries, ..
         } = ctx;
-        let (response, error) = match outcome {
-            Ok(Ok(response)) => match store.commit_request() {
-                Ok(()) => (response, None),
+        let (output, error) = match outcome {
+            Ok(Ok(output)) => match store.commit_request() {
+                Ok(()) => (output, None),
                 Err(error) => {
-                    deliveries.give_up(&response.delivered);
+                    if let Some(response) = output.response() {
+                        deliveries.give_up(&response.delivered);
+                    }
                     log::warn!("{peer}: {code}: {error}");
-                    let failed = Response::refused(Reason::Internal);
+                    let failed: T = Response::refused(Reason::Internal).into();
                     (failed, Some(ErrorCause::Storage))
                 }
             },
             Ok(Err(error)) => {
                 log::warn!("{peer}: {code}: {error}");
-                let failed = Response::error(error.refusal());
+                let failed: T = Response::error(error.refusal()).into();
                 (failed, Some(ErrorCause::of(&error)))
             }
             Err(_) => {
                 log::error!("{peer}: {code}: the handler panicked");
-                (Response::refused(Reason::Internal), Some(ErrorCause::Panic))
+                let failed: T = Response::refused(Reason::Internal).into();
+                (failed, Some(ErrorCause::Panic))
             }
         };
         if error.is_some() {
             store.rollback_request();
         }
+        if let Some(recipient) = output.response().and_then(|response| response.queued_for) {
+            self.pipeline.queued_for(recipient);
+        }
         self.metrics.request(code, started.elapsed(), error);
-        response
+        output
     }
 }
 
@@ -287,5 +322,6 @@ fn context<'a>(
         peer: request.peer.ip(),
         clock: time.now,
         challenge_lifetime: config.challenge_lifetime,
+        long_poll_limit: config.long_poll_limit,
     }
 }

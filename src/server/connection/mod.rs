@@ -4,8 +4,9 @@
 //! silent or idle. It knows nothing of the server: what its input needs done (a request
 //! served, an upload opened or synced, a deadline kept) it yields as [`Work`] from
 //! [`Connection::next_work`], and the loop hands back the answers ([`work`]). Large sends are
-//! in [`upload`].
+//! in [`upload`], a parked long-poll in [`long_poll`].
 
+mod long_poll;
 mod upload;
 mod work;
 
@@ -23,6 +24,8 @@ use crate::auth::Session;
 use crate::config::Config;
 use crate::metrics::ConnectionKind;
 use crate::protocol::FrameDecoder;
+use long_poll::Parked;
+pub(crate) use long_poll::Unpark;
 pub(crate) use upload::LargeSend;
 use upload::{InboundUpload, Syncing};
 use work::Pass;
@@ -74,6 +77,8 @@ pub(crate) struct Connection {
     requests_left: usize,
     upload: Option<InboundUpload>,
     syncing: Option<Syncing>,
+    /// A long-poll waiting for a message; nothing behind it is served until it is answered.
+    parked: Option<Parked>,
 
     outbox: Outbox,
     /// What the client has established on this connection: hello, challenge,
@@ -128,6 +133,7 @@ impl Connection {
             requests_left: REQUESTS_PER_TURN,
             upload: None,
             syncing: None,
+            parked: None,
             outbox: Outbox::new(now),
             session: Session::default(),
             write_budget_spent: false,
@@ -190,10 +196,20 @@ impl Connection {
         self.outbox.queued() > OUTPUT_HIGH_WATER as u64
     }
 
-    /// Whether requests must wait: too much unsent output, this turn's budget is spent, or an
-    /// upload's reply is not known yet.
+    /// Whether requests must wait: too much unsent output, this turn's budget is spent, an
+    /// upload's reply is not known yet, or a long-poll is parked.
     fn must_pause(&self) -> bool {
-        self.backpressured() || self.requests_left == 0 || self.syncing.is_some()
+        self.reads_paused() || self.parked.is_some()
+    }
+
+    /// Whether the socket must not be read: requests wait for one of the reasons of
+    /// [`must_pause`](Self::must_pause), but behind a parked long-poll bytes are still read,
+    /// up to a bound, so that the client's close is seen.
+    fn reads_paused(&self) -> bool {
+        self.backpressured()
+            || self.requests_left == 0
+            || self.syncing.is_some()
+            || self.parked_input_full()
     }
 
     /// Whether the loop should come back to this connection without waiting for an event:
@@ -203,7 +219,11 @@ impl Connection {
         match self.state {
             State::Closed => false,
             _ if self.write_budget_spent => true,
-            // A sync in progress wakes the loop itself when it ends.
+            // A sync in progress wakes the loop itself when it ends, and a parked long-poll's
+            // waiters do; until then only the socket may need reading.
+            State::Open if self.parked.is_some() => {
+                self.readable && !self.backpressured() && !self.parked_input_full()
+            }
             State::Open => {
                 self.syncing.is_none() && !self.backpressured() && (self.readable || self.stalled)
             }
@@ -246,7 +266,7 @@ impl Connection {
             Ok(written) => self.write_budget_spent = written == Written::BudgetSpent,
             Err(error) => self.fail("write", &error),
         }
-        let done = self.outbox.is_empty() && self.syncing.is_none();
+        let done = self.outbox.is_empty() && self.syncing.is_none() && self.parked.is_none();
         if self.state == State::ClosingAfterWriting && done {
             if self.peer_closed {
                 self.state = State::Closed;
@@ -263,7 +283,8 @@ impl Connection {
     }
 
     /// Why the connection should be closed for slowness or silence at `now`, if it should. A
-    /// sync in progress is the server's own wait, never the client's.
+    /// sync in progress and a parked long-poll are the server's own waits, never the
+    /// client's.
     pub fn timed_out(&self, now: Instant, limits: Timeouts) -> Option<&'static str> {
         let since = |at: Instant| now.saturating_duration_since(at);
         if matches!(self.state, State::Closed | State::Lingering) || self.syncing.is_some() {
@@ -272,7 +293,7 @@ impl Connection {
         if self.outbox.unwritten() > 0 && since(self.outbox.last_progress()) >= limits.request {
             return Some("did not read its replies");
         }
-        if self.state != State::Open {
+        if self.state != State::Open || self.parked.is_some() {
             return None;
         }
         if self.upload.is_some() {
@@ -298,6 +319,7 @@ impl Connection {
             && self.request_started.is_none()
             && self.upload.is_none()
             && self.syncing.is_none()
+            && self.parked.is_none()
             && !self.reader.is_holding();
         (waiting && self.is_quiet()).then_some(self.last_read.max(self.outbox.last_progress()))
     }
@@ -326,13 +348,15 @@ impl Connection {
     }
 
     /// Stops serving for shutdown: requests not yet served are dropped; produced replies are
-    /// still written.
+    /// still written, and a parked long-poll is answered empty first.
     pub fn begin_shutdown(&mut self) {
         if self.state == State::Open {
             self.drop_input();
             self.state = State::ClosingAfterWriting;
         }
-        if self.outbox.is_empty() && self.syncing.is_none() {
+        if self.parked.is_some() {
+            self.unpark(Unpark::Empty);
+        } else if self.outbox.is_empty() && self.syncing.is_none() {
             self.state = State::Closed;
         }
     }

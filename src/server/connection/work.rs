@@ -7,6 +7,7 @@
 use std::io::{self, Read};
 use std::time::Instant;
 
+use super::long_poll::Unpark;
 use super::upload::{InboundUpload, LargeSend, Syncing};
 use super::{Connection, State, READ_BUDGET, REQUESTS_PER_TURN};
 use crate::auth::Session;
@@ -46,6 +47,13 @@ pub(crate) enum Work<'a> {
     /// A request waits for its padding to be known until `until`: call
     /// [`Connection::on_deadline`] then.
     Wait { until: Instant },
+    /// The parked long-poll of `header` is to be answered, as `unpark` says, with the
+    /// connection's session; its reply goes back through [`Connection::answer_parked`].
+    Unparked {
+        header: RequestHeader,
+        unpark: Unpark,
+        session: &'a mut Session,
+    },
 }
 
 /// What staging a reply changed that the server records.
@@ -128,6 +136,18 @@ impl Connection {
             match self.pass {
                 Pass::Idle => return None,
                 Pass::Reading { budget } => self.read_socket(budget, now, writeback_step, scratch),
+                // Before the state: a parked long-poll is answered even when shutting down.
+                Pass::Serving { .. } if self.parked.is_some() && self.state != State::Closed => {
+                    if let Some((header, unpark)) = self.unparked() {
+                        return Some(Work::Unparked {
+                            header,
+                            unpark,
+                            session: &mut self.session,
+                        });
+                    }
+                    self.stalled = self.reader.has_buffered();
+                    self.end_serving(now);
+                }
                 Pass::Serving { .. } if self.state != State::Open => self.end_serving(now),
                 Pass::Serving { .. } if self.must_pause() => {
                     self.stalled = self.reader.has_buffered();
@@ -258,7 +278,7 @@ impl Connection {
         writeback_step: u64,
         scratch: &mut [u8],
     ) {
-        let paused = self.state == State::Open && self.must_pause();
+        let paused = self.state == State::Open && self.reads_paused();
         if !self.readable || budget == 0 || self.state == State::Closed || paused {
             self.pass = Pass::Idle;
             if self.peer_closed {
@@ -348,7 +368,9 @@ impl Connection {
     /// Stages a reply of the round, encoded; returns whether it is the connection's first of
     /// the round.
     pub(super) fn stage(&mut self, response: Response, padded: bool) -> bool {
-        let Response { reply, delivered } = response;
+        let Response {
+            reply, delivered, ..
+        } = response;
         let errors = self.session.errors();
         self.outbox
             .stage(reply.encode(errors), delivered, padded, errors)
