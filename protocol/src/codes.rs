@@ -155,14 +155,22 @@ pub enum Extension {
     Challenge = 1501,
     Prove = 1502,
     Protect = 1503,
+    ListAccounts = 1507,
+    QueueStatus = 1508,
+    Unsend = 1509,
+    DeleteAccount = 1510,
 }
 
 impl Extension {
-    pub const ALL: [Extension; 4] = [
+    pub const ALL: [Extension; 8] = [
         Extension::Hello,
         Extension::Challenge,
         Extension::Prove,
         Extension::Protect,
+        Extension::ListAccounts,
+        Extension::QueueStatus,
+        Extension::Unsend,
+        Extension::DeleteAccount,
     ];
 
     /// Decodes a wire code; `None` for a code that is no served extension.
@@ -188,6 +196,10 @@ impl Extension {
             Extension::Challenge => "challenge",
             Extension::Prove => "prove",
             Extension::Protect => "protect",
+            Extension::ListAccounts => "accounts",
+            Extension::QueueStatus => "queue-status",
+            Extension::Unsend => "unsend",
+            Extension::DeleteAccount => "delete-account",
         }
     }
 }
@@ -298,14 +310,29 @@ mod tests {
             .into();
         assert_eq!(
             codes,
-            vec![(1500, 2500), (1501, 2501), (1502, 2502), (1503, 2503)]
+            vec![
+                (1500, 2500),
+                (1501, 2501),
+                (1502, 2502),
+                (1503, 2503),
+                (1507, 2507),
+                (1508, 2508),
+                (1509, 2509),
+                (1510, 2510),
+            ]
         );
         for extension in Extension::ALL {
             let code = Code::Extension(extension);
             assert_eq!(Code::from_wire(code.to_wire()), Some(code));
             assert_eq!(RequestCode::from_wire(code.to_wire()), None);
         }
-        assert_eq!(Code::from_wire(1504), None, "not served yet");
+        for unserved in [1504, 1505, 1506, 1511] {
+            assert_eq!(
+                Code::from_wire(unserved),
+                None,
+                "{unserved} is not served yet"
+            );
+        }
         assert_eq!(
             Code::from_wire(601).map(|code| code.to_string()).as_deref(),
             Some("list (2024-25)")

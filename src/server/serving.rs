@@ -2,7 +2,7 @@
 //! own request mark, so that a failed request undoes only its own writes, with panics caught
 //! and the request counted in the metrics; large sends opened, handed to the `content-sync`
 //! worker, and stored once durable. The loop's only way to the handlers. Owns the server's
-//! limits on failed proofs of key possession.
+//! limits on failed proofs of key possession and the record of who is online.
 
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
@@ -13,6 +13,7 @@ use super::commit::CommitPipeline;
 use super::connection::{Answered, Connection, LargeSend, Work};
 use super::deliveries::Deliveries;
 use super::pacer::BulkPacer;
+use super::presence::PresenceTracker;
 use super::sync::{Synced, Syncer};
 use super::timers::Timers;
 use crate::auth::{ProofLimiter, Session};
@@ -36,6 +37,8 @@ pub(crate) struct Core {
     pub pacer: BulkPacer,
     /// Failed proofs per id and per address, across connections.
     pub proofs: ProofLimiter,
+    /// The ids served lately, across connections.
+    pub presence: PresenceTracker,
     pub metrics: Arc<Metrics>,
 }
 
@@ -182,6 +185,7 @@ impl Core {
             self.pipeline.store(),
             &mut self.deliveries,
             &mut self.proofs,
+            &mut self.presence,
             &self.config,
             time,
             request,
@@ -217,6 +221,7 @@ impl Core {
             store,
             &mut self.deliveries,
             &mut self.proofs,
+            &mut self.presence,
             &self.config,
             time,
             request,
@@ -268,6 +273,7 @@ fn context<'a>(
     store: &'a mut dyn Store,
     deliveries: &'a mut Deliveries,
     proofs: &'a mut ProofLimiter,
+    presence: &'a mut PresenceTracker,
     config: &Config,
     time: TurnTime,
     request: Served<'a>,
@@ -284,6 +290,7 @@ fn context<'a>(
         client_version: request.header.version,
         session: request.session,
         proofs,
+        presence,
         peer: request.peer.ip(),
         clock: time.now,
         challenge_lifetime: config.challenge_lifetime,
