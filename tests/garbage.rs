@@ -76,9 +76,9 @@ fn check_header(header: &[u8], errors: ErrorForm) -> Result<usize, String> {
         9000 if errors == ErrorForm::Bare => Some(0),
         // A reason code, and a string of at least its length.
         9000 => None,
-        2500 => None,
+        2500 | 2507 | 2508 => None,
         2501 => Some(128),
-        2502 | 2503 => Some(0),
+        2502 | 2503 | 2509 | 2510 => Some(0),
         2000..=2004 | 2100..=2104 => match code % 100 {
             0 => Some(16),
             1 => None,
