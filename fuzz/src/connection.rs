@@ -271,12 +271,17 @@ fn answer_to(request: &Served, stream: &[u8], server: &Running) -> Answer {
     let code = match code {
         Code::Classic(code) => code,
         // No input can answer a challenge (it would need the key's private half), so none
-        // authenticates, and none can protect an account.
+        // authenticates, and none can protect or delete an account.
         Code::Extension(Extension::Hello) => return Answer::Success(Extension::Hello.reply_code()),
-        Code::Extension(Extension::Challenge) => {
-            return Answer::Either(Extension::Challenge.reply_code())
+        Code::Extension(
+            extension @ (Extension::Challenge
+            | Extension::ListAccounts
+            | Extension::QueueStatus
+            | Extension::Unsend),
+        ) => return Answer::Either(extension.reply_code()),
+        Code::Extension(Extension::Prove | Extension::Protect | Extension::DeleteAccount) => {
+            return Answer::Error
         }
-        Code::Extension(Extension::Prove | Extension::Protect) => return Answer::Error,
     };
     let Ok(parsed) = Request::parse(code, body) else {
         return Answer::Error;

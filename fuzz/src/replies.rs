@@ -8,8 +8,8 @@ use messageu::protocol::client::{
 use messageu::protocol::extension::{parse_capabilities, CHALLENGE_LEN};
 use messageu::protocol::padding::reply_padding;
 use messageu::protocol::{
-    Edition, Extension, MessageType, Operation, Refusal, ReplyHeader, ERROR_REPLY_CODE,
-    REPLY_HEADER_LEN, SERVER_VERSION,
+    AccountPage, Edition, Extension, MessageType, Operation, QueueStatus, Refusal, ReplyHeader,
+    ERROR_REPLY_CODE, REPLY_HEADER_LEN, SERVER_VERSION,
 };
 
 /// One reply as it arrived.
@@ -132,12 +132,17 @@ fn check_reply(
     }
 }
 
-/// An extension reply's payload: the hello's capabilities, a sealed challenge, or nothing.
+/// An extension reply's payload: the hello's capabilities, a sealed challenge, a page of
+/// accounts, a queue status, or nothing.
 fn check_extension_reply(extension: Extension, payload: &[u8]) -> Result<(), String> {
     let fits = match extension {
         Extension::Hello => parse_capabilities(payload).is_some(),
         Extension::Challenge => payload.len() == CHALLENGE_LEN,
-        Extension::Prove | Extension::Protect => payload.is_empty(),
+        Extension::ListAccounts => AccountPage::parse(payload).is_some(),
+        Extension::QueueStatus => QueueStatus::parse(payload).is_some(),
+        Extension::Prove | Extension::Protect | Extension::Unsend | Extension::DeleteAccount => {
+            payload.is_empty()
+        }
     };
     if fits {
         Ok(())
