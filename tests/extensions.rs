@@ -1,96 +1,22 @@
-//! The extensions of protocol part II (§E0–§E4; long-poll, §E6, is in longpoll.rs) through
-//! real sockets: the hello, 9000s with reasons only after it, proof of key possession and its
-//! limits, and protected accounts refused to every classic operation of every edition (and a
-//! long-poll, even once woken) unless the connection is authenticated as them.
+//! The extensions of protocol part II (§E0–§E4) through real sockets (long-poll, §E6, is in
+//! `longpoll.rs`; §E8's are in `accounts.rs`): the hello, 9000s with reasons only after it,
+//! proof of key possession and its limits, and protected accounts refused to every classic
+//! operation of every edition (and a long-poll, even once woken) unless the connection is
+//! authenticated as them.
 
 mod common;
+mod owners;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
-use messageu::protocol::extension::{
-    hello_payload, long_poll_payload, parse_capabilities, proof, SECRET_LEN,
-};
+use messageu::protocol::extension::{long_poll_payload, parse_capabilities, proof};
 use messageu::protocol::{ClientId, Edition, Features, Operation, Reason, Refusal};
-use rsa::pkcs8::EncodePublicKey;
-use rsa::rand_core::OsRng;
-use rsa::{BigUint, Oaep, RsaPrivateKey};
-use sha1::Sha1;
+use owners::*;
 use socket2::{Domain, Socket, Type};
 
-const HELLO: u16 = 1500;
-const CHALLENGE: u16 = 1501;
-const PROVE: u16 = 1502;
-const PROTECT: u16 = 1503;
 const LONG_POLL: u16 = 1506;
-const EDITION: Edition = Edition::Y2024;
-
-/// A client that holds the private key of its registered id.
-struct Owner {
-    id: ClientId,
-    key: RsaPrivateKey,
-}
-
-/// Registers `name` with a fresh RSA-1024 key (exponent 17: 160 bytes of DER).
-fn register_owner(client: &mut Client, name: &str) -> Owner {
-    let key = RsaPrivateKey::new_with_exp(&mut OsRng, 1024, &BigUint::from(17u32)).expect("key");
-    let der = key.to_public_key().to_public_key_der().expect("der");
-    let der: [u8; 160] = der.as_bytes().try_into().expect("160-byte key");
-    let reply = client.call(
-        ClientId::default(),
-        EDITION.request_code(Operation::Register),
-        &register_body(name, &der),
-    );
-    assert_eq!(reply.code, EDITION.reply_code(Operation::Register));
-    let id = ClientId::from_slice(&reply.payload).expect("id");
-    Owner { id, key }
-}
-
-fn hello(client: &mut Client) -> Reply {
-    let reply = client.call(ClientId::default(), HELLO, &hello_payload());
-    assert_eq!(reply.code, 2500, "hello");
-    reply
-}
-
-/// The reason code of an extended connection's 9000.
-fn reason(reply: &Reply) -> u16 {
-    assert_eq!(reply.code, 9000, "expected 9000, got {reply:?}");
-    let (code, _) = Refusal::parse(&reply.payload).expect("a reason payload");
-    code
-}
-
-fn assert_reason(reply: &Reply, expected: Reason) {
-    assert_eq!(reason(reply), expected.code(), "{reply:?}");
-}
-
-/// Asks a challenge for `owner` and opens it with the owner's key.
-fn challenge(client: &mut Client, owner: &Owner) -> [u8; SECRET_LEN] {
-    let reply = client.call(owner.id, CHALLENGE, &[]);
-    assert_eq!(reply.code, 2501, "challenge: {reply:?}");
-    assert_eq!(reply.payload.len(), 128);
-    let secret = owner
-        .key
-        .decrypt(Oaep::new::<Sha1>(), &reply.payload)
-        .expect("the challenge opens with the owner's key");
-    secret.try_into().expect("32 bytes")
-}
-
-fn prove(client: &mut Client, id: ClientId, answer: &[u8; 32]) -> Reply {
-    client.call(id, PROVE, answer)
-}
-
-/// Says hello and authenticates the connection as `owner`.
-fn log_in(client: &mut Client, owner: &Owner) {
-    hello(client);
-    let secret = challenge(client, owner);
-    let reply = prove(client, owner.id, &proof(&secret, owner.id));
-    assert_eq!((reply.code, reply.payload.len()), (2502, 0), "prove");
-}
-
-fn protect(client: &mut Client, id: ClientId, on: bool) -> Reply {
-    client.call(id, PROTECT, &[u8::from(on)])
-}
 
 #[test]
 fn the_hello_tells_the_served_features_and_limits() {
@@ -99,18 +25,23 @@ fn the_hello_tells_the_served_features_and_limits() {
     let reply = hello(&mut client);
     let capabilities = parse_capabilities(&reply.payload).expect("capabilities");
     assert_eq!(capabilities.version, 1);
+    let served = Features::AUTHENTICATION
+        .with(Features::PROTECTION)
+        .with(Features::LONG_POLL)
+        .with(Features::ACCOUNTS)
+        .with(Features::QUEUE_STATUS)
+        .with(Features::UNSEND)
+        .with(Features::ACCOUNT_DELETION);
     assert_eq!(
-        capabilities.features,
-        Features::AUTHENTICATION
-            .with(Features::PROTECTION)
-            .with(Features::LONG_POLL),
-        "only authentication, protection and long-poll are served"
+        capabilities.features, served,
+        "all but push and receipts are served"
     );
+    assert_eq!(capabilities.features.0, 0b1_1110_1011);
     assert_eq!(capabilities.max_payload, 5 << 20);
     assert_eq!(capabilities.max_pull_reply, 5 << 20);
     assert_eq!(
         (capabilities.max_long_poll_ms, capabilities.max_list_page),
-        (30_000, 0)
+        (30_000, 100)
     );
     assert_eq!(capabilities.server_name, "messageu-server");
     assert_eq!(capabilities.server_version, env!("CARGO_PKG_VERSION"));

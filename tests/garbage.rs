@@ -19,10 +19,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use messageu::protocol::accounts::unsend_payload;
 use messageu::protocol::extension::{
     extension_request, hello_payload, long_poll_payload, parse_capabilities,
 };
-use messageu::protocol::{ClientId, Edition, ErrorForm, Extension, Operation, Refusal};
+use messageu::protocol::{
+    AccountPage, ClientId, Edition, ErrorForm, Extension, MessageId, Operation, QueueStatus,
+    Refusal,
+};
 
 /// The server's limit in this test: larger declared sizes must be refused without reading.
 const MAX_PAYLOAD: u32 = 1 << 20;
@@ -74,9 +78,9 @@ fn check_header(header: &[u8], errors: ErrorForm) -> Result<usize, String> {
         9000 if errors == ErrorForm::Bare => Some(0),
         // A reason code, and a string of at least its length.
         9000 => None,
-        2500 => None,
+        2500 | 2507 | 2508 => None,
         2501 => Some(128),
-        2502 | 2503 => Some(0),
+        2502 | 2503 | 2509 | 2510 => Some(0),
         // A long-poll's reply: a pull's layout (protocol §E6), checked as one below.
         2506 => None,
         2000..=2004 | 2100..=2104 => match code % 100 {
@@ -129,7 +133,17 @@ fn check_payload(code: u16, payload: &[u8]) -> Result<(), String> {
                 .map(drop)
                 .ok_or_else(|| format!("a hello reply that does not parse: {payload:02x?}"))
         }
-        2501..=2503 => return Ok(()),
+        2507 => {
+            return AccountPage::parse(payload)
+                .map(drop)
+                .ok_or_else(|| format!("an account page that does not parse: {payload:02x?}"))
+        }
+        2508 => {
+            return QueueStatus::parse(payload)
+                .map(drop)
+                .ok_or_else(|| format!("a queue status that does not parse: {payload:02x?}"))
+        }
+        2501..=2503 | 2509 | 2510 => return Ok(()),
         _ => {}
     }
     // A long-poll's reply has the pull layout (protocol §E6).
@@ -341,21 +355,32 @@ fn valid_request(rng: &mut Rng, victims: &[ClientId]) -> Vec<u8> {
 }
 
 /// A well-formed extension request: a hello, a challenge (the victims' keys are not RSA:
-/// refused), a proof that cannot be right, a protection the connection cannot set, or a
-/// short long-poll.
+/// refused), a proof that cannot be right, a protection or deletion the connection cannot
+/// make, an account list with a pattern of wildcards (or a trailing escape), a queue status,
+/// an unsend of a small message id, or a short long-poll.
 fn extension(rng: &mut Rng, victims: &[ClientId]) -> Vec<u8> {
     let caller = some_id(rng, victims);
-    match rng.pick(&Extension::ALL) {
-        Extension::Hello => extension_request(Extension::Hello, caller, &hello_payload()),
-        Extension::Challenge => extension_request(Extension::Challenge, caller, &[]),
-        Extension::Prove => extension_request(Extension::Prove, caller, &rng.bytes(32)),
-        Extension::Protect => extension_request(Extension::Protect, caller, &[rng.byte() % 3]),
+    let extension = rng.pick(&Extension::ALL);
+    let payload = match extension {
+        Extension::Hello => hello_payload().to_vec(),
+        Extension::Challenge | Extension::QueueStatus | Extension::DeleteAccount => Vec::new(),
+        Extension::Prove => rng.bytes(32),
+        Extension::Protect => vec![rng.byte() % 3],
+        Extension::ListAccounts => {
+            let pattern: Vec<u8> = (0..rng.below(8)).map(|_| rng.pick(b"*?\\junk-0")).collect();
+            let mut payload = (pattern.len() as u16).to_le_bytes().to_vec();
+            payload.extend_from_slice(&pattern);
+            payload.extend_from_slice(&(rng.below(64) as u64).to_le_bytes());
+            payload.extend_from_slice(&(rng.below(300) as u16).to_le_bytes());
+            payload
+        }
+        Extension::Unsend => unsend_payload(MessageId(rng.below(64) as u32)).to_vec(),
         // Short waits: a parked request holds up the garbage behind it.
         Extension::LongPoll => {
-            let wait = Duration::from_millis(rng.below(50) as u64);
-            extension_request(Extension::LongPoll, caller, &long_poll_payload(wait))
+            long_poll_payload(Duration::from_millis(rng.below(50) as u64)).to_vec()
         }
-    }
+    };
+    extension_request(extension, caller, &payload)
 }
 
 fn set_u32(bytes: &mut [u8], at: usize, value: u32) {

@@ -92,7 +92,7 @@ fn a_full_database_refuses_sends_serves_everything_else_and_recovers() {
 #[test]
 fn the_size_cap_is_a_command_line_option() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let server = BinaryServer::start(dir.path(), &["--max-db-size", "65536"]);
+    let server = BinaryServer::start(dir.path(), &["--max-db-size", "98304"]);
     let mut client = Client::connect(server.addr);
     let alice = client.register(EDITION, "alice");
     let mut refused = false;
@@ -107,6 +107,6 @@ fn the_size_cap_is_a_command_line_option() {
             break;
         }
     }
-    assert!(refused, "64 KiB never filled up");
+    assert!(refused, "96 KiB never filled up");
     assert!(client.pull(EDITION, alice).len() > 1);
 }

@@ -1,5 +1,5 @@
 //! The things a user can ask for, performed and reported the same way whether they come from
-//! the console's menu or from a subcommand (protecting an account: subcommands only).
+//! the console's menu or from a subcommand (the extensions: subcommands only).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::error::ClientError;
 use super::session::{console_text, Session};
-use messageu_protocol::Protection;
+use messageu_protocol::{MessageId, Presence, Protection};
 
 /// One user request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +43,18 @@ pub enum Action {
     },
     /// Protect this client's account, or stop protecting it (protocol §E4).
     Protect(Protection),
+    /// List the accounts whose name matches a pattern (protocol §E8).
+    Accounts {
+        pattern: String,
+    },
+    /// Show what waits for this client, per sender.
+    Status,
+    /// Take back a message this client sent that still waits.
+    Unsend {
+        id: MessageId,
+    },
+    /// Delete this client's account on the server.
+    DeleteAccount,
 }
 
 /// Performs `action` and writes what it did to `out`. The progress bar of a file sent or a
@@ -113,6 +125,45 @@ pub fn perform(
                 Protection::Open => "Account no longer protected\n",
             }
             .to_owned()
+        }
+        Action::Accounts { pattern } => session
+            .list_accounts(pattern)?
+            .iter()
+            .map(|account| {
+                let online = match account.presence {
+                    Presence::Online => "online",
+                    Presence::Offline => "offline",
+                };
+                let seen = account.last_seen_ms / 1000;
+                format!(
+                    "{} ({online}, last seen at Unix time {seen})\n",
+                    account.name
+                )
+            })
+            .collect(),
+        Action::Status => {
+            let status = session.queue_status()?;
+            let mut report = format!(
+                "{} messages waiting, {} bytes\n",
+                status.messages, status.bytes
+            );
+            for sender in &status.senders {
+                let from = session
+                    .peer_name(sender.from)
+                    .unwrap_or_else(|| sender.from.to_string());
+                report.push_str(&format!("  {}: {}\n", from, sender.messages));
+            }
+            report
+        }
+        Action::Unsend { id } => {
+            session.unsend(*id)?;
+            format!("Message {} taken back\n", id.0)
+        }
+        Action::DeleteAccount => {
+            session.delete_account()?;
+            "Account deleted on the server; me.info names it no more (remove it to register \
+             again from this folder)\n"
+                .to_owned()
         }
     };
     out.write_all(report.as_bytes())

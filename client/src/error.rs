@@ -7,6 +7,7 @@ use super::crypto::CryptoError;
 use super::identity::FileFormatError;
 use super::state::DamagedState;
 use messageu_protocol::client::ReplyError;
+use messageu_protocol::pattern::PatternError;
 use messageu_protocol::{ClientId, Extension, Operation};
 
 /// Why an operation failed. The message of a 9000 reply begins with the console's
@@ -36,6 +37,12 @@ pub enum ClientError {
         "the server cannot wait for messages (a classic MessageU server): pull without --wait"
     )]
     NoLongPoll,
+    #[error("the server does not offer {} (a classic MessageU server, or an older one)", .0.name())]
+    NotOffered(Extension),
+    #[error("the server's {extension} reply does not have its layout")]
+    MalformedReply { extension: Extension },
+    #[error("invalid pattern: {0}")]
+    BadPattern(#[from] PatternError),
     #[error("the reply names client {actual}, but the request was for {expected}")]
     ReplyForOtherClient {
         expected: ClientId,

@@ -12,7 +12,7 @@ use messageu_client::{
     console, edition_from_year, perform, Action, ClientError, ConnectionMode, Session,
     SessionOptions,
 };
-use messageu_protocol::{Edition, Protection};
+use messageu_protocol::{Edition, MessageId, Protection};
 
 /// A MessageU client: end-to-end encrypted messages through any MessageU server, compatible
 /// with the C++ clients. With no command it runs the interactive menu.
@@ -73,6 +73,22 @@ enum Command {
     Protect,
     /// Stop protecting this account.
     Unprotect,
+    /// List the accounts whose name matches PATTERN (`*` any run, `?` one character, `\`
+    /// escapes), with when each was last seen and whether it is online. Needs a server with
+    /// the extensions.
+    Accounts {
+        #[arg(default_value = "*")]
+        pattern: String,
+    },
+    /// Show how many messages wait, per sender, without pulling them. Needs a server with the
+    /// extensions.
+    Status,
+    /// Take back message ID, sent by this client and not yet pulled. Needs a server with the
+    /// extensions.
+    Unsend { id: u32 },
+    /// Delete this account on the server: its waiting messages go, its name becomes free.
+    /// Needs a server with the extensions.
+    DeleteAccount,
 }
 
 impl From<Command> for Action {
@@ -91,6 +107,10 @@ impl From<Command> for Action {
             },
             Command::Protect => Action::Protect(Protection::Protected),
             Command::Unprotect => Action::Protect(Protection::Open),
+            Command::Accounts { pattern } => Action::Accounts { pattern },
+            Command::Status => Action::Status,
+            Command::Unsend { id } => Action::Unsend { id: MessageId(id) },
+            Command::DeleteAccount => Action::DeleteAccount,
         }
     }
 }

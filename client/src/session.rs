@@ -416,15 +416,40 @@ impl Session {
     /// Protects this client's account, or stops protecting it (protocol §E4): its requests
     /// are then served only on connections that prove to hold its key, as this client's do.
     pub fn protect(&mut self, protection: Protection) -> Result<(), ClientError> {
+        let payload = [protection as u8];
+        self.extension_call(Extension::Protect, Features::PROTECTION, &payload)
+            .map_err(|error| match error {
+                ClientError::NotOffered(_) => ClientError::NoProtection,
+                error => error,
+            })
+            .map(drop)
+    }
+
+    /// Sends an extension request as this client and returns the payload of its success,
+    /// if the server offers `feature`; otherwise [`ClientError::NotOffered`].
+    pub(crate) fn extension_call(
+        &mut self,
+        extension: Extension,
+        feature: Features,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, ClientError> {
         let caller = self.me()?.id;
-        let request = extension_request(Extension::Protect, caller, &[protection as u8]);
-        let reply = self.transport.call(&request)?;
+        let reply = self
+            .transport
+            .call(&extension_request(extension, caller, payload))?;
         match self.transport.server_kind() {
-            ServerKind::Extended(features) if features.has(Features::PROTECTION) => {
-                extensions::expect(&reply, Extension::Protect)
+            ServerKind::Extended(features) if features.has(feature) => {
+                extensions::expect(&reply, extension)?;
+                Ok(reply.payload)
             }
-            _ => Err(ClientError::NoProtection),
+            _ => Err(ClientError::NotOffered(extension)),
         }
+    }
+
+    /// The name this client knows `id` by, if it does.
+    pub(crate) fn peer_name(&self, id: ClientId) -> Option<String> {
+        let peer = self.peers.as_ref().ok()?.by_id(id)?;
+        Some(peer.name.clone())
     }
 
     fn save_state(&self) -> Result<(), ClientError> {

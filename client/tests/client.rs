@@ -927,3 +927,44 @@ fn protecting_needs_a_server_with_the_extensions() {
     );
     assert_eq!(server.join().expect("fake server"), [1]);
 }
+
+#[test]
+fn accounts_status_unsend_and_account_deletion_through_the_subcommands() {
+    let server = TestServer::start();
+    let (alice, bob) = keyed_pair(&server);
+    alice.ok(&["send-text", "bob", TEXT]);
+    let status = bob.ok(&["status"]);
+    // The key and the text; bob knows alice by name once he has listed the clients.
+    assert!(status.starts_with("2 messages waiting"), "{status}");
+    bob.ok(&["list"]);
+    let status = bob.ok(&["status"]);
+    assert!(status.contains("  alice: 2\n"), "{status}");
+    let accounts = alice.ok(&["accounts"]);
+    let names: Vec<_> = accounts
+        .lines()
+        .map(|line| line.split(' ').next().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["alice", "bob"], "{accounts}");
+    assert!(
+        accounts.contains("(online, last seen at Unix time "),
+        "{accounts}"
+    );
+    assert_eq!(alice.ok(&["accounts", "b?b"]).lines().count(), 1);
+    let error = alice.fails(&["unsend", "4000000000"]);
+    assert!(error.contains("no such message waits"), "{error}");
+    let error = alice.fails(&["accounts", "a\\"]);
+    assert!(error.contains("invalid pattern"), "{error}");
+    let deleted = bob.ok(&["delete-account"]);
+    assert!(deleted.starts_with("Account deleted"), "{deleted}");
+    assert_eq!(alice.ok(&["accounts"]).lines().count(), 1, "bob is gone");
+}
+
+#[test]
+fn the_accounts_subcommands_need_a_server_with_the_extensions() {
+    let (addr, server) = fake_server(vec![whole(9000, &[])]);
+    let user = User::new(addr, "2025", &[]);
+    user.use_me_info_of("alice");
+    let error = user.fails(&["status"]);
+    assert!(error.contains("does not offer queue-status"), "{error}");
+    assert_eq!(server.join().expect("fake server"), [1]);
+}

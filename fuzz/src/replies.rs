@@ -8,8 +8,8 @@ use messageu::protocol::client::{
 use messageu::protocol::extension::{parse_capabilities, CHALLENGE_LEN};
 use messageu::protocol::padding::reply_padding;
 use messageu::protocol::{
-    Edition, Extension, MessageType, Operation, Refusal, ReplyHeader, ERROR_REPLY_CODE,
-    REPLY_HEADER_LEN, SERVER_VERSION,
+    AccountPage, Edition, Extension, MessageType, Operation, QueueStatus, Refusal, ReplyHeader,
+    ERROR_REPLY_CODE, REPLY_HEADER_LEN, SERVER_VERSION,
 };
 
 /// One reply as it arrived.
@@ -133,7 +133,7 @@ fn check_reply(
 }
 
 /// An extension reply's payload: the hello's capabilities, a sealed challenge, a long-poll's
-/// messages (a pull's layout), or nothing.
+/// messages (a pull's layout), a page of accounts, a queue status, or nothing.
 fn check_extension_reply(
     extension: Extension,
     payload: &[u8],
@@ -142,7 +142,11 @@ fn check_extension_reply(
     let fits = match extension {
         Extension::Hello => parse_capabilities(payload).is_some(),
         Extension::Challenge => payload.len() == CHALLENGE_LEN,
-        Extension::Prove | Extension::Protect => payload.is_empty(),
+        Extension::ListAccounts => AccountPage::parse(payload).is_some(),
+        Extension::QueueStatus => QueueStatus::parse(payload).is_some(),
+        Extension::Prove | Extension::Protect | Extension::Unsend | Extension::DeleteAccount => {
+            payload.is_empty()
+        }
         Extension::LongPoll => return check_pull(payload, max_payload),
     };
     if fits {

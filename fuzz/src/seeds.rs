@@ -1,12 +1,13 @@
 //! Seed corpora: valid requests of every edition and operation, each framing quirk of
-//! protocol §4, the extension requests of §E0–§E4 and §E6, and malformed framing, laid out
-//! for each target. Written to `fuzz/seeds/` by
+//! protocol §4, the extension requests of §E0–§E4, §E6 and §E8, and malformed framing, laid
+//! out for each target. Written to `fuzz/seeds/` by
 //! `cargo run --manifest-path fuzz/Cargo.toml --example write_seeds`.
 
 use std::fs;
 use std::io;
 use std::path::Path;
 
+use messageu::protocol::accounts::unsend_payload;
 use messageu::protocol::client::{
     bare_request, public_key_request, register_request, request_header, send_request,
     send_request_head,
@@ -14,8 +15,9 @@ use messageu::protocol::client::{
 use messageu::protocol::extension::{extension_request, hello_payload};
 use messageu::protocol::request::encode_name;
 use messageu::protocol::{
-    ClientId, Edition, Extension, Operation, PublicKey, ReplyHeader, RequestHeader,
-    ERROR_REPLY_CODE, MAX_CONTENT_LEN, PUBLIC_KEY_LEN, SERVER_VERSION,
+    AccountCursor, ClientId, Edition, Extension, ListAccounts, MessageId, NamePattern, Operation,
+    PublicKey, ReplyHeader, RequestHeader, ERROR_REPLY_CODE, MAX_CONTENT_LEN, PUBLIC_KEY_LEN,
+    SERVER_VERSION,
 };
 
 use crate::connection::{ALICE_MARKER, BOB_MARKER};
@@ -230,15 +232,35 @@ fn streams() -> Vec<(String, Vec<u8>)> {
     streams
 }
 
-/// The extension requests (protocol §E0–§E4, §E6): each alone, pipelined with classic ones
-/// after a hello (whose 9000s then carry reasons), at wrong sizes, and oversized.
+/// The extension requests (protocol §E0–§E4, §E6, §E8): each alone, pipelined with classic
+/// ones after a hello (whose 9000s then carry reasons), at wrong sizes, and oversized.
 fn extension_streams() -> Vec<(String, Vec<u8>)> {
     let hello = extension_request(Extension::Hello, ClientId::default(), &hello_payload());
     let challenge = extension_request(Extension::Challenge, ALICE, &[]);
     let prove = extension_request(Extension::Prove, ALICE, &[0x5a; 32]);
     let protect = extension_request(Extension::Protect, ALICE, &[1]);
     let long_poll = extension_request(Extension::LongPoll, ALICE, &[0x10, 0x27, 0, 0]);
-    let mut pipelined = [&hello[..], &challenge, &prove, &protect, &long_poll].concat();
+    let accounts = ListAccounts {
+        pattern: NamePattern::parse(r"fuzz \* ?li*").expect("a pattern"),
+        after: AccountCursor::START,
+        page_size: 10,
+    };
+    let list = extension_request(Extension::ListAccounts, BOB, &accounts.encode());
+    let status = extension_request(Extension::QueueStatus, ALICE, &[]);
+    let unsend = extension_request(Extension::Unsend, BOB, &unsend_payload(MessageId(1)));
+    let delete = extension_request(Extension::DeleteAccount, ALICE, &[]);
+    let mut pipelined = [
+        &hello[..],
+        &challenge,
+        &prove,
+        &protect,
+        &list,
+        &status,
+        &unsend,
+        &delete,
+        &long_poll,
+    ]
+    .concat();
     pipelined.extend(bare_request(Edition::Y2024, Operation::ListClients, ALICE));
     pipelined.extend(send_request(
         Edition::Y2026,
@@ -263,6 +285,10 @@ fn extension_streams() -> Vec<(String, Vec<u8>)> {
     wrong_sizes.extend(declaring(Extension::Challenge, 2, 2));
     wrong_sizes.extend(declaring(Extension::Protect, 1, 1));
     wrong_sizes.extend(declaring(Extension::LongPoll, 2, 2));
+    wrong_sizes.extend(declaring(Extension::ListAccounts, 11, 11));
+    wrong_sizes.extend(declaring(Extension::ListAccounts, 20, 20));
+    wrong_sizes.extend(declaring(Extension::ListAccounts, 268, 268));
+    wrong_sizes.extend(declaring(Extension::Unsend, 3, 3));
     wrong_sizes.extend(bare_request(Edition::Y2021, Operation::PullMessages, ALICE));
     let mut oversized = hello.clone();
     oversized.extend(declaring(Extension::Hello, (64 << 10) + 1, 64));
@@ -272,6 +298,10 @@ fn extension_streams() -> Vec<(String, Vec<u8>)> {
         ("extension-prove".into(), prove),
         ("extension-protect".into(), protect),
         ("extension-long-poll".into(), long_poll),
+        ("extension-list-accounts".into(), list),
+        ("extension-queue-status".into(), status),
+        ("extension-unsend".into(), unsend),
+        ("extension-delete-account".into(), delete),
         ("extension-pipelined".into(), pipelined),
         ("extension-wrong-sizes".into(), wrong_sizes),
         ("extension-oversized".into(), oversized),

@@ -156,15 +156,23 @@ pub enum Extension {
     Prove = 1502,
     Protect = 1503,
     LongPoll = 1506,
+    ListAccounts = 1507,
+    QueueStatus = 1508,
+    Unsend = 1509,
+    DeleteAccount = 1510,
 }
 
 impl Extension {
-    pub const ALL: [Extension; 5] = [
+    pub const ALL: [Extension; 9] = [
         Extension::Hello,
         Extension::Challenge,
         Extension::Prove,
         Extension::Protect,
         Extension::LongPoll,
+        Extension::ListAccounts,
+        Extension::QueueStatus,
+        Extension::Unsend,
+        Extension::DeleteAccount,
     ];
 
     /// Decodes a wire code; `None` for a code that is no served extension.
@@ -191,6 +199,10 @@ impl Extension {
             Extension::Prove => "prove",
             Extension::Protect => "protect",
             Extension::LongPoll => "long-poll",
+            Extension::ListAccounts => "accounts",
+            Extension::QueueStatus => "queue-status",
+            Extension::Unsend => "unsend",
+            Extension::DeleteAccount => "delete-account",
         }
     }
 }
@@ -306,7 +318,11 @@ mod tests {
                 (1501, 2501),
                 (1502, 2502),
                 (1503, 2503),
-                (1506, 2506)
+                (1506, 2506),
+                (1507, 2507),
+                (1508, 2508),
+                (1509, 2509),
+                (1510, 2510),
             ]
         );
         for extension in Extension::ALL {
@@ -314,7 +330,13 @@ mod tests {
             assert_eq!(Code::from_wire(code.to_wire()), Some(code));
             assert_eq!(RequestCode::from_wire(code.to_wire()), None);
         }
-        assert_eq!(Code::from_wire(1504), None, "not served yet");
+        for unserved in [1504, 1505, 1511] {
+            assert_eq!(
+                Code::from_wire(unserved),
+                None,
+                "{unserved} is not served yet"
+            );
+        }
         assert_eq!(
             Code::from_wire(601).map(|code| code.to_string()).as_deref(),
             Some("list (2024-25)")

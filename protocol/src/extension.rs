@@ -1,19 +1,26 @@
-//! The extension operations' payloads (protocol part II, §E2–§E6): typed request bodies
+//! The extension operations' payloads (protocol part II): typed request bodies
 //! ([`ExtensionRequest::parse`]), typed answers and their encoders ([`ExtensionAnswer`]),
 //! the proof of key possession ([`proof`]), and the parsers a client reads the replies with.
+//! The accounts extensions' bodies (§E8) are laid out in [`super::accounts`].
+
+use std::fmt;
 
 use std::time::Duration;
 
 use byteorder::{ByteOrder, LittleEndian};
 use sha2::{Digest, Sha256};
 
+use super::accounts::{
+    AccountPage, ListAccounts, QueueStatus, LIST_ACCOUNTS_FIXED_LEN, LIST_ACCOUNTS_MAX_LEN,
+    UNSEND_REQUEST_LEN,
+};
 use super::codes::Extension;
 use super::header::RequestHeader;
 use super::reason::{encode_string, parse_string};
 use super::replies::{pulled, QueuedMessage};
 use super::reply::EncodedReply;
 use super::request::MalformedRequest;
-use super::types::ClientId;
+use super::types::{ClientId, MessageId};
 
 /// The extension version this server speaks (protocol §E2).
 pub const EXTENSION_VERSION: u16 = 1;
@@ -77,17 +84,58 @@ pub enum ExtensionRequest {
     LongPoll {
         wait: Duration,
     },
+    ListAccounts(ListAccounts),
+    QueueStatus,
+    Unsend(MessageId),
+    DeleteAccount,
+}
+
+/// The payload sizes an extension request may declare (protocol §E0): the framing takes a
+/// request of such a size whole, and skips any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadSize {
+    Exact(usize),
+    /// A payload with a string in it: from the string's shortest to its longest.
+    Between {
+        min: usize,
+        max: usize,
+    },
+}
+
+impl PayloadSize {
+    pub const fn allows(self, size: usize) -> bool {
+        match self {
+            PayloadSize::Exact(exact) => size == exact,
+            PayloadSize::Between { min, max } => min <= size && size <= max,
+        }
+    }
+}
+
+impl fmt::Display for PayloadSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PayloadSize::Exact(exact) => write!(f, "{exact}"),
+            PayloadSize::Between { min, max } => write!(f, "{min} to {max}"),
+        }
+    }
 }
 
 impl Extension {
-    /// The exact payload size of the request (protocol §E0: never padded, never larger).
-    pub const fn payload_len(self) -> usize {
+    /// The payload sizes of the request (protocol §E0: never padded, never larger).
+    pub const fn payload_size(self) -> PayloadSize {
         match self {
-            Extension::Hello => HELLO_REQUEST_LEN,
-            Extension::Challenge => 0,
-            Extension::Prove => PROOF_LEN,
-            Extension::Protect => PROTECT_REQUEST_LEN,
-            Extension::LongPoll => LONG_POLL_REQUEST_LEN,
+            Extension::Hello => PayloadSize::Exact(HELLO_REQUEST_LEN),
+            Extension::Challenge | Extension::QueueStatus | Extension::DeleteAccount => {
+                PayloadSize::Exact(0)
+            }
+            Extension::Prove => PayloadSize::Exact(PROOF_LEN),
+            Extension::Protect => PayloadSize::Exact(PROTECT_REQUEST_LEN),
+            Extension::ListAccounts => PayloadSize::Between {
+                min: LIST_ACCOUNTS_FIXED_LEN,
+                max: LIST_ACCOUNTS_MAX_LEN,
+            },
+            Extension::Unsend => PayloadSize::Exact(UNSEND_REQUEST_LEN),
+            Extension::LongPoll => PayloadSize::Exact(LONG_POLL_REQUEST_LEN),
         }
     }
 }
@@ -95,10 +143,10 @@ impl Extension {
 impl ExtensionRequest {
     /// Decodes the body the framing delimited for `extension`.
     pub fn parse(extension: Extension, body: &[u8]) -> Result<ExtensionRequest, MalformedRequest> {
-        if body.len() != extension.payload_len() {
+        if !extension.payload_size().allows(body.len()) {
             return Err(MalformedRequest::ExtensionLength {
                 extension,
-                expected: extension.payload_len(),
+                expected: extension.payload_size(),
                 actual: body.len(),
             });
         }
@@ -119,6 +167,10 @@ impl ExtensionRequest {
             Extension::LongPoll => ExtensionRequest::LongPoll {
                 wait: Duration::from_millis(u64::from(LittleEndian::read_u32(body))),
             },
+            Extension::ListAccounts => ExtensionRequest::ListAccounts(ListAccounts::parse(body)?),
+            Extension::QueueStatus => ExtensionRequest::QueueStatus,
+            Extension::Unsend => ExtensionRequest::Unsend(MessageId(LittleEndian::read_u32(body))),
+            Extension::DeleteAccount => ExtensionRequest::DeleteAccount,
         })
     }
 }
@@ -132,7 +184,7 @@ pub struct Capabilities {
     pub max_pull_reply: u32,
     /// 0 while long-poll is not served.
     pub max_long_poll_ms: u32,
-    /// 0 while account listing is not served.
+    /// The most accounts a list page holds; 0 while account listing is not served.
     pub max_list_page: u16,
     pub server_name: String,
     pub server_version: String,
@@ -149,6 +201,14 @@ impl Features {
     pub const PROTECTION: Features = Features(1 << 1);
     /// Long-poll pull (1506).
     pub const LONG_POLL: Features = Features(1 << 3);
+    /// List accounts (1507).
+    pub const ACCOUNTS: Features = Features(1 << 5);
+    /// Queue status (1508).
+    pub const QUEUE_STATUS: Features = Features(1 << 6);
+    /// Unsend (1509).
+    pub const UNSEND: Features = Features(1 << 7);
+    /// Delete account (1510).
+    pub const ACCOUNT_DELETION: Features = Features(1 << 8);
 
     pub const fn with(self, other: Features) -> Features {
         Features(self.0 | other.0)
@@ -170,6 +230,11 @@ pub enum ExtensionAnswer {
     Protection,
     /// A long-poll's messages, in the pull layout; none when the wait ended without one.
     LongPoll(Vec<QueuedMessage>),
+    /// Boxed, as the others, so that every reply stays a few words long.
+    Accounts(Box<AccountPage>),
+    QueueStatus(Box<QueueStatus>),
+    Unsent,
+    AccountDeleted,
 }
 
 impl ExtensionAnswer {
@@ -180,6 +245,10 @@ impl ExtensionAnswer {
             ExtensionAnswer::Proved => Extension::Prove,
             ExtensionAnswer::Protection => Extension::Protect,
             ExtensionAnswer::LongPoll(_) => Extension::LongPoll,
+            ExtensionAnswer::Accounts(_) => Extension::ListAccounts,
+            ExtensionAnswer::QueueStatus(_) => Extension::QueueStatus,
+            ExtensionAnswer::Unsent => Extension::Unsend,
+            ExtensionAnswer::AccountDeleted => Extension::DeleteAccount,
         }
     }
 
@@ -196,10 +265,21 @@ impl ExtensionAnswer {
                 reply.payload().extend_from_slice(&sealed[..]);
                 reply
             }
-            ExtensionAnswer::Proved | ExtensionAnswer::Protection => {
-                EncodedReply::with_capacity(code, 0)
+            ExtensionAnswer::Accounts(page) => {
+                let mut reply = EncodedReply::with_capacity(code, page.encoded_len());
+                page.encode(reply.payload());
+                reply
             }
             ExtensionAnswer::LongPoll(messages) => pulled(code, messages),
+            ExtensionAnswer::QueueStatus(status) => {
+                let mut reply = EncodedReply::with_capacity(code, status.encoded_len());
+                status.encode(reply.payload());
+                reply
+            }
+            ExtensionAnswer::Proved
+            | ExtensionAnswer::Protection
+            | ExtensionAnswer::Unsent
+            | ExtensionAnswer::AccountDeleted => EncodedReply::with_capacity(code, 0),
         }
     }
 }
@@ -303,8 +383,32 @@ mod tests {
         );
         assert_eq!(long_poll_payload(Duration::MAX), [0xff; 4]);
         assert!(parse(Extension::LongPoll, &[0; 3]).is_err());
+        assert_eq!(
+            parse(Extension::Unsend, &[1, 2, 0, 0]),
+            Ok(ExtensionRequest::Unsend(MessageId(0x201)))
+        );
+        assert_eq!(
+            parse(Extension::QueueStatus, &[]),
+            Ok(ExtensionRequest::QueueStatus)
+        );
+        assert_eq!(
+            parse(Extension::DeleteAccount, &[]),
+            Ok(ExtensionRequest::DeleteAccount)
+        );
+        assert!(matches!(
+            parse(
+                Extension::ListAccounts,
+                &[1, 0, b'*', 0, 0, 0, 0, 0, 0, 0, 0, 5, 0]
+            ),
+            Ok(ExtensionRequest::ListAccounts(ListAccounts {
+                page_size: 5,
+                ..
+            }))
+        ));
         assert!(parse(Extension::Prove, &[7; 31]).is_err());
         assert!(parse(Extension::Challenge, &[0]).is_err());
+        assert!(parse(Extension::ListAccounts, &[0; 11]).is_err());
+        assert!(parse(Extension::Unsend, &[0; 5]).is_err());
     }
 
     #[test]

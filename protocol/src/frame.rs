@@ -207,11 +207,11 @@ fn classic_body_rule(header: &RequestHeader, code: RequestCode) -> BodyRule {
     }
 }
 
-/// Extension payloads have their exact size; another size up to 64 KiB is skipped and
-/// rejected, a larger one is fatal.
+/// Extension payloads have one of their operation's sizes; another size up to 64 KiB is
+/// skipped and rejected, a larger one is fatal.
 fn extension_body_rule(header: &RequestHeader, extension: Extension) -> BodyRule {
     let size = header.payload_size as usize;
-    if size == extension.payload_len() {
+    if extension.payload_size().allows(size) {
         BodyRule::Exact(Code::Extension(extension), size)
     } else if header.payload_size > MAX_FIXED_PAYLOAD {
         BodyRule::Refuse(FatalReason::ExtensionTooLarge {

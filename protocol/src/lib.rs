@@ -3,6 +3,7 @@
 //! Everything here works on byte slices so that it can be unit-tested without sockets and
 //! reused by clients and benchmarks.
 
+pub mod accounts;
 pub mod client;
 pub mod codes;
 pub mod content;
@@ -10,12 +11,16 @@ pub mod extension;
 pub mod frame;
 pub mod header;
 pub mod padding;
+pub mod pattern;
 pub mod reason;
 pub mod replies;
 pub mod reply;
 pub mod request;
 pub mod types;
 
+pub use accounts::{
+    AccountCursor, AccountPage, ListAccounts, ListedAccount, Presence, QueueStatus, SenderCount,
+};
 pub use codes::{
     Code, Edition, Extension, Operation, RequestCode, ERROR_REPLY_CODE, SERVER_VERSION,
 };
@@ -24,6 +29,7 @@ pub use extension::{Capabilities, ExtensionAnswer, ExtensionRequest, Features, P
 pub use frame::{Frame, FrameDecoder, Step, MAX_CONTENT_LEN};
 pub use header::{ReplyHeader, RequestHeader, REPLY_HEADER_LEN, REQUEST_HEADER_LEN};
 pub use padding::{Padding, BLOCK_LEN};
+pub use pattern::NamePattern;
 pub use reason::{ErrorForm, Reason, Refusal};
 pub use replies::{Answer, ListedClient, QueuedMessage, Reply};
 pub use reply::EncodedReply;

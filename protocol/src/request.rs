@@ -3,6 +3,8 @@
 use byteorder::{ByteOrder, LittleEndian};
 
 use super::codes::{Edition, Extension, Operation, RequestCode};
+use super::extension::PayloadSize;
+use super::pattern::PatternError;
 use super::types::{ClientId, MessageType, PublicKey, NAME_FIELD_LEN, PUBLIC_KEY_LEN};
 
 pub const REGISTER_PAYLOAD_LEN: usize = NAME_FIELD_LEN + PUBLIC_KEY_LEN;
@@ -113,11 +115,19 @@ pub enum MalformedRequest {
     #[error("the body is {actual} bytes, {extension} needs {expected}")]
     ExtensionLength {
         extension: Extension,
-        expected: usize,
+        expected: PayloadSize,
         actual: usize,
     },
     #[error("unknown protection {0}: 0 stops it, 1 protects")]
     UnknownProtection(u8),
+    #[error("a {pattern}-byte pattern does not fill a {payload}-byte list-accounts payload")]
+    PatternLength { pattern: usize, payload: usize },
+    #[error("the pattern is not UTF-8")]
+    NotUtf8,
+    #[error(transparent)]
+    BadPattern(#[from] PatternError),
+    #[error("a page of 0 accounts")]
+    EmptyPage,
 }
 
 impl<'a> Request<'a> {

@@ -52,6 +52,12 @@ impl Session {
         self.authenticated
     }
 
+    /// The account it was authenticated as is gone: the connection is no longer
+    /// authenticated.
+    pub fn sign_out(&mut self) {
+        self.authenticated = None;
+    }
+
     /// Keeps a challenge's secret for `id` until `lifetime` from `now`, replacing any earlier
     /// one.
     pub fn challenge(
@@ -130,6 +136,8 @@ mod tests {
             Err(ProofFailure::NoChallenge)
         );
         assert_eq!(session.authenticated(), Some(id), "still authenticated");
+        session.sign_out();
+        assert_eq!(session.authenticated(), None);
     }
 
     #[test]

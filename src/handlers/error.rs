@@ -2,7 +2,7 @@
 //! (protocol §E1).
 
 use crate::auth::{ProofFailure, RateLimited, SealError};
-use crate::protocol::{ClientId, MalformedRequest, Reason, Refusal};
+use crate::protocol::{ClientId, MalformedRequest, MessageId, Reason, Refusal};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,10 @@ pub enum HandlerError {
     RateLimited(RateLimited),
     #[error("cannot challenge {id}: {error}")]
     BadKey { id: ClientId, error: SealError },
+    #[error("{0:?} does not wait, or was sent by another client")]
+    UnknownMessage(MessageId),
+    #[error("{0:?} is being delivered")]
+    InDelivery(MessageId),
 }
 
 impl HandlerError {
@@ -57,6 +61,8 @@ impl HandlerError {
                 );
             }
             HandlerError::BadKey { .. } => Reason::BadKey,
+            HandlerError::UnknownMessage(_) => Reason::UnknownMessage,
+            HandlerError::InDelivery(_) => Reason::InDelivery,
         };
         Refusal::new(reason)
     }

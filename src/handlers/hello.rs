@@ -1,6 +1,7 @@
 //! Hello (protocol §E2): the connection becomes extended (its 9000s carry reasons from now
 //! on), and learns what this server serves and its limits.
 
+use super::accounts::MAX_LIST_PAGE;
 use super::{Context, ExtensionHandler, HandlerError, Response};
 use crate::protocol::extension::EXTENSION_VERSION;
 use crate::protocol::{Capabilities, ExtensionAnswer, Features, Reply};
@@ -8,7 +9,11 @@ use crate::protocol::{Capabilities, ExtensionAnswer, Features, Reply};
 /// The groups of operations served: only these bits are announced.
 const FEATURES: Features = Features::AUTHENTICATION
     .with(Features::PROTECTION)
-    .with(Features::LONG_POLL);
+    .with(Features::LONG_POLL)
+    .with(Features::ACCOUNTS)
+    .with(Features::QUEUE_STATUS)
+    .with(Features::UNSEND)
+    .with(Features::ACCOUNT_DELETION);
 /// The name the hello gives: the server binary's.
 const SERVER_NAME: &str = "messageu-server";
 
@@ -29,7 +34,7 @@ impl ExtensionHandler for Hello {
             max_payload,
             max_pull_reply: max_payload,
             max_long_poll_ms: u32::try_from(ctx.long_poll_limit.as_millis()).unwrap_or(u32::MAX),
-            max_list_page: 0,
+            max_list_page: MAX_LIST_PAGE,
             server_name: SERVER_NAME.to_owned(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
         };

@@ -1,11 +1,14 @@
 //! Request handlers: one file per operation, behind the [`Handler`] trait for the classic
 //! operations and [`ExtensionHandler`] for the extensions (`hello.rs`, `challenge.rs`,
-//! `prove.rs`, `protect.rs`, `long_poll.rs`). Handlers see only the store, the server's
-//! delivery bookkeeping and the connection's session, never sockets, and answer with typed
-//! replies: only [`crate::protocol`] knows their bytes. A request comes to an [`Outcome`]: a
-//! response now, or, for a long-poll that finds nothing, a wait the server keeps.
+//! `prove.rs`, `protect.rs`, `long_poll.rs`, `accounts.rs`, `queue_status.rs`, `unsend.rs`,
+//! `delete_account.rs`). Handlers see only the store, the server's delivery bookkeeping, who
+//! is online and the connection's session, never sockets, and answer with typed replies:
+//! only [`crate::protocol`] knows their bytes. A request comes to an [`Outcome`]: a response
+//! now, or, for a long-poll that finds nothing, a wait the server keeps.
 
+mod accounts;
 mod challenge;
+mod delete_account;
 mod error;
 mod hello;
 mod list_clients;
@@ -14,8 +17,10 @@ mod protect;
 mod prove;
 mod public_key;
 mod pull_messages;
+mod queue_status;
 mod register;
 mod send_message;
+mod unsend;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,7 +30,7 @@ use crate::protocol::{
     Answer, ClientId, Code, Extension, ExtensionRequest, Operation, Protection, Reason, Refusal,
     Reply, Request, RequestCode,
 };
-use crate::server::Deliveries;
+use crate::server::{Deliveries, PresenceTracker};
 use crate::store::{Delivered, PullBudget, Store};
 
 pub use error::HandlerError;
@@ -49,6 +54,8 @@ pub struct Context<'a> {
     pub session: &'a mut Session,
     /// Failed proofs of the whole server, per id and per address.
     pub proofs: &'a mut ProofLimiter,
+    /// The ids served lately, for the account list's online flag.
+    pub presence: &'a mut PresenceTracker,
     /// The address of the connection's peer.
     pub peer: IpAddr,
     /// The monotonic time, for challenges and the proof limits.
@@ -191,19 +198,35 @@ fn dispatch_extension(
         ExtensionRequest::Challenge => challenge::Challenge.handle(ctx),
         ExtensionRequest::Prove(proof) => prove::Prove(proof).handle(ctx),
         ExtensionRequest::Protect(protection) => protect::Protect(protection).handle(ctx),
+        ExtensionRequest::ListAccounts(request) => request.handle(ctx),
+        ExtensionRequest::QueueStatus => queue_status::GetQueueStatus.handle(ctx),
+        ExtensionRequest::Unsend(id) => unsend::Unsend(id).handle(ctx),
+        ExtensionRequest::DeleteAccount => delete_account::DeleteAccount.handle(ctx),
         ExtensionRequest::LongPoll { wait } => return long_poll::LongPoll { wait }.handle(ctx),
     };
     response.map(Outcome::Answer)
 }
 
 /// Fails unless the caller is registered and, if its account is protected, the connection
-/// is authenticated as it; records that it was seen.
+/// is authenticated as it; records that it was seen, and, if served, that it is online.
 fn check_caller(ctx: &mut Context<'_>) -> Result<(), HandlerError> {
     match ctx.store.touch_client(ctx.caller, ctx.now)? {
         None => Err(HandlerError::UnknownCaller(ctx.caller)),
         Some(Protection::Protected) if ctx.session.authenticated() != Some(ctx.caller) => {
             Err(HandlerError::Protected(ctx.caller))
         }
-        Some(_) => Ok(()),
+        Some(_) => {
+            ctx.presence.saw(ctx.caller, ctx.clock);
+            Ok(())
+        }
     }
+}
+
+/// Fails unless the connection is authenticated as the caller (protocol §E3), then checks
+/// the caller as [`check_caller`] does.
+fn check_authenticated_caller(ctx: &mut Context<'_>) -> Result<(), HandlerError> {
+    if ctx.session.authenticated() != Some(ctx.caller) {
+        return Err(HandlerError::NotAuthenticated(ctx.caller));
+    }
+    check_caller(ctx)
 }

@@ -39,6 +39,8 @@ pub fn finish_upload(
     head: &SendHead,
     content: LargeContent,
 ) -> Result<Response, HandlerError> {
+    // The destination may have deleted its account while the content was streaming in.
+    check_destination(ctx, head.to)?;
     store(ctx, code, head.to, head.kind()?, NewContent::Large(content))
 }
 

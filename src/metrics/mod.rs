@@ -68,10 +68,13 @@ pub enum ErrorCause {
     /// A challenge or proof refused: a wrong proof, too many of them, a key that cannot be
     /// challenged (protocol §E3).
     Proof,
+    /// An unsend refused: the message does not wait, is another sender's, or is being
+    /// delivered (protocol §E8).
+    Unsend,
 }
 
 impl ErrorCause {
-    pub const ALL: [ErrorCause; 12] = [
+    pub const ALL: [ErrorCause; 13] = [
         ErrorCause::Malformed,
         ErrorCause::UnknownCaller,
         ErrorCause::UnknownClient,
@@ -84,6 +87,7 @@ impl ErrorCause {
         ErrorCause::Panic,
         ErrorCause::Unauthorized,
         ErrorCause::Proof,
+        ErrorCause::Unsend,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -100,6 +104,7 @@ impl ErrorCause {
             ErrorCause::Panic => "panic",
             ErrorCause::Unauthorized => "unauthorized",
             ErrorCause::Proof => "proof",
+            ErrorCause::Unsend => "unsend",
         }
     }
 
@@ -118,6 +123,7 @@ impl ErrorCause {
             HandlerError::BadProof(_)
             | HandlerError::RateLimited(_)
             | HandlerError::BadKey { .. } => ErrorCause::Proof,
+            HandlerError::UnknownMessage(_) | HandlerError::InDelivery(_) => ErrorCause::Unsend,
         }
     }
 }

@@ -8,6 +8,7 @@ mod deliveries;
 mod durability;
 mod outbox;
 mod pacer;
+mod presence;
 mod reader;
 mod replies;
 mod serving;
@@ -38,6 +39,7 @@ use commit::CommitPipeline;
 use connection::{Connection, Unpark};
 pub use deliveries::Deliveries;
 use pacer::BulkPacer;
+pub use presence::PresenceTracker;
 use serving::{Core, TurnTime};
 pub use shutdown::ShutdownHandle;
 use sync::Syncer;
@@ -153,6 +155,7 @@ impl Server {
                 syncer: Syncer::start(waker)?,
                 pacer: BulkPacer::new(Instant::now()),
                 proofs: ProofLimiter::default(),
+                presence: PresenceTracker::default(),
                 metrics,
             },
             accept_paused_until: None,

@@ -3,7 +3,7 @@
 //! and the request counted in the metrics; large sends opened, handed to the `content-sync`
 //! worker, and stored once durable; long-polls parked and, once woken or over, answered.
 //! The loop's only way to the handlers. Owns the server's limits on failed proofs of key
-//! possession.
+//! possession and the record of who is online.
 
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
@@ -14,6 +14,7 @@ use super::commit::CommitPipeline;
 use super::connection::{Answered, Connection, LargeSend, Unpark, Work};
 use super::deliveries::Deliveries;
 use super::pacer::BulkPacer;
+use super::presence::PresenceTracker;
 use super::sync::{Synced, Syncer};
 use super::timers::Timers;
 use super::waiters::Waiters;
@@ -40,6 +41,8 @@ pub(crate) struct Core {
     pub pacer: BulkPacer,
     /// Failed proofs per id and per address, across connections.
     pub proofs: ProofLimiter,
+    /// The ids served lately, across connections.
+    pub presence: PresenceTracker,
     pub metrics: Arc<Metrics>,
 }
 
@@ -210,6 +213,7 @@ impl Core {
             self.pipeline.store(),
             &mut self.deliveries,
             &mut self.proofs,
+            &mut self.presence,
             &self.config,
             time,
             request,
@@ -246,6 +250,7 @@ impl Core {
             store,
             &mut self.deliveries,
             &mut self.proofs,
+            &mut self.presence,
             &self.config,
             time,
             request,
@@ -303,6 +308,7 @@ fn context<'a>(
     store: &'a mut dyn Store,
     deliveries: &'a mut Deliveries,
     proofs: &'a mut ProofLimiter,
+    presence: &'a mut PresenceTracker,
     config: &Config,
     time: TurnTime,
     request: Served<'a>,
@@ -319,6 +325,7 @@ fn context<'a>(
         client_version: request.header.version,
         session: request.session,
         proofs,
+        presence,
         peer: request.peer.ip(),
         clock: time.now,
         challenge_lifetime: config.challenge_lifetime,

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_initial.sql"),
     include_str!("../../migrations/0002_spool.sql"),
     include_str!("../../migrations/0003_protection.sql"),
+    include_str!("../../migrations/0004_accounts.sql"),
 ];
 
 /// What makes a database unusable by this server, found before anything is changed.

@@ -6,6 +6,7 @@ mod content;
 mod migrations;
 mod sqlite;
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -39,6 +40,38 @@ pub struct NewMessage<'a> {
 pub enum NewContent<'a> {
     Inline(&'a [u8]),
     Large(LargeContent),
+}
+
+/// A registered client as the account list shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredAccount<'a> {
+    /// Its place in registration order, never given to another client, even after its
+    /// deletion: the account list's cursor.
+    pub position: u64,
+    pub id: ClientId,
+    pub name: &'a str,
+    /// When a request last named it as the caller, to the second; `None` if never recorded.
+    pub last_seen: Option<SystemTime>,
+}
+
+/// The messages from one sender that wait in a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderQueue {
+    pub from: ClientId,
+    pub messages: u64,
+    /// Their content bytes.
+    pub bytes: u64,
+}
+
+/// What an unsend found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsendOutcome {
+    /// The message waited, from that sender; it is deleted.
+    Deleted,
+    /// No such message waits from that sender.
+    NotWaiting,
+    /// A pull reply carrying it is being written: it stays.
+    InDelivery,
 }
 
 /// How a committed batch becomes durable.
@@ -203,6 +236,17 @@ pub trait Store: ContentStore + Send {
         each: &mut dyn FnMut(ClientId, &str),
     ) -> Result<(), StoreError>;
     fn public_key(&mut self, id: ClientId) -> Result<Option<PublicKey>, StoreError>;
+    /// Calls `each` for the clients registered after position `after` (0: from the first),
+    /// in registration order, until it breaks.
+    fn accounts_after(
+        &mut self,
+        after: u64,
+        each: &mut dyn FnMut(StoredAccount<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError>;
+    /// Deletes the registered `id`: the client, the messages queued for it and their large
+    /// contents. Its name is free again; its id and position are never given out again.
+    /// The messages it sent stay queued for their recipients.
+    fn delete_client(&mut self, id: ClientId) -> Result<(), StoreError>;
 
     /// Stores a message and returns its id, unique among stored messages. A large content
     /// belongs to the message once the batch commits, and is removed if it does not.
@@ -218,6 +262,17 @@ pub trait Store: ContentStore + Send {
     ) -> Result<Vec<QueuedMessage>, StoreError>;
     /// Deletes messages whose pull reply was written whole.
     fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError>;
+    /// The messages queued for `to`, per sender: most messages first, then the sender whose
+    /// oldest message has waited longest.
+    fn queue_of(&mut self, to: ClientId) -> Result<Vec<SenderQueue>, StoreError>;
+    /// Deletes message `id` if `from` sent it and it waits, unless `in_flight` says a pull
+    /// reply carrying it is being written.
+    fn unsend_message(
+        &mut self,
+        from: ClientId,
+        id: MessageId,
+        in_flight: &dyn Fn(MessageId) -> bool,
+    ) -> Result<UnsendOutcome, StoreError>;
     /// The queues as of the last commit.
     fn queue(&self) -> QueueStats;
 

@@ -1,5 +1,6 @@
 //! A store wrapped to inject faults and delays into a real server.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use messageu::protocol::{ClientId, MessageId, Protection, PublicKey};
 use messageu::store::{
     Committed, ContentSink, ContentStore, Delivered, Durability, NewContent, NewMessage,
-    PullBudget, QueueStats, QueuedMessage, SqliteStore, Store, StoreError,
+    PullBudget, QueueStats, QueuedMessage, SenderQueue, SqliteStore, Store, StoreError,
+    StoredAccount, UnsendOutcome,
 };
 
 /// A store with faults a request can reach: the public-key lookup panics for one target, a
@@ -94,6 +96,16 @@ impl Store for FaultyStore {
         assert_ne!(id, POISONED, "injected bug");
         self.inner.public_key(id)
     }
+    fn accounts_after(
+        &mut self,
+        after: u64,
+        each: &mut dyn FnMut(StoredAccount<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        self.inner.accounts_after(after, each)
+    }
+    fn delete_client(&mut self, id: ClientId) -> Result<(), StoreError> {
+        self.inner.delete_client(id)
+    }
     fn insert_message(&mut self, message: NewMessage<'_>) -> Result<MessageId, StoreError> {
         let poisoned = matches!(message.content, NewContent::Inline(POISONED_CONTENT));
         let id = self.inner.insert_message(message)?;
@@ -112,6 +124,17 @@ impl Store for FaultyStore {
     }
     fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {
         self.inner.delete_messages(messages)
+    }
+    fn queue_of(&mut self, to: ClientId) -> Result<Vec<SenderQueue>, StoreError> {
+        self.inner.queue_of(to)
+    }
+    fn unsend_message(
+        &mut self,
+        from: ClientId,
+        id: MessageId,
+        in_flight: &dyn Fn(MessageId) -> bool,
+    ) -> Result<UnsendOutcome, StoreError> {
+        self.inner.unsend_message(from, id, in_flight)
     }
     fn queue(&self) -> QueueStats {
         self.inner.queue()

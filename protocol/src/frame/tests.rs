@@ -276,6 +276,12 @@ fn extension_requests_are_framed_by_their_exact_size() {
     bytes.extend_from_slice(&request(1501, 0, &[]));
     bytes.extend_from_slice(&request(1502, 32, &[7; 32]));
     bytes.extend_from_slice(&request(1503, 1, &[1]));
+    // List accounts: any size from the fixed fields to the longest pattern.
+    bytes.extend_from_slice(&request(1507, 12, &[0; 12]));
+    bytes.extend_from_slice(&request(1507, 267, &[0; 267]));
+    bytes.extend_from_slice(&request(1509, 4, &[0; 4]));
+    bytes.extend_from_slice(&request(1507, 268, &[0; 268]));
+    bytes.extend_from_slice(&request(1507, 11, &[0; 11]));
     // A wrong size is skipped and rejected, the connection going on.
     bytes.extend_from_slice(&request(1502, 31, &[7; 31]));
     bytes.extend_from_slice(&request(1503, 0, &[]));
@@ -295,6 +301,11 @@ fn extension_requests_are_framed_by_their_exact_size() {
             request_frame(1501, 0, 0),
             request_frame(1502, 32, 32),
             request_frame(1503, 1, 1),
+            request_frame(1507, 12, 12),
+            request_frame(1507, 267, 267),
+            request_frame(1509, 4, 4),
+            rejected(1507, 268),
+            rejected(1507, 11),
             rejected(1502, 31),
             rejected(1503, 0),
             rejected(1504, 2),

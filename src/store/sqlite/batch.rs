@@ -17,15 +17,20 @@ use crate::store::{Committed, LogFlush, StoreError};
 /// fsync per batch for a timestamp.
 const LAST_SEEN_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The batch's bookkeeping as it stood when a request began. A request's only writes are
+/// The batch's bookkeeping as it stood when a request began. Most requests' only writes are
 /// inserted rows (a registration, a message) or a protection set, so a request that fails is
 /// undone by deleting the rows it inserted (and writing the protection back), inside the
 /// batch's transaction: the effect of a savepoint, at no
 /// cost to the requests that succeed (a `SAVEPOINT` and `RELEASE` pair around every request
-/// made a send-pull request cost a quarter more instructions under callgrind).
+/// made a send-pull request cost a quarter more instructions under callgrind). The rare
+/// requests that delete rows (unsend, account deletion) take a real savepoint first
+/// ([`SqliteStore::savepoint_request`]): only they pay for it.
 pub(super) struct RequestMark {
     /// Clients registered in the batch before the request; those after it are the request's.
     registered: usize,
+    /// Clients deleted in the batch before the request; those after it are the request's.
+    deleted: usize,
+    savepoint: Savepoint,
     /// Protections changed in the batch before the request; those after it are the request's.
     protections: usize,
     /// Messages the request inserted.
@@ -34,6 +39,13 @@ pub(super) struct RequestMark {
     removals: usize,
     acknowledges: bool,
     queue: QueueChange,
+}
+
+/// Whether the request has taken a savepoint, which its undo rolls back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Savepoint {
+    NotTaken,
+    Taken,
 }
 
 impl SqliteStore {
@@ -69,12 +81,15 @@ impl SqliteStore {
         // lost), which at worst makes a client send a stored message again.
         self.in_batch = false;
         self.batch_registered.clear();
+        self.batch_deleted.clear();
         self.batch_protections.clear();
         self.settle_spool(true);
         let change = mem::take(&mut self.batch_queue);
         let queue = &mut self.queue;
-        queue.messages = (queue.messages + change.stored).saturating_sub(change.delivered);
-        queue.bytes = (queue.bytes + change.stored_bytes).saturating_sub(change.delivered_bytes);
+        queue.messages =
+            (queue.messages + change.stored).saturating_sub(change.delivered + change.withdrawn);
+        queue.bytes = (queue.bytes + change.stored_bytes)
+            .saturating_sub(change.delivered_bytes + change.withdrawn_bytes);
         queue.stored += change.stored;
         queue.delivered += change.delivered;
         if self.durable && self.batch_acknowledges {
@@ -97,6 +112,7 @@ impl SqliteStore {
         for id in self.batch_registered.drain(..) {
             self.clients.remove(&id);
         }
+        self.clients.extend(self.batch_deleted.drain(..));
         for (id, was) in mem::take(&mut self.batch_protections).into_iter().rev() {
             self.restore_protection(id, was);
         }
@@ -110,6 +126,8 @@ impl SqliteStore {
         }
         self.request = Some(RequestMark {
             registered: self.batch_registered.len(),
+            deleted: self.batch_deleted.len(),
+            savepoint: Savepoint::NotTaken,
             protections: self.batch_protections.len(),
             messages: Vec::new(),
             contents: self.batch_contents.len(),
@@ -120,17 +138,56 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// `Store::rollback_request`: deletes what the request inserted and restores the
-    /// batch's bookkeeping from its mark.
+    /// Makes the current request's undo roll back to a savepoint taken now, before it
+    /// deletes rows. Outside a request or a batch there is nothing to undo.
+    pub(super) fn savepoint_request(&mut self) -> Result<(), StoreError> {
+        let Some(mark) = &self.request else {
+            return Ok(());
+        };
+        if mark.savepoint == Savepoint::Taken || self.conn.is_autocommit() {
+            return Ok(());
+        }
+        self.conn.execute_batch("SAVEPOINT request")?;
+        if let Some(mark) = &mut self.request {
+            mark.savepoint = Savepoint::Taken;
+        }
+        Ok(())
+    }
+
+    /// `Store::commit_request`: keeps the request's writes in the batch.
+    pub(super) fn keep_request(&mut self) -> Result<(), StoreError> {
+        let taken = self
+            .request
+            .as_ref()
+            .is_some_and(|mark| mark.savepoint == Savepoint::Taken);
+        if taken {
+            // On failure the mark stays, and the request is undone.
+            self.run(|store| Ok(store.conn.execute_batch("RELEASE request")?))?;
+        }
+        self.request = None;
+        Ok(())
+    }
+
+    /// `Store::rollback_request`: deletes what the request inserted (or rolls back to its
+    /// savepoint) and restores the batch's bookkeeping from its mark.
     pub(super) fn undo_request(&mut self) {
         let Some(mark) = self.request.take() else {
             return;
         };
         let registered = self.batch_registered.split_off(mark.registered);
+        let deleted = self.batch_deleted.split_off(mark.deleted);
         let protections = self.batch_protections.split_off(mark.protections);
         // An aborted batch is rolled back as a whole anyway.
         if !self.batch_aborted && !self.conn.is_autocommit() {
-            if let Err(error) = self.delete_inserted(&registered, &mark.messages) {
+            let undone = match mark.savepoint {
+                Savepoint::Taken => self
+                    .conn
+                    .execute_batch("ROLLBACK TO request; RELEASE request")
+                    .map_err(StoreError::from),
+                Savepoint::NotTaken => Ok(()),
+            }
+            .and_then(|()| self.delete_inserted(&registered, &mark.messages));
+            if let Err(error) = undone {
                 log::error!("cannot undo a failed request's writes: {error}; failing the batch");
                 self.batch_aborted = true;
             }
@@ -138,6 +195,7 @@ impl SqliteStore {
         for id in registered {
             self.clients.remove(&id);
         }
+        self.clients.extend(deleted);
         // The request's only update: a protection, written back as it was.
         for (id, was) in protections.into_iter().rev() {
             if self.batch_aborted {

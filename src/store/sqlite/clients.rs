@@ -7,12 +7,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection};
 
+use super::accounts::retired;
 use super::messages::inserted_unless_id_taken;
 use super::SqliteStore;
 use crate::protocol::{ClientId, Protection, PublicKey, PUBLIC_KEY_LEN};
 use crate::store::StoreError;
 
-/// How many random client ids a registration tries.
+/// How many random client ids a registration tries (taken ones, or deleted accounts').
 const CLIENT_ID_ATTEMPTS: u32 = 8;
 
 /// What the index keeps of a registered client.
@@ -102,15 +103,23 @@ impl SqliteStore {
                 return Err(StoreError::NameTaken);
             }
             store.ensure_room((name.len() + public_key.0.len()) as u64)?;
+            // The rowid is the registration position, set rather than left to SQLite, which
+            // would give a deleted last client's again.
             let mut insert = store.conn.prepare_cached(
-                "INSERT INTO clients (ID, UserName, PublicKey, LastSeen) \
-                 VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%SZ', ?4, 'unixepoch'))",
+                "INSERT INTO clients (rowid, ID, UserName, PublicKey, LastSeen) \
+                 VALUES (?5, ?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%SZ', ?4, 'unixepoch'))",
             )?;
-            // A random 122-bit id collides with an existing one practically never; retry anyway.
+            // A random 122-bit id collides with an existing or deleted one practically never;
+            // retry anyway.
             for _ in 0..CLIENT_ID_ATTEMPTS {
-                let id = ClientId::random();
-                let params = params![&id.0[..], name, &public_key.0[..], unix_seconds(at)];
+                let id = (store.draw_client_id)();
+                if retired(&store.conn, id)? {
+                    continue;
+                }
+                let (seconds, position) = (unix_seconds(at), store.next_position);
+                let params = params![&id.0[..], name, &public_key.0[..], seconds, position];
                 if inserted_unless_id_taken(insert.execute(params))? {
+                    store.next_position += 1;
                     store.batch_acknowledges = true;
                     let client = IndexedClient {
                         key: Some(public_key.clone()),

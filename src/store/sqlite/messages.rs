@@ -1,8 +1,8 @@
-//! Messages: inserting them under fresh ids, a recipient's queue within a pull's budget,
-//! deleting delivered ones (their spool files removed once the deletion commits), and the
-//! queue counts.
+//! Messages: inserting them under fresh ids, a recipient's queue within a pull's budget and
+//! per sender, deleting delivered and unsent ones (their spool files removed once the
+//! deletion commits), and the queue counts.
 
-use rusqlite::{ffi, params, Connection};
+use rusqlite::{ffi, params, Connection, OptionalExtension};
 
 use super::clients::client_id;
 use super::SqliteStore;
@@ -10,7 +10,7 @@ use crate::protocol::replies::PULLED_MESSAGE_HEADER_LEN;
 use crate::protocol::{ClientId, MessageId};
 use crate::store::{
     Content, ContentReader, Delivered, NewContent, NewMessage, PullBudget, QueueStats,
-    QueuedMessage, StoreError,
+    QueuedMessage, SenderQueue, StoreError, UnsendOutcome,
 };
 
 /// How many taken message ids an insert steps over before giving up.
@@ -125,6 +125,65 @@ impl SqliteStore {
                 }
             }
             Ok(())
+        })
+    }
+
+    /// `Store::queue_of`.
+    pub(super) fn senders_to(&mut self, to: ClientId) -> Result<Vec<SenderQueue>, StoreError> {
+        self.run(|store| {
+            let mut query = store.conn.prepare_cached(
+                "SELECT FromClient, count(*), sum(coalesce(SpoolSize, length(Content))) \
+                 FROM messages WHERE ToClient = ?1 \
+                 GROUP BY FromClient ORDER BY count(*) DESC, min(rowid)",
+            )?;
+            let mut rows = query.query([&to.0[..]])?;
+            let mut senders = Vec::new();
+            while let Some(row) = rows.next()? {
+                senders.push(SenderQueue {
+                    from: client_id(row.get_ref(0)?.as_blob()?)?,
+                    messages: row.get(1)?,
+                    bytes: row.get(2)?,
+                });
+            }
+            Ok(senders)
+        })
+    }
+
+    /// `Store::unsend_message`: under a savepoint, so that the request's undo can bring the
+    /// message back. The reply waits for the deletion to be durable.
+    pub(super) fn unsend(
+        &mut self,
+        from: ClientId,
+        id: MessageId,
+        in_flight: &dyn Fn(MessageId) -> bool,
+    ) -> Result<UnsendOutcome, StoreError> {
+        self.run(|store| {
+            let found = store
+                .conn
+                .prepare_cached(
+                    "SELECT SpoolFile, coalesce(SpoolSize, length(Content)) FROM messages \
+                     WHERE ID = ?1 AND FromClient = ?2",
+                )?
+                .query_row(params![id.0, &from.0[..]], |row| {
+                    Ok((row.get::<_, Option<String>>(0)?, row.get::<_, u64>(1)?))
+                })
+                .optional()?;
+            let Some((spool_file, len)) = found else {
+                return Ok(UnsendOutcome::NotWaiting);
+            };
+            if in_flight(id) {
+                return Ok(UnsendOutcome::InDelivery);
+            }
+            store.savepoint_request()?;
+            store
+                .conn
+                .prepare_cached("DELETE FROM messages WHERE ID = ?1")?
+                .execute([id.0])?;
+            store.batch_removals.extend(spool_file);
+            store.batch_queue.withdrawn += 1;
+            store.batch_queue.withdrawn_bytes += len;
+            store.batch_acknowledges = true;
+            Ok(UnsendOutcome::Deleted)
         })
     }
 

@@ -4,9 +4,13 @@
 //! This file owns the [`SqliteStore`] state and maps the [`Store`] operations to the files
 //! that do each job: `open.rs` (opening, pragmas, recovery at start-up, room checks and size
 //! limits), `batch.rs` (the batch's transaction, per-request undo, log flushes), `clients.rs`
-//! (registrations and the in-memory client index), `messages.rs` (messages and the queue
-//! counts) and `spool.rs` (the spool folder: this backend's [`ContentStore`]).
+//! (registrations and the in-memory client index), `accounts.rs` (the account list,
+//! account deletion and the deleted ids), `messages.rs` (messages and the queue counts) and
+//! `spool.rs` (the spool folder: this backend's [`ContentStore`]).
 
+#[cfg(test)]
+mod account_tests;
+mod accounts;
 mod batch;
 mod clients;
 mod messages;
@@ -17,6 +21,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
@@ -24,7 +29,7 @@ use rusqlite::Connection;
 
 use super::{
     Committed, ContentSink, ContentStore, Delivered, LargeContent, NewMessage, PullBudget,
-    QueueStats, QueuedMessage, Store, StoreError,
+    QueueStats, QueuedMessage, SenderQueue, Store, StoreError, StoredAccount, UnsendOutcome,
 };
 use crate::protocol::{ClientId, MessageId, Protection, PublicKey};
 use batch::RequestMark;
@@ -52,12 +57,19 @@ pub struct SqliteStore {
     last_seen: HashMap<ClientId, i64>,
     last_seen_flushed: Instant,
     next_message_id: u32,
-    /// Every registered client's public key and protection. Ids are never deleted, so the
-    /// caller and destination checks and key lookups of every request need no query: 177
-    /// bytes per client.
+    /// Every registered client's public key and protection, so that the caller and
+    /// destination checks and key lookups of every request need no query: 177 bytes per
+    /// client.
     clients: HashMap<ClientId, IndexedClient>,
     /// Clients registered in the current batch, forgotten again if it rolls back.
     batch_registered: Vec<ClientId>,
+    /// Clients the current batch deleted, with what the index held: back if it rolls back.
+    batch_deleted: Vec<(ClientId, IndexedClient)>,
+    /// The registration position the next client gets: above every client's, registered
+    /// or deleted, so that no position is given twice (the account list's cursor).
+    next_position: i64,
+    /// Where registrations draw their ids; tests force collisions through it.
+    draw_client_id: fn() -> ClientId,
     /// Protections the current batch changed, with what they were: restored if it rolls
     /// back.
     batch_protections: Vec<(ClientId, Protection)>,
@@ -85,6 +97,9 @@ struct QueueChange {
     stored_bytes: u64,
     delivered: u64,
     delivered_bytes: u64,
+    /// Deleted undelivered: unsent, or queued for a deleted account.
+    withdrawn: u64,
+    withdrawn_bytes: u64,
 }
 
 impl ContentStore for SqliteStore {
@@ -111,8 +126,7 @@ impl Store for SqliteStore {
     }
 
     fn commit_request(&mut self) -> Result<(), StoreError> {
-        self.request = None;
-        Ok(())
+        self.keep_request()
     }
 
     fn rollback_request(&mut self) {
@@ -156,6 +170,18 @@ impl Store for SqliteStore {
         self.key_of(id)
     }
 
+    fn accounts_after(
+        &mut self,
+        after: u64,
+        each: &mut dyn FnMut(StoredAccount<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        self.accounts(after, each)
+    }
+
+    fn delete_client(&mut self, id: ClientId) -> Result<(), StoreError> {
+        self.delete_account(id)
+    }
+
     fn insert_message(&mut self, message: NewMessage<'_>) -> Result<MessageId, StoreError> {
         self.insert(message)
     }
@@ -171,6 +197,19 @@ impl Store for SqliteStore {
 
     fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {
         self.delete_delivered(messages)
+    }
+
+    fn queue_of(&mut self, to: ClientId) -> Result<Vec<SenderQueue>, StoreError> {
+        self.senders_to(to)
+    }
+
+    fn unsend_message(
+        &mut self,
+        from: ClientId,
+        id: MessageId,
+        in_flight: &dyn Fn(MessageId) -> bool,
+    ) -> Result<UnsendOutcome, StoreError> {
+        self.unsend(from, id, in_flight)
     }
 
     fn queue(&self) -> QueueStats {

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+use super::accounts::next_position;
 use super::clients::load_clients;
 use super::messages::{count_queue, following_message_id};
 use super::spool::{self, Spool};
 use super::{QueueChange, SqliteStore};
+use crate::protocol::ClientId;
 use crate::store::{access, migrations, Durability, StoreError};
 
 /// Pages a write may need beyond its bytes: index and interior pages.
@@ -75,6 +77,7 @@ impl SqliteStore {
         recover_spool(&conn, &spool)?;
         let page_size = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
         let clients = load_clients(&conn)?;
+        let next_position = next_position(&conn)?;
         let queue = count_queue(&conn)?;
         let last_id: Option<u32> = conn
             .query_row(
@@ -96,6 +99,9 @@ impl SqliteStore {
             clients,
             batch_protections: Vec::new(),
             batch_registered: Vec::new(),
+            batch_deleted: Vec::new(),
+            next_position,
+            draw_client_id: ClientId::random,
             next_message_id: last_id.map_or(1, following_message_id),
             page_size,
             spool,

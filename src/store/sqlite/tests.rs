@@ -12,13 +12,13 @@ use crate::store::{
     QueueStats, QueuedMessage, Store, StoreError,
 };
 
-fn open() -> (tempfile::TempDir, SqliteStore) {
+pub(super) fn open() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("test.db"), Durability::Normal, 0).unwrap();
     (dir, store)
 }
 
-fn budget(payload: u64) -> PullBudget {
+pub(super) fn budget(payload: u64) -> PullBudget {
     PullBudget {
         payload,
         in_memory: u64::MAX,
@@ -29,7 +29,7 @@ fn ids(messages: &[QueuedMessage]) -> Vec<MessageId> {
     messages.iter().map(|m| m.id).collect()
 }
 
-fn key(byte: u8) -> PublicKey {
+pub(super) fn key(byte: u8) -> PublicKey {
     PublicKey([byte; PUBLIC_KEY_LEN])
 }
 
@@ -99,7 +99,7 @@ fn queued_messages_respect_order_budget_and_skip() {
     assert_eq!(left.unwrap().len(), 2);
 }
 
-fn spooled_message(store: &mut SqliteStore, content: &[u8]) -> MessageId {
+pub(super) fn spooled_message(store: &mut SqliteStore, content: &[u8]) -> MessageId {
     let mut sink = store.begin_content(content.len() as u64).unwrap();
     sink.write(content).unwrap();
     store
@@ -117,7 +117,7 @@ fn delivered(ids: &[MessageId], len: u64) -> Vec<Delivered> {
     ids.iter().map(|&id| Delivered { id, len }).collect()
 }
 
-fn spool_files(store: &SqliteStore) -> usize {
+pub(super) fn spool_files(store: &SqliteStore) -> usize {
     std::fs::read_dir(store.spool.dir()).unwrap().count()
 }
 

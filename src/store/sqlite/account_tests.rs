@@ -1,0 +1,304 @@
+//! Unit tests of the accounts side of the SQLite store: the account list and its positions,
+//! account deletion and the ids it retires, unsend, the queue per sender, and their undo.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::tests::{budget, key, open, spool_files};
+use super::SqliteStore;
+use crate::protocol::{ClientId, MessageId, MessageType};
+use crate::store::{
+    eventually, ContentStore, Durability, NewContent, NewMessage, SenderQueue, Store, StoreError,
+    UnsendOutcome,
+};
+
+fn register(store: &mut SqliteStore, name: &str) -> ClientId {
+    store
+        .register_client(name, &key(1), SystemTime::now())
+        .unwrap()
+}
+
+fn send(store: &mut SqliteStore, from: ClientId, to: ClientId, content: &[u8]) -> MessageId {
+    store
+        .insert_message(NewMessage {
+            to,
+            from,
+            kind: MessageType::Text,
+            content: NewContent::Inline(content),
+        })
+        .unwrap()
+}
+
+fn send_large(store: &mut SqliteStore, from: ClientId, to: ClientId, content: &[u8]) -> MessageId {
+    let mut sink = store.begin_content(content.len() as u64).unwrap();
+    sink.write(content).unwrap();
+    store
+        .insert_message(NewMessage {
+            to,
+            from,
+            kind: MessageType::File,
+            content: NewContent::Large(sink.make_durable().unwrap()),
+        })
+        .unwrap()
+}
+
+/// Every account after `after`: position, id and name.
+fn accounts(store: &mut SqliteStore, after: u64) -> Vec<(u64, ClientId, String)> {
+    let mut listed = Vec::new();
+    store
+        .accounts_after(after, &mut |account| {
+            listed.push((account.position, account.id, account.name.to_owned()));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    listed
+}
+
+fn position(store: &mut SqliteStore, id: ClientId) -> u64 {
+    let listed = accounts(store, 0);
+    let found = listed.iter().find(|(_, listed, _)| *listed == id);
+    found.expect("listed").0
+}
+
+/// The ids of the messages waiting for `to`, and their senders.
+fn waiting(store: &mut SqliteStore, to: ClientId) -> Vec<(MessageId, ClientId)> {
+    let messages = store
+        .queued_messages(to, budget(u64::MAX), &|_| false)
+        .unwrap();
+    messages.iter().map(|m| (m.id, m.from)).collect()
+}
+
+#[test]
+fn accounts_are_listed_after_a_position_with_their_last_seen_time() {
+    let (_dir, mut store) = open();
+    let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let a = store.register_client("a", &key(1), at).unwrap();
+    let b = store.register_client("b", &key(1), at).unwrap();
+    let listed = accounts(&mut store, 0);
+    let names: Vec<_> = listed
+        .iter()
+        .map(|(_, id, name)| (*id, name.as_str()))
+        .collect();
+    assert_eq!(names, vec![(a, "a"), (b, "b")]);
+    assert!(listed[0].0 < listed[1].0);
+    assert_eq!(accounts(&mut store, listed[0].0).len(), 1);
+    assert!(accounts(&mut store, listed[1].0).is_empty());
+    // A time seen and not yet written is read from memory; a break stops the listing.
+    store.touch_client(b, at + Duration::from_secs(7)).unwrap();
+    let mut seen = Vec::new();
+    store
+        .accounts_after(0, &mut |account| {
+            seen.push(account.last_seen);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(seen, vec![Some(at), Some(at + Duration::from_secs(7))]);
+    let mut calls = 0;
+    store
+        .accounts_after(0, &mut |_| {
+            calls += 1;
+            ControlFlow::Break(())
+        })
+        .unwrap();
+    assert_eq!(calls, 1);
+}
+
+#[test]
+fn deleting_an_account_removes_its_queue_and_keeps_what_it_sent() {
+    let (_dir, mut store) = open();
+    let gone = register(&mut store, "gone");
+    let other = register(&mut store, "other");
+    store.begin_batch().unwrap();
+    send(&mut store, other, gone, b"12345");
+    send_large(&mut store, other, gone, &[7; 100]);
+    let kept = send(&mut store, gone, other, b"from the gone");
+    store.commit_batch().unwrap();
+    assert_eq!(spool_files(&store), 1);
+    assert_eq!(store.queue().messages, 3);
+
+    store.begin_batch().unwrap();
+    store.delete_client(gone).unwrap();
+    store.commit_batch().unwrap();
+    assert!(!store.client_exists(gone).unwrap());
+    assert_eq!(store.touch_client(gone, SystemTime::now()).unwrap(), None);
+    let queue = store.queue();
+    assert_eq!((queue.messages, queue.bytes, queue.delivered), (1, 13, 0));
+    eventually("the queue's large content is removed", || {
+        spool_files(&store) == 0
+    });
+    assert!(waiting(&mut store, gone).is_empty());
+    assert_eq!(waiting(&mut store, other), vec![(kept, gone)]);
+    // The name is free again.
+    let again = register(&mut store, "gone");
+    assert_ne!(again, gone);
+    let names: Vec<_> = accounts(&mut store, 0)
+        .into_iter()
+        .map(|(_, _, name)| name)
+        .collect();
+    assert_eq!(names, vec!["other", "gone"]);
+}
+
+#[test]
+fn positions_are_never_given_twice_even_after_the_last_account_is_deleted() {
+    let (dir, mut store) = open();
+    register(&mut store, "a");
+    let b = register(&mut store, "b");
+    let b_position = position(&mut store, b);
+    store.delete_client(b).unwrap();
+    let c = register(&mut store, "c");
+    let c_position = position(&mut store, c);
+    assert!(c_position > b_position, "{c_position} after {b_position}");
+    store.delete_client(c).unwrap();
+    Box::new(store).close().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("test.db"), Durability::Normal, 0).unwrap();
+    let d = register(&mut store, "d");
+    assert!(position(&mut store, d) > c_position, "after reopening too");
+}
+
+static DRAWS: AtomicUsize = AtomicUsize::new(0);
+const DELETED: ClientId = ClientId([7; 16]);
+const FRESH: ClientId = ClientId([8; 16]);
+
+/// The first registration draws [`DELETED`]; the next draws it again, then [`FRESH`].
+fn colliding_draws() -> ClientId {
+    match DRAWS.fetch_add(1, Ordering::SeqCst) {
+        0 | 1 => DELETED,
+        _ => FRESH,
+    }
+}
+
+#[test]
+fn a_deleted_id_is_never_drawn_again() {
+    let (dir, mut store) = open();
+    store.draw_client_id = colliding_draws;
+    assert_eq!(register(&mut store, "first"), DELETED);
+    store.delete_client(DELETED).unwrap();
+    assert_eq!(register(&mut store, "first"), FRESH, "drawn again instead");
+    assert_eq!(DRAWS.load(Ordering::SeqCst), 3);
+    // The deleted ids are stored: after reopening, a draw of nothing else finds no id.
+    Box::new(store).close().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("test.db"), Durability::Normal, 0).unwrap();
+    store.draw_client_id = || DELETED;
+    let refused = store.register_client("third", &key(1), SystemTime::now());
+    assert!(
+        matches!(refused, Err(StoreError::IdsExhausted)),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn only_the_sender_unsends_a_waiting_message_not_in_flight() {
+    let (_dir, mut store) = open();
+    let (a, b) = (register(&mut store, "a"), register(&mut store, "b"));
+    store.begin_batch().unwrap();
+    let small = send(&mut store, a, b, b"12345");
+    let large = send_large(&mut store, a, b, &[1; 50]);
+    send(&mut store, b, a, b"x");
+    store.commit_batch().unwrap();
+
+    store.begin_batch().unwrap();
+    let unsend = |store: &mut SqliteStore, from, id, in_flight: &dyn Fn(MessageId) -> bool| {
+        store.unsend_message(from, id, in_flight).unwrap()
+    };
+    assert_eq!(
+        unsend(&mut store, b, small, &|_| false),
+        UnsendOutcome::NotWaiting,
+        "another sender's"
+    );
+    let unknown = MessageId(999);
+    assert_eq!(
+        unsend(&mut store, a, unknown, &|_| false),
+        UnsendOutcome::NotWaiting
+    );
+    assert_eq!(
+        unsend(&mut store, a, small, &|id| id == small),
+        UnsendOutcome::InDelivery
+    );
+    assert_eq!(
+        unsend(&mut store, a, small, &|_| false),
+        UnsendOutcome::Deleted
+    );
+    assert_eq!(
+        unsend(&mut store, a, large, &|_| false),
+        UnsendOutcome::Deleted
+    );
+    assert_eq!(
+        unsend(&mut store, a, small, &|_| false),
+        UnsendOutcome::NotWaiting,
+        "already unsent"
+    );
+    store.commit_batch().unwrap();
+    let queue = store.queue();
+    assert_eq!((queue.messages, queue.bytes, queue.delivered), (1, 1, 0));
+    eventually("the unsent large content is removed", || {
+        spool_files(&store) == 0
+    });
+    assert!(waiting(&mut store, b).is_empty());
+}
+
+#[test]
+fn deletions_and_unsends_are_undone_with_their_request_or_batch() {
+    let (_dir, mut store) = open();
+    let gone = register(&mut store, "gone");
+    let other = register(&mut store, "other");
+    store.begin_batch().unwrap();
+    let queued = send(&mut store, other, gone, b"waits");
+    let sent = send(&mut store, gone, other, b"sent");
+    store.commit_batch().unwrap();
+
+    store.begin_batch().unwrap();
+    store.begin_request().unwrap();
+    store.delete_client(gone).unwrap();
+    store.rollback_request();
+    store.begin_request().unwrap();
+    let unsent = store.unsend_message(gone, sent, &|_| false).unwrap();
+    assert_eq!(unsent, UnsendOutcome::Deleted);
+    store.rollback_request();
+    // A request that succeeds keeps its deletion.
+    let kept = send(&mut store, other, other, b"to self");
+    store.begin_request().unwrap();
+    let unsent = store.unsend_message(other, kept, &|_| false).unwrap();
+    assert_eq!(unsent, UnsendOutcome::Deleted);
+    store.commit_request().unwrap();
+    store.commit_batch().unwrap();
+    assert!(store.client_exists(gone).unwrap());
+    assert_eq!(waiting(&mut store, gone), vec![(queued, other)]);
+    assert_eq!(waiting(&mut store, other), vec![(sent, gone)]);
+    assert_eq!(store.queue().messages, 2);
+
+    store.begin_batch().unwrap();
+    store.delete_client(gone).unwrap();
+    store.rollback_batch();
+    assert!(store.client_exists(gone).unwrap());
+    assert_eq!(accounts(&mut store, 0).len(), 2);
+    assert_eq!(store.queue().messages, 2);
+}
+
+#[test]
+fn the_queue_is_counted_per_sender_most_first() {
+    let (_dir, mut store) = open();
+    let to = register(&mut store, "to");
+    let (a, b, c) = (
+        register(&mut store, "a"),
+        register(&mut store, "b"),
+        register(&mut store, "c"),
+    );
+    store.begin_batch().unwrap();
+    send(&mut store, b, to, b"b");
+    send(&mut store, a, to, b"aa");
+    send_large(&mut store, c, to, &[3; 10]);
+    send(&mut store, a, to, b"aaa");
+    send(&mut store, to, a, b"elsewhere");
+    store.commit_batch().unwrap();
+    let sender = |from, messages, bytes| SenderQueue {
+        from,
+        messages,
+        bytes,
+    };
+    assert_eq!(
+        store.queue_of(to).unwrap(),
+        vec![sender(a, 2, 5), sender(b, 1, 1), sender(c, 1, 10)]
+    );
+    assert!(store.queue_of(b).unwrap().is_empty());
+}
