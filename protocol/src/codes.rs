@@ -155,6 +155,8 @@ pub enum Extension {
     Challenge = 1501,
     Prove = 1502,
     Protect = 1503,
+    Subscribe = 1504,
+    Acknowledge = 1505,
     LongPoll = 1506,
     ListAccounts = 1507,
     QueueStatus = 1508,
@@ -163,11 +165,13 @@ pub enum Extension {
 }
 
 impl Extension {
-    pub const ALL: [Extension; 9] = [
+    pub const ALL: [Extension; 11] = [
         Extension::Hello,
         Extension::Challenge,
         Extension::Prove,
         Extension::Protect,
+        Extension::Subscribe,
+        Extension::Acknowledge,
         Extension::LongPoll,
         Extension::ListAccounts,
         Extension::QueueStatus,
@@ -198,6 +202,8 @@ impl Extension {
             Extension::Challenge => "challenge",
             Extension::Prove => "prove",
             Extension::Protect => "protect",
+            Extension::Subscribe => "subscribe",
+            Extension::Acknowledge => "acknowledge",
             Extension::LongPoll => "long-poll",
             Extension::ListAccounts => "accounts",
             Extension::QueueStatus => "queue-status",
@@ -318,6 +324,8 @@ mod tests {
                 (1501, 2501),
                 (1502, 2502),
                 (1503, 2503),
+                (1504, 2504),
+                (1505, 2505),
                 (1506, 2506),
                 (1507, 2507),
                 (1508, 2508),
@@ -330,12 +338,8 @@ mod tests {
             assert_eq!(Code::from_wire(code.to_wire()), Some(code));
             assert_eq!(RequestCode::from_wire(code.to_wire()), None);
         }
-        for unserved in [1504, 1505, 1511] {
-            assert_eq!(
-                Code::from_wire(unserved),
-                None,
-                "{unserved} is not served yet"
-            );
+        for unserved in [1499, 1511, 2600] {
+            assert_eq!(Code::from_wire(unserved), None, "{unserved} is not served");
         }
         assert_eq!(
             Code::from_wire(601).map(|code| code.to_string()).as_deref(),

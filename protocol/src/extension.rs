@@ -15,6 +15,9 @@ use super::accounts::{
     UNSEND_REQUEST_LEN,
 };
 use super::codes::Extension;
+use super::push::{
+    parse_acknowledge, ACKNOWLEDGE_MAX_LEN, ACKNOWLEDGE_MIN_LEN, COUNT_REPLY_LEN,
+};
 use super::header::RequestHeader;
 use super::reason::{encode_string, parse_string};
 use super::replies::{pulled, QueuedMessage};
@@ -80,6 +83,9 @@ pub enum ExtensionRequest {
     Challenge,
     Prove(Proof),
     Protect(Protection),
+    Subscribe,
+    /// The message ids a subscriber acknowledges.
+    Acknowledge(Vec<MessageId>),
     /// A pull that waits up to `wait` for the first message (the server caps it).
     LongPoll {
         wait: Duration,
@@ -125,7 +131,10 @@ impl Extension {
     pub const fn payload_size(self) -> PayloadSize {
         match self {
             Extension::Hello => PayloadSize::Exact(HELLO_REQUEST_LEN),
-            Extension::Challenge | Extension::QueueStatus | Extension::DeleteAccount => {
+            Extension::Challenge
+            | Extension::Subscribe
+            | Extension::QueueStatus
+            | Extension::DeleteAccount => {
                 PayloadSize::Exact(0)
             }
             Extension::Prove => PayloadSize::Exact(PROOF_LEN),
@@ -135,6 +144,10 @@ impl Extension {
                 max: LIST_ACCOUNTS_MAX_LEN,
             },
             Extension::Unsend => PayloadSize::Exact(UNSEND_REQUEST_LEN),
+            Extension::Acknowledge => PayloadSize::Between {
+                min: ACKNOWLEDGE_MIN_LEN,
+                max: ACKNOWLEDGE_MAX_LEN,
+            },
             Extension::LongPoll => PayloadSize::Exact(LONG_POLL_REQUEST_LEN),
         }
     }
@@ -164,6 +177,8 @@ impl ExtensionRequest {
                 Protection::from_byte(body[0])
                     .ok_or(MalformedRequest::UnknownProtection(body[0]))?,
             ),
+            Extension::Subscribe => ExtensionRequest::Subscribe,
+            Extension::Acknowledge => ExtensionRequest::Acknowledge(parse_acknowledge(body)?),
             Extension::LongPoll => ExtensionRequest::LongPoll {
                 wait: Duration::from_millis(u64::from(LittleEndian::read_u32(body))),
             },
@@ -199,8 +214,12 @@ impl Features {
     pub const AUTHENTICATION: Features = Features(1 << 0);
     /// Protect (1503).
     pub const PROTECTION: Features = Features(1 << 1);
+    /// Subscribe and acknowledge (1504, 1505), pushed messages (2600).
+    pub const PUSH: Features = Features(1 << 2);
     /// Long-poll pull (1506).
     pub const LONG_POLL: Features = Features(1 << 3);
+    /// Delivery receipts (2601).
+    pub const RECEIPTS: Features = Features(1 << 4);
     /// List accounts (1507).
     pub const ACCOUNTS: Features = Features(1 << 5);
     /// Queue status (1508).
@@ -228,6 +247,10 @@ pub enum ExtensionAnswer {
     Challenge(Box<[u8; CHALLENGE_LEN]>),
     Proved,
     Protection,
+    /// Subscribed: how many messages wait for the subscriber now.
+    Subscribed { waiting: u32 },
+    /// How many of the acknowledged messages were deleted.
+    Acknowledged { deleted: u32 },
     /// A long-poll's messages, in the pull layout; none when the wait ended without one.
     LongPoll(Vec<QueuedMessage>),
     /// Boxed, as the others, so that every reply stays a few words long.
@@ -244,6 +267,8 @@ impl ExtensionAnswer {
             ExtensionAnswer::Challenge(_) => Extension::Challenge,
             ExtensionAnswer::Proved => Extension::Prove,
             ExtensionAnswer::Protection => Extension::Protect,
+            ExtensionAnswer::Subscribed { .. } => Extension::Subscribe,
+            ExtensionAnswer::Acknowledged { .. } => Extension::Acknowledge,
             ExtensionAnswer::LongPoll(_) => Extension::LongPoll,
             ExtensionAnswer::Accounts(_) => Extension::ListAccounts,
             ExtensionAnswer::QueueStatus(_) => Extension::QueueStatus,
@@ -271,6 +296,12 @@ impl ExtensionAnswer {
                 reply
             }
             ExtensionAnswer::LongPoll(messages) => pulled(code, messages),
+            ExtensionAnswer::Subscribed { waiting: count }
+            | ExtensionAnswer::Acknowledged { deleted: count } => {
+                let mut reply = EncodedReply::with_capacity(code, COUNT_REPLY_LEN);
+                reply.payload().extend_from_slice(&count.to_le_bytes());
+                reply
+            }
             ExtensionAnswer::QueueStatus(status) => {
                 let mut reply = EncodedReply::with_capacity(code, status.encoded_len());
                 status.encode(reply.payload());
@@ -409,6 +440,16 @@ mod tests {
         assert!(parse(Extension::Challenge, &[0]).is_err());
         assert!(parse(Extension::ListAccounts, &[0; 11]).is_err());
         assert!(parse(Extension::Unsend, &[0; 5]).is_err());
+        assert_eq!(
+            parse(Extension::Subscribe, &[]),
+            Ok(ExtensionRequest::Subscribe)
+        );
+        assert_eq!(
+            parse(Extension::Acknowledge, &[1, 0, 0, 0, 7, 0, 0, 0]),
+            Ok(ExtensionRequest::Acknowledge(vec![MessageId(7)]))
+        );
+        assert!(parse(Extension::Acknowledge, &[2, 0, 0, 0, 7, 0, 0, 0]).is_err());
+        assert!(parse(Extension::Acknowledge, &[0; ACKNOWLEDGE_MAX_LEN + 4]).is_err());
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub enum MalformedRequest {
     BadPattern(#[from] PatternError),
     #[error("a page of 0 accounts")]
     EmptyPage,
+    #[error("a count of {count} message ids does not fill a {payload}-byte acknowledge payload")]
+    AcknowledgeLength { count: usize, payload: usize },
 }
 
 impl<'a> Request<'a> {
