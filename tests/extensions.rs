@@ -27,16 +27,15 @@ fn the_hello_tells_the_served_features_and_limits() {
     assert_eq!(capabilities.version, 1);
     let served = Features::AUTHENTICATION
         .with(Features::PROTECTION)
+        .with(Features::PUSH)
         .with(Features::LONG_POLL)
+        .with(Features::RECEIPTS)
         .with(Features::ACCOUNTS)
         .with(Features::QUEUE_STATUS)
         .with(Features::UNSEND)
         .with(Features::ACCOUNT_DELETION);
-    assert_eq!(
-        capabilities.features, served,
-        "all but push and receipts are served"
-    );
-    assert_eq!(capabilities.features.0, 0b1_1110_1011);
+    assert_eq!(capabilities.features, served, "every feature is served");
+    assert_eq!(capabilities.features.0, 0b1_1111_1111);
     assert_eq!(capabilities.max_payload, 5 << 20);
     assert_eq!(capabilities.max_pull_reply, 5 << 20);
     assert_eq!(

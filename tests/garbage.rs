@@ -23,6 +23,7 @@ use messageu::protocol::accounts::unsend_payload;
 use messageu::protocol::extension::{
     extension_request, hello_payload, long_poll_payload, parse_capabilities,
 };
+use messageu::protocol::push::acknowledge_payload;
 use messageu::protocol::{
     AccountPage, ClientId, Edition, ErrorForm, Extension, MessageId, Operation, QueueStatus,
     Refusal,
@@ -357,13 +358,27 @@ fn valid_request(rng: &mut Rng, victims: &[ClientId]) -> Vec<u8> {
 /// A well-formed extension request: a hello, a challenge (the victims' keys are not RSA:
 /// refused), a proof that cannot be right, a protection or deletion the connection cannot
 /// make, an account list with a pattern of wildcards (or a trailing escape), a queue status,
-/// an unsend of a small message id, or a short long-poll.
+/// an unsend of a small message id, a subscription or acknowledgement the connection is not
+/// authenticated for (some with a count that does not fill the payload), or a short long-poll.
 fn extension(rng: &mut Rng, victims: &[ClientId]) -> Vec<u8> {
     let caller = some_id(rng, victims);
     let extension = rng.pick(&Extension::ALL);
     let payload = match extension {
         Extension::Hello => hello_payload().to_vec(),
-        Extension::Challenge | Extension::QueueStatus | Extension::DeleteAccount => Vec::new(),
+        Extension::Challenge
+        | Extension::QueueStatus
+        | Extension::DeleteAccount
+        | Extension::Subscribe => Vec::new(),
+        Extension::Acknowledge => {
+            let ids: Vec<MessageId> = (0..rng.below(5))
+                .map(|_| MessageId(rng.below(64) as u32))
+                .collect();
+            let mut payload = acknowledge_payload(&ids);
+            if rng.below(4) == 0 {
+                payload.truncate(payload.len().saturating_sub(2));
+            }
+            payload
+        }
         Extension::Prove => rng.bytes(32),
         Extension::Protect => vec![rng.byte() % 3],
         Extension::ListAccounts => {

@@ -15,10 +15,8 @@ use super::accounts::{
     UNSEND_REQUEST_LEN,
 };
 use super::codes::Extension;
-use super::push::{
-    parse_acknowledge, ACKNOWLEDGE_MAX_LEN, ACKNOWLEDGE_MIN_LEN, COUNT_REPLY_LEN,
-};
 use super::header::RequestHeader;
+use super::push::{parse_acknowledge, ACKNOWLEDGE_MAX_LEN, ACKNOWLEDGE_MIN_LEN, COUNT_REPLY_LEN};
 use super::reason::{encode_string, parse_string};
 use super::replies::{pulled, QueuedMessage};
 use super::reply::EncodedReply;
@@ -134,9 +132,7 @@ impl Extension {
             Extension::Challenge
             | Extension::Subscribe
             | Extension::QueueStatus
-            | Extension::DeleteAccount => {
-                PayloadSize::Exact(0)
-            }
+            | Extension::DeleteAccount => PayloadSize::Exact(0),
             Extension::Prove => PayloadSize::Exact(PROOF_LEN),
             Extension::Protect => PayloadSize::Exact(PROTECT_REQUEST_LEN),
             Extension::ListAccounts => PayloadSize::Between {
@@ -248,9 +244,13 @@ pub enum ExtensionAnswer {
     Proved,
     Protection,
     /// Subscribed: how many messages wait for the subscriber now.
-    Subscribed { waiting: u32 },
+    Subscribed {
+        waiting: u32,
+    },
     /// How many of the acknowledged messages were deleted.
-    Acknowledged { deleted: u32 },
+    Acknowledged {
+        deleted: u32,
+    },
     /// A long-poll's messages, in the pull layout; none when the wait ended without one.
     LongPoll(Vec<QueuedMessage>),
     /// Boxed, as the others, so that every reply stays a few words long.

@@ -120,9 +120,12 @@ impl Push {
 
 /// Decodes an acknowledge payload: its count must fill it exactly.
 pub fn parse_acknowledge(body: &[u8]) -> Result<Vec<MessageId>, MalformedRequest> {
-    let (count, ids) = body
-        .split_at_checked(ACKNOWLEDGE_MIN_LEN)
-        .ok_or(MalformedRequest::AcknowledgeLength { count: 0, payload: body.len() })?;
+    let (count, ids) =
+        body.split_at_checked(ACKNOWLEDGE_MIN_LEN)
+            .ok_or(MalformedRequest::AcknowledgeLength {
+                count: 0,
+                payload: body.len(),
+            })?;
     let count = LittleEndian::read_u32(count) as usize;
     if count.checked_mul(4) != Some(ids.len()) {
         return Err(MalformedRequest::AcknowledgeLength {
@@ -168,7 +171,10 @@ mod tests {
         assert_eq!(parse_acknowledge(&[0; 4]), Ok(Vec::new()));
         assert!(parse_acknowledge(&payload[..11]).is_err());
         assert!(parse_acknowledge(&[3, 0, 0, 0, 1, 0, 0, 0]).is_err());
-        assert!(parse_acknowledge(&[0xff; 8]).is_err(), "a count that overflows");
+        assert!(
+            parse_acknowledge(&[0xff; 8]).is_err(),
+            "a count that overflows"
+        );
         assert!(parse_acknowledge(&[]).is_err());
     }
 

@@ -9,7 +9,9 @@ use crate::protocol::{Capabilities, ExtensionAnswer, Features, Reply};
 /// The groups of operations served: only these bits are announced.
 const FEATURES: Features = Features::AUTHENTICATION
     .with(Features::PROTECTION)
+    .with(Features::PUSH)
     .with(Features::LONG_POLL)
+    .with(Features::RECEIPTS)
     .with(Features::ACCOUNTS)
     .with(Features::QUEUE_STATUS)
     .with(Features::UNSEND)

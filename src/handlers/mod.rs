@@ -1,12 +1,14 @@
 //! Request handlers: one file per operation, behind the [`Handler`] trait for the classic
 //! operations and [`ExtensionHandler`] for the extensions (`hello.rs`, `challenge.rs`,
-//! `prove.rs`, `protect.rs`, `long_poll.rs`, `accounts.rs`, `queue_status.rs`, `unsend.rs`,
-//! `delete_account.rs`). Handlers see only the store, the server's delivery bookkeeping, who
+//! `prove.rs`, `protect.rs`, `subscribe.rs`, `acknowledge.rs`, `long_poll.rs`, `accounts.rs`,
+//! `queue_status.rs`, `unsend.rs`, `delete_account.rs`). Handlers see only the store, the server's delivery bookkeeping, who
 //! is online and the connection's session, never sockets, and answer with typed replies:
 //! only [`crate::protocol`] knows their bytes. A request comes to an [`Outcome`]: a response
-//! now, or, for a long-poll that finds nothing, a wait the server keeps.
+//! now, or, for a long-poll that finds nothing, a wait the server keeps; a response may carry
+//! an [`Effect`] on the server's state beyond the store, which the server applies.
 
 mod accounts;
+mod acknowledge;
 mod challenge;
 mod delete_account;
 mod error;
@@ -20,6 +22,7 @@ mod pull_messages;
 mod queue_status;
 mod register;
 mod send_message;
+mod subscribe;
 mod unsend;
 
 use std::net::IpAddr;
@@ -27,8 +30,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::auth::{ProofLimiter, Session};
 use crate::protocol::{
-    Answer, ClientId, Code, Extension, ExtensionRequest, Operation, Protection, Reason, Refusal,
-    Reply, Request, RequestCode,
+    Answer, ClientId, Code, Extension, ExtensionRequest, MessageId, Operation, Protection, Reason,
+    Receipt, Refusal, Reply, Request, RequestCode,
 };
 use crate::server::{Deliveries, PresenceTracker};
 use crate::store::{Delivered, PullBudget, Store};
@@ -72,9 +75,25 @@ pub struct Context<'a> {
 pub struct Response {
     pub reply: Reply,
     pub delivered: Vec<Delivered>,
-    /// The recipient whose queue the request added a message to: the server wakes those
-    /// waiting for it once the round's commit is durable.
-    pub queued_for: Option<ClientId>,
+    pub effect: Option<Effect>,
+}
+
+/// What a successful request changes beyond the store, for the server to apply.
+#[derive(Debug)]
+pub enum Effect {
+    /// A message was queued for `to`: those waiting for it are woken, and its subscribers get
+    /// it, once the round's commit is durable.
+    Queued { to: ClientId, id: MessageId },
+    /// The connection subscribes as `id` (protocol §E5).
+    Subscribed(ClientId),
+    /// The connection's caller acknowledged `ids`; `receipts` (with each message's sender) go
+    /// to the senders' subscriptions once the deletion is durable (protocol §E7).
+    Acknowledged {
+        ids: Vec<MessageId>,
+        receipts: Vec<(ClientId, Receipt)>,
+    },
+    /// The account `id` is deleted: its subscriptions end.
+    AccountDeleted(ClientId),
 }
 
 impl Response {
@@ -82,7 +101,15 @@ impl Response {
         Response {
             reply,
             delivered: Vec::new(),
-            queued_for: None,
+            effect: None,
+        }
+    }
+
+    /// This response, with `effect`.
+    pub fn with_effect(self, effect: Effect) -> Response {
+        Response {
+            effect: Some(effect),
+            ..self
         }
     }
 
@@ -198,6 +225,8 @@ fn dispatch_extension(
         ExtensionRequest::Challenge => challenge::Challenge.handle(ctx),
         ExtensionRequest::Prove(proof) => prove::Prove(proof).handle(ctx),
         ExtensionRequest::Protect(protection) => protect::Protect(protection).handle(ctx),
+        ExtensionRequest::Subscribe => subscribe::Subscribe.handle(ctx),
+        ExtensionRequest::Acknowledge(ids) => acknowledge::Acknowledge(ids).handle(ctx),
         ExtensionRequest::ListAccounts(request) => request.handle(ctx),
         ExtensionRequest::QueueStatus => queue_status::GetQueueStatus.handle(ctx),
         ExtensionRequest::Unsend(id) => unsend::Unsend(id).handle(ctx),

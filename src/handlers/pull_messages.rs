@@ -34,6 +34,8 @@ pub(super) fn take_queued(
         .map(|message| Delivered {
             id: message.id,
             len: message.content.len(),
+            from: message.from,
+            to: ctx.caller,
         })
         .collect();
     ctx.deliveries.start(&delivered);

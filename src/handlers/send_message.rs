@@ -5,7 +5,7 @@
 //! head and begins the content in the store, the server streams the content into it, and
 //! [`finish_upload`] stores the message once the content is whole and durable.
 
-use super::{check_caller, Context, Handler, HandlerError, Response};
+use super::{check_caller, Context, Effect, Handler, HandlerError, Response};
 use crate::protocol::request::SendMessage;
 use crate::protocol::{Answer, ClientId, MessageType, RequestCode, SendHead};
 use crate::store::{ContentSink, LargeContent, NewContent, NewMessage};
@@ -65,8 +65,5 @@ fn store(
         kind,
         content,
     })?;
-    Ok(Response {
-        queued_for: Some(to),
-        ..Response::classic(code, Answer::Sent { to, id })
-    })
+    Ok(Response::classic(code, Answer::Sent { to, id }).with_effect(Effect::Queued { to, id }))
 }

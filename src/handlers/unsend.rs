@@ -1,5 +1,5 @@
 //! Unsend (protocol §E8): the sender deletes a message of its own that still waits, unless a
-//! pull reply carrying it is being written. The deletion is durable before the reply.
+//! pull reply carrying it is being written or a push of it is unacknowledged. The deletion is durable before the reply.
 
 use super::{check_caller, Context, ExtensionHandler, HandlerError, Response};
 use crate::protocol::{ExtensionAnswer, MessageId, Reply};
@@ -13,7 +13,7 @@ impl ExtensionHandler for Unsend {
         let deliveries = &*ctx.deliveries;
         let outcome = ctx
             .store
-            .unsend_message(ctx.caller, self.0, &|id| deliveries.is_in_flight(id))?;
+            .unsend_message(ctx.caller, self.0, &|id| deliveries.is_in_delivery(id))?;
         match outcome {
             UnsendOutcome::Deleted => Ok(Response::new(Reply::Extension(ExtensionAnswer::Unsent))),
             UnsendOutcome::NotWaiting => Err(HandlerError::UnknownMessage(self.0)),

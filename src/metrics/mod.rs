@@ -154,6 +154,8 @@ pub struct Metrics {
     queued_bytes: AtomicU64,
     stored: AtomicU64,
     delivered: AtomicU64,
+    /// Messages pushed on subscribed connections (protocol §E5), repeats included.
+    pushed: AtomicU64,
     commits: Histogram,
     flushes: Histogram,
     /// The database file, whose size (with its log) readers take from the file system.
@@ -222,6 +224,15 @@ impl Metrics {
 
     pub fn connection_closed(&self, kind: ConnectionKind) {
         self.connections_open[kind as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// `count` messages were pushed.
+    pub fn pushed(&self, count: usize) {
+        self.pushed.fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    pub fn pushed_total(&self) -> u64 {
+        read(&self.pushed)
     }
 
     pub fn commit(&self, elapsed: Duration) {

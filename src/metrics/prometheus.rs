@@ -190,8 +190,13 @@ fn queue(out: &mut Text, metrics: &Metrics) {
         ),
         (
             "messageu_messages_delivered_total",
-            "Messages pulled and deleted.",
+            "Messages deleted after a pull or an acknowledgement.",
             queue.delivered,
+        ),
+        (
+            "messageu_messages_pushed_total",
+            "Messages pushed on subscribed connections, repeats included.",
+            metrics.pushed_total(),
         ),
     ];
     for (name, help, value) in counters {

@@ -49,11 +49,15 @@ impl Throttled {
 }
 
 impl Server {
-    /// Forgets a connection: its address's count, its registration, its long-poll's wait,
-    /// and the messages its unwritten replies carried, which become pullable again.
+    /// Forgets a connection: its address's count, its registration, its long-poll's wait, its
+    /// subscription, and the messages its unwritten replies carried, which become pullable
+    /// again.
     pub(super) fn remove(&mut self, key: usize) {
         let mut connection = self.connections.remove(key);
         self.core.waiters.forget(key);
+        if let Some(id) = self.core.waiters.unsubscribe(key) {
+            self.core.presence.unsubscribed(id);
+        }
         self.core.metrics.connection_closed(connection.kind());
         let ip = connection.peer().ip();
         if let Some(count) = self.per_ip.get_mut(&ip) {

@@ -4,23 +4,23 @@
 //! served, with the deletions of delivered messages riding along. A commit that holds
 //! acknowledged writes is numbered (its epoch) and flushed by the log-flush worker while the
 //! next round runs; the replies it covers wait in their outboxes until that flush reports
-//! back. A flush covers every commit made before it. It also tells which recipients got
-//! messages in commits that became durable, so that those waiting for them are woken then and
-//! never before.
+//! back. A flush covers every commit made before it. It moves each round's [`Notices`] along
+//! with its commit, so that those waiting for messages are woken, and receipts sent, once the
+//! writes they tell of are durable and never before.
 
-use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mio::Waker;
 
 use super::deliveries::Deliveries;
 use super::durability::{Flushed, Flusher};
+use super::notices::{Durable, Notices, SenderReceipt};
 use crate::metrics::{Metrics, StorageStep};
-use crate::protocol::ClientId;
-use crate::store::{Committed, Delivered, Store, StoreError};
+use crate::protocol::{ClientId, Delivery, MessageId, QueuedMessage, Receipt};
+use crate::store::{Committed, Delivered, PullBudget, Store, StoreError};
 
 /// How a round ended.
 pub(crate) struct Round {
@@ -43,12 +43,7 @@ pub(crate) struct CommitPipeline {
     durable_epoch: u64,
     /// Connections whose replies wait for a flush.
     awaiting_flush: Vec<usize>,
-    /// Recipients of the messages the round's requests stored.
-    queued_for: Vec<ClientId>,
-    /// Recipients of committed messages, by the epoch whose flush makes them durable.
-    flushing_for: VecDeque<(u64, Vec<ClientId>)>,
-    /// Recipients of messages now durable, not yet taken.
-    durable_for: Vec<ClientId>,
+    notices: Notices,
 }
 
 impl CommitPipeline {
@@ -61,9 +56,7 @@ impl CommitPipeline {
             committed_epoch: 0,
             durable_epoch: 0,
             awaiting_flush: Vec::new(),
-            queued_for: Vec::new(),
-            flushing_for: VecDeque::new(),
-            durable_for: Vec::new(),
+            notices: Notices::default(),
         })
     }
 
@@ -86,19 +79,32 @@ impl CommitPipeline {
         self.touched.push(key);
     }
 
-    /// A request of the round stored a message for `recipient`.
-    pub fn queued_for(&mut self, recipient: ClientId) {
-        self.queued_for.push(recipient);
+    /// A request of the round stored message `id` for `recipient`.
+    pub fn queued_for(&mut self, recipient: ClientId, id: MessageId) {
+        self.notices.queued(recipient, id);
     }
 
-    /// The recipients of messages that became durable since the last call, each once. A
-    /// round that failed to commit, or whose flush failed, gives none: its messages may not
-    /// survive.
-    pub fn take_durable_recipients(&mut self) -> Vec<ClientId> {
-        let mut recipients = mem::take(&mut self.durable_for);
-        recipients.sort_unstable();
-        recipients.dedup();
-        recipients
+    /// A request of the round deleted acknowledged messages, owing these receipts.
+    pub fn acknowledged(&mut self, receipts: Vec<SenderReceipt>) {
+        self.notices.acknowledged(receipts);
+    }
+
+    /// The notices that became durable since the last call (see [`Notices`]).
+    pub fn take_durable(&mut self) -> Durable {
+        self.notices.take_durable()
+    }
+
+    /// The oldest messages queued for `to` that are durable, leaving out those `skip` names,
+    /// within `budget`: what may be pushed. Read outside any round.
+    pub fn durable_queued(
+        &mut self,
+        to: ClientId,
+        budget: PullBudget,
+        skip: &dyn Fn(MessageId) -> bool,
+    ) -> Result<Vec<QueuedMessage>, StoreError> {
+        let notices = &self.notices;
+        self.store
+            .queued_messages(to, budget, &|id| skip(id) || notices.is_undurable(id))
     }
 
     /// The last commit known durable.
@@ -118,7 +124,6 @@ impl CommitPipeline {
         let deleting = deliveries.take_due(now);
         let deleted = !deleting.is_empty() && self.delete(&deleting);
         let touched = mem::take(&mut self.touched);
-        let recipients = mem::take(&mut self.queued_for);
         let epoch = if !self.open {
             Some(self.durable_epoch)
         } else {
@@ -129,19 +134,17 @@ impl CommitPipeline {
             metrics.set_queue(self.store.queue());
             match committed {
                 Ok(Committed::Durable) => {
-                    self.durable_for.extend(recipients);
+                    self.notices.round_durable();
                     Some(self.durable_epoch)
                 }
                 Ok(Committed::AfterFlush(flush)) => {
                     self.committed_epoch += 1;
                     self.flusher.request(self.committed_epoch, flush);
-                    if !recipients.is_empty() {
-                        self.flushing_for
-                            .push_back((self.committed_epoch, recipients));
-                    }
+                    self.notices.round_flushing(self.committed_epoch);
                     Some(self.committed_epoch)
                 }
                 Err(error) => {
+                    self.notices.round_failed();
                     metrics.storage_failure(StorageStep::Commit);
                     log::error!(
                         "commit failed, replies on {} connections become errors: {error}",
@@ -151,6 +154,9 @@ impl CommitPipeline {
                 }
             }
         };
+        if deleted && epoch.is_some() {
+            self.notices.pulled(deleting.iter().map(pulled_receipt));
+        }
         deliveries.settle(deleting, deleted && epoch.is_some(), now);
         Round { touched, epoch }
     }
@@ -186,16 +192,8 @@ impl CommitPipeline {
                 metrics.storage_failure(StorageStep::Flush);
             }
             self.durable_epoch = self.durable_epoch.max(flushed.through);
-            while let Some((epoch, _)) = self.flushing_for.front() {
-                if *epoch > flushed.through {
-                    break;
-                }
-                if let Some((_, recipients)) = self.flushing_for.pop_front() {
-                    if flushed.result.is_ok() {
-                        self.durable_for.extend(recipients);
-                    }
-                }
-            }
+            self.notices
+                .flushed(flushed.through, flushed.result.is_ok());
         }
         finished
     }
@@ -213,6 +211,20 @@ impl CommitPipeline {
     pub fn close(self) -> Result<(), StoreError> {
         self.store.close()
     }
+}
+
+/// The receipt of a message whose pull reply was written whole, to its sender.
+fn pulled_receipt(message: &Delivered) -> SenderReceipt {
+    let at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    let receipt = Receipt {
+        id: message.id,
+        recipient: message.to,
+        how: Delivery::Pulled,
+        at_ms,
+    };
+    (message.from, receipt)
 }
 
 #[cfg(test)]
@@ -301,14 +313,14 @@ mod tests {
         let mut fixture = fixture(Durability::Normal);
         let mut deliveries = Deliveries::default();
         let id = register(&mut fixture.pipeline, "first");
-        fixture.pipeline.queued_for(id);
-        fixture.pipeline.queued_for(id);
+        fixture.pipeline.queued_for(id, MessageId(1));
+        fixture.pipeline.queued_for(id, MessageId(2));
         let round = fixture
             .pipeline
             .commit(&mut deliveries, &fixture.metrics, Instant::now());
         assert_eq!(round.epoch, Some(0));
-        assert_eq!(fixture.pipeline.take_durable_recipients(), vec![id]);
-        assert!(fixture.pipeline.take_durable_recipients().is_empty());
+        assert_eq!(fixture.pipeline.take_durable().recipients, vec![id]);
+        assert!(fixture.pipeline.take_durable().recipients.is_empty());
     }
 
     #[test]
@@ -316,17 +328,17 @@ mod tests {
         let mut fixture = fixture(Durability::Full);
         let mut deliveries = Deliveries::default();
         let id = register(&mut fixture.pipeline, "first");
-        fixture.pipeline.queued_for(id);
+        fixture.pipeline.queued_for(id, MessageId(1));
         let round = fixture
             .pipeline
             .commit(&mut deliveries, &fixture.metrics, Instant::now());
         assert_eq!(round.epoch, Some(1));
         assert!(
-            fixture.pipeline.take_durable_recipients().is_empty(),
+            fixture.pipeline.take_durable().recipients.is_empty(),
             "not before the flush"
         );
         flushed(&mut fixture);
-        assert_eq!(fixture.pipeline.take_durable_recipients(), vec![id]);
+        assert_eq!(fixture.pipeline.take_durable().recipients, vec![id]);
     }
 
     #[test]
@@ -337,6 +349,8 @@ mod tests {
         let ids = [41, 42].map(|id| Delivered {
             id: MessageId(id),
             len: 3,
+            from: ClientId([1; 16]),
+            to: ClientId([2; 16]),
         });
         deliveries.start(&ids);
         deliveries.delivered(ids.to_vec());
@@ -346,5 +360,19 @@ mod tests {
         assert!(round.epoch.is_some());
         assert_eq!(deliveries.undeleted(), 0);
         assert!(!deliveries.is_in_flight(MessageId(41)));
+        let receipts = fixture.pipeline.take_durable().receipts;
+        let told: Vec<_> = receipts
+            .iter()
+            .map(|(sender, receipt)| (*sender, receipt.id, receipt.recipient, receipt.how))
+            .collect();
+        let pulled = |id| {
+            (
+                ClientId([1; 16]),
+                MessageId(id),
+                ClientId([2; 16]),
+                Delivery::Pulled,
+            )
+        };
+        assert_eq!(told, vec![pulled(41), pulled(42)], "their senders are told");
     }
 }

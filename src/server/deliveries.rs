@@ -1,9 +1,11 @@
 //! Messages in delivery. A pull reply's messages are in flight from the moment the reply is
 //! built until it is written whole (no second pull reply may carry them) or given up (they
 //! become pullable again). Written whole, they are delivered and deleted in the next round;
-//! a deletion that fails keeps them in flight and is retried shortly.
+//! a deletion that fails keeps them in flight and is retried shortly. Pushed messages
+//! (protocol §E5) are in delivery, on each connection that holds them unacknowledged, until
+//! acknowledged there or that connection ends; they stay pullable meanwhile.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::protocol::MessageId;
@@ -15,6 +17,8 @@ const DELETE_RETRY: Duration = Duration::from_millis(100);
 #[derive(Default)]
 pub struct Deliveries {
     in_flight: HashSet<MessageId>,
+    /// Pushed and unacknowledged: on how many connections.
+    pushed: HashMap<MessageId, u32>,
     /// Written whole, to delete in the next round.
     delivered: Vec<Delivered>,
     /// When a failed deletion may be tried again.
@@ -25,6 +29,26 @@ impl Deliveries {
     /// Whether a pull reply not yet written whole carries `id`.
     pub fn is_in_flight(&self, id: MessageId) -> bool {
         self.in_flight.contains(&id)
+    }
+
+    /// Whether a pull reply not yet written whole, or an unacknowledged push, carries `id`.
+    pub fn is_in_delivery(&self, id: MessageId) -> bool {
+        self.in_flight.contains(&id) || self.pushed.contains_key(&id)
+    }
+
+    /// A connection pushed `id`.
+    pub fn pushed(&mut self, id: MessageId) {
+        *self.pushed.entry(id).or_default() += 1;
+    }
+
+    /// A connection that pushed `id` holds it no more: acknowledged, or the connection ended.
+    pub fn push_ended(&mut self, id: MessageId) {
+        if let Some(count) = self.pushed.get_mut(&id) {
+            *count -= 1;
+            if *count == 0 {
+                self.pushed.remove(&id);
+            }
+        }
     }
 
     /// A pull reply carries these messages.
@@ -97,6 +121,8 @@ pub(crate) fn delivered(ids: &[u32]) -> Vec<Delivered> {
         .map(|&id| Delivered {
             id: MessageId(id),
             len: 10,
+            from: crate::protocol::ClientId([1; 16]),
+            to: crate::protocol::ClientId([2; 16]),
         })
         .collect()
 }
@@ -120,6 +146,20 @@ mod tests {
         deliveries.settle(due, true, now);
         assert!(!deliveries.is_in_flight(MessageId(1)));
         assert_eq!((deliveries.due_at(now), deliveries.undeleted()), (None, 0));
+    }
+
+    #[test]
+    fn a_pushed_message_is_in_delivery_until_every_connection_that_holds_it_lets_go() {
+        let mut deliveries = Deliveries::default();
+        deliveries.pushed(MessageId(4));
+        deliveries.pushed(MessageId(4));
+        assert!(!deliveries.is_in_flight(MessageId(4)), "still pullable");
+        deliveries.push_ended(MessageId(4));
+        assert!(deliveries.is_in_delivery(MessageId(4)));
+        deliveries.push_ended(MessageId(4));
+        assert!(!deliveries.is_in_delivery(MessageId(4)));
+        deliveries.push_ended(MessageId(4));
+        assert!(!deliveries.is_in_delivery(MessageId(4)));
     }
 
     #[test]

@@ -6,6 +6,8 @@ mod commit;
 mod connection;
 mod deliveries;
 mod durability;
+mod effects;
+mod notices;
 mod outbox;
 mod pacer;
 mod presence;
@@ -157,6 +159,8 @@ impl Server {
                 proofs: ProofLimiter::default(),
                 presence: PresenceTracker::default(),
                 metrics,
+                push_due: Vec::new(),
+                ended_subscriptions: Vec::new(),
             },
             accept_paused_until: None,
             shutdown_deadline: None,
@@ -220,7 +224,7 @@ impl Server {
     /// messages stored; the ready connections read and served; expired deadlines and
     /// long-polls; the timeout sweep; new connections; the commit, its replies sealed and
     /// the durable ones released, long-polls woken for the messages now durable (served next
-    /// turn); then everything released written.
+    /// turn), pushes and receipts released; then everything released written.
     fn turn(&mut self, events: &Events, scratch: &mut [u8]) {
         let time = TurnTime {
             now: Instant::now(),
@@ -249,7 +253,7 @@ impl Server {
         }
         ready.extend(self.commit_round(now));
         ready.extend(self.release_flushed());
-        self.wake_waiters();
+        ready.extend(self.tell_durable());
         ready.extend(writable);
         self.write_out(ready, now, bulk_allowed, bulk_time);
     }

@@ -1,5 +1,5 @@
-//! Who is online (protocol §E8): the ids a connection has made a request as within the last
-//! minute. I/O-free, the time passed in; owned by `Core` and lent to the handlers, which
+//! Who is online (protocol §E8): the ids a connection is subscribed as (§E5), or has made a
+//! request as within the last minute. I/O-free, the time passed in; owned by `Core` and lent to the handlers, which
 //! record each served caller and read it for the account list.
 
 use std::collections::HashMap;
@@ -14,6 +14,8 @@ pub const ONLINE_WINDOW: Duration = Duration::from_secs(60);
 #[derive(Debug, Default)]
 pub struct PresenceTracker {
     last_request: HashMap<ClientId, Instant>,
+    /// How many connections are subscribed as each id.
+    subscribed: HashMap<ClientId, usize>,
     /// When ids silent for a whole window are next dropped: the map holds only the ids
     /// active in about the last two windows.
     next_sweep: Option<Instant>,
@@ -30,17 +32,37 @@ impl PresenceTracker {
         }
     }
 
-    /// Whether `id` made a request within [`ONLINE_WINDOW`] before `now`.
+    /// A connection subscribed as `id`.
+    pub fn subscribed(&mut self, id: ClientId) {
+        *self.subscribed.entry(id).or_default() += 1;
+    }
+
+    /// A connection subscribed as `id` is subscribed no more.
+    pub fn unsubscribed(&mut self, id: ClientId) {
+        if let Some(count) = self.subscribed.get_mut(&id) {
+            *count -= 1;
+            if *count == 0 {
+                self.subscribed.remove(&id);
+            }
+        }
+    }
+
+    /// Whether a connection is subscribed as `id`, or made a request as it within
+    /// [`ONLINE_WINDOW`] before `now`.
     pub fn presence(&self, id: ClientId, now: Instant) -> Presence {
+        if self.subscribed.contains_key(&id) {
+            return Presence::Online;
+        }
         match self.last_request.get(&id) {
             Some(seen) if now.saturating_duration_since(*seen) <= ONLINE_WINDOW => Presence::Online,
             _ => Presence::Offline,
         }
     }
 
-    /// The account is gone.
+    /// The account is gone, and its subscriptions with it.
     pub fn forget(&mut self, id: ClientId) {
         self.last_request.remove(&id);
+        self.subscribed.remove(&id);
     }
 
     /// How many ids are remembered.
@@ -56,6 +78,22 @@ mod tests {
 
     const ALICE: ClientId = ClientId([1; 16]);
     const BOB: ClientId = ClientId([2; 16]);
+
+    #[test]
+    fn a_subscribed_id_is_online_while_any_of_its_subscriptions_lasts() {
+        let long_after = Instant::now() + ONLINE_WINDOW * 10;
+        let mut tracker = PresenceTracker::default();
+        tracker.subscribed(ALICE);
+        tracker.subscribed(ALICE);
+        tracker.unsubscribed(ALICE);
+        assert_eq!(tracker.presence(ALICE, long_after), Presence::Online);
+        tracker.unsubscribed(ALICE);
+        assert_eq!(tracker.presence(ALICE, long_after), Presence::Offline);
+        tracker.subscribed(BOB);
+        tracker.forget(BOB);
+        tracker.unsubscribed(BOB);
+        assert_eq!(tracker.presence(BOB, long_after), Presence::Offline);
+    }
 
     #[test]
     fn an_id_is_online_for_a_minute_after_its_last_request() {

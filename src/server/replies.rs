@@ -1,6 +1,7 @@
 //! The end of a turn, from the commit to the sockets: the round committed, each touched
-//! connection's replies tied to its commit, replies released and long-polls woken as commits
-//! become durable, and what is released written within the pacer's share for bulk writes.
+//! connection's replies tied to its commit, replies released, long-polls woken, messages
+//! pushed and receipts sent as commits become durable, and what is released written within
+//! the pacer's share for bulk writes.
 
 use std::time::{Duration, Instant};
 
@@ -57,19 +58,44 @@ impl Server {
         released
     }
 
-    /// Wakes the long-polls waiting for the recipients of messages now durable; they pull in
-    /// the next turn, which comes at once.
-    pub(super) fn wake_waiters(&mut self) {
-        let recipients = self.core.pipeline.take_durable_recipients();
-        if recipients.is_empty() {
-            return;
-        }
-        for key in self.core.waiters.wake(&recipients) {
+    /// Tells connections what became durable: wakes the long-polls waiting for the
+    /// recipients of new messages (they pull in the next turn, which comes at once), sends
+    /// receipts to their senders' subscriptions, and pushes to the subscriptions that may
+    /// take more. Returns the connections that got output.
+    pub(super) fn tell_durable(&mut self) -> Vec<usize> {
+        let durable = self.core.pipeline.take_durable();
+        let woken = self.core.waiters.wake(&durable.recipients);
+        for key in woken.parked {
             if let Some(connection) = self.connections.get_mut(key) {
                 connection.unpark(Unpark::Pull);
                 self.needs_service.push(key);
             }
         }
+        let mut told = Vec::new();
+        for (sender, receipt) in durable.receipts {
+            for &key in self.core.waiters.subscribers(sender) {
+                if let Some(connection) = self.connections.get_mut(key) {
+                    connection.push_receipt(receipt);
+                    told.push(key);
+                }
+            }
+        }
+        for key in self.core.take_ended_subscriptions() {
+            if let Some(connection) = self.connections.get_mut(key) {
+                connection.end_subscription(&mut self.core.deliveries);
+            }
+        }
+        let mut due = self.core.take_push_due();
+        due.extend(woken.subscribed);
+        due.sort_unstable();
+        due.dedup();
+        for key in due {
+            if let Some(connection) = self.connections.get_mut(key) {
+                self.core.push_waiting(connection);
+                told.push(key);
+            }
+        }
+        told
     }
 
     /// Writes what each connection has released to its socket, reregisters interest, and

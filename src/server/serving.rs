@@ -41,9 +41,13 @@ pub(crate) struct Core {
     pub pacer: BulkPacer,
     /// Failed proofs per id and per address, across connections.
     pub proofs: ProofLimiter,
-    /// The ids served lately, across connections.
+    /// The ids served lately, and subscribed, across connections.
     pub presence: PresenceTracker,
     pub metrics: Arc<Metrics>,
+    /// Subscribed connections that may push: just subscribed, or acknowledged.
+    pub push_due: Vec<usize>,
+    /// Connections whose subscription ended with its account, elsewhere.
+    pub ended_subscriptions: Vec<usize>,
 }
 
 /// When a turn runs: the monotonic time for deadlines and pacing, the wall-clock time for
@@ -91,7 +95,12 @@ impl Core {
                         session,
                     };
                     match self.run(request, time, |ctx| handlers::dispatch(ctx, code, body)) {
-                        Outcome::Answer(response) => connection.answer(response, padded),
+                        Outcome::Answer(mut response) => {
+                            if let Some(effect) = response.effect.take() {
+                                self.apply(effect, connection);
+                            }
+                            connection.answer(response, padded)
+                        }
                         Outcome::Park(parked) => {
                             self.waiters.park(key, parked.caller, parked.until);
                             connection.park(header)
@@ -160,7 +169,7 @@ impl Core {
             return;
         };
         let peer = connection.peer();
-        let response = match synced.content {
+        let mut response = match synced.content {
             Ok(content) => {
                 let request = Served {
                     code: Code::Classic(send.code),
@@ -178,6 +187,9 @@ impl Core {
                 Response::refused(Reason::Internal)
             }
         };
+        if let Some(effect) = response.effect.take() {
+            self.apply(effect, connection);
+        }
         let answered = connection.upload_stored(response);
         self.record(connection.key(), answered);
         self.serve(connection, time, scratch);
@@ -225,8 +237,7 @@ impl Core {
         upload
     }
 
-    /// Runs one request inside the round's transaction; any failure becomes a 9000 reply. The
-    /// recipient of a message it stored is noted with the round.
+    /// Runs one request inside the round's transaction; any failure becomes a 9000 reply.
     fn run<T: HandlerOutput>(
         &mut self,
         request: Served<'_>,
@@ -287,9 +298,6 @@ impl Core {
         if error.is_some() {
             store.rollback_request();
         }
-        if let Some(recipient) = output.response().and_then(|response| response.queued_for) {
-            self.pipeline.queued_for(recipient);
-        }
         self.metrics.request(code, started.elapsed(), error);
         output
     }
@@ -319,6 +327,7 @@ fn context<'a>(
         pull_budget: PullBudget {
             payload: u64::from(config.max_payload),
             in_memory: PULL_MEMORY_BUDGET,
+            messages: usize::MAX,
         },
         now: time.wall,
         caller: request.header.client_id,

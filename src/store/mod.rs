@@ -20,11 +20,21 @@ pub use content::{ContentSink, ContentStore, LargeContent, PendingContent};
 pub use migrations::SchemaMismatch;
 pub use sqlite::SqliteStore;
 
-/// A message a pull reply carries: its id, and its content's size for the queue counts.
+/// A message a pull reply carries: its id, its content's size for the queue counts, and who
+/// sent it to whom, for its receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivered {
     pub id: MessageId,
     pub len: u64,
+    pub from: ClientId,
+    pub to: ClientId,
+}
+
+/// A message deleted because its recipient acknowledged it, and its sender, for its receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acknowledged {
+    pub id: MessageId,
+    pub from: ClientId,
 }
 
 /// A message to store.
@@ -143,6 +153,8 @@ pub struct PullBudget {
     pub payload: u64,
     /// Content bytes held in memory (contents stored in rows); large contents are streamed.
     pub in_memory: u64,
+    /// Messages.
+    pub messages: usize,
 }
 
 /// The message queues as of the last commit, kept as writes commit so that reading them
@@ -262,6 +274,13 @@ pub trait Store: ContentStore + Send {
     ) -> Result<Vec<QueuedMessage>, StoreError>;
     /// Deletes messages whose pull reply was written whole.
     fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError>;
+    /// Deletes the messages among `ids` that wait for `to`, which acknowledged them; returns
+    /// them. Their deletion is acknowledged: durable before the reply.
+    fn acknowledge_messages(
+        &mut self,
+        to: ClientId,
+        ids: &[MessageId],
+    ) -> Result<Vec<Acknowledged>, StoreError>;
     /// The messages queued for `to`, per sender: most messages first, then the sender whose
     /// oldest message has waited longest.
     fn queue_of(&mut self, to: ClientId) -> Result<Vec<SenderQueue>, StoreError>;

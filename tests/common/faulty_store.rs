@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use messageu::protocol::{ClientId, MessageId, Protection, PublicKey};
 use messageu::store::{
-    Committed, ContentSink, ContentStore, Delivered, Durability, NewContent, NewMessage,
-    PullBudget, QueueStats, QueuedMessage, SenderQueue, SqliteStore, Store, StoreError,
+    Acknowledged, Committed, ContentSink, ContentStore, Delivered, Durability, NewContent,
+    NewMessage, PullBudget, QueueStats, QueuedMessage, SenderQueue, SqliteStore, Store, StoreError,
     StoredAccount, UnsendOutcome,
 };
 
@@ -135,6 +135,13 @@ impl Store for FaultyStore {
         in_flight: &dyn Fn(MessageId) -> bool,
     ) -> Result<UnsendOutcome, StoreError> {
         self.inner.unsend_message(from, id, in_flight)
+    }
+    fn acknowledge_messages(
+        &mut self,
+        to: ClientId,
+        ids: &[MessageId],
+    ) -> Result<Vec<Acknowledged>, StoreError> {
+        self.inner.acknowledge_messages(to, ids)
     }
     fn queue(&self) -> QueueStats {
         self.inner.queue()

@@ -4,9 +4,11 @@
 //! silent or idle. It knows nothing of the server: what its input needs done (a request
 //! served, an upload opened or synced, a deadline kept) it yields as [`Work`] from
 //! [`Connection::next_work`], and the loop hands back the answers ([`work`]). Large sends are
-//! in [`upload`], a parked long-poll in [`long_poll`].
+//! in [`upload`], a parked long-poll in [`long_poll`], a push subscription in
+//! [`subscription`].
 
 mod long_poll;
+mod subscription;
 mod upload;
 mod work;
 
@@ -26,6 +28,7 @@ use crate::metrics::ConnectionKind;
 use crate::protocol::FrameDecoder;
 use long_poll::Parked;
 pub(crate) use long_poll::Unpark;
+use subscription::Subscription;
 pub(crate) use upload::LargeSend;
 use upload::{InboundUpload, Syncing};
 use work::Pass;
@@ -79,6 +82,8 @@ pub(crate) struct Connection {
     syncing: Option<Syncing>,
     /// A long-poll waiting for a message; nothing behind it is served until it is answered.
     parked: Option<Parked>,
+    /// Messages for this id are pushed here (protocol §E5).
+    subscription: Option<Subscription>,
 
     outbox: Outbox,
     /// What the client has established on this connection: hello, challenge,
@@ -134,6 +139,7 @@ impl Connection {
             upload: None,
             syncing: None,
             parked: None,
+            subscription: None,
             outbox: Outbox::new(now),
             session: Session::default(),
             write_budget_spent: false,
@@ -310,8 +316,8 @@ impl Connection {
     }
 
     /// Since when the connection has been waiting for its client with nothing in progress;
-    /// `None` while it is busy or closing. At the connection cap, the longest-idle one makes
-    /// room for a new one.
+    /// `None` while it is busy, subscribed or closing. At the connection cap, the longest-idle
+    /// one makes room for a new one.
     pub fn idle_since(&self) -> Option<Instant> {
         // Readable: bytes may have arrived that were not read yet.
         let waiting = self.state == State::Open
@@ -320,6 +326,7 @@ impl Connection {
             && self.upload.is_none()
             && self.syncing.is_none()
             && self.parked.is_none()
+            && self.subscription.is_none()
             && !self.reader.is_holding();
         (waiting && self.is_quiet()).then_some(self.last_read.max(self.outbox.last_progress()))
     }
@@ -376,8 +383,10 @@ impl Connection {
         Ok(())
     }
 
-    /// Makes the messages of replies that were never written whole pullable again.
-    pub fn abandon(self, deliveries: &mut Deliveries) {
+    /// Makes the messages of replies that were never written whole pullable again, and those
+    /// pushed and not acknowledged free to push again.
+    pub fn abandon(mut self, deliveries: &mut Deliveries) {
+        self.end_subscription(deliveries);
         if self.outbox.abandon(deliveries) {
             log::warn!(
                 "{}: connection lost before a pull reply was written; its messages stay queued",

@@ -1,5 +1,5 @@
 //! Messages: inserting them under fresh ids, a recipient's queue within a pull's budget and
-//! per sender, deleting delivered and unsent ones (their spool files removed once the
+//! per sender, deleting delivered, acknowledged and unsent ones (their spool files removed once the
 //! deletion commits), and the queue counts.
 
 use rusqlite::{ffi, params, Connection, OptionalExtension};
@@ -9,8 +9,8 @@ use super::SqliteStore;
 use crate::protocol::replies::PULLED_MESSAGE_HEADER_LEN;
 use crate::protocol::{ClientId, MessageId};
 use crate::store::{
-    Content, ContentReader, Delivered, NewContent, NewMessage, PullBudget, QueueStats,
-    QueuedMessage, SenderQueue, StoreError, UnsendOutcome,
+    Acknowledged, Content, ContentReader, Delivered, NewContent, NewMessage, PullBudget,
+    QueueStats, QueuedMessage, SenderQueue, StoreError, UnsendOutcome,
 };
 
 /// How many taken message ids an insert steps over before giving up.
@@ -81,8 +81,9 @@ impl SqliteStore {
                     }
                 };
                 let entry = PULLED_MESSAGE_HEADER_LEN as u64 + content_len;
-                let fits =
-                    payload + entry <= budget.payload && in_memory + memory <= budget.in_memory;
+                let fits = payload + entry <= budget.payload
+                    && in_memory + memory <= budget.in_memory
+                    && messages.len() < budget.messages;
                 if !messages.is_empty() && !fits {
                     break;
                 }
@@ -125,6 +126,40 @@ impl SqliteStore {
                 }
             }
             Ok(())
+        })
+    }
+
+    /// `Store::acknowledge_messages`.
+    pub(super) fn acknowledge(
+        &mut self,
+        to: ClientId,
+        ids: &[MessageId],
+    ) -> Result<Vec<Acknowledged>, StoreError> {
+        self.run(|store| {
+            store.savepoint_request()?;
+            let mut delete = store.conn.prepare_cached(
+                "DELETE FROM messages WHERE ID = ?1 AND ToClient = ?2 \
+                 RETURNING FromClient, SpoolFile, coalesce(SpoolSize, length(Content))",
+            )?;
+            let mut deleted = Vec::new();
+            for &id in ids {
+                let mut rows = delete.query(params![id.0, &to.0[..]])?;
+                while let Some(row) = rows.next()? {
+                    deleted.push(Acknowledged {
+                        id,
+                        from: client_id(row.get_ref(0)?.as_blob()?)?,
+                    });
+                    if let Some(name) = row.get::<_, Option<String>>(1)? {
+                        store.batch_removals.push(name);
+                    }
+                    store.batch_queue.delivered += 1;
+                    store.batch_queue.delivered_bytes += row.get::<_, u64>(2)?;
+                }
+            }
+            if !deleted.is_empty() {
+                store.batch_acknowledges = true;
+            }
+            Ok(deleted)
         })
     }
 

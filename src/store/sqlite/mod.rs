@@ -28,8 +28,9 @@ use std::time::{Instant, SystemTime};
 use rusqlite::Connection;
 
 use super::{
-    Committed, ContentSink, ContentStore, Delivered, LargeContent, NewMessage, PullBudget,
-    QueueStats, QueuedMessage, SenderQueue, Store, StoreError, StoredAccount, UnsendOutcome,
+    Acknowledged, Committed, ContentSink, ContentStore, Delivered, LargeContent, NewMessage,
+    PullBudget, QueueStats, QueuedMessage, SenderQueue, Store, StoreError, StoredAccount,
+    UnsendOutcome,
 };
 use crate::protocol::{ClientId, MessageId, Protection, PublicKey};
 use batch::RequestMark;
@@ -197,6 +198,14 @@ impl Store for SqliteStore {
 
     fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {
         self.delete_delivered(messages)
+    }
+
+    fn acknowledge_messages(
+        &mut self,
+        to: ClientId,
+        ids: &[MessageId],
+    ) -> Result<Vec<Acknowledged>, StoreError> {
+        self.acknowledge(to, ids)
     }
 
     fn queue_of(&mut self, to: ClientId) -> Result<Vec<SenderQueue>, StoreError> {

@@ -22,6 +22,7 @@ pub(super) fn budget(payload: u64) -> PullBudget {
     PullBudget {
         payload,
         in_memory: u64::MAX,
+        messages: usize::MAX,
     }
 }
 
@@ -91,6 +92,7 @@ fn queued_messages_respect_order_budget_and_skip() {
     let memory = PullBudget {
         payload: u64::MAX,
         in_memory: 250,
+        messages: usize::MAX,
     };
     let in_memory = store.queued_messages(to, memory, &|_| false).unwrap();
     assert_eq!(self::ids(&in_memory), ids[..2]);
@@ -114,7 +116,14 @@ pub(super) fn spooled_message(store: &mut SqliteStore, content: &[u8]) -> Messag
 
 /// Pulled messages of `len` content bytes each, as the server deletes them.
 fn delivered(ids: &[MessageId], len: u64) -> Vec<Delivered> {
-    ids.iter().map(|&id| Delivered { id, len }).collect()
+    ids.iter()
+        .map(|&id| Delivered {
+            id,
+            len,
+            from: ClientId([0; 16]),
+            to: ClientId([0; 16]),
+        })
+        .collect()
 }
 
 pub(super) fn spool_files(store: &SqliteStore) -> usize {

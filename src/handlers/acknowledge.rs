@@ -1,0 +1,45 @@
+//! Acknowledge (protocol §E5), on a connection authenticated as the caller: deletes the listed
+//! messages that wait for it, pushed or not, and answers how many; the deletion is durable
+//! before the reply. Each deleted message's sender is owed a receipt (§E7).
+
+use std::time::UNIX_EPOCH;
+
+use super::{
+    check_authenticated_caller, Context, Effect, ExtensionHandler, HandlerError, Response,
+};
+use crate::protocol::{Delivery, ExtensionAnswer, MessageId, Receipt, Reply};
+
+pub(super) struct Acknowledge(pub Vec<MessageId>);
+
+impl ExtensionHandler for Acknowledge {
+    fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
+        check_authenticated_caller(ctx)?;
+        let deleted = ctx.store.acknowledge_messages(ctx.caller, &self.0)?;
+        let at_ms = ctx
+            .now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        let receipts = deleted
+            .iter()
+            .map(|message| {
+                let receipt = Receipt {
+                    id: message.id,
+                    recipient: ctx.caller,
+                    how: Delivery::Acknowledged,
+                    at_ms,
+                };
+                (message.from, receipt)
+            })
+            .collect();
+        // At most 8,192 ids are acknowledged at once.
+        let answer = ExtensionAnswer::Acknowledged {
+            deleted: deleted.len() as u32,
+        };
+        Ok(
+            Response::new(Reply::Extension(answer)).with_effect(Effect::Acknowledged {
+                ids: self.0,
+                receipts,
+            }),
+        )
+    }
+}

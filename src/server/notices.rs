@@ -1,0 +1,176 @@
+//! What the loop tells connections once commits are durable: whose queues grew (parked
+//! long-polls to answer, subscriptions to push to) and the delivery receipts owed to senders
+//! (protocol §E5–§E7). A round's notices wait for its commit, then for the flush that makes it
+//! durable; a round that fails, or whose flush fails, tells nothing, since its writes may not
+//! survive. It also knows which committed messages are not durable yet, so that none is pushed
+//! before its send's reply may go out. I/O-free; owned by the commit pipeline.
+
+use std::collections::{HashSet, VecDeque};
+use std::mem;
+
+use crate::protocol::{ClientId, MessageId, Receipt};
+
+/// A receipt, and the sender whose subscriptions it goes to.
+pub(crate) type SenderReceipt = (ClientId, Receipt);
+
+/// Notices whose writes are durable.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Durable {
+    /// Recipients of new messages, each once.
+    pub recipients: Vec<ClientId>,
+    pub receipts: Vec<SenderReceipt>,
+}
+
+impl Durable {
+    fn append(&mut self, other: &mut Durable) {
+        self.recipients.append(&mut other.recipients);
+        self.receipts.append(&mut other.receipts);
+    }
+}
+
+/// The notices of one round, with the messages it stored.
+#[derive(Debug, Default)]
+struct RoundNotices {
+    notices: Durable,
+    messages: Vec<MessageId>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Notices {
+    round: RoundNotices,
+    /// Committed rounds' notices, by the epoch whose flush makes them durable.
+    flushing: VecDeque<(u64, RoundNotices)>,
+    /// Messages committed in a round whose flush has not finished.
+    undurable: HashSet<MessageId>,
+    durable: Durable,
+}
+
+impl Notices {
+    /// The round stored message `id` for `to`.
+    pub fn queued(&mut self, to: ClientId, id: MessageId) {
+        self.round.notices.recipients.push(to);
+        self.round.messages.push(id);
+    }
+
+    /// The round deleted acknowledged messages: their receipts go out once it is durable.
+    pub fn acknowledged(&mut self, receipts: Vec<SenderReceipt>) {
+        self.round.notices.receipts.extend(receipts);
+    }
+
+    /// Pulled messages' deletion committed: their receipts go out now (protocol §E7).
+    pub fn pulled(&mut self, receipts: impl IntoIterator<Item = SenderReceipt>) {
+        self.durable.receipts.extend(receipts);
+    }
+
+    /// The round committed and is durable already.
+    pub fn round_durable(&mut self) {
+        let mut round = mem::take(&mut self.round);
+        self.durable.append(&mut round.notices);
+    }
+
+    /// The round committed as `epoch`, durable once that epoch's flush has run.
+    pub fn round_flushing(&mut self, epoch: u64) {
+        let round = mem::take(&mut self.round);
+        if round.notices == Durable::default() {
+            return;
+        }
+        self.undurable.extend(&round.messages);
+        self.flushing.push_back((epoch, round));
+    }
+
+    /// The round did not commit: its writes are gone.
+    pub fn round_failed(&mut self) {
+        self.round = RoundNotices::default();
+    }
+
+    /// The flush through `epoch` ended; if it `succeeded`, its rounds' notices are due.
+    pub fn flushed(&mut self, epoch: u64, succeeded: bool) {
+        while self.flushing.front().is_some_and(|(at, _)| *at <= epoch) {
+            let Some((_, mut round)) = self.flushing.pop_front() else {
+                break;
+            };
+            for id in &round.messages {
+                self.undurable.remove(id);
+            }
+            if succeeded {
+                self.durable.append(&mut round.notices);
+            }
+        }
+    }
+
+    /// Whether message `id` is committed but not durable yet.
+    pub fn is_undurable(&self, id: MessageId) -> bool {
+        self.undurable.contains(&id)
+    }
+
+    /// The notices that became durable since the last call.
+    pub fn take_durable(&mut self) -> Durable {
+        let mut durable = mem::take(&mut self.durable);
+        durable.recipients.sort_unstable();
+        durable.recipients.dedup();
+        durable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Delivery;
+
+    const ALICE: ClientId = ClientId([1; 16]);
+    const BOB: ClientId = ClientId([2; 16]);
+
+    fn receipt(id: u32) -> SenderReceipt {
+        let receipt = Receipt {
+            id: MessageId(id),
+            recipient: BOB,
+            how: Delivery::Acknowledged,
+            at_ms: 5,
+        };
+        (ALICE, receipt)
+    }
+
+    #[test]
+    fn a_rounds_notices_wait_for_its_flush_and_its_messages_are_undurable_until_then() {
+        let mut notices = Notices::default();
+        notices.queued(BOB, MessageId(7));
+        notices.queued(BOB, MessageId(8));
+        notices.acknowledged(vec![receipt(3)]);
+        notices.round_flushing(1);
+        assert!(notices.is_undurable(MessageId(7)));
+        assert_eq!(notices.take_durable(), Durable::default());
+        notices.queued(ALICE, MessageId(9));
+        notices.round_flushing(2);
+        notices.flushed(1, true);
+        assert!(!notices.is_undurable(MessageId(8)));
+        assert!(notices.is_undurable(MessageId(9)));
+        let durable = notices.take_durable();
+        assert_eq!(durable.recipients, vec![BOB], "each recipient once");
+        assert_eq!(durable.receipts, vec![receipt(3)]);
+        notices.flushed(2, false);
+        assert!(!notices.is_undurable(MessageId(9)));
+        assert_eq!(
+            notices.take_durable(),
+            Durable::default(),
+            "a failed flush tells nothing"
+        );
+    }
+
+    #[test]
+    fn durable_rounds_and_pulls_tell_at_once_and_failed_rounds_never() {
+        let mut notices = Notices::default();
+        notices.queued(BOB, MessageId(1));
+        notices.round_failed();
+        notices.round_durable();
+        assert_eq!(notices.take_durable(), Durable::default());
+        notices.queued(BOB, MessageId(2));
+        notices.round_durable();
+        notices.pulled([receipt(4)]);
+        let durable = notices.take_durable();
+        assert_eq!(
+            (durable.recipients, durable.receipts),
+            (vec![BOB], vec![receipt(4)])
+        );
+        assert!(!notices.is_undurable(MessageId(2)));
+    }
+}
