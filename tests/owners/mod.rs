@@ -12,6 +12,8 @@ use sha1::Sha1;
 
 use crate::common::{register_body, Client, Reply};
 
+pub mod live;
+
 pub const HELLO: u16 = 1500;
 pub const CHALLENGE: u16 = 1501;
 pub const PROVE: u16 = 1502;
