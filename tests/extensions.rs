@@ -70,7 +70,7 @@ fn errors_are_bare_before_the_hello_and_carry_a_reason_after_it() {
     );
     assert_reason(&client.call(stranger, PROVE, &[0; 32]), Reason::BadProof);
     assert_reason(&client.call(stranger, 4242, &[]), Reason::UnknownRequest);
-    assert_reason(&client.call(stranger, 1504, &[]), Reason::UnknownRequest);
+    assert_reason(&client.call(stranger, 1599, &[]), Reason::UnknownRequest);
     // A size the operation cannot have: skipped, the connection goes on.
     assert_reason(&client.call(stranger, list, &[1, 2]), Reason::Malformed);
     assert_reason(&client.call(stranger, PROVE, &[0; 31]), Reason::Malformed);
