@@ -273,7 +273,7 @@ fn answer_to(request: &Served, stream: &[u8], server: &Running) -> Answer {
     let code = match code {
         Code::Classic(code) => code,
         // No input can answer a challenge (it would need the key's private half), so none
-        // authenticates, and none can protect or delete an account.
+        // authenticates, and none can protect or delete an account, subscribe or acknowledge.
         Code::Extension(Extension::Hello) => return Answer::Success(Extension::Hello.reply_code()),
         Code::Extension(
             extension @ (Extension::Challenge
@@ -281,9 +281,13 @@ fn answer_to(request: &Served, stream: &[u8], server: &Running) -> Answer {
             | Extension::QueueStatus
             | Extension::Unsend),
         ) => return Answer::Either(extension.reply_code()),
-        Code::Extension(Extension::Prove | Extension::Protect | Extension::DeleteAccount) => {
-            return Answer::Error
-        }
+        Code::Extension(
+            Extension::Prove
+            | Extension::Protect
+            | Extension::DeleteAccount
+            | Extension::Subscribe
+            | Extension::Acknowledge,
+        ) => return Answer::Error,
         // The half-close after the input ends a parked wait at once.
         Code::Extension(Extension::LongPoll) => {
             let reply = Extension::LongPoll.reply_code();

@@ -238,13 +238,17 @@ fn size_fits(operation: Operation, size: u32) -> bool {
     }
 }
 
-/// The payload sizes §E2–§E4, §E6 and §E8 give each extension request: list accounts
-/// carries a pattern of up to 255 bytes after its 2-byte length, then a u64 cursor and a u16
-/// page size.
+/// The payload sizes §E2–§E8 give each extension request: list accounts carries a pattern of
+/// up to 255 bytes after its 2-byte length, then a u64 cursor and a u16 page size; acknowledge
+/// a u32 count and up to 8,192 u32 ids.
 fn extension_sizes(extension: Extension) -> RangeInclusive<u32> {
     match extension {
         Extension::Hello | Extension::Unsend | Extension::LongPoll => 4..=4,
-        Extension::Challenge | Extension::QueueStatus | Extension::DeleteAccount => 0..=0,
+        Extension::Challenge
+        | Extension::QueueStatus
+        | Extension::DeleteAccount
+        | Extension::Subscribe => 0..=0,
+        Extension::Acknowledge => 4..=4 + 4 * 8192,
         Extension::Prove => 32..=32,
         Extension::Protect => 1..=1,
         Extension::ListAccounts => 12..=12 + 255,

@@ -1,6 +1,7 @@
 //! What a well-formed reply stream is (protocol §2–§4), checked with the client-side parsers
 //! of `messageu::protocol::client`.
 
+use messageu::protocol::push::COUNT_REPLY_LEN;
 use messageu::protocol::client::{
     parse_client_list, parse_public_key, parse_registered, parse_sent, pulled_messages,
     LISTED_CLIENT_LEN,
@@ -133,7 +134,7 @@ fn check_reply(
 }
 
 /// An extension reply's payload: the hello's capabilities, a sealed challenge, a long-poll's
-/// messages (a pull's layout), a page of accounts, a queue status, or nothing.
+/// messages (a pull's layout), a page of accounts, a queue status, a count, or nothing.
 fn check_extension_reply(
     extension: Extension,
     payload: &[u8],
@@ -144,6 +145,7 @@ fn check_extension_reply(
         Extension::Challenge => payload.len() == CHALLENGE_LEN,
         Extension::ListAccounts => AccountPage::parse(payload).is_some(),
         Extension::QueueStatus => QueueStatus::parse(payload).is_some(),
+        Extension::Subscribe | Extension::Acknowledge => payload.len() == COUNT_REPLY_LEN,
         Extension::Prove | Extension::Protect | Extension::Unsend | Extension::DeleteAccount => {
             payload.is_empty()
         }

@@ -1,5 +1,5 @@
 //! Seed corpora: valid requests of every edition and operation, each framing quirk of
-//! protocol §4, the extension requests of §E0–§E4, §E6 and §E8, and malformed framing, laid
+//! protocol §4, the extension requests of §E0–§E8, and malformed framing, laid
 //! out for each target. Written to `fuzz/seeds/` by
 //! `cargo run --manifest-path fuzz/Cargo.toml --example write_seeds`.
 
@@ -13,6 +13,7 @@ use messageu::protocol::client::{
     send_request_head,
 };
 use messageu::protocol::extension::{extension_request, hello_payload};
+use messageu::protocol::push::acknowledge_payload;
 use messageu::protocol::request::encode_name;
 use messageu::protocol::{
     AccountCursor, ClientId, Edition, Extension, ListAccounts, MessageId, NamePattern, Operation,
@@ -232,7 +233,7 @@ fn streams() -> Vec<(String, Vec<u8>)> {
     streams
 }
 
-/// The extension requests (protocol §E0–§E4, §E6, §E8): each alone, pipelined with classic
+/// The extension requests (protocol §E0–§E8): each alone, pipelined with classic
 /// ones after a hello (whose 9000s then carry reasons), at wrong sizes, and oversized.
 fn extension_streams() -> Vec<(String, Vec<u8>)> {
     let hello = extension_request(Extension::Hello, ClientId::default(), &hello_payload());
@@ -249,6 +250,12 @@ fn extension_streams() -> Vec<(String, Vec<u8>)> {
     let status = extension_request(Extension::QueueStatus, ALICE, &[]);
     let unsend = extension_request(Extension::Unsend, BOB, &unsend_payload(MessageId(1)));
     let delete = extension_request(Extension::DeleteAccount, ALICE, &[]);
+    let subscribe = extension_request(Extension::Subscribe, ALICE, &[]);
+    let acknowledge = extension_request(
+        Extension::Acknowledge,
+        ALICE,
+        &acknowledge_payload(&[MessageId(1), MessageId(2)]),
+    );
     let mut pipelined = [
         &hello[..],
         &challenge,
@@ -257,6 +264,8 @@ fn extension_streams() -> Vec<(String, Vec<u8>)> {
         &list,
         &status,
         &unsend,
+        &subscribe,
+        &acknowledge,
         &delete,
         &long_poll,
     ]
@@ -285,6 +294,9 @@ fn extension_streams() -> Vec<(String, Vec<u8>)> {
     wrong_sizes.extend(declaring(Extension::Challenge, 2, 2));
     wrong_sizes.extend(declaring(Extension::Protect, 1, 1));
     wrong_sizes.extend(declaring(Extension::LongPoll, 2, 2));
+    wrong_sizes.extend(declaring(Extension::Subscribe, 4, 4));
+    wrong_sizes.extend(declaring(Extension::Acknowledge, 9, 9));
+    wrong_sizes.extend(declaring(Extension::Acknowledge, 2, 2));
     wrong_sizes.extend(declaring(Extension::ListAccounts, 11, 11));
     wrong_sizes.extend(declaring(Extension::ListAccounts, 20, 20));
     wrong_sizes.extend(declaring(Extension::ListAccounts, 268, 268));

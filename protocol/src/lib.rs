@@ -36,4 +36,6 @@ pub use reason::{ErrorForm, Reason, Refusal};
 pub use replies::{Answer, ListedClient, QueuedMessage, Reply};
 pub use reply::EncodedReply;
 pub use request::{MalformedRequest, Request, SendHead};
-pub use types::{ClientId, MessageId, MessageType, PublicKey, NAME_FIELD_LEN, PUBLIC_KEY_LEN};
+pub use types::{
+    unix_millis, ClientId, MessageId, MessageType, PublicKey, NAME_FIELD_LEN, PUBLIC_KEY_LEN,
+};

@@ -80,6 +80,13 @@ impl TryFrom<u8> for MessageType {
     }
 }
 
+/// A time as the extensions carry it (protocol §E0): milliseconds since the Unix epoch; 0
+/// for a time before it.
+pub fn unix_millis(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,11 +3,10 @@
 //! online.
 
 use std::ops::ControlFlow;
-use std::time::UNIX_EPOCH;
 
 use super::{check_caller, Context, ExtensionHandler, HandlerError, Response};
 use crate::protocol::{
-    AccountCursor, AccountPage, ExtensionAnswer, ListAccounts, ListedAccount, Reply,
+    unix_millis, AccountCursor, AccountPage, ExtensionAnswer, ListAccounts, ListedAccount, Reply,
 };
 
 /// The most accounts a page holds, whatever the request asks (announced in the hello): about
@@ -31,10 +30,7 @@ impl ExtensionHandler for ListAccounts {
                 next = Some(last_listed);
                 return ControlFlow::Break(());
             }
-            let last_seen_ms = account
-                .last_seen
-                .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |since| since.as_millis() as u64);
+            let last_seen_ms = account.last_seen.map_or(0, unix_millis);
             accounts.push(ListedAccount {
                 id: account.id,
                 name: account.name.to_owned(),

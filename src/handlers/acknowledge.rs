@@ -2,12 +2,10 @@
 //! messages that wait for it, pushed or not, and answers how many; the deletion is durable
 //! before the reply. Each deleted message's sender is owed a receipt (§E7).
 
-use std::time::UNIX_EPOCH;
-
 use super::{
     check_authenticated_caller, Context, Effect, ExtensionHandler, HandlerError, Response,
 };
-use crate::protocol::{Delivery, ExtensionAnswer, MessageId, Receipt, Reply};
+use crate::protocol::{unix_millis, Delivery, ExtensionAnswer, MessageId, Receipt, Reply};
 
 pub(super) struct Acknowledge(pub Vec<MessageId>);
 
@@ -15,10 +13,7 @@ impl ExtensionHandler for Acknowledge {
     fn handle(self, ctx: &mut Context<'_>) -> Result<Response, HandlerError> {
         check_authenticated_caller(ctx)?;
         let deleted = ctx.store.acknowledge_messages(ctx.caller, &self.0)?;
-        let at_ms = ctx
-            .now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64);
+        let at_ms = unix_millis(ctx.now);
         let receipts = deleted
             .iter()
             .map(|message| {

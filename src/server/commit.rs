@@ -11,7 +11,7 @@
 use std::io;
 use std::mem;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use mio::Waker;
 
@@ -19,7 +19,7 @@ use super::deliveries::Deliveries;
 use super::durability::{Flushed, Flusher};
 use super::notices::{Durable, Notices, SenderReceipt};
 use crate::metrics::{Metrics, StorageStep};
-use crate::protocol::{ClientId, Delivery, MessageId, QueuedMessage, Receipt};
+use crate::protocol::{unix_millis, ClientId, Delivery, MessageId, QueuedMessage, Receipt};
 use crate::store::{Committed, Delivered, PullBudget, Store, StoreError};
 
 /// How a round ended.
@@ -155,7 +155,11 @@ impl CommitPipeline {
             }
         };
         if deleted && epoch.is_some() {
-            self.notices.pulled(deleting.iter().map(pulled_receipt));
+            let at_ms = unix_millis(SystemTime::now());
+            let receipts = deleting
+                .iter()
+                .map(|message| pulled_receipt(message, at_ms));
+            self.notices.pulled(receipts);
         }
         deliveries.settle(deleting, deleted && epoch.is_some(), now);
         Round { touched, epoch }
@@ -213,11 +217,9 @@ impl CommitPipeline {
     }
 }
 
-/// The receipt of a message whose pull reply was written whole, to its sender.
-fn pulled_receipt(message: &Delivered) -> SenderReceipt {
-    let at_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64);
+/// The receipt of a message whose pull reply was written whole, deleted at `at_ms`, to its
+/// sender.
+fn pulled_receipt(message: &Delivered, at_ms: u64) -> SenderReceipt {
     let receipt = Receipt {
         id: message.id,
         recipient: message.to,
