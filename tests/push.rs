@@ -160,6 +160,44 @@ fn every_subscribed_connection_of_an_id_gets_every_message_and_the_first_ack_del
 }
 
 #[test]
+fn a_message_acknowledged_on_one_connection_leaves_the_window_of_the_others() {
+    let server = TestServer::start();
+    let (bob, mut phone) = subscriber(&server, "bob");
+    let mut laptop = logged_in(&server, &bob);
+    let mut alice = server.connect();
+    let alice_id = alice.register(EDITION, "alice");
+    let sent: Vec<u32> = (0..300u32)
+        .map(|n| alice.send(EDITION, alice_id, bob.id, 3, &n.to_le_bytes()))
+        .collect();
+    phone.subscribe(bob.id);
+    laptop.subscribe(bob.id);
+    for live in [&mut phone, &mut laptop] {
+        let pushed: Vec<u32> = (0..256).map(|_| live.pushed_message(PROMPT).id).collect();
+        assert_eq!(pushed, sent[..256]);
+    }
+    // Only the phone acknowledges: the laptop's window empties too, and the rest comes.
+    assert_eq!(phone.acknowledge(bob.id, &sent[..256]), 256);
+    for live in [&mut phone, &mut laptop] {
+        let rest: Vec<u32> = (0..44).map(|_| live.pushed_message(PROMPT).id).collect();
+        assert_eq!(rest, sent[256..]);
+    }
+    // Fill both windows again; a pull takes everything, and empties them as well.
+    let refill: Vec<u32> = (0..213u32)
+        .map(|n| alice.send(EDITION, alice_id, bob.id, 3, &n.to_le_bytes()))
+        .collect();
+    for live in [&mut phone, &mut laptop] {
+        let pushed: Vec<u32> = (0..212).map(|_| live.pushed_message(PROMPT).id).collect();
+        assert_eq!(pushed, refill[..212]);
+        live.assert_no_push(QUIET);
+    }
+    let mut classic = server.connect();
+    assert_eq!(classic.pull(EDITION, bob.id).len(), 44 + 213);
+    let more = alice.send(EDITION, alice_id, bob.id, 3, b"more");
+    assert_eq!(laptop.pushed_message(PROMPT).id, more);
+    assert_eq!(phone.pushed_message(PROMPT).id, more);
+}
+
+#[test]
 fn the_window_holds_256_unacknowledged_messages_and_acks_make_room() {
     let server = TestServer::start();
     let (bob, mut live) = subscriber(&server, "bob");

@@ -59,9 +59,10 @@ impl Server {
     }
 
     /// Tells connections what became durable: wakes the long-polls waiting for the
-    /// recipients of new messages (they pull in the next turn, which comes at once), sends
-    /// receipts to their senders' subscriptions, and pushes to the subscriptions that may
-    /// take more. Returns the connections that got output.
+    /// recipients of new messages (they pull in the next turn, which comes at once), takes
+    /// deleted messages out of the windows that hold them, sends receipts to their senders'
+    /// subscriptions, and pushes to the subscriptions that may take more. Returns the
+    /// connections that got output.
     pub(super) fn tell_durable(&mut self) -> Vec<usize> {
         let durable = self.core.pipeline.take_durable();
         let woken = self.core.waiters.wake(&durable.recipients);
@@ -72,7 +73,16 @@ impl Server {
             }
         }
         let mut told = Vec::new();
+        let mut due = self.core.take_push_due();
         for (sender, receipt) in durable.receipts {
+            // A deleted message leaves the window of every connection it was pushed on.
+            for &key in self.core.waiters.subscribers(receipt.recipient) {
+                if let Some(connection) = self.connections.get_mut(key) {
+                    if connection.deleted(receipt.id, &mut self.core.deliveries) {
+                        due.push(key);
+                    }
+                }
+            }
             for &key in self.core.waiters.subscribers(sender) {
                 if let Some(connection) = self.connections.get_mut(key) {
                     connection.push_receipt(receipt);
@@ -85,7 +95,6 @@ impl Server {
                 connection.end_subscription(&mut self.core.deliveries);
             }
         }
-        let mut due = self.core.take_push_due();
         due.extend(woken.subscribed);
         due.sort_unstable();
         due.dedup();

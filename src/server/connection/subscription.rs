@@ -48,6 +48,17 @@ impl Subscription {
     fn holds(&self, id: MessageId) -> bool {
         self.unacknowledged.iter().any(|&(held, _)| held == id)
     }
+
+    /// Forgets `id` if it was pushed here; returns whether it was.
+    fn let_go(&mut self, id: MessageId, deliveries: &mut Deliveries) -> bool {
+        let Some(at) = self.unacknowledged.iter().position(|&(held, _)| held == id) else {
+            return false;
+        };
+        let (_, len) = self.unacknowledged.remove(at);
+        self.unacknowledged_bytes -= len;
+        deliveries.push_ended(id);
+        true
+    }
 }
 
 impl Connection {
@@ -127,14 +138,17 @@ impl Connection {
         let Some(subscription) = self.subscription.as_mut() else {
             return false;
         };
-        subscription.unacknowledged.retain(|&(id, len)| {
-            let acknowledged = ids.contains(&id);
-            if acknowledged {
-                deliveries.push_ended(id);
-                subscription.unacknowledged_bytes -= len;
-            }
-            !acknowledged
-        });
+        for &id in ids {
+            subscription.let_go(id, deliveries);
+        }
         true
+    }
+
+    /// Message `id` was deleted (acknowledged elsewhere, or pulled): if it was pushed here, it
+    /// leaves the window. Returns whether it did.
+    pub fn deleted(&mut self, id: MessageId, deliveries: &mut Deliveries) -> bool {
+        self.subscription
+            .as_mut()
+            .is_some_and(|subscription| subscription.let_go(id, deliveries))
     }
 }
