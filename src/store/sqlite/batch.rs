@@ -80,6 +80,7 @@ impl SqliteStore {
         // spool follow them. A failed flush fails the replies (nothing acknowledged may be
         // lost), which at worst makes a client send a stored message again.
         self.in_batch = false;
+        self.message_ids.committed();
         self.batch_registered.clear();
         self.batch_deleted.clear();
         self.batch_protections.clear();
@@ -108,6 +109,7 @@ impl SqliteStore {
         }
         self.in_batch = false;
         self.batch_aborted = false;
+        self.message_ids.rolled_back();
         self.batch_queue = QueueChange::default();
         for id in self.batch_registered.drain(..) {
             self.clients.remove(&id);

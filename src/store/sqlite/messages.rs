@@ -30,11 +30,18 @@ impl SqliteStore {
             };
             store.ensure_room(row_bytes + PULLED_MESSAGE_HEADER_LEN as u64)?;
             for _ in 0..MESSAGE_ID_ATTEMPTS {
-                let id = store.next_message_id;
-                store.next_message_id = following_message_id(id);
-                if store.try_insert_message(id, &message)? {
+                let candidate = store.message_ids.next();
+                if let Some(mark) = candidate.reserve {
+                    store
+                        .conn
+                        .prepare_cached(
+                            "INSERT OR REPLACE INTO message_ids (rowid, Reserved) VALUES (1, ?1)",
+                        )?
+                        .execute([mark])?;
+                }
+                if store.try_insert_message(candidate.id.0, &message)? {
                     store.batch_acknowledges = true;
-                    return Ok(MessageId(id));
+                    return Ok(candidate.id);
                 }
             }
             Err(StoreError::IdsExhausted)
@@ -278,9 +285,4 @@ pub(super) fn inserted_unless_id_taken(
         }
         Err(error) => Err(error.into()),
     }
-}
-
-/// Message ids run 1..=u32::MAX and wrap, skipping 0.
-pub(super) fn following_message_id(id: u32) -> u32 {
-    id.checked_add(1).unwrap_or(1)
 }

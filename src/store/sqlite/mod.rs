@@ -13,6 +13,7 @@ mod account_tests;
 mod accounts;
 mod batch;
 mod clients;
+mod ids;
 mod messages;
 mod open;
 mod spool;
@@ -35,6 +36,7 @@ use super::{
 use crate::protocol::{ClientId, MessageId, Protection, PublicKey};
 use batch::RequestMark;
 use clients::IndexedClient;
+use ids::MessageIds;
 use spool::Spool;
 
 /// The store on one SQLite database and its spool folder. Its state is kept here; each job's
@@ -57,7 +59,7 @@ pub struct SqliteStore {
     /// LastSeen times (Unix seconds) not yet written.
     last_seen: HashMap<ClientId, i64>,
     last_seen_flushed: Instant,
-    next_message_id: u32,
+    message_ids: MessageIds,
     /// Every registered client's public key and protection, so that the caller and
     /// destination checks and key lookups of every request need no query: 177 bytes per
     /// client.

@@ -10,7 +10,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::accounts::next_position;
 use super::clients::load_clients;
-use super::messages::{count_queue, following_message_id};
+use super::ids::MessageIds;
+use super::messages::count_queue;
 use super::spool::{self, Spool};
 use super::{QueueChange, SqliteStore};
 use crate::protocol::ClientId;
@@ -86,6 +87,9 @@ impl SqliteStore {
                 |row| row.get(0),
             )
             .optional()?;
+        let id_mark: Option<u64> = conn
+            .query_row("SELECT Reserved FROM message_ids", [], |row| row.get(0))
+            .optional()?;
         Ok(SqliteStore {
             conn,
             in_batch: false,
@@ -102,7 +106,7 @@ impl SqliteStore {
             batch_deleted: Vec::new(),
             next_position,
             draw_client_id: ClientId::random,
-            next_message_id: last_id.map_or(1, following_message_id),
+            message_ids: MessageIds::resume(id_mark, last_id),
             page_size,
             spool,
             batch_contents: Vec::new(),

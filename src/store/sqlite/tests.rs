@@ -203,9 +203,9 @@ fn message_ids_wrap_and_skip_taken_ones() {
         kind: MessageType::File,
         content: NewContent::Inline(b"x"),
     };
-    store.next_message_id = 1;
+    store.message_ids.jump_to(1);
     assert_eq!(store.insert_message(message()).unwrap(), MessageId(1));
-    store.next_message_id = u32::MAX;
+    store.message_ids.jump_to(u32::MAX);
     assert_eq!(
         store.insert_message(message()).unwrap(),
         MessageId(u32::MAX)
@@ -371,7 +371,42 @@ fn protection_persists_and_is_undone_with_its_request_or_batch() {
 }
 
 #[test]
-fn next_message_id_follows_the_last_stored_one_after_reopening() {
+fn message_ids_are_never_given_again_even_after_a_restart_with_empty_queues() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ids.db");
+    let mut store = SqliteStore::open(&path, Durability::Full, 0).unwrap();
+    let message = || NewMessage {
+        to: ClientId([1; 16]),
+        from: ClientId([2; 16]),
+        kind: MessageType::Text,
+        content: NewContent::Inline(b""),
+    };
+    store.begin_batch().unwrap();
+    let first = store.insert_message(message()).unwrap();
+    store.commit_batch().unwrap();
+    store.delete_messages(&delivered(&[first], 0)).unwrap();
+    Box::new(store).close().unwrap();
+
+    let mut store = SqliteStore::open(&path, Durability::Full, 0).unwrap();
+    store.begin_batch().unwrap();
+    let second = store.insert_message(message()).unwrap();
+    store.rollback_batch();
+    assert!(second.0 > first.0, "{second:?} after {first:?}");
+    // The rolled-back round's reservation is made again by the next one, and kept.
+    store.begin_batch().unwrap();
+    let third = store.insert_message(message()).unwrap();
+    store.commit_batch().unwrap();
+    Box::new(store).close().unwrap();
+    let conn = Connection::open(&path).unwrap();
+    conn.execute("DELETE FROM messages", []).unwrap();
+    drop(conn);
+    let mut store = SqliteStore::open(&path, Durability::Full, 0).unwrap();
+    let fourth = store.insert_message(message()).unwrap();
+    assert!(fourth.0 > third.0, "{fourth:?} after {third:?}");
+}
+
+#[test]
+fn a_database_without_an_id_mark_numbers_after_its_last_message() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ids.db");
     let mut store = SqliteStore::open(&path, Durability::Full, 0).unwrap();
@@ -383,6 +418,9 @@ fn next_message_id_follows_the_last_stored_one_after_reopening() {
     };
     let first = store.insert_message(message()).unwrap();
     Box::new(store).close().unwrap();
+    let conn = Connection::open(&path).unwrap();
+    conn.execute("DELETE FROM message_ids", []).unwrap();
+    drop(conn);
     let mut store = SqliteStore::open(&path, Durability::Full, 0).unwrap();
     assert_eq!(
         store.insert_message(message()).unwrap(),
