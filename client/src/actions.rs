@@ -8,7 +8,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::error::ClientError;
-use super::session::{console_text, Session};
+use super::received::console_text;
+use super::session::Session;
 use messageu_protocol::{MessageId, Presence, Protection};
 
 /// One user request.

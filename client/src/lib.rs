@@ -3,7 +3,7 @@
 //! [`crypto`] is protocol §5, [`identity`] the files of §6, [`state`] what scripted use keeps
 //! between runs, [`transport`] the three ways of connecting (§4), [`extensions`] the hello and
 //! log-in of protocol part II on each new connection, [`session`] the operations (the
-//! accounts extensions of §E8 in [`accounts`]), [`actions`] what a user asks for and how it is reported, and [`console`] the menu. The wire
+//! accounts extensions of §E8 in [`accounts`]), [`received`] what a message turned out to hold, [`actions`] what a user asks for and how it is reported, and [`console`] the menu. The wire
 //! format itself is the shared codec in [`messageu_protocol::client`].
 
 pub mod accounts;
@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod error;
 pub mod extensions;
 pub mod identity;
+pub mod received;
 pub mod session;
 pub mod state;
 pub mod transport;
