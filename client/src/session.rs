@@ -16,7 +16,7 @@ use super::identity::{
     exists, validate_name, Identity, NewMeInfo, ServerAddress, ME_INFO, SERVER_INFO,
 };
 use super::received::{receive, Received};
-use super::state::{DamagedState, Peers, STATE_FILE};
+use super::state::{DamagedState, Peer, Peers, STATE_FILE};
 use super::transport::{socket_error, ConnectionMode, Greeting, Reply, Transport};
 use messageu_protocol::client::{
     bare_request, check_reply_code, parse_client_list, parse_public_key, parse_registered,
@@ -198,13 +198,26 @@ impl Session {
     /// Makes a new AES key for `name`, sends it encrypted with their public key (type 2) and
     /// remembers it.
     pub fn send_symmetric_key(&mut self, name: &str) -> Result<MessageId, ClientError> {
+        self.send_key(name, AesKey::random())
+    }
+
+    /// Sends `name` the key already shared with them (a new one if none is), as an answer to
+    /// their request: a new key would leave their messages under the old one undecryptable.
+    pub(crate) fn resend_symmetric_key(&mut self, name: &str) -> Result<MessageId, ClientError> {
+        let to = self.peer_id(name)?;
+        let shared = self
+            .known_peer(to)
+            .and_then(|peer| peer.symmetric_key.clone());
+        self.send_key(name, shared.unwrap_or_else(AesKey::random))
+    }
+
+    fn send_key(&mut self, name: &str, key: AesKey) -> Result<MessageId, ClientError> {
         let to = self.peer_id(name)?;
         let public_key = self
             .peers()?
             .by_id(to)
             .and_then(|peer| peer.public_key.clone())
             .ok_or_else(|| ClientError::NoPublicKey(name.to_owned()))?;
-        let key = AesKey::random();
         let content = encrypt_symmetric_key(&public_key, &key)?;
         let id = self.send(to, MessageType::SymmetricKey, &content)?;
         self.peers_mut()?.set_symmetric_key(to, name, key);
@@ -354,7 +367,7 @@ impl Session {
     }
 
     /// The id of the peer called `name`, fetching the client list if it is not known yet.
-    fn peer_id(&mut self, name: &str) -> Result<ClientId, ClientError> {
+    pub(crate) fn peer_id(&mut self, name: &str) -> Result<ClientId, ClientError> {
         if let Some(peer) = self.peers()?.by_name(name) {
             return Ok(peer.id);
         }
@@ -457,8 +470,22 @@ impl Session {
 
     /// The name this client knows `id` by, if it does.
     pub(crate) fn peer_name(&self, id: ClientId) -> Option<String> {
-        let peer = self.peers.as_ref().ok()?.by_id(id)?;
-        Some(peer.name.clone())
+        self.known_peer(id).map(|peer| peer.name.clone())
+    }
+
+    /// What this client knows of `id`, if anything.
+    pub(crate) fn known_peer(&self, id: ClientId) -> Option<&Peer> {
+        self.peers.as_ref().ok()?.by_id(id)
+    }
+
+    /// Where a subscription connects, and who it logs in as (protocol §E3, §E5).
+    pub(crate) fn subscriber(&self) -> Result<(ServerAddress, Login), ClientError> {
+        let me = self.me()?;
+        let login = Login {
+            id: me.id,
+            key: me.key.clone(),
+        };
+        Ok((self.transport.server().clone(), login))
     }
 
     fn save_state(&self) -> Result<(), ClientError> {

@@ -249,7 +249,7 @@ fn console_conversation(edition: &str, mode: &[&str]) {
         "\nbob\n",
         "Public key of bob received",
         "Symmetric key sent to bob",
-        "Message sent to bob",
+        "sent to bob",
     ] {
         assert!(output.contains(expected), "{expected:?} missing: {output}");
     }
