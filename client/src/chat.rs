@@ -27,8 +27,8 @@ pub fn chat(
     lines: &Lines,
     out: &mut dyn Write,
 ) -> Result<(), ClientError> {
-    let peer = session.peer_id(name)?;
     let mut live = Subscription::start(session, "chat")?;
+    let peer = session.peer_id(name)?;
     let mut keyed = start_key_exchange(session, name, peer, out)?;
     say(
         out,
@@ -49,7 +49,7 @@ pub fn chat(
                         keyed |= answer_key_exchange(session, name, &received, out)?;
                     }
                 }
-                live.handled(message.id);
+                live.handled(&message);
             }
             // Only watch shows receipts: in a conversation they would be noise.
             Some(Event::Receipt(_)) => {}

@@ -95,7 +95,7 @@ impl Subscription {
         match polled {
             Ok(Some(Incoming::Message(message))) => {
                 self.heard_at = Instant::now();
-                if self.seen.contains(message.id) {
+                if self.seen.contains(&message) {
                     self.unacknowledged.push(message.id);
                     return Ok(None);
                 }
@@ -115,11 +115,11 @@ impl Subscription {
         }
     }
 
-    /// The caller has handled (shown, saved) message `id`: it is acknowledged with the next
+    /// The caller has handled (shown, saved) `message`: it is acknowledged with the next
     /// [`Subscription::acknowledge`], and not shown again if it comes again.
-    pub fn handled(&mut self, id: MessageId) {
-        self.seen.insert(id);
-        self.unacknowledged.push(id);
+    pub fn handled(&mut self, message: &PushedMessage) {
+        self.seen.insert(message);
+        self.unacknowledged.push(message.id);
     }
 
     /// Acknowledges the messages handled since the last time (or, with none, checks that the
@@ -146,6 +146,7 @@ impl Subscription {
                 return self.lost(error);
             }
         }
+        self.seen.acknowledged(&self.unacknowledged);
         self.unacknowledged.clear();
         self.heard_at = Instant::now();
         Ok(None)

@@ -3,9 +3,10 @@
 //! the frame sorted by its code: a push is kept for whoever waits for pushes, any other frame
 //! answers the oldest request. Bytes are gathered in a [`FrameBuffer`] as they arrive, so a
 //! read that times out in the middle of a frame loses nothing. [`Seen`] remembers the
-//! messages handled, since a message may come twice (at least once delivery).
+//! messages handled, since one may come again after a reconnection (at least once delivery).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
@@ -17,8 +18,8 @@ use messageu_protocol::{ClientId, MessageId, PushCode, Receipt, ReplyHeader, REP
 
 /// How much one read takes from the socket at most.
 const READ_CHUNK: usize = 64 * 1024;
-/// How many handled message ids are remembered: many times the server's window of
-/// unacknowledged pushes (256), all that can come again after a reconnection.
+/// How many handled messages are remembered while their acknowledgement is not confirmed:
+/// many times the server's window of unacknowledged pushes (256).
 const REMEMBERED: usize = 4096;
 
 /// Bytes received and not yet taken as whole frames.
@@ -208,27 +209,68 @@ impl<S: Read + Write> Frames<S> {
     }
 }
 
-/// The ids of the messages handled lately, the oldest forgotten first.
+/// The messages handled and not yet known to be acknowledged: only those can come again
+/// (after a reconnection). Ids alone do not tell them apart, since the server may give an id
+/// again once its message is deleted (protocol §3.4, after a restart with empty queues), so
+/// each is remembered with the rest of what makes it: sender, type and content.
 #[derive(Debug, Default)]
 pub struct Seen {
     order: VecDeque<MessageId>,
-    ids: HashSet<MessageId>,
+    handled: HashMap<MessageId, Fingerprint>,
+}
+
+/// What tells a message delivered again from another one under the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    from: ClientId,
+    kind: u8,
+    len: usize,
+    hash: u64,
+}
+
+impl Fingerprint {
+    fn of(message: &PushedMessage) -> Fingerprint {
+        let content = message.as_pulled().content;
+        let mut hasher = DefaultHasher::new();
+        content.hash(&mut hasher);
+        Fingerprint {
+            from: message.from,
+            kind: message.kind,
+            len: content.len(),
+            hash: hasher.finish(),
+        }
+    }
 }
 
 impl Seen {
-    pub fn contains(&self, id: MessageId) -> bool {
-        self.ids.contains(&id)
+    /// Whether `message` was handled already (and is delivered again).
+    pub fn contains(&self, message: &PushedMessage) -> bool {
+        self.handled.get(&message.id) == Some(&Fingerprint::of(message))
     }
 
-    pub fn insert(&mut self, id: MessageId) {
-        if self.ids.insert(id) {
-            self.order.push_back(id);
+    pub fn insert(&mut self, message: &PushedMessage) {
+        if self
+            .handled
+            .insert(message.id, Fingerprint::of(message))
+            .is_none()
+        {
+            self.order.push_back(message.id);
         }
+        // Acknowledgements lost with a connection leave ids that never come back: the oldest
+        // go first.
         if self.order.len() > REMEMBERED {
             if let Some(oldest) = self.order.pop_front() {
-                self.ids.remove(&oldest);
+                self.handled.remove(&oldest);
             }
         }
+    }
+
+    /// The server confirmed it deleted `ids`: they cannot come again.
+    pub fn acknowledged(&mut self, ids: &[MessageId]) {
+        for id in ids {
+            self.handled.remove(id);
+        }
+        self.order.retain(|id| self.handled.contains_key(id));
     }
 }
 
@@ -411,18 +453,34 @@ mod tests {
         assert!(matches!(error, ClientError::Timeout(_)));
     }
 
-    #[test]
-    fn seen_ids_are_remembered_up_to_a_bound() {
-        let mut seen = Seen::default();
-        seen.insert(MessageId(1));
-        seen.insert(MessageId(1));
-        assert!(seen.contains(MessageId(1)));
-        assert!(!seen.contains(MessageId(2)));
-        for id in 2..=REMEMBERED as u32 + 1 {
-            seen.insert(MessageId(id));
+    fn pushed(id: u32, text: &[u8]) -> PushedMessage {
+        let mut buffer = FrameBuffer::default();
+        buffer.extend(&message(id, text));
+        let frame = buffer.next_frame().expect("a whole frame");
+        match Incoming::sort(frame).expect("a message") {
+            Incoming::Message(message) => message,
+            other => panic!("{other:?}"),
         }
-        assert!(!seen.contains(MessageId(1)), "the oldest is forgotten");
-        assert!(seen.contains(MessageId(2)));
+    }
+
+    #[test]
+    fn handled_messages_are_known_again_until_acknowledged() {
+        let mut seen = Seen::default();
+        let first = pushed(1, b"hello");
+        seen.insert(&first);
+        seen.insert(&first);
+        assert!(seen.contains(&first));
+        assert!(!seen.contains(&pushed(2, b"hello")));
+        // An id given again (after a restart) to another message.
+        assert!(!seen.contains(&pushed(1, b"other")));
+        seen.acknowledged(&[MessageId(1)]);
+        assert!(!seen.contains(&first));
+        assert!(seen.order.is_empty());
+        for id in 1..=REMEMBERED as u32 + 1 {
+            seen.insert(&pushed(id, b"x"));
+        }
+        assert!(!seen.contains(&pushed(1, b"x")), "the oldest is forgotten");
+        assert!(seen.contains(&pushed(2, b"x")));
         assert_eq!(seen.order.len(), REMEMBERED);
     }
 }

@@ -24,6 +24,9 @@ pub fn watch(
     stop: Option<&Lines>,
 ) -> Result<(), ClientError> {
     let mut live = Subscription::start(session, "watch")?;
+    if stop.is_none() {
+        eprintln!("messageu-client: watching for messages (Ctrl-C stops)");
+    }
     let mut printed = 0usize;
     loop {
         if let Some(lines) = stop {
@@ -49,7 +52,7 @@ pub fn watch(
                     write(out, &text)?;
                     printed += 1;
                 }
-                live.handled(message.id);
+                live.handled(&message);
                 if printed.is_multiple_of(ACKNOWLEDGE_EVERY) {
                     live.acknowledge()?
                 } else {
