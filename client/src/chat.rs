@@ -1,6 +1,7 @@
 //! `chat NAME`: a live conversation. Each typed line goes out as a text to NAME; the messages
 //! pushed to this client are shown as they arrive (NAME's as `NAME: text`, anyone else's
-//! marked as outside the chat) and acknowledged once shown. Ends at the end of the input.
+//! marked as outside the chat) and acknowledged once shown. Ends at the end of the input, or
+//! at a line `/quit` (which returns the console to its menu).
 //!
 //! The key exchange happens on the way when no symmetric key is shared with NAME yet. Of the
 //! two clients, the one with the lower id makes the key and sends it; the other asks for one
@@ -20,7 +21,10 @@ use super::session::Session;
 use super::watch::{report, POLL};
 use messageu_protocol::ClientId;
 
-/// Chats with `name` until `lines` ends.
+/// The line that ends a chat, as the end of the input does.
+const QUIT: &str = "/quit";
+
+/// Chats with `name` until `lines` ends or has [`QUIT`].
 pub fn chat(
     session: &mut Session,
     name: &str,
@@ -32,7 +36,7 @@ pub fn chat(
     let mut keyed = start_key_exchange(session, name, peer, out)?;
     say(
         out,
-        &format!("chatting with {name}: each line is sent as you type it; the end of input (Ctrl-D) ends the chat"),
+        &format!("chatting with {name}: each line you type is sent; {QUIT} or the end of input (Ctrl-D) ends the chat"),
     )?;
     let mut typed = VecDeque::new();
     loop {
@@ -62,9 +66,10 @@ pub fn chat(
             None => {}
         }
         match lines.wait(Duration::ZERO)? {
-            Typed::Line(line) if !line.is_empty() => typed.push_back(line),
-            Typed::Line(_) | Typed::Nothing => {}
-            Typed::End => {
+            Typed::Line(line) if line.is_empty() => {}
+            Typed::Line(line) if line != QUIT => typed.push_back(line),
+            Typed::Nothing => {}
+            Typed::Line(_) | Typed::End => {
                 if !typed.is_empty() {
                     let unsent = typed.len();
                     say(
@@ -144,17 +149,21 @@ fn fetch_public_key(session: &mut Session, name: &str, peer: ClientId) -> Result
     session.fetch_public_key(name)
 }
 
-/// `bob: the text`; what is not a text in brackets (`bob: [symmetric key received]`, a saved
-/// file's path); from anyone but the peer, marked so.
+/// `bob: the text`; the peer's key exchange in words; anything else in brackets (a saved
+/// file's path, `[can't decrypt message]`); from anyone but the peer, marked so.
 fn shown(received: &Received, peer: ClientId) -> String {
-    let from = if received.from == peer {
-        received.from_name.clone()
-    } else {
-        format!("{} (not in this chat)", received.from_name)
-    };
+    let name = &received.from_name;
+    if received.from != peer {
+        return match &received.content {
+            Content::Text(text) => format!("{name} (not in this chat): {text}"),
+            other => format!("{name} (not in this chat): [{other}]"),
+        };
+    }
     match &received.content {
-        Content::Text(text) => format!("{from}: {text}"),
-        other => format!("{from}: [{other}]"),
+        Content::Text(text) => format!("{name}: {text}"),
+        Content::KeyRequest => format!("{name} asked for a symmetric key"),
+        Content::KeyReceived => format!("{name}'s symmetric key received"),
+        other => format!("{name}: [{other}]"),
     }
 }
 
@@ -185,7 +194,13 @@ mod tests {
             content: Content::KeyReceived,
             ..text.clone()
         };
-        assert_eq!(shown(&key, peer), "bob: [symmetric key received]");
+        assert_eq!(shown(&key, peer), "bob's symmetric key received");
+        let file = Received {
+            kind: 4,
+            content: Content::Undecryptable,
+            ..text.clone()
+        };
+        assert_eq!(shown(&file, peer), "bob: [can't decrypt message]");
         let other = Received {
             from: ClientId([2; 16]),
             from_name: "carol".into(),

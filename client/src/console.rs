@@ -166,7 +166,7 @@ fn ask_action(
         Choice::Chat => read_line(
             input,
             output,
-            "Enter the client's name (the end of input ends the chat):",
+            "Enter the client's name (/quit ends the chat):",
         )?
         .map(|name| Action::Chat { name }),
         Choice::Accounts => {

@@ -129,6 +129,10 @@ impl Subscription {
         let Some(connection) = self.connection.as_mut() else {
             return Ok(None);
         };
+        // Waiting for pushes may have left a short timeout; the reply gets the usual one.
+        if let Err(error) = connection.stream().set_read_timeout(Some(IO_TIMEOUT)) {
+            return self.lost(ClientError::Connection(error));
+        }
         let mut batches: Vec<&[MessageId]> = self.unacknowledged.chunks(MAX_ACKNOWLEDGED).collect();
         if batches.is_empty() {
             batches.push(&[]);

@@ -230,3 +230,29 @@ fn chat_exchanges_lines_both_ways_after_exchanging_a_key() {
         queue_is_empty(&alice) && queue_is_empty(&bob)
     });
 }
+
+#[test]
+fn the_console_watches_until_enter_then_chats_until_quit() {
+    let server = TestServer::start();
+    let (alice, bob) = keyed_pair(&server);
+    let mut console = Running::start(&bob, &[]);
+    console.line_with("161) Chat live with a client");
+    console.type_line("160");
+    console.line_with("press Enter to return to the menu");
+    console.line_with("symmetric key received");
+    eventually("acknowledged", || queue_is_empty(&bob));
+    console.type_line("");
+    console.seen.clear();
+    console.line_with("171) Show the waiting messages' status");
+
+    console.type_line("161");
+    console.type_line("alice");
+    console.line_with("chatting with alice");
+    alice.ok(&["send-text", "bob", TEXT]);
+    console.line_with(&format!("alice: {TEXT}"));
+    console.type_line("/quit");
+    console.seen.clear();
+    console.line_with("0) Exit client");
+    console.type_line("0");
+    assert!(console.finish().success());
+}
