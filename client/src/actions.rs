@@ -1,5 +1,5 @@
 //! The things a user can ask for, performed and reported the same way whether they come from
-//! the console's menu or from a subcommand (the extensions: subcommands only).
+//! the console's menu or from a subcommand.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::chat::chat;
 use super::error::ClientError;
-use super::session::{console_text, Session};
+use super::input::Lines;
+use super::received::console_text;
+use super::session::Session;
+use super::watch::watch;
 use messageu_protocol::{MessageId, Presence, Protection};
 
 /// One user request.
@@ -55,13 +59,26 @@ pub enum Action {
     },
     /// Delete this client's account on the server.
     DeleteAccount,
+    /// Print each message as it is pushed (protocol §E5), as the console does or as JSON
+    /// lines, and the receipts of the messages sent (§E7): until interrupted, or with
+    /// `until_line` until a line is typed.
+    Watch {
+        json: bool,
+        until_line: bool,
+    },
+    /// Converse with a peer live: typed lines go out, its messages come in as they arrive.
+    Chat {
+        name: String,
+    },
 }
 
-/// Performs `action` and writes what it did to `out`. The progress bar of a file sent or a
-/// large pull is drawn only if standard output is a terminal.
+/// Performs `action` and writes what it did to `out`; what the user types is read from
+/// `lines` (by chat and the console's watch only). The progress bar of a file sent or a large
+/// pull is drawn only if standard output is a terminal.
 pub fn perform(
     session: &mut Session,
     action: &Action,
+    lines: &Lines,
     out: &mut dyn Write,
 ) -> Result<(), ClientError> {
     let report = match action {
@@ -87,8 +104,8 @@ pub fn perform(
             format!("Symmetric key sent to {name}\n")
         }
         Action::SendText { name, text } => {
-            session.send_text(name, text)?;
-            format!("Message sent to {name}\n")
+            let id = session.send_text(name, text)?;
+            format!("Message {} sent to {name}\n", id.0)
         }
         Action::SendFile { name, path } => {
             let bar = progress_bar();
@@ -165,6 +182,10 @@ pub fn perform(
              again from this folder)\n"
                 .to_owned()
         }
+        Action::Watch { json, until_line } => {
+            return watch(session, *json, out, until_line.then_some(lines))
+        }
+        Action::Chat { name } => return chat(session, name, lines, out),
     };
     out.write_all(report.as_bytes())
         .and_then(|()| out.flush())

@@ -1,16 +1,18 @@
-//! The interactive console of protocol §6: the C++ clients' menu, read from any `BufRead`
-//! and written to any `Write`, so that it can be driven through pipes.
+//! The interactive console of protocol §6: the C++ clients' menu, then this client's own
+//! entries (the extensions, numbered from 60), read from any `BufRead` and written to any
+//! `Write`, so that it can be driven through pipes.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use super::actions::{perform, Action};
 use super::error::ClientError;
+use super::input::Lines;
 use super::session::Session;
-use messageu_protocol::Edition;
+use messageu_protocol::{Edition, MessageId, Protection};
 
 /// The menu's entries: their number in the 2021 numbering (the others add 100) and label.
-const MENU: [(u16, Choice, &str); 8] = [
+const MENU: [(u16, Choice, &str); 16] = [
     (10, Choice::Register, "Register"),
     (20, Choice::ListClients, "Request for clients list"),
     (30, Choice::GetPublicKey, "Request for public key"),
@@ -23,6 +25,14 @@ const MENU: [(u16, Choice, &str); 8] = [
     ),
     (52, Choice::SendSymmetricKey, "Send your symmetric key"),
     (53, Choice::SendFile, "Send a file"),
+    (60, Choice::Watch, "Watch for messages as they arrive"),
+    (61, Choice::Chat, "Chat live with a client"),
+    (70, Choice::Accounts, "List accounts"),
+    (71, Choice::Status, "Show the waiting messages' status"),
+    (72, Choice::Unsend, "Take back a sent message"),
+    (73, Choice::Protect, "Protect your account"),
+    (74, Choice::Unprotect, "Stop protecting your account"),
+    (75, Choice::DeleteAccount, "Delete your account"),
 ];
 const EXIT: u16 = 0;
 
@@ -36,6 +46,14 @@ enum Choice {
     RequestSymmetricKey,
     SendSymmetricKey,
     SendFile,
+    Watch,
+    Chat,
+    Accounts,
+    Status,
+    Unsend,
+    Protect,
+    Unprotect,
+    DeleteAccount,
 }
 
 /// The number a menu entry has in `edition`: 2021 uses 10…53, later editions 110…153.
@@ -50,13 +68,14 @@ fn menu_number(edition: Edition, number_2021: u16) -> u16 {
 /// on `output` and the menu goes on; only failing to write `output` ends it with an error.
 pub fn run(
     session: &mut Session,
-    mut input: impl BufRead,
+    input: impl BufRead + Send + 'static,
     mut output: impl Write,
 ) -> Result<(), ClientError> {
+    let input = Lines::new(input);
     let edition = session.edition();
     loop {
         write_menu(&mut output, edition)?;
-        let Some(line) = read_line(&mut input, &mut output, "?")? else {
+        let Some(line) = read_line(&input, &mut output, "?")? else {
             return Ok(());
         };
         let chosen = line.trim().parse::<u16>().ok();
@@ -78,17 +97,17 @@ pub fn run(
                 continue;
             }
         }
-        let Some(action) = ask_action(choice, &mut input, &mut output)? else {
+        let Some(action) = ask_action(choice, &input, &mut output)? else {
             return Ok(());
         };
         loop {
-            match perform(session, &action, &mut output) {
+            match perform(session, &action, &input, &mut output) {
                 Ok(()) => break,
                 Err(ClientError::Output(error)) => return Err(ClientError::Output(error)),
                 // Sending again could deliver the message twice: only the user can judge.
                 Err(error @ ClientError::SendUnconfirmed) => {
                     say(&mut output, &error.to_string())?;
-                    let answer = read_line(&mut input, &mut output, "Send it again? (y/n)")?;
+                    let answer = read_line(&input, &mut output, "Send it again? (y/n)")?;
                     if !answer.is_some_and(|answer| answer.trim().eq_ignore_ascii_case("y")) {
                         break;
                     }
@@ -105,37 +124,77 @@ pub fn run(
 /// Asks for what `choice` needs; `None` if the input ended first.
 fn ask_action(
     choice: Choice,
-    input: &mut impl BufRead,
+    input: &Lines,
     output: &mut impl Write,
 ) -> Result<Option<Action>, ClientError> {
-    let mut ask = |prompt| read_line(input, output, prompt);
     let action = match choice {
-        Choice::Register => ask("Enter your name:")?.map(|name| Action::Register { name }),
+        Choice::Register => {
+            read_line(input, output, "Enter your name:")?.map(|name| Action::Register { name })
+        }
         Choice::ListClients => Some(Action::ListClients),
         Choice::Pull => Some(Action::Pull {
             json: false,
             wait: None,
         }),
-        Choice::GetPublicKey => {
-            ask("Enter the client's name:")?.map(|name| Action::GetPublicKey { name })
-        }
-        Choice::RequestSymmetricKey => {
-            ask("Enter the recipient's name:")?.map(|name| Action::RequestSymmetricKey { name })
-        }
-        Choice::SendSymmetricKey => {
-            ask("Enter the recipient's name:")?.map(|name| Action::SendSymmetricKey { name })
-        }
-        Choice::SendText => match ask("Enter the recipient's name:")? {
-            Some(name) => ask("Enter the message:")?.map(|text| Action::SendText { name, text }),
+        Choice::GetPublicKey => read_line(input, output, "Enter the client's name:")?
+            .map(|name| Action::GetPublicKey { name }),
+        Choice::RequestSymmetricKey => read_line(input, output, "Enter the recipient's name:")?
+            .map(|name| Action::RequestSymmetricKey { name }),
+        Choice::SendSymmetricKey => read_line(input, output, "Enter the recipient's name:")?
+            .map(|name| Action::SendSymmetricKey { name }),
+        Choice::SendText => match read_line(input, output, "Enter the recipient's name:")? {
+            Some(name) => read_line(input, output, "Enter the message:")?
+                .map(|text| Action::SendText { name, text }),
             None => None,
         },
-        Choice::SendFile => match ask("Enter the recipient's name:")? {
-            Some(name) => ask("Enter the file path:")?.map(|path| Action::SendFile {
-                name,
-                path: PathBuf::from(path),
-            }),
+        Choice::SendFile => match read_line(input, output, "Enter the recipient's name:")? {
+            Some(name) => {
+                read_line(input, output, "Enter the file path:")?.map(|path| Action::SendFile {
+                    name,
+                    path: PathBuf::from(path),
+                })
+            }
             None => None,
         },
+        Choice::Watch => {
+            say(output, "Watching; press Enter to return to the menu.")?;
+            Some(Action::Watch {
+                json: false,
+                until_line: true,
+            })
+        }
+        Choice::Chat => read_line(
+            input,
+            output,
+            "Enter the client's name (/quit ends the chat):",
+        )?
+        .map(|name| Action::Chat { name }),
+        Choice::Accounts => {
+            read_line(input, output, "Enter a name pattern (* for all):")?.map(|pattern| {
+                let pattern = match pattern.trim() {
+                    "" => "*".to_owned(),
+                    _ => pattern,
+                };
+                Action::Accounts { pattern }
+            })
+        }
+        Choice::Status => Some(Action::Status),
+        Choice::Unsend => loop {
+            let Some(id) = read_line(input, output, "Enter the message id:")? else {
+                break None;
+            };
+            match id.trim().parse() {
+                Ok(id) => break Some(Action::Unsend { id: MessageId(id) }),
+                Err(_) => say(output, "Invalid message id, try again.")?,
+            }
+        },
+        Choice::Protect => Some(Action::Protect(Protection::Protected)),
+        Choice::Unprotect => Some(Action::Protect(Protection::Open)),
+        Choice::DeleteAccount => {
+            read_line(input, output, "Delete your account on the server? (y/n)")?
+                .filter(|answer| answer.trim().eq_ignore_ascii_case("y"))
+                .map(|_| Action::DeleteAccount)
+        }
     };
     Ok(action)
 }
@@ -153,17 +212,12 @@ fn write_menu(output: &mut impl Write, edition: Edition) -> Result<(), ClientErr
 
 /// Shows `prompt` and reads one line without its line ending; `None` at the end of input.
 fn read_line(
-    input: &mut impl BufRead,
+    input: &Lines,
     output: &mut impl Write,
     prompt: &str,
 ) -> Result<Option<String>, ClientError> {
     say(output, prompt)?;
-    let mut line = String::new();
-    match input.read_line(&mut line) {
-        Ok(0) => Ok(None),
-        Ok(_) => Ok(Some(line.trim_end_matches(['\r', '\n']).to_owned())),
-        Err(error) => Err(ClientError::Input(error)),
-    }
+    input.next()
 }
 
 fn say(output: &mut impl Write, line: &str) -> Result<(), ClientError> {
@@ -202,7 +256,8 @@ mod tests {
         })
         .expect("session");
         let mut output = Vec::new();
-        run(&mut session, input.as_bytes(), &mut output).expect("console runs");
+        let input = std::io::Cursor::new(input.to_owned());
+        run(&mut session, input, &mut output).expect("console runs");
         String::from_utf8(output).expect("text")
     }
 
@@ -210,12 +265,17 @@ mod tests {
     fn the_menu_is_numbered_per_edition() {
         let menu = console(Edition::Y2021, None, "0\n");
         assert!(menu.contains("10) Register\n20) Request for clients list\n"));
-        assert!(menu.contains("53) Send a file\n0) Exit client\n"));
+        assert!(menu.contains("53) Send a file\n60) Watch for messages as they arrive\n"));
+        assert!(menu.contains("75) Delete your account\n0) Exit client\n"));
         for edition in [Edition::Y2022, Edition::Y2024, Edition::Y2026] {
             let menu = console(edition, None, "0\n");
             assert!(menu.contains("\n110) Register\n"), "{edition:?}");
             assert!(
                 menu.contains("\n152) Send your symmetric key\n"),
+                "{edition:?}"
+            );
+            assert!(
+                menu.contains("\n161) Chat live with a client\n"),
                 "{edition:?}"
             );
         }

@@ -37,6 +37,18 @@ pub enum ClientError {
         "the server cannot wait for messages (a classic MessageU server): pull without --wait"
     )]
     NoLongPoll,
+    #[error(
+        "{command} needs a server with push delivery (MessageU extensions); {}",
+        if *.classic { "this server is classic" } else { "this server does not offer it" }
+    )]
+    NoPush {
+        command: &'static str,
+        classic: bool,
+    },
+    #[error("the server pushed a {code} frame that does not have its layout")]
+    MalformedPush { code: u16 },
+    #[error("the server sent a reply (code {code}) to no request on the subscribed connection")]
+    UnaskedReply { code: u16 },
     #[error("the server does not offer {} (a classic MessageU server, or an older one)", .0.name())]
     NotOffered(Extension),
     #[error("the server's {extension} reply does not have its layout")]

@@ -3,19 +3,29 @@
 //! [`crypto`] is protocol §5, [`identity`] the files of §6, [`state`] what scripted use keeps
 //! between runs, [`transport`] the three ways of connecting (§4), [`extensions`] the hello and
 //! log-in of protocol part II on each new connection, [`session`] the operations (the
-//! accounts extensions of §E8 in [`accounts`]), [`actions`] what a user asks for and how it is reported, and [`console`] the menu. The wire
-//! format itself is the shared codec in [`messageu_protocol::client`].
+//! accounts extensions of §E8 in [`accounts`]), [`received`] what a message turned out to
+//! hold, [`actions`] what a user asks for and how it is reported, and [`console`] the menu.
+//! The live commands (§E5, §E7): [`push_frames`] reads a subscribed connection's frames,
+//! [`live`] keeps a subscription across connections, [`watch`] and [`chat`] use it, and
+//! [`input`] reads typed lines beside it. The wire format itself is the shared codec in
+//! [`messageu_protocol::client`].
 
 pub mod accounts;
 pub mod actions;
+pub mod chat;
 pub mod console;
 pub mod crypto;
 pub mod error;
 pub mod extensions;
 pub mod identity;
+pub mod input;
+pub mod live;
+pub mod push_frames;
+pub mod received;
 pub mod session;
 pub mod state;
 pub mod transport;
+pub mod watch;
 
 pub use actions::{perform, Action};
 pub use error::ClientError;

@@ -1,6 +1,6 @@
 //! `messageu-client`: command line only; the client itself is `messageu::client`.
 
-use std::io;
+use std::io::{self, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use messageu_client::identity::ServerAddress;
+use messageu_client::input::Lines;
 use messageu_client::{
     console, edition_from_year, perform, Action, ClientError, ConnectionMode, Session,
     SessionOptions,
@@ -89,6 +90,19 @@ enum Command {
     /// Delete this account on the server: its waiting messages go, its name becomes free.
     /// Needs a server with the extensions.
     DeleteAccount,
+    /// Print each message the moment it arrives (as pull does), and the delivery receipts of
+    /// the messages sent, until interrupted; reconnects by itself. Needs a server with push
+    /// delivery.
+    Watch {
+        /// One JSON object per line: messages as pull --json prints them, receipts with
+        /// "event": "receipt".
+        #[arg(long)]
+        json: bool,
+    },
+    /// Chat live with NAME: each line typed is sent, their messages show as they arrive;
+    /// the end of input ends it. Exchanges a symmetric key first if none is shared. Needs a
+    /// server with push delivery.
+    Chat { name: String },
 }
 
 impl From<Command> for Action {
@@ -111,6 +125,11 @@ impl From<Command> for Action {
             Command::Status => Action::Status,
             Command::Unsend { id } => Action::Unsend { id: MessageId(id) },
             Command::DeleteAccount => Action::DeleteAccount,
+            Command::Watch { json } => Action::Watch {
+                json,
+                until_line: false,
+            },
+            Command::Chat { name } => Action::Chat { name },
         }
     }
 }
@@ -149,8 +168,15 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         dir: cli.dir,
         downloads: cli.downloads,
     })?;
+    // Standard input through a buffer of its own: the console and chat read it in a thread.
+    let input = BufReader::new(io::stdin());
     match cli.command {
-        Some(command) => perform(&mut session, &command.into(), &mut io::stdout().lock()),
-        None => console::run(&mut session, io::stdin().lock(), io::stdout().lock()),
+        Some(command) => perform(
+            &mut session,
+            &command.into(),
+            &Lines::new(input),
+            &mut io::stdout().lock(),
+        ),
+        None => console::run(&mut session, input, io::stdout().lock()),
     }
 }

@@ -82,6 +82,11 @@ impl Transport {
         self.login = Some(login);
     }
 
+    /// The server this transport connects to.
+    pub fn server(&self) -> &ServerAddress {
+        &self.server
+    }
+
     /// What the server has shown itself to be so far.
     pub fn server_kind(&self) -> ServerKind {
         self.server_kind
@@ -187,7 +192,7 @@ impl Transport {
 
     /// A new connection, greeted as [`Greeting`] says.
     fn open(&mut self) -> Result<TcpStream, ClientError> {
-        let mut stream = self.connect()?;
+        let mut stream = connect(&self.server)?;
         if self.greets() {
             self.server_kind = extensions::open(&mut stream, self.login.as_ref())?;
         }
@@ -199,31 +204,6 @@ impl Transport {
         self.greeting == Greeting::Hello
             && self.mode != ConnectionMode::Padded
             && self.server_kind != ServerKind::Classic
-    }
-
-    fn connect(&self) -> Result<TcpStream, ClientError> {
-        let connect_error = |source| ClientError::Connect {
-            server: self.server.to_string(),
-            source,
-        };
-        let addresses = (self.server.host.as_str(), self.server.port)
-            .to_socket_addrs()
-            .map_err(connect_error)?;
-        let mut last_error = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
-        for address in addresses {
-            match TcpStream::connect_timeout(&address, IO_TIMEOUT) {
-                Ok(stream) => {
-                    stream
-                        .set_read_timeout(Some(IO_TIMEOUT))
-                        .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
-                        .and_then(|()| stream.set_nodelay(true))
-                        .map_err(connect_error)?;
-                    return Ok(stream);
-                }
-                Err(error) => last_error = error,
-            }
-        }
-        Err(connect_error(last_error))
     }
 
     fn write_request(
@@ -239,6 +219,32 @@ impl Transport {
             .and_then(|_| writer.flush())
             .map_err(socket_error)
     }
+}
+
+/// A new connection to `server`, with the usual timeouts.
+pub fn connect(server: &ServerAddress) -> Result<TcpStream, ClientError> {
+    let connect_error = |source| ClientError::Connect {
+        server: server.to_string(),
+        source,
+    };
+    let addresses = (server.host.as_str(), server.port)
+        .to_socket_addrs()
+        .map_err(connect_error)?;
+    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
+    for address in addresses {
+        match TcpStream::connect_timeout(&address, IO_TIMEOUT) {
+            Ok(stream) => {
+                stream
+                    .set_read_timeout(Some(IO_TIMEOUT))
+                    .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
+                    .and_then(|()| stream.set_nodelay(true))
+                    .map_err(connect_error)?;
+                return Ok(stream);
+            }
+            Err(error) => last_error = error,
+        }
+    }
+    Err(connect_error(last_error))
 }
 
 /// Whether a kept connection still looks usable. A server closes idle connections when it

@@ -62,3 +62,12 @@ pub fn aes_key(value: &Value) -> AesKey {
 pub fn identity(who: &str) -> Identity {
     Identity::parse(&read_text(&format!("{who}.me.info"))).expect("me.info parses")
 }
+
+/// The other side of the captured session.
+pub fn other(who: &str) -> &'static str {
+    if who == "alice" {
+        "bob"
+    } else {
+        "alice"
+    }
+}

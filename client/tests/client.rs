@@ -3,11 +3,12 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -15,135 +16,12 @@ use std::time::{Duration, Instant};
 use common::{assert_names_itself, TestServer};
 use messageu_protocol::{Extension, ReplyHeader, RequestHeader, REQUEST_HEADER_LEN};
 use serde_json::Value;
-use tempfile::TempDir;
-
-/// The captured C++ session, at the workspace root: the server's tests read it too.
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/vectors");
-
-/// Every client run is killed, and the test failed, after this long.
-const CLIENT_DEADLINE: Duration = Duration::from_secs(60);
+use support::{keyed_pair, message, run_bounded, User, CLIENT_DEADLINE, VECTORS};
 
 const TEXT: &str = "Hi bob, this is alice: several 16-byte blocks & a partial one!";
 const REPLY: &str = "Hello alice, bob here.";
 /// A few MiB, not a whole number of AES blocks.
 const FILE_LEN: usize = 3 * 1024 * 1024 + 5;
-
-/// Runs `command` with `input` on its standard input; kills it if it outlives the deadline.
-fn run_bounded(mut command: Command, input: &str) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn messageu-client");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let input = input.to_owned();
-    let writer = thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let mut stdout = child.stdout.take().expect("stdout");
-    let out = thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = stdout.read_to_end(&mut bytes);
-        bytes
-    });
-    let mut stderr = child.stderr.take().expect("stderr");
-    let err = thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = stderr.read_to_end(&mut bytes);
-        bytes
-    });
-    let deadline = Instant::now() + CLIENT_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("messageu-client did not finish within {CLIENT_DEADLINE:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    writer.join().expect("stdin writer");
-    Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
-}
-
-/// One user: a folder with `server.info`, and the options every run gets.
-struct User {
-    dir: TempDir,
-    options: Vec<String>,
-}
-
-impl User {
-    fn new(server: SocketAddr, edition: &str, mode: &[&str]) -> User {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        std::fs::write(dir.path().join("server.info"), format!("{server}\n")).expect("server.info");
-        let mut options = vec!["--edition".to_owned(), edition.to_owned()];
-        options.extend(mode.iter().map(|option| option.to_string()));
-        User { dir, options }
-    }
-
-    fn run(&self, args: &[&str], input: &str) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_messageu-client"));
-        command
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(&self.options);
-        command.args(args);
-        let output = run_bounded(command, input);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-        output
-    }
-
-    /// Makes this user the owner of a `me.info` from the test vectors (made by a C++ or the
-    /// Python client).
-    fn use_me_info_of(&self, who: &str) {
-        let vectors = Path::new(VECTORS);
-        std::fs::copy(
-            vectors.join(format!("{who}.me.info")),
-            self.dir.path().join("me.info"),
-        )
-        .expect("me.info copied");
-    }
-
-    /// Runs a subcommand that must succeed; returns its standard output.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args, "");
-        assert!(
-            output.status.success(),
-            "{args:?} {:?} failed: {}",
-            self.options,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("UTF-8 output")
-    }
-
-    /// Runs a subcommand that must fail; returns its one-line message.
-    fn fails(&self, args: &[&str]) -> String {
-        let output = self.run(args, "");
-        assert!(!output.status.success(), "{args:?} succeeded");
-        let stderr = String::from_utf8(output.stderr).expect("UTF-8 errors");
-        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-        stderr
-    }
-
-    /// Drives the interactive console with `input`; returns what it printed.
-    fn console(&self, input: &str) -> String {
-        let output = self.run(&[], input);
-        assert!(output.status.success(), "console failed");
-        String::from_utf8(output.stdout).expect("UTF-8 output")
-    }
-}
-
-fn message(from: &str, content: &str) -> String {
-    format!("From: {from}\nContent:\n{content}\n-----<EOM>-----\n")
-}
 
 /// alice and bob go through the whole protocol with the given edition and connection mode.
 fn conversation(edition: &str, mode: &[&str]) {
@@ -249,7 +127,7 @@ fn console_conversation(edition: &str, mode: &[&str]) {
         "\nbob\n",
         "Public key of bob received",
         "Symmetric key sent to bob",
-        "Message sent to bob",
+        "sent to bob",
     ] {
         assert!(output.contains(expected), "{expected:?} missing: {output}");
     }
@@ -482,21 +360,21 @@ fn pull_wait_prints_a_message_sent_while_it_waits() {
 }
 
 #[test]
+fn watch_and_chat_on_a_classic_server_say_it_in_one_line() {
+    for command in [&["watch"][..], &["watch", "--json"], &["chat", "bob"]] {
+        let name = command[0];
+        let expected = format!(
+            "{name} needs a server with push delivery (MessageU extensions); this server is classic"
+        );
+        refuses_malformed(command, vec![], &expected);
+    }
+}
+
+#[test]
 fn pull_wait_on_a_classic_server_says_it_cannot_wait() {
     // The hello is answered with a bare 9000: a classic server.
     let classic = vec![reply(9000, 0, &[])];
     refuses_malformed(&["pull", "--wait", "5"], classic, "pull without --wait");
-}
-
-/// alice and bob, registered, with alice's symmetric key sent to bob.
-fn keyed_pair(server: &TestServer) -> (User, User) {
-    let alice = User::new(server.addr, "2025", &[]);
-    let bob = User::new(server.addr, "2025", &[]);
-    alice.ok(&["register", "alice"]);
-    bob.ok(&["register", "bob"]);
-    alice.ok(&["get-key", "bob"]);
-    alice.ok(&["send-key", "bob"]);
-    (alice, bob)
 }
 
 #[test]

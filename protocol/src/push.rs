@@ -3,6 +3,8 @@
 //! connection (a message, 2600; a delivery receipt, 2601), with the parsers a client reads
 //! them with.
 
+use std::ops::RangeInclusive;
+
 use byteorder::{ByteOrder, LittleEndian};
 
 use super::replies::{pulled, QueuedMessage};
@@ -19,6 +21,10 @@ pub const ACKNOWLEDGE_MAX_LEN: usize = ACKNOWLEDGE_MIN_LEN + 4 * MAX_ACKNOWLEDGE
 pub const RECEIPT_LEN: usize = 4 + 16 + 1 + 8;
 /// The subscribe and acknowledge replies: one u32.
 pub const COUNT_REPLY_LEN: usize = 4;
+
+/// The reply codes of pushes (protocol §E5): a frame with one answers no request, and a
+/// client ignores one whose code it does not know.
+pub const PUSH_CODES: RangeInclusive<u16> = 2600..=2699;
 
 /// The code of each frame a server pushes (protocol §E5: 2600–2699 are pushes). Each
 /// variant's value is its code, defined here only.
