@@ -20,8 +20,7 @@ use std::time::Instant;
 use common::crash::content::{Delivery, MessageKey};
 use common::crash::tally::Tally;
 use common::crash::{
-    answers, edition_of, run_campaign, Agent, Campaign, Connection, Load, Outcome, Settings,
-    Shared,
+    answers, edition_of, run_campaign, Agent, Campaign, Connection, Load, Outcome, Settings, Shared,
 };
 use common::*;
 use messageu::protocol::client::{bare_request, pulled_messages};
@@ -73,7 +72,10 @@ impl Load for PullClient {
             .unwrap_or_else(|error| panic!("client {me}: pull while draining: {error}"))
             > 0
         {
-            assert!(Instant::now() < deadline, "client {me}: queue never drained");
+            assert!(
+                Instant::now() < deadline,
+                "client {me}: queue never drained"
+            );
         }
     }
 }

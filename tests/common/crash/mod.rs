@@ -305,9 +305,10 @@ impl Agent {
         Ok(())
     }
 
-    /// A failure is expected once the server is being killed, and a violation before.
+    /// A failure is expected once the server is being killed, and a violation before; a
+    /// reply that breaks the contract (`InvalidData`) is a violation whenever it came.
     fn connection_failed(&mut self, generation: usize, error: &io::Error, shared: &Shared) {
-        if shared.is_live(generation) {
+        if error.kind() == io::ErrorKind::InvalidData || shared.is_live(generation) {
             self.violations.push(format!(
                 "client {}: connection to the live server generation {generation} failed: {error}",
                 self.me
