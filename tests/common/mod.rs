@@ -4,6 +4,7 @@
 //! the server package with `env!`.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod crash;
 pub mod faulty_store;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -3,7 +3,7 @@
 //! with them (§E3).
 #![allow(dead_code)] // each test binary uses a different subset
 
-use messageu::protocol::extension::{hello_payload, proof, SECRET_LEN};
+use messageu::protocol::extension::{hello_payload, proof, Proof, SECRET_LEN};
 use messageu::protocol::{ClientId, Edition, Operation, Reason, Refusal};
 use rsa::pkcs8::EncodePublicKey;
 use rsa::rand_core::OsRng;
@@ -24,6 +24,19 @@ pub const EDITION: Edition = Edition::Y2024;
 pub struct Owner {
     pub id: ClientId,
     pub key: RsaPrivateKey,
+}
+
+impl Owner {
+    /// The secret of a challenge (§E3) for this owner's id, if it opens with the owner's key.
+    pub fn open(&self, challenge: &[u8]) -> Option<[u8; SECRET_LEN]> {
+        let secret = self.key.decrypt(Oaep::new::<Sha1>(), challenge).ok()?;
+        secret.try_into().ok()
+    }
+
+    /// The proof that answers a challenge for this owner's id, if it opens with its key.
+    pub fn answer(&self, challenge: &[u8]) -> Option<Proof> {
+        Some(proof(&self.open(challenge)?, self.id))
+    }
 }
 
 /// Registers `name` with a fresh RSA-1024 key (exponent 17: 160 bytes of DER).
@@ -63,11 +76,9 @@ pub fn challenge(client: &mut Client, owner: &Owner) -> [u8; SECRET_LEN] {
     let reply = client.call(owner.id, CHALLENGE, &[]);
     assert_eq!(reply.code, 2501, "challenge: {reply:?}");
     assert_eq!(reply.payload.len(), 128);
-    let secret = owner
-        .key
-        .decrypt(Oaep::new::<Sha1>(), &reply.payload)
-        .expect("the challenge opens with the owner's key");
-    secret.try_into().expect("32 bytes")
+    owner
+        .open(&reply.payload)
+        .expect("the challenge opens with the owner's key")
 }
 
 pub fn prove(client: &mut Client, id: ClientId, answer: &[u8; 32]) -> Reply {
