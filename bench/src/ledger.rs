@@ -109,8 +109,14 @@ impl Verdict {
 
 impl Ledger {
     pub fn acknowledged(&mut self, stamp: Stamp, destination: u32, id: MessageId, at: Instant) {
-        self.sends
-            .insert(stamp, Fate::Acknowledged { destination, id, at });
+        self.sends.insert(
+            stamp,
+            Fate::Acknowledged {
+                destination,
+                id,
+                at,
+            },
+        );
     }
 
     pub fn unacknowledged(&mut self, stamp: Stamp) {
@@ -358,7 +364,10 @@ mod tests {
         let verdict = ledger.verdict();
         assert!(verdict.is_exactly_once(), "{verdict:?}");
         assert_eq!((verdict.pushed, verdict.pulled_only), (2, 1));
-        assert!(!verdict.is_exactly_once_pushed(), "one was left for the drain");
+        assert!(
+            !verdict.is_exactly_once_pushed(),
+            "one was left for the drain"
+        );
 
         let mut ledger = Ledger::default();
         acknowledged(&mut ledger, stamp(0, 0), 1, 0);

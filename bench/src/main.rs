@@ -9,6 +9,7 @@ mod accounts;
 mod cli;
 mod driver;
 mod floor;
+mod idle;
 mod ledger;
 mod phases;
 mod procstat;
@@ -56,6 +57,19 @@ fn main() -> ExitCode {
         eprintln!("messageu-bench: cannot raise the descriptor limit: {error}");
     }
     let plan = cli.plan(addr);
+    if let Some(idle) = cli.idle_plan() {
+        return match idle::measure(&plan, &idle) {
+            Ok(measured) => {
+                print!("{}", measured.human(&plan, &idle));
+                if measured.is_clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(DELIVERY_FAILED)
+                }
+            }
+            Err(error) => run_failed(&error),
+        };
+    }
     let (human, rows, clean) = if plan.mix == Mix::Push {
         let measured = match push::measure(&plan) {
             Ok(measured) => measured,

@@ -56,10 +56,7 @@ impl Side<'_> {
     }
 
     fn send(&self) -> Option<Percentiles> {
-        self.combined
-            .stats
-            .op(Operation::SendMessage)
-            .percentiles()
+        self.combined.stats.op(Operation::SendMessage).percentiles()
     }
 
     fn delays(&self) -> Option<Percentiles> {
@@ -95,8 +92,7 @@ impl PushReport<'_> {
     /// The median over rounds of push messages/s over send-pull messages/s.
     fn ratio(&self) -> String {
         let per_second = |outcome: &LoadOutcome| {
-            completed(outcome, Some(Operation::SendMessage)) as f64
-                / outcome.window.as_secs_f64()
+            completed(outcome, Some(Operation::SendMessage)) as f64 / outcome.window.as_secs_f64()
         };
         let ratios = self
             .measured
@@ -141,7 +137,15 @@ impl PushReport<'_> {
         let _ = writeln!(
             out,
             "{:<10} {:>8} | {:>28} {:>8} {:>8} | {:>8} {:>8} | {:>6} {:>6}",
-            "mix", "msg/s", "delivery p50 ms", "p99 ms", "max ms", "send p50", "p99", "errors", "cores"
+            "mix",
+            "msg/s",
+            "delivery p50 ms",
+            "p99 ms",
+            "max ms",
+            "send p50",
+            "p99",
+            "errors",
+            "cores"
         );
         for side in &sides {
             let delays = side.delays();

@@ -61,6 +61,8 @@ pub enum RunError {
     NothingToMirror(&'static str),
     #[error("cannot make the recipients' accounts: {0}")]
     Accounts(#[from] AccountError),
+    #[error("the send failed: {0}")]
+    Send(String),
     #[error("{failed} of {connections} connections did not subscribe; first: {first}")]
     Subscribe {
         failed: usize,

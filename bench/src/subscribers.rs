@@ -194,7 +194,13 @@ impl Conn {
         }
     }
 
-    fn request(&mut self, awaiting: Awaiting, extension: Extension, account: &Account, body: &[u8]) {
+    fn request(
+        &mut self,
+        awaiting: Awaiting,
+        extension: Extension,
+        account: &Account,
+        body: &[u8],
+    ) {
         self.output
             .extend(extension_request(extension, account.id, body));
         self.awaiting.push_back(awaiting);
@@ -294,7 +300,9 @@ impl Loop {
             if !established(socket).map_err(|error| format!("connect: {error}"))? {
                 return Ok(());
             }
-            socket.set_nodelay(true).map_err(|error| error.to_string())?;
+            socket
+                .set_nodelay(true)
+                .map_err(|error| error.to_string())?;
             conn.connected = true;
             let account = &accounts[conn.account];
             conn.request(Awaiting::Hello, Extension::Hello, account, &hello_payload());

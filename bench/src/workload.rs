@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use messageu_protocol::client::{
     bare_request, check_reply_code, parse_client_list, parse_public_key, parse_registered,
-    parse_sent, public_key_request, pulled_messages, register_request, send_request,
-    PulledMessage, ReplyError,
+    parse_sent, public_key_request, pulled_messages, register_request, send_request, PulledMessage,
+    ReplyError,
 };
 use messageu_protocol::{ClientId, Edition, MessageType, Operation, PublicKey, PUBLIC_KEY_LEN};
 
