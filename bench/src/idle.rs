@@ -185,9 +185,8 @@ pub fn measure(plan: &Plan, idle: &IdlePlan) -> Result<IdleMeasured, RunError> {
     };
     let (sent_at, send) = send_one(plan, &sender, &accounts[recipient], stamp)
         .map_err(|error| RunError::Send(error.to_string()))?;
-    let progress_done = |pushes: u64| pushes >= recipient_connections as u64;
     subscribers.wait_until(plan.timeout, |progress| {
-        progress_done(progress.pushes.load(Ordering::Acquire))
+        progress.pushes.load(Ordering::Acquire) >= recipient_connections as u64
     });
     let outcome = subscribers.stop().map_err(RunError::Loop)?;
     let arrivals: Vec<Instant> = outcome

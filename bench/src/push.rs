@@ -13,9 +13,6 @@ use crate::session::ServerSession;
 use crate::subscribers::{Progress, Subscribers};
 use crate::workload::Mix;
 
-/// Threads making the recipients' keys: the machine's two cores.
-const KEY_THREADS: usize = 2;
-
 /// Everything a push invocation measured.
 #[derive(Debug)]
 pub struct PushMeasured {
@@ -93,7 +90,7 @@ pub fn measure(plan: &Plan) -> Result<PushMeasured, RunError> {
 
 /// One account with a fresh key per sender, numbered after the senders.
 fn recipients(plan: &Plan, senders: &ServerSession<'_>) -> Result<Vec<Account>, RunError> {
-    let keys = accounts::generate_keys(plan.clients as usize, KEY_THREADS)?;
+    let keys = accounts::generate_keys(plan.clients as usize, plan.threads)?;
     Ok(accounts::register(
         plan.addr,
         plan.edition,
