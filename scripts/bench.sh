@@ -7,7 +7,8 @@
 # Each run alternates ROUNDS windows of DURATION seconds against the server with as many
 # against the floor; ratios are the median over rounds (this machine may be shared and noisy).
 # Exits non-zero if any run lost, duplicated or corrupted a message, or could not be carried
-# out. Override the matrix with DURABILITIES, MIXES, CLIENTS, SIZE, WARMUP, DURATION, ROUNDS.
+# out. Override the matrix with DURABILITIES, MIXES, CLIENTS, SIZE, WARMUP, DURATION, ROUNDS
+# (DURABILITIES= skips it).
 #
 # Then, for each of PUSH_CLIENTS (default 50; empty: none), the push mix (as many senders to as
 # many subscribed recipients) against send-pull with as many clients, in one invocation with
@@ -16,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURABILITIES=${DURABILITIES:-"full normal"}
+DURABILITIES=${DURABILITIES-"full normal"}
 MIXES=${MIXES:-"send-pull pubkey"}
 CLIENTS=${CLIENTS:-"1 50 500 5000"}
 SIZE=${SIZE:-100}

@@ -58,6 +58,9 @@ pub struct IdleMeasured {
     /// From the send's reply to the push on the first and the last connection of its id.
     pub first_push: Option<Duration>,
     pub last_push: Option<Duration>,
+    /// From the send's request to the push on the last connection: the commit and its flush
+    /// included.
+    pub last_push_from_request: Option<Duration>,
     /// Connections of the recipient id, and how many got the push.
     pub recipient_connections: usize,
     pub pushed: usize,
@@ -111,12 +114,13 @@ impl IdleMeasured {
         let _ = writeln!(
             out,
             "one message: send round trip {} ms; pushed to {}/{} connections of its id, \
-             first {} ms, last {} ms after the send's reply",
+             first {} ms, last {} ms after the send's reply ({} ms after its request)",
             millis(Some(self.send)),
             self.pushed,
             self.recipient_connections,
             millis(self.first_push),
             millis(self.last_push),
+            millis(self.last_push_from_request),
         );
         let _ = writeln!(
             out,
@@ -183,7 +187,7 @@ pub fn measure(plan: &Plan, idle: &IdlePlan) -> Result<IdleMeasured, RunError> {
         sender: sender.index,
         seq: 0,
     };
-    let (sent_at, send) = send_one(plan, &sender, &accounts[recipient], stamp)
+    let (requested_at, sent_at) = send_one(plan, &sender, &accounts[recipient], stamp)
         .map_err(|error| RunError::Send(error.to_string()))?;
     subscribers.wait_until(plan.timeout, |progress| {
         progress.pushes.load(Ordering::Acquire) >= recipient_connections as u64
@@ -196,6 +200,7 @@ pub fn measure(plan: &Plan, idle: &IdlePlan) -> Result<IdleMeasured, RunError> {
         .map(|receipt| receipt.at)
         .collect();
     let delay = |at: Option<&Instant>| at.map(|at| at.saturating_duration_since(sent_at));
+    let last = arrivals.iter().max();
     Ok(IdleMeasured {
         accounts: accounts_made,
         login,
@@ -204,9 +209,10 @@ pub fn measure(plan: &Plan, idle: &IdlePlan) -> Result<IdleMeasured, RunError> {
         server_idle_cpu,
         server_rss,
         server_peak_rss: pid.and_then(|pid| procstat::peak_rss(pid).ok()),
-        send,
+        send: sent_at - requested_at,
         first_push: delay(arrivals.iter().min()),
-        last_push: delay(arrivals.iter().max()),
+        last_push: delay(last),
+        last_push_from_request: last.map(|at| at.saturating_duration_since(requested_at)),
         recipient_connections,
         pushed: arrivals.len(),
         errors: outcome.errors,
@@ -215,13 +221,13 @@ pub fn measure(plan: &Plan, idle: &IdlePlan) -> Result<IdleMeasured, RunError> {
 }
 
 /// Sends one message from `sender` to `recipient` on a connection of its own; returns when
-/// its reply was read and how long the round trip took.
+/// its request was written and when its reply was read.
 fn send_one(
     plan: &Plan,
     sender: &Account,
     recipient: &Account,
     stamp: Stamp,
-) -> io::Result<(Instant, Duration)> {
+) -> io::Result<(Instant, Instant)> {
     let mut stream = TcpStream::connect(plan.addr)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(plan.timeout))?;
@@ -243,5 +249,5 @@ fn send_one(
     check_reply_code(plan.edition, Operation::SendMessage, &header)
         .and_then(|()| parse_sent(&payload))
         .map_err(io::Error::other)?;
-    Ok((replied, replied - started))
+    Ok((started, replied))
 }
