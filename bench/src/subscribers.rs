@@ -163,9 +163,14 @@ enum Awaiting {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
+    /// Not connected yet: waits for a login slot.
     Waiting,
-    LoggingIn { since: Instant },
+    /// Connected at `since`; hello, challenge, prove and subscribe under way.
+    LoggingIn {
+        since: Instant,
+    },
     Subscribed,
+    /// Given up, its socket closed.
     Failed,
 }
 
