@@ -7,17 +7,27 @@
 # Each run alternates ROUNDS windows of DURATION seconds against the server with as many
 # against the floor; ratios are the median over rounds (this machine may be shared and noisy).
 # Exits non-zero if any run lost, duplicated or corrupted a message, or could not be carried
-# out. Override the matrix with DURABILITIES, MIXES, CLIENTS, SIZE, WARMUP, DURATION, ROUNDS.
+# out. Override the matrix with DURABILITIES, MIXES, CLIENTS, SIZE, WARMUP, DURATION, ROUNDS
+# (DURABILITIES= skips it).
+#
+# Then, for each of PUSH_CLIENTS (default 50; empty: none), the push mix (as many senders to as
+# many subscribed recipients) against send-pull with as many clients, in one invocation with
+# durability full, as a second table; and, if IDLE_SUBSCRIBERS is set (10000, say), the idle
+# subscribers' report (IDLE_IDS ids shared round robin, IDLE_SECONDS idle).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURABILITIES=${DURABILITIES:-"full normal"}
+DURABILITIES=${DURABILITIES-"full normal"}
 MIXES=${MIXES:-"send-pull pubkey"}
 CLIENTS=${CLIENTS:-"1 50 500 5000"}
 SIZE=${SIZE:-100}
 WARMUP=${WARMUP:-1}
 DURATION=${DURATION:-0.5}
 ROUNDS=${ROUNDS:-5}
+PUSH_CLIENTS=${PUSH_CLIENTS-50}
+IDLE_SUBSCRIBERS=${IDLE_SUBSCRIBERS-}
+IDLE_IDS=${IDLE_IDS:-100}
+IDLE_SECONDS=${IDLE_SECONDS:-3}
 
 # 5,000 clients need 5,000 descriptors in the server and twice that in the generator (which
 # also hosts the floor).
@@ -25,14 +35,16 @@ ulimit -n "$(ulimit -Hn)"
 
 cargo build --release --bin messageu-server --bin messageu-bench >&2
 # SERVER_BIN measures another build (or another MessageU server) with the same tools.
-server_bin=${SERVER_BIN:-target/release/messageu-server}
-bench_bin=target/release/messageu-bench
+target_dir=${CARGO_TARGET_DIR:-target}
+server_bin=${SERVER_BIN:-$target_dir/release/messageu-server}
+bench_bin=$target_dir/release/messageu-bench
 
 work=$(mktemp -d)
 . scripts/server.sh
 trap 'stop_server; rm -rf "$work"' EXIT
 
 status=0
+touch "$work/rows" "$work/push_rows"
 for durability in $DURABILITIES; do
     for mix in $MIXES; do
         for clients in $CLIENTS; do
@@ -47,10 +59,40 @@ for durability in $DURABILITIES; do
     done
 done
 
+for clients in $PUSH_CLIENTS; do
+    start_server -- "$server_bin" --durability full
+    echo "== push against send-pull, durability full, $clients clients" >&2
+    "$bench_bin" --addr "127.0.0.1:$port" --server-pid "$server_pid" \
+        --clients "$clients" --mix push --size "$SIZE" \
+        --warmup "$WARMUP" --duration "$DURATION" --rounds "$ROUNDS" \
+        --markdown --durability-label full >>"$work/push_rows" || status=1
+    stop_server
+done
+
+if [ -n "$IDLE_SUBSCRIBERS" ]; then
+    start_server -- "$server_bin" --durability full --max-connections "$((IDLE_SUBSCRIBERS + 100))"
+    echo "== $IDLE_SUBSCRIBERS idle subscribers" >&2
+    "$bench_bin" --addr "127.0.0.1:$port" --server-pid "$server_pid" --size "$SIZE" \
+        --idle-subscribers "$IDLE_SUBSCRIBERS" --idle-ids "$IDLE_IDS" \
+        --idle-seconds "$IDLE_SECONDS" >"$work/idle" || status=1
+    stop_server
+fi
+
 echo "Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; $(uname -sr);" \
     "${SIZE}-byte content; ${WARMUP} s warm-up, then ${ROUNDS} rounds of ${DURATION} s against" \
-    "the server and ${DURATION} s against the floor."
-echo
-"$bench_bin" --markdown-header
-cat "$work/rows"
+    "the server and ${DURATION} s against the floor (push: against send-pull)."
+if [ -s "$work/rows" ]; then
+    echo
+    "$bench_bin" --markdown-header
+    cat "$work/rows"
+fi
+if [ -s "$work/push_rows" ]; then
+    echo
+    "$bench_bin" --markdown-header --mix push
+    cat "$work/push_rows"
+fi
+if [ -s "$work/idle" ]; then
+    echo
+    cat "$work/idle"
+fi
 exit "$status"

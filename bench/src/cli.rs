@@ -7,6 +7,7 @@ use clap::Parser;
 use messageu_protocol::Edition;
 
 use crate::driver::ConnStyle;
+use crate::idle::IdlePlan;
 use crate::record::RECORD_LEN;
 use crate::run::Plan;
 use crate::workload::Mix;
@@ -74,6 +75,17 @@ pub struct Cli {
     /// Print the markdown table header and exit.
     #[arg(long)]
     pub markdown_header: bool,
+    /// Instead of a load: open this many connections that log in and subscribe (protocol
+    /// §E5), stay idle, then send one message; report the server's memory, its CPU time while
+    /// idle and how soon the message is pushed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub idle_subscribers: Option<u32>,
+    /// The ids the idle connections share, round robin.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub idle_ids: u32,
+    /// Seconds the subscribed connections stay idle.
+    #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = seconds)]
+    pub idle_seconds: Duration,
 }
 
 /// The editions by the year that opens them.
@@ -132,6 +144,15 @@ impl Cli {
             server_pid: self.server_pid,
         }
     }
+
+    /// The idle-subscribers measurement, if asked for.
+    pub fn idle_plan(&self) -> Option<IdlePlan> {
+        self.idle_subscribers.map(|connections| IdlePlan {
+            connections: connections as usize,
+            ids: self.idle_ids.min(connections) as usize,
+            idle: self.idle_seconds,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -183,5 +204,15 @@ mod tests {
             "an address is required"
         );
         assert!(parse(&["--markdown-header"]).is_ok());
+    }
+
+    #[test]
+    fn idle_subscribers_share_at_most_as_many_ids_as_connections() {
+        let cli = parse(&["--addr", "127.0.0.1:1", "--idle-subscribers", "50"]).expect("valid");
+        let idle = cli.idle_plan().expect("asked for");
+        assert_eq!((idle.connections, idle.ids), (50, 50));
+        assert_eq!(idle.idle, Duration::from_secs(3));
+        let cli = parse(&["--addr", "127.0.0.1:1"]).expect("valid");
+        assert!(cli.idle_plan().is_none());
     }
 }

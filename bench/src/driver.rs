@@ -438,7 +438,7 @@ impl Driver {
 }
 
 /// A non-blocking connection attempt to `target`, watched by `poll` under `slot`.
-fn connect(target: SocketAddr, poll: &Poll, slot: usize) -> io::Result<TcpStream> {
+pub fn connect(target: SocketAddr, poll: &Poll, slot: usize) -> io::Result<TcpStream> {
     let mut socket = TcpStream::connect(target)?;
     poll.registry().register(
         &mut socket,
@@ -449,7 +449,7 @@ fn connect(target: SocketAddr, poll: &Poll, slot: usize) -> io::Result<TcpStream
 }
 
 /// Whether a non-blocking connect has completed; an error if it failed.
-fn established(socket: &TcpStream) -> io::Result<bool> {
+pub fn established(socket: &TcpStream) -> io::Result<bool> {
     if let Some(error) = socket.take_error()? {
         return Err(error);
     }

@@ -5,16 +5,22 @@
 //! A binary rather than a library module: it is a tool, not part of the server's API, and the
 //! end-to-end tests run it exactly as `scripts/bench.sh` and users do.
 
+mod accounts;
 mod cli;
 mod driver;
 mod floor;
+mod idle;
 mod ledger;
 mod phases;
 mod procstat;
+mod push;
+mod push_report;
 mod record;
 mod report;
 mod run;
+mod session;
 mod stats;
+mod subscribers;
 mod workload;
 
 use std::process::ExitCode;
@@ -22,7 +28,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::Cli;
+use push_report::PushReport;
 use report::Report;
+use run::RunError;
+use workload::Mix;
 
 /// Exit status when an acknowledged message was lost, duplicated or corrupted.
 const DELIVERY_FAILED: u8 = 1;
@@ -32,7 +41,11 @@ const RUN_FAILED: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.markdown_header {
-        print!("{}", report::markdown_header());
+        if cli.mix == Mix::Push {
+            print!("{}", push_report::markdown_header());
+        } else {
+            print!("{}", report::markdown_header());
+        }
         return ExitCode::SUCCESS;
     }
     let Some(addr) = cli.addr else {
@@ -44,27 +57,57 @@ fn main() -> ExitCode {
         eprintln!("messageu-bench: cannot raise the descriptor limit: {error}");
     }
     let plan = cli.plan(addr);
-    let measured = match run::measure(&plan, !cli.no_floor) {
-        Ok(measured) => measured,
-        Err(error) => {
-            eprintln!("messageu-bench: {error}");
-            return ExitCode::from(RUN_FAILED);
-        }
-    };
-    let report = Report {
-        plan: &plan,
-        measured: &measured,
-        durability: &cli.durability_label,
+    if let Some(idle) = cli.idle_plan() {
+        return match idle::measure(&plan, &idle) {
+            Ok(measured) => {
+                print!("{}", measured.human(&plan, &idle));
+                if measured.is_clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(DELIVERY_FAILED)
+                }
+            }
+            Err(error) => run_failed(&error),
+        };
+    }
+    let (human, rows, clean) = if plan.mix == Mix::Push {
+        let measured = match push::measure(&plan) {
+            Ok(measured) => measured,
+            Err(error) => return run_failed(&error),
+        };
+        let report = PushReport {
+            plan: &plan,
+            measured: &measured,
+            durability: &cli.durability_label,
+        };
+        (report.human(), report.markdown_rows(), measured.is_clean())
+    } else {
+        let measured = match run::measure(&plan, !cli.no_floor) {
+            Ok(measured) => measured,
+            Err(error) => return run_failed(&error),
+        };
+        let report = Report {
+            plan: &plan,
+            measured: &measured,
+            durability: &cli.durability_label,
+        };
+        let clean = measured.delivery.verdict.is_exactly_once();
+        (report.human(), report.markdown_rows(), clean)
     };
     if cli.markdown {
-        eprint!("{}", report.human());
-        print!("{}", report.markdown_rows());
+        eprint!("{human}");
+        print!("{rows}");
     } else {
-        print!("{}", report.human());
+        print!("{human}");
     }
-    if measured.delivery.verdict.is_exactly_once() {
+    if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(DELIVERY_FAILED)
     }
+}
+
+fn run_failed(error: &RunError) -> ExitCode {
+    eprintln!("messageu-bench: {error}");
+    ExitCode::from(RUN_FAILED)
 }

@@ -144,7 +144,7 @@ impl Phase for Load<'_> {
         let checked = match outcome {
             Ok(reply) => self
                 .workload
-                .check(&request, client.index, &reply, &mut self.ledger)
+                .check(&request, client.index, &reply, now, &mut self.ledger)
                 .map(|()| reply.len())
                 .map_err(|error| error_kind(&error)),
             Err(failure) => Err(failure.kind()),
@@ -208,11 +208,11 @@ impl Phase for Drain<'_> {
         request: Request,
         outcome: Result<ReplyView<'_>, Failure>,
         _latency: Duration,
-        _now: Instant,
+        now: Instant,
     ) {
         let checked = outcome.map_err(drop).and_then(|reply| {
             self.workload
-                .check(&request, client.index, &reply, &mut self.ledger)
+                .check(&request, client.index, &reply, now, &mut self.ledger)
                 .map(|()| reply.payload.is_empty())
                 .map_err(drop)
         });

@@ -33,10 +33,19 @@ pub fn process_cpu(pid: u32) -> io::Result<Duration> {
 
 /// The peak resident set size (`VmHWM`) of process `pid`, in bytes.
 pub fn peak_rss(pid: u32) -> io::Result<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// The resident set size now (`VmRSS`) of process `pid`, in bytes.
+pub fn rss(pid: u32) -> io::Result<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+fn status_bytes(pid: u32, field: &str) -> io::Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    parse_kib_field(&status, "VmHWM:")
+    parse_kib_field(&status, field)
         .map(|kib| kib * 1024)
-        .ok_or_else(|| io::Error::other(format!("no VmHWM in /proc/{pid}/status")))
+        .ok_or_else(|| io::Error::other(format!("no {field} in /proc/{pid}/status")))
 }
 
 /// The CPU time in a `schedstat` file of `/proc`.
@@ -73,7 +82,8 @@ mod tests {
     #[test]
     fn this_process_has_a_peak_and_spends_cpu() {
         let pid = std::process::id();
-        assert!(peak_rss(pid).expect("own status") > 0);
+        let resident = rss(pid).expect("own status");
+        assert!(resident > 0 && peak_rss(pid).expect("own status") >= resident);
         let mut spin = 0u64;
         let before = thread_cpu().expect("own schedstat");
         for i in 0..2_000_000u64 {

@@ -39,12 +39,13 @@ const MARKDOWN_COLUMNS: [&str; 17] = [
 
 /// The header of the markdown table whose rows [`Report::markdown_rows`] prints.
 pub fn markdown_header() -> String {
-    let separators = vec!["---"; MARKDOWN_COLUMNS.len()];
-    format!(
-        "| {} |\n|{}|\n",
-        MARKDOWN_COLUMNS.join(" | "),
-        separators.join("|")
-    )
+    table_header(&MARKDOWN_COLUMNS)
+}
+
+/// A markdown table's header line and separator line.
+pub fn table_header(columns: &[&str]) -> String {
+    let separators = vec!["---"; columns.len()];
+    format!("| {} |\n|{}|\n", columns.join(" | "), separators.join("|"))
 }
 
 /// The rounds of one side combined, for totals and percentiles.
@@ -231,6 +232,16 @@ impl Report<'_> {
             v.delivered_unacknowledged,
             delivery.drain_errors,
         );
+        if let Some(p) = delivery.delays.percentiles() {
+            let _ = writeln!(
+                out,
+                "delivery delay, from a send's reply to the reply carrying its message: \
+                 p50 {} ms, p99 {} ms, max {} ms",
+                millis(Some(p.p50)),
+                millis(Some(p.p99)),
+                millis(Some(p.max)),
+            );
+        }
         let _ = writeln!(
             out,
             "clients served in every window: {}/{}",
@@ -301,7 +312,7 @@ impl Report<'_> {
     }
 }
 
-fn operation_name(operation: Operation) -> &'static str {
+pub fn operation_name(operation: Operation) -> &'static str {
     match operation {
         Operation::Register => "register",
         Operation::ListClients => "list",
@@ -312,14 +323,14 @@ fn operation_name(operation: Operation) -> &'static str {
 }
 
 /// Successful replies of one operation, or of all with `None`.
-fn completed(outcome: &LoadOutcome, operation: Option<Operation>) -> u64 {
+pub fn completed(outcome: &LoadOutcome, operation: Option<Operation>) -> u64 {
     match operation {
         Some(operation) => outcome.stats.op(operation).completed,
         None => outcome.stats.completed(),
     }
 }
 
-fn median(mut values: Vec<f64>) -> Option<f64> {
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
     match values.len() {
@@ -329,12 +340,12 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     }
 }
 
-fn rate(completed: u64, window: Duration) -> String {
+pub fn rate(completed: u64, window: Duration) -> String {
     format!("{:.0}", completed as f64 / window.as_secs_f64())
 }
 
 /// Milliseconds with three significant digits or so; `-` when nothing was measured.
-fn millis(duration: Option<Duration>) -> String {
+pub fn millis(duration: Option<Duration>) -> String {
     let Some(duration) = duration else {
         return "-".into();
     };
@@ -349,7 +360,7 @@ fn millis(duration: Option<Duration>) -> String {
 }
 
 /// CPU time as cores kept busy over `elapsed`; `-` when unknown.
-fn cores(cpu: Option<Duration>, elapsed: Duration) -> String {
+pub fn cores(cpu: Option<Duration>, elapsed: Duration) -> String {
     cpu.map_or("-".into(), |cpu| {
         format!(
             "{:.2}",
@@ -358,7 +369,7 @@ fn cores(cpu: Option<Duration>, elapsed: Duration) -> String {
     })
 }
 
-fn mebibytes(bytes: &Option<io::Result<u64>>) -> String {
+pub fn mebibytes(bytes: &Option<io::Result<u64>>) -> String {
     match bytes {
         Some(Ok(bytes)) => format!("{:.1}", *bytes as f64 / (1024.0 * 1024.0)),
         Some(Err(_)) | None => "-".into(),

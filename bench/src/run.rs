@@ -1,20 +1,20 @@
-//! One benchmark invocation: the server session (register, timed loads, drain, judge) and the
-//! floor session (the same timed loads against the echo server), which `main` alternates
-//! round by round so that both sides of each ratio see the same moment of a noisy machine.
+//! One benchmark invocation: the server session (register, timed loads, drain, judge; in
+//! [`crate::session`]) and the floor session (the same timed loads against the echo server),
+//! alternated round by round so that both sides of each ratio see the same moment of a noisy
+//! machine.
 
 use std::io;
 use std::net::SocketAddr;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use messageu_protocol::{ClientId, Edition, ReplyHeader, REPLY_HEADER_LEN, SERVER_VERSION};
+use messageu_protocol::{ClientId, Edition};
 
-use crate::driver::{ConnStyle, Driver, Phase};
+use crate::accounts::AccountError;
+use crate::driver::{ConnStyle, Driver};
 use crate::floor::{self, Floor};
-use crate::ledger::{Ledger, Verdict};
-use crate::phases::{Drain, Load, Registration};
-use crate::procstat;
-use crate::stats::{Stats, Window};
+use crate::ledger::Verdict;
+use crate::session::{drivers, timed_load, ServerSession};
+use crate::stats::{OpStats, Stats};
 use crate::workload::{Directory, Mix, Workload};
 
 /// Everything a run is asked to do.
@@ -59,6 +59,16 @@ pub enum RunError {
     Floor(io::Error),
     #[error("no {0} request succeeded in the window, so the floor cannot mirror its replies")]
     NothingToMirror(&'static str),
+    #[error("cannot make the recipients' accounts: {0}")]
+    Accounts(#[from] AccountError),
+    #[error("the send failed: {0}")]
+    Send(String),
+    #[error("{failed} of {connections} connections did not subscribe; first: {first}")]
+    Subscribe {
+        failed: usize,
+        connections: usize,
+        first: String,
+    },
 }
 
 /// What one timed load measured.
@@ -100,6 +110,9 @@ impl LoadOutcome {
 #[derive(Debug)]
 pub struct Delivery {
     pub verdict: Verdict,
+    /// From each send's reply to its message's delivery, for the messages sent and delivered
+    /// inside a measured window.
+    pub delays: OpStats,
     pub drain_errors: u64,
     pub peak_rss: Option<io::Result<u64>>,
 }
@@ -170,124 +183,6 @@ pub fn measure(plan: &Plan, with_floor: bool) -> Result<Measured, RunError> {
         delivery: server.drain()?,
     })
 }
-
-/// The registered clients of the server under test.
-struct ServerSession<'p> {
-    plan: &'p Plan,
-    drivers: Vec<Driver>,
-    workload: Workload,
-    ledger: Ledger,
-    next_seqs: Vec<Vec<u64>>,
-    /// How long registering every client took.
-    registration: Duration,
-}
-
-impl<'p> ServerSession<'p> {
-    /// Connects and registers every client under names unique to this run.
-    fn register(plan: &'p Plan) -> Result<ServerSession<'p>, RunError> {
-        let run = fastrand::u32(..);
-        let mut drivers = drivers(plan, plan.addr)?;
-        let started = Instant::now();
-        let registrations = in_parallel(&mut drivers, |_, slots| {
-            Registration::new(plan.edition, run, slots)
-        })?;
-        let registration = started.elapsed();
-        let mut ids = vec![ClientId::default(); plan.clients as usize];
-        let mut failures = Vec::new();
-        for (registered, _) in registrations {
-            for (index, id) in registered.ids {
-                ids[index as usize] = id;
-            }
-            failures.extend(registered.failures);
-        }
-        if let Some((index, reason)) = failures.first().cloned() {
-            return Err(RunError::Registration {
-                failed: failures.len(),
-                clients: plan.clients,
-                index,
-                reason,
-            });
-        }
-        let next_seqs = drivers.iter().map(|driver| vec![0; driver.len()]).collect();
-        Ok(ServerSession {
-            plan,
-            drivers,
-            workload: Workload {
-                edition: plan.edition,
-                run,
-                size: plan.size,
-                directory: Directory::new(ids),
-                verified: true,
-            },
-            ledger: Ledger::default(),
-            next_seqs,
-            registration,
-        })
-    }
-
-    /// One measured window after `warmup`.
-    fn load(&mut self, warmup: Duration) -> Result<LoadOutcome, RunError> {
-        let pid = self.plan.server_pid;
-        let cpu_before = pid.map(procstat::process_cpu);
-        let (outcome, ledger) = timed_load(
-            self.plan,
-            &self.workload,
-            &mut self.drivers,
-            &mut self.next_seqs,
-            warmup,
-        )?;
-        self.ledger.merge(ledger);
-        let subject_cpu = pid.zip(cpu_before).and_then(|(pid, before)| {
-            let cpu = procstat::process_cpu(pid).ok()?;
-            Some(cpu.saturating_sub(before.ok()?))
-        });
-        Ok(LoadOutcome {
-            subject_cpu,
-            ..outcome
-        })
-    }
-
-    /// Every client pulls until its queue is empty; then the ledger is judged.
-    fn drain(mut self) -> Result<Delivery, RunError> {
-        let workload = &self.workload;
-        let drains = in_parallel(&mut self.drivers, |_, slots| Drain::new(workload, slots))?;
-        let mut drain_errors = 0;
-        for (drain, _) in drains {
-            drain_errors += drain.errors;
-            self.ledger.merge(drain.ledger);
-        }
-        Ok(Delivery {
-            verdict: self.ledger.verdict(),
-            drain_errors,
-            peak_rss: self.plan.server_pid.map(procstat::peak_rss),
-        })
-    }
-
-    /// The reply sizes the floor mirrors: the mean the server sent for each operation.
-    fn floor_replies(&self, measured: &Stats) -> Result<floor::Replies, RunError> {
-        let plan = self.plan;
-        let mut replies = floor::Replies::new(plan.style == ConnStyle::Padded);
-        let mut rng = fastrand::Rng::new();
-        for &operation in plan.mix.cycle() {
-            let request = self.workload.request(operation, 0, &mut rng, &mut 0);
-            let reply_len = measured
-                .op(operation)
-                .mean_reply_len()
-                .ok_or(RunError::NothingToMirror(plan.mix.name()))?;
-            let mut reply = ReplyHeader {
-                version: SERVER_VERSION,
-                code: plan.edition.reply_code(operation),
-                payload_size: (reply_len - REPLY_HEADER_LEN) as u32,
-            }
-            .encode()
-            .to_vec();
-            reply.resize(reply_len, 0);
-            replies.insert(request.bytes.len(), reply);
-        }
-        Ok(replies)
-    }
-}
-
 /// The same clients against the floor.
 struct FloorSession<'p> {
     plan: &'p Plan,
@@ -312,6 +207,7 @@ impl<'p> FloorSession<'p> {
                 run: 0,
                 size: plan.size,
                 directory: Directory::new((0..plan.clients).map(|_| ClientId::random()).collect()),
+                destinations: 0..plan.clients,
                 verified: false,
             },
             next_seqs,
@@ -321,7 +217,7 @@ impl<'p> FloorSession<'p> {
     /// One measured window after `warmup`.
     fn load(&mut self, warmup: Duration) -> Result<LoadOutcome, RunError> {
         let cpu_before = self.floor.cpu();
-        let (outcome, _) = timed_load(
+        let (outcome, _, _) = timed_load(
             self.plan,
             &self.workload,
             &mut self.drivers,
@@ -342,86 +238,4 @@ impl<'p> FloorSession<'p> {
         drop(self.drivers);
         self.floor.stop().map_err(RunError::Floor)
     }
-}
-
-/// The generator's event loops, each owning every `threads`-th client.
-fn drivers(plan: &Plan, target: SocketAddr) -> Result<Vec<Driver>, RunError> {
-    let threads = plan.threads.clamp(1, plan.clients.max(1) as usize) as u32;
-    (0..threads)
-        .map(|first| {
-            let indices = (first..plan.clients).step_by(threads as usize);
-            Driver::new(target, plan.style, plan.timeout, indices).map_err(RunError::Setup)
-        })
-        .collect()
-}
-
-/// `warmup`, then one measured window; returns the measurements and the sends' ledger.
-fn timed_load(
-    plan: &Plan,
-    workload: &Workload,
-    drivers: &mut [Driver],
-    next_seqs: &mut [Vec<u64>],
-    warmup: Duration,
-) -> Result<(LoadOutcome, Ledger), RunError> {
-    let started = Instant::now();
-    let window = Window {
-        start: started + warmup,
-        end: started + warmup + plan.duration,
-    };
-    let seed = fastrand::u64(..);
-    let loads = in_parallel(drivers, |loop_number, _| {
-        Load::new(
-            workload,
-            plan.mix.cycle(),
-            window,
-            std::mem::take(&mut next_seqs[loop_number]),
-            seed ^ loop_number as u64,
-        )
-    })?;
-    let mut outcome = LoadOutcome {
-        stats: Stats::default(),
-        served: 0,
-        window: window.length(),
-        elapsed: started.elapsed(),
-        generator_cpu: Duration::ZERO,
-        subject_cpu: None,
-    };
-    let mut ledger = Ledger::default();
-    for (loop_number, (mut load, cpu)) in loads.into_iter().enumerate() {
-        outcome.stats.merge(&load.stats);
-        outcome.served += load.served();
-        outcome.generator_cpu += cpu;
-        ledger.merge(std::mem::take(&mut load.ledger));
-        next_seqs[loop_number] = load.into_next_seqs();
-    }
-    Ok((outcome, ledger))
-}
-
-/// Runs a phase made by `make(loop number, clients of the loop)` on every driver at once;
-/// returns each phase with the CPU time its thread used.
-fn in_parallel<P: Phase + Send>(
-    drivers: &mut [Driver],
-    mut make: impl FnMut(usize, usize) -> P,
-) -> Result<Vec<(P, Duration)>, RunError> {
-    thread::scope(|scope| {
-        let handles: Vec<_> = drivers
-            .iter_mut()
-            .enumerate()
-            .map(|(loop_number, driver)| {
-                let mut phase = make(loop_number, driver.len());
-                scope.spawn(move || -> io::Result<(P, Duration)> {
-                    let cpu_before = procstat::thread_cpu()?;
-                    driver.run(&mut phase)?;
-                    Ok((phase, procstat::thread_cpu()? - cpu_before))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| match handle.join() {
-                Ok(result) => result.map_err(RunError::Loop),
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    })
 }

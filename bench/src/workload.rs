@@ -1,15 +1,18 @@
 //! What the simulated clients ask for, and how every reply is checked against what was asked.
 
 use std::collections::HashMap;
+use std::ops::Range;
+use std::time::Instant;
 
 use messageu_protocol::client::{
     bare_request, check_reply_code, parse_client_list, parse_public_key, parse_registered,
-    parse_sent, public_key_request, pulled_messages, register_request, send_request, ReplyError,
+    parse_sent, public_key_request, pulled_messages, register_request, send_request, PulledMessage,
+    ReplyError,
 };
 use messageu_protocol::{ClientId, Edition, MessageType, Operation, PublicKey, PUBLIC_KEY_LEN};
 
 use crate::driver::ReplyView;
-use crate::ledger::{Ledger, Receipt};
+use crate::ledger::{Ledger, Receipt, Via};
 use crate::record::{self, Stamp};
 
 /// The operations each client repeats, in order, for the whole run.
@@ -23,6 +26,9 @@ pub enum Mix {
     Pubkey,
     /// List the clients.
     List,
+    /// Senders send to recipients that log in (protocol §E3), subscribe and acknowledge what
+    /// is pushed to them (§E5); send-pull with as many clients runs beside it for comparison.
+    Push,
 }
 
 impl Mix {
@@ -32,6 +38,7 @@ impl Mix {
             Mix::Send => &[Operation::SendMessage],
             Mix::Pubkey => &[Operation::PublicKey],
             Mix::List => &[Operation::ListClients],
+            Mix::Push => &[Operation::SendMessage],
         }
     }
 
@@ -41,6 +48,7 @@ impl Mix {
             Mix::Send => "send",
             Mix::Pubkey => "pubkey",
             Mix::List => "list",
+            Mix::Push => "push",
         }
     }
 }
@@ -155,6 +163,8 @@ pub struct Workload {
     /// Content bytes of every message sent.
     pub size: usize,
     pub directory: Directory,
+    /// The clients messages are sent to.
+    pub destinations: Range<u32>,
     /// Whether replies are checked beyond their code: off against the floor, whose replies
     /// have the right sizes but no content.
     pub verified: bool,
@@ -220,14 +230,16 @@ impl Workload {
         }
     }
 
-    /// A random client other than `me`; `me` itself when it is the only one.
+    /// A random destination other than `me`; `me` itself when it is the only one.
     fn other_than(&self, me: u32, rng: &mut fastrand::Rng) -> u32 {
-        let others = self.directory.len().saturating_sub(1);
+        let Range { start, end } = self.destinations;
+        let mine = self.destinations.contains(&me);
+        let others = (end - start).saturating_sub(u32::from(mine));
         if others == 0 {
             return me;
         }
-        let pick = rng.u32(0..others);
-        if pick >= me {
+        let pick = start + rng.u32(0..others);
+        if mine && pick >= me {
             pick + 1
         } else {
             pick
@@ -240,6 +252,7 @@ impl Workload {
         request: &Request,
         me: u32,
         reply: &ReplyView<'_>,
+        now: Instant,
         ledger: &mut Ledger,
     ) -> Result<(), CheckError> {
         check_reply_code(self.edition, request.operation, &reply.header)?;
@@ -259,9 +272,13 @@ impl Workload {
             Expect::Sent { stamp, destination } => {
                 let (to, id) = parse_sent(reply.payload)?;
                 self.expect_client(destination, to)?;
-                ledger.acknowledged(stamp, destination, id);
+                ledger.acknowledged(stamp, destination, id, now);
             }
-            Expect::Pulled => self.record_pulled(me, reply.payload, ledger)?,
+            Expect::Pulled => {
+                for message in pulled_messages(reply.payload) {
+                    deliver(&self.directory, &message?, me, Via::Pull, now, ledger);
+                }
+            }
         }
         Ok(())
     }
@@ -274,28 +291,29 @@ impl Workload {
             Err(CheckError::WrongClient { expected, actual })
         }
     }
+}
 
-    /// Records every message of a pull reply; the messages before a cut-short one count.
-    fn record_pulled(
-        &self,
-        me: u32,
-        payload: &[u8],
-        ledger: &mut Ledger,
-    ) -> Result<(), CheckError> {
-        for message in pulled_messages(payload) {
-            let message = message?;
-            match record::decode(message.content) {
-                Ok(stamp) => ledger.received(Receipt {
-                    stamp,
-                    receiver: me,
-                    id: message.id,
-                    envelope_matches: message.kind == MessageType::Text as u8
-                        && self.directory.index_of(&message.from) == Some(stamp.sender),
-                }),
-                Err(_) => ledger.garbled(),
-            }
-        }
-        Ok(())
+/// Records a message delivered to client `receiver` at `at` (the messages of a pull reply
+/// before a cut-short one count).
+pub fn deliver(
+    directory: &Directory,
+    message: &PulledMessage<'_>,
+    receiver: u32,
+    via: Via,
+    at: Instant,
+    ledger: &mut Ledger,
+) {
+    match record::decode(message.content) {
+        Ok(stamp) => ledger.received(Receipt {
+            stamp,
+            receiver,
+            id: message.id,
+            envelope_matches: message.kind == MessageType::Text as u8
+                && directory.index_of(&message.from) == Some(stamp.sender),
+            via,
+            at,
+        }),
+        Err(_) => ledger.garbled(),
     }
 }
 
@@ -310,6 +328,7 @@ mod tests {
             run: 1,
             size: 100,
             directory: Directory::new((0..clients).map(|i| ClientId([i as u8; 16])).collect()),
+            destinations: 0..clients,
             verified: true,
         }
     }
@@ -333,6 +352,19 @@ mod tests {
     }
 
     #[test]
+    fn sends_go_to_the_destinations_only() {
+        let mut workload = workload_of(6);
+        workload.destinations = 3..6;
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut seen = [false; 6];
+        for _ in 0..200 {
+            seen[workload.other_than(0, &mut rng) as usize] = true;
+            assert_ne!(workload.other_than(4, &mut rng), 4);
+        }
+        assert_eq!(seen, [false, false, false, true, true, true]);
+    }
+
+    #[test]
     fn an_acknowledged_send_then_its_pull_is_exactly_once() {
         let workload = workload_of(2);
         let mut rng = fastrand::Rng::with_seed(7);
@@ -352,7 +384,7 @@ mod tests {
             payload: &sent,
         };
         workload
-            .check(&send, 0, &view, &mut ledger)
+            .check(&send, 0, &view, Instant::now(), &mut ledger)
             .expect("valid ack");
 
         let mut pulled = workload.directory.id(0).0.to_vec();
@@ -366,7 +398,7 @@ mod tests {
             payload: &pulled,
         };
         workload
-            .check(&pull, 1, &view, &mut ledger)
+            .check(&pull, 1, &view, Instant::now(), &mut ledger)
             .expect("valid pull");
         let verdict = ledger.verdict();
         assert!(verdict.is_exactly_once(), "{verdict:?}");
@@ -379,7 +411,7 @@ mod tests {
             payload: &pulled,
         };
         workload
-            .check(&pull, 1, &view, &mut ledger)
+            .check(&pull, 1, &view, Instant::now(), &mut ledger)
             .expect("well-formed");
         let verdict = ledger.verdict();
         assert_eq!((verdict.corrupted, verdict.duplicated), (1, 1));
@@ -398,7 +430,7 @@ mod tests {
             payload: &payload,
         };
         assert_eq!(
-            workload.check(&request, 0, &view, &mut ledger),
+            workload.check(&request, 0, &view, Instant::now(), &mut ledger),
             Err(CheckError::WrongKey(1))
         );
         let refused = ReplyView {
@@ -410,7 +442,7 @@ mod tests {
             payload: &[],
         };
         let error = workload
-            .check(&request, 0, &refused, &mut ledger)
+            .check(&request, 0, &refused, Instant::now(), &mut ledger)
             .expect_err("9000");
         assert!(error.is_refusal());
     }

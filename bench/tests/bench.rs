@@ -100,6 +100,67 @@ fn two_rounds_against_the_server_binary_deliver_everything_exactly_once() {
 }
 
 #[test]
+fn the_push_mix_pushes_and_acknowledges_every_message_once_beside_send_pull() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = BinaryServer::start(dir.path(), &["--durability", "full"]);
+    let pid = server.child.id().to_string();
+    let output = bench(
+        server.addr,
+        &[
+            "--mix",
+            "push",
+            "--rounds",
+            "2",
+            "--server-pid",
+            &pid,
+            "--markdown",
+            "--durability-label",
+            "full",
+        ],
+    );
+    let report = text(&output.stderr);
+    assert!(output.status.success(), "{report}");
+    let push = report
+        .lines()
+        .find(|line| line.starts_with("delivery (push):"))
+        .unwrap_or_else(|| panic!("no push delivery line:\n{report}"));
+    let acknowledged = count(push, "acknowledged");
+    assert!(acknowledged > 0, "{report}");
+    for label in ["pushed", "listed", "deleted"] {
+        assert_eq!(count(push, label), acknowledged, "{label}: {report}");
+    }
+    for label in ["lost", "duplicated", "corrupted", "pulled only"] {
+        assert_eq!(count(push, label), 0, "{label}: {report}");
+    }
+    let send_pull = report
+        .lines()
+        .find(|line| line.starts_with("delivery (send-pull):"))
+        .unwrap_or_else(|| panic!("no send-pull delivery line:\n{report}"));
+    assert!(count(send_pull, "acknowledged") > 0, "{report}");
+    assert!(
+        report.contains("recipients: 0 connection errors"),
+        "{report}"
+    );
+
+    let rows = text(&output.stdout);
+    let rows: Vec<&str> = rows.lines().collect();
+    assert_eq!(
+        rows.len(),
+        2,
+        "a row for push and one for send-pull: {rows:?}"
+    );
+    assert!(rows[0].starts_with("| 4 | full | push |"), "{}", rows[0]);
+    assert!(
+        rows[1].starts_with("| 4 | full | send-pull |"),
+        "{}",
+        rows[1]
+    );
+    for row in rows {
+        assert!(row.contains("| 0/0/0 |"), "lost/dup/corrupt: {row}");
+    }
+}
+
+#[test]
 fn padded_clients_with_a_connection_per_request_get_every_message() {
     let server = TestServer::start();
     let output = bench(server.addr, &["--padded", "--mix", "send-pull"]);
