@@ -93,6 +93,7 @@ impl Core {
                         header: &header,
                         peer,
                         session,
+                        tally: Tally::Request,
                     };
                     match self.run(request, time, |ctx| handlers::dispatch(ctx, code, body)) {
                         Outcome::Answer(mut response) => {
@@ -120,6 +121,7 @@ impl Core {
                                 header: &header,
                                 peer,
                                 session,
+                                tally: Tally::Resumed,
                             };
                             self.run(request, time, handlers::long_poll_woken)
                         }
@@ -176,6 +178,7 @@ impl Core {
                     header: &send.header,
                     peer,
                     session: connection.session_mut(),
+                    tally: Tally::Request,
                 };
                 self.run(request, time, |ctx| {
                     handlers::finish_upload(ctx, send.code, &send.head, content)
@@ -220,6 +223,7 @@ impl Core {
             header: &send.header,
             peer,
             session,
+            tally: Tally::Request,
         };
         let mut ctx = context(
             self.pipeline.store(),
@@ -244,7 +248,7 @@ impl Core {
         time: TurnTime,
         handle: impl FnOnce(&mut Context<'_>) -> Result<T, HandlerError>,
     ) -> T {
-        let (code, peer) = (request.code, request.peer);
+        let (code, peer, request_tally) = (request.code, request.peer, request.tally);
         let store = match self.pipeline.round() {
             Ok(store) => store,
             Err(error) => {
@@ -298,7 +302,14 @@ impl Core {
         if error.is_some() {
             store.rollback_request();
         }
-        self.metrics.request(code, started.elapsed(), error);
+        match request_tally {
+            Tally::Request => self.metrics.request(code, started.elapsed(), error),
+            Tally::Resumed => {
+                if let Some(cause) = error {
+                    self.metrics.error(cause);
+                }
+            }
+        }
         output
     }
 }
@@ -309,6 +320,16 @@ struct Served<'a> {
     header: &'a RequestHeader,
     peer: SocketAddr,
     session: &'a mut Session,
+    tally: Tally,
+}
+
+/// Whether running a request counts it in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tally {
+    /// A request served for the first time.
+    Request,
+    /// A parked long-poll answered once woken: counted when it parked; only a failure counts.
+    Resumed,
 }
 
 /// What a handler works with for one request.
