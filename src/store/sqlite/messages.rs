@@ -9,8 +9,8 @@ use super::SqliteStore;
 use crate::protocol::replies::PULLED_MESSAGE_HEADER_LEN;
 use crate::protocol::{ClientId, MessageId};
 use crate::store::{
-    Acknowledged, Content, ContentReader, Delivered, NewContent, NewMessage, PullBudget,
-    QueueStats, QueuedMessage, SenderQueue, StoreError, UnsendOutcome,
+    following_message_id, Acknowledged, Content, ContentReader, Delivered, NewContent, NewMessage,
+    PullBudget, QueueStats, QueuedMessage, SenderQueue, StoreError, UnsendOutcome,
 };
 
 /// How many taken message ids an insert steps over before giving up.
@@ -278,9 +278,4 @@ pub(super) fn inserted_unless_id_taken(
         }
         Err(error) => Err(error.into()),
     }
-}
-
-/// Message ids run 1..=u32::MAX and wrap, skipping 0.
-pub(super) fn following_message_id(id: u32) -> u32 {
-    id.checked_add(1).unwrap_or(1)
 }

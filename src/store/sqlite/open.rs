@@ -10,11 +10,12 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::accounts::next_position;
 use super::clients::load_clients;
-use super::messages::{count_queue, following_message_id};
+use super::messages::count_queue;
 use super::spool::{self, Spool};
-use super::{QueueChange, SqliteStore};
+use super::SqliteStore;
 use crate::protocol::ClientId;
-use crate::store::{access, migrations, Durability, StoreError};
+use crate::store::queue::QueueChange;
+use crate::store::{access, following_message_id, migrations, Durability, StoreError};
 
 /// Pages a write may need beyond its bytes: index and interior pages.
 const ROOM_MARGIN_PAGES: u64 = 8;
