@@ -61,9 +61,10 @@ impl TestServer {
         open: impl FnOnce(&Path) -> Box<dyn Store>,
     ) -> TestServer {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let mut config = Config::loopback(dir.path().join("server.db"));
+        let path = dir.path().join("server.db");
+        let mut config = Config::loopback(path.clone());
         adjust(&mut config);
-        let store = open(&config.database);
+        let store = open(&path);
         let server = Server::bind_with_store(config, store).expect("server starts");
         TestServer::run(dir, server)
     }
