@@ -82,6 +82,32 @@ impl TestDatabase {
     }
 }
 
+/// The database end-to-end servers share, one schema each.
+const SERVERS_DATABASE: &str = "servers";
+
+/// A URL for schema `name` of a database the end-to-end tests' servers share (created on
+/// first use, as is the schema): a server's tables go there, and a server started again with
+/// the same name finds them. Schemas cost next to nothing, so none is dropped before the
+/// cluster is.
+pub fn server_schema_url(name: &str) -> String {
+    static SERVERS: OnceLock<()> = OnceLock::new();
+    let cluster = CLUSTER.get_or_init(Cluster::start);
+    SERVERS.get_or_init(|| cluster.sql(&format!("CREATE DATABASE {SERVERS_DATABASE}")));
+    assert!(
+        name.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+        "a plain schema name: {name}"
+    );
+    cluster.psql(
+        SERVERS_DATABASE,
+        &format!("CREATE SCHEMA IF NOT EXISTS {name}"),
+    );
+    format!(
+        "postgresql://postgres@127.0.0.1:{}/{SERVERS_DATABASE}?options=-csearch_path%3D{name}",
+        cluster.port
+    )
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some(cluster) = CLUSTER.get() {
