@@ -1,5 +1,6 @@
 //! Server settings and the port files of protocol §8.
 
+use std::fmt;
 use std::fs;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -28,7 +29,7 @@ pub const DEFAULT_LONG_POLL_LIMIT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub database: PathBuf,
+    pub database: Database,
     pub durability: Durability,
     /// Largest payload a request may declare; larger ones are refused unread.
     pub max_payload: u32,
@@ -73,10 +74,10 @@ pub struct Config {
 
 impl Config {
     /// Defaults for a server on `listen` with its database at `database`.
-    pub fn new(listen: SocketAddr, database: PathBuf) -> Config {
+    pub fn new(listen: SocketAddr, database: impl Into<Database>) -> Config {
         Config {
             listen,
-            database,
+            database: database.into(),
             durability: Durability::Full,
             max_payload: DEFAULT_MAX_PAYLOAD,
             spool_threshold: DEFAULT_SPOOL_THRESHOLD,
@@ -97,11 +98,94 @@ impl Config {
     }
 
     /// A server on an ephemeral loopback port, for tests and benchmarks.
-    pub fn loopback(database: PathBuf) -> Config {
+    pub fn loopback(database: impl Into<Database>) -> Config {
         Config::new(
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             database,
         )
+    }
+}
+
+/// Where the server keeps its state: `--db`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite database file, created if missing, with its spool folder beside it.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by its libpq connection string (URL or key=value).
+    Postgres(String),
+}
+
+/// The keywords a libpq key=value connection string may start with.
+const CONNINFO_KEYWORDS: [&str; 12] = [
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "options",
+    "application_name",
+    "sslmode",
+    "connect_timeout",
+    "target_session_attrs",
+    "keepalives",
+];
+
+impl Database {
+    /// A `postgres://` or `postgresql://` URL, or a libpq key=value string (`host=… dbname=…`),
+    /// names a PostgreSQL database; anything else is an SQLite file's path.
+    pub fn parse(text: &str) -> Database {
+        let url = ["postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| text.starts_with(scheme));
+        let key_value = text
+            .split_once('=')
+            .is_some_and(|(key, _)| CONNINFO_KEYWORDS.contains(&key.trim()));
+        if url || key_value {
+            Database::Postgres(text.to_owned())
+        } else {
+            Database::Sqlite(PathBuf::from(text))
+        }
+    }
+
+    /// The SQLite file, if that is the database.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Database::Sqlite(path) => Some(path),
+            Database::Postgres(_) => None,
+        }
+    }
+}
+
+impl From<PathBuf> for Database {
+    fn from(path: PathBuf) -> Database {
+        Database::Sqlite(path)
+    }
+}
+
+/// For logs and errors: a PostgreSQL database by its name and hosts, never its password.
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let conninfo = match self {
+            Database::Sqlite(path) => return write!(f, "{}", path.display()),
+            Database::Postgres(conninfo) => conninfo,
+        };
+        let Ok(config) = conninfo.parse::<postgres::Config>() else {
+            return f.write_str("PostgreSQL (an invalid connection string)");
+        };
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
+                postgres::config::Host::Tcp(name) => name.clone(),
+                postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        let name = config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or("postgres");
+        write!(f, "PostgreSQL database {name} on {}", hosts.join(","))
     }
 }
 
@@ -163,6 +247,33 @@ fn parse_port(text: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn databases_are_postgres_urls_or_conninfo_strings_else_paths() {
+        let postgres = |text: &str| Database::Postgres(text.to_owned());
+        for text in [
+            "postgres://u:secret@db1,db2/messageu?target_session_attrs=read-write",
+            "postgresql:///messageu",
+            "host=db1,db2 dbname=messageu target_session_attrs=read-write",
+            "dbname=messageu",
+        ] {
+            assert_eq!(Database::parse(text), postgres(text));
+        }
+        for text in [
+            "defensive.db",
+            "/var/lib/messageu/server.db",
+            "a=b.db",
+            "postgres.db",
+        ] {
+            assert_eq!(Database::parse(text), Database::Sqlite(PathBuf::from(text)));
+        }
+        let url = Database::parse("postgres://u:secret@db1,db2/messageu");
+        assert_eq!(url.to_string(), "PostgreSQL database messageu on db1,db2");
+        assert_eq!(
+            Database::parse("x.db").sqlite_path(),
+            Some(Path::new("x.db"))
+        );
+    }
 
     #[test]
     fn ports_parse_from_one_decimal_line() {

@@ -2,13 +2,13 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 
-use messageu::config::{self, PortSource};
+use messageu::config::{self, Database, PortSource};
 use messageu::protocol::Edition;
 use messageu::server::ServerError;
 use messageu::store::Durability;
@@ -27,9 +27,11 @@ struct Cli {
     /// that can be bound. The default listens on every network interface.
     #[arg(long, value_name = "HOST", default_value = "0.0.0.0")]
     bind: String,
-    /// SQLite database file, created if missing.
-    #[arg(long, value_name = "PATH", default_value = "defensive.db")]
-    db: PathBuf,
+    /// SQLite database file, created if missing; or a PostgreSQL database: a postgres:// URL
+    /// or a libpq key=value string (several hosts and target_session_attrs=read-write
+    /// allowed), whose tables are created if missing.
+    #[arg(long, value_name = "PATH|URL", default_value = "defensive.db", value_parser = parse_database)]
+    db: Database,
     /// full: every acknowledged write is on disk before its reply (the log is flushed after
     /// each commit that holds one). normal: survives a crash of the server but may lose the
     /// last commits on a power cut; faster.
@@ -156,7 +158,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     log::info!(
         "listening on {}, database {} (durability {}), editions {}; type q and Enter to stop",
         server.local_addr(),
-        config.database.display(),
+        config.database,
         config.durability,
         editions.join(", ")
     );
@@ -204,6 +206,10 @@ fn connection_limit() -> usize {
             1000
         }
     }
+}
+
+fn parse_database(text: &str) -> Result<Database, String> {
+    Ok(Database::parse(text))
 }
 
 /// A `host:port` as the command line gives it: an address, or a name such as localhost.

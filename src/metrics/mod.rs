@@ -158,8 +158,9 @@ pub struct Metrics {
     pushed: AtomicU64,
     commits: Histogram,
     flushes: Histogram,
-    /// The database file, whose size (with its log) readers take from the file system.
-    database: PathBuf,
+    /// The SQLite database file, whose size (with its log) readers take from the file
+    /// system; `None` for a database elsewhere (PostgreSQL), whose size is not read.
+    database: Option<PathBuf>,
 }
 
 /// Where an extension's histogram is in [`Metrics::extensions`].
@@ -179,9 +180,9 @@ fn read(counter: &AtomicU64) -> u64 {
 }
 
 impl Metrics {
-    pub fn new(database: &Path) -> Metrics {
+    pub fn new(database: Option<&Path>) -> Metrics {
         Metrics {
-            database: database.to_owned(),
+            database: database.map(Path::to_owned),
             ..Metrics::default()
         }
     }
@@ -275,11 +276,14 @@ impl Metrics {
     }
 
     /// The database file and its write-ahead log, in bytes, from the file system: no query,
-    /// so any thread may ask. Spooled contents are in the queued bytes.
+    /// so any thread may ask. Spooled contents are in the queued bytes. Zero for PostgreSQL.
     pub fn database_bytes(&self) -> u64 {
-        let mut wal = self.database.as_os_str().to_owned();
+        let Some(database) = &self.database else {
+            return 0;
+        };
+        let mut wal = database.as_os_str().to_owned();
         wal.push("-wal");
-        [self.database.as_os_str(), wal.as_os_str()]
+        [database.as_os_str(), wal.as_os_str()]
             .into_iter()
             .filter_map(|path| std::fs::metadata(path).ok())
             .map(|metadata| metadata.len())

@@ -254,7 +254,7 @@ mod tests {
         let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
         Fixture {
             pipeline: CommitPipeline::start(Box::new(store), waker).expect("pipeline"),
-            metrics: Metrics::new(&path),
+            metrics: Metrics::new(Some(&path)),
             _poll: poll,
             _dir: dir,
         }

@@ -32,10 +32,11 @@ use slab::Slab;
 
 use crate::auth::ProofLimiter;
 use crate::config::Config;
+use crate::config::Database;
 use crate::http::{self, HttpServer};
 use crate::metrics::summary::{self, Summary};
 use crate::metrics::Metrics;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use admission::{listen_on, Throttled};
 use commit::CommitPipeline;
 use connection::{Connection, Unpark};
@@ -99,16 +100,28 @@ impl Server {
         let listener = listen_on(config.listen)?;
         Server::assemble(config, listener, |config| {
             let database_error = |source| ServerError::Database {
-                path: config.database.display().to_string(),
+                path: config.database.to_string(),
                 source,
             };
-            let mut store =
-                SqliteStore::open(&config.database, config.durability, config.min_free_space)
-                    .map_err(database_error)?;
-            if let Some(bytes) = config.max_db_size {
-                store.limit_size(bytes).map_err(database_error)?;
+            match &config.database {
+                Database::Sqlite(path) => {
+                    let mut store =
+                        SqliteStore::open(path, config.durability, config.min_free_space)
+                            .map_err(database_error)?;
+                    if let Some(bytes) = config.max_db_size {
+                        store.limit_size(bytes).map_err(database_error)?;
+                    }
+                    Ok(Box::new(store))
+                }
+                Database::Postgres(conninfo) => {
+                    if config.max_db_size.is_some() {
+                        log::warn!("--max-db-size applies to SQLite only; ignored");
+                    }
+                    let store =
+                        PostgresStore::open(conninfo, config.durability).map_err(database_error)?;
+                    Ok(Box::new(store))
+                }
             }
-            Ok(Box::new(store))
         })
     }
 
@@ -132,7 +145,7 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let shutdown = ShutdownHandle::new(Arc::clone(&waker));
-        let metrics = Arc::new(Metrics::new(&config.database));
+        let metrics = Arc::new(Metrics::new(config.database.sqlite_path()));
         let http = config
             .metrics
             .map(|addr| {

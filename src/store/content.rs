@@ -16,11 +16,10 @@
 //! 5. a pull reply reads it back through a [`ContentReader`](crate::protocol::ContentReader).
 //!
 //! Dropping a content anywhere before step 4's commit removes it. The SQLite backend keeps
-//! contents as files in a spool folder beside the database (`sqlite/spool.rs`); a backend on
-//! a database shared by several servers, such as PostgreSQL, would keep them in the database:
-//! as large objects, or as chunked rows under a content key, written by the sink on a
-//! connection of its own, committed by `make_durable`, named by the message row, and read in
-//! chunks by the reader. Nothing here names a file.
+//! contents as files in a spool folder beside the database (`sqlite/spool.rs`); the
+//! PostgreSQL backend keeps them in the database as chunked rows, written by the sink in a
+//! transaction of its own, committed by `make_durable`, named by the message row, and read a
+//! chunk at a time by the reader (`postgres/contents.rs`). Nothing here names a file.
 
 use std::io;
 

@@ -4,7 +4,11 @@
 mod access;
 mod content;
 mod migrations;
+mod postgres;
+mod queue;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -18,6 +22,7 @@ pub use crate::protocol::{Content, ContentReader, QueuedMessage};
 pub use access::Inaccessible;
 pub use content::{ContentSink, ContentStore, LargeContent, PendingContent};
 pub use migrations::SchemaMismatch;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A message a pull reply carries: its id, its content's size for the queue counts, and who
@@ -203,6 +208,10 @@ pub enum StoreError {
     MinFreeSpaceTooLarge { min_free: u64, total: u64 },
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Postgres(#[from] ::postgres::Error),
+    #[error("a statement of the request failed; its writes are undone")]
+    RequestAborted,
     #[error("the database holds a value of the wrong type: {0}")]
     Column(#[from] rusqlite::types::FromSqlError),
 }
@@ -307,19 +316,5 @@ pub(crate) fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durabilities_read_and_print_by_name() {
-        for durability in Durability::ALL {
-            assert_eq!(durability.name().parse(), Ok(durability));
-            assert_eq!(durability.to_string(), durability.name());
-        }
-        assert!("FULL".parse::<Durability>().is_err());
     }
 }

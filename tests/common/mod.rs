@@ -6,6 +6,7 @@
 
 pub mod crash;
 pub mod faulty_store;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -15,6 +16,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use messageu::config::Database;
 use messageu::protocol::{ClientId, Edition, Operation, ReplyHeader, RequestHeader};
 use messageu::store::Store;
 use messageu::{Config, Server, ShutdownHandle};
@@ -42,9 +44,10 @@ impl TestServer {
         TestServer::start_in(dir, adjust)
     }
 
-    /// Starts a server on the database `server.db` in `dir` (kept, so a restart finds it).
+    /// Starts a server on the database `server.db` in `dir` (kept, so a restart finds it),
+    /// or with `MESSAGEU_TEST_STORE=postgres` on a PostgreSQL schema named after `dir`.
     pub fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> TestServer {
-        let mut config = Config::loopback(dir.path().join("server.db"));
+        let mut config = Config::loopback(test_database(dir.path()));
         adjust(&mut config);
         let server = Server::bind(config).expect("server starts");
         TestServer::run(dir, server)
@@ -62,9 +65,10 @@ impl TestServer {
         open: impl FnOnce(&Path) -> Box<dyn Store>,
     ) -> TestServer {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let mut config = Config::loopback(dir.path().join("server.db"));
+        let path = dir.path().join("server.db");
+        let mut config = Config::loopback(path.clone());
         adjust(&mut config);
-        let store = open(&config.database);
+        let store = open(&path);
         let server = Server::bind_with_store(config, store).expect("server starts");
         TestServer::run(dir, server)
     }
@@ -81,6 +85,8 @@ impl TestServer {
         }
     }
 
+    /// The SQLite database's file (with `MESSAGEU_TEST_STORE=postgres`, a file that is not
+    /// there).
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("server.db")
     }
@@ -115,6 +121,27 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.halt();
+    }
+}
+
+/// The store end-to-end servers run on: SQLite, or PostgreSQL with
+/// `MESSAGEU_TEST_STORE=postgres` (a schema of a throwaway cluster, named after `dir`).
+pub fn test_database(dir: &Path) -> Database {
+    match std::env::var("MESSAGEU_TEST_STORE").as_deref() {
+        Ok("postgres") => {
+            let tag: String = dir
+                .file_name()
+                .map(|name| {
+                    name.as_encoded_bytes()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Database::Postgres(postgres::server_schema_url(&format!("server_{tag}")))
+        }
+        Ok("sqlite") | Err(_) => Database::Sqlite(dir.join("server.db")),
+        Ok(other) => panic!("MESSAGEU_TEST_STORE is sqlite or postgres, not {other}"),
     }
 }
 

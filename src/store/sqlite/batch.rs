@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use rusqlite::params;
 
-use super::{QueueChange, SqliteStore};
+use super::SqliteStore;
 use crate::protocol::{ClientId, MessageId};
+use crate::store::queue::QueueChange;
 use crate::store::{Committed, LogFlush, StoreError};
 
 /// How long LastSeen updates may wait in memory: written with every batch, they cost one
@@ -85,14 +86,7 @@ impl SqliteStore {
         self.batch_deleted.clear();
         self.batch_protections.clear();
         self.settle_spool(true);
-        let change = mem::take(&mut self.batch_queue);
-        let queue = &mut self.queue;
-        queue.messages =
-            (queue.messages + change.stored).saturating_sub(change.delivered + change.withdrawn);
-        queue.bytes = (queue.bytes + change.stored_bytes)
-            .saturating_sub(change.delivered_bytes + change.withdrawn_bytes);
-        queue.stored += change.stored;
-        queue.delivered += change.delivered;
+        mem::take(&mut self.batch_queue).apply(&mut self.queue);
         if self.durable && self.batch_acknowledges {
             Ok(Committed::AfterFlush(self.log_flush()?))
         } else {

@@ -8,8 +8,6 @@
 //! account deletion and the deleted ids), `messages.rs` (messages and the queue counts) and
 //! `spool.rs` (the spool folder: this backend's [`ContentStore`]).
 
-#[cfg(test)]
-mod account_tests;
 mod accounts;
 mod batch;
 mod clients;
@@ -28,6 +26,7 @@ use std::time::{Instant, SystemTime};
 
 use rusqlite::Connection;
 
+use super::queue::QueueChange;
 use super::{
     Acknowledged, Committed, ContentSink, ContentStore, Delivered, LargeContent, NewMessage,
     PullBudget, QueueStats, QueuedMessage, SenderQueue, Store, StoreError, StoredAccount,
@@ -91,18 +90,6 @@ pub struct SqliteStore {
     /// The queues as committed, and what the current batch changes in them.
     queue: QueueStats,
     batch_queue: QueueChange,
-}
-
-/// Messages a batch stores and deletes, applied to the queue counts if it commits.
-#[derive(Default, Clone, Copy)]
-struct QueueChange {
-    stored: u64,
-    stored_bytes: u64,
-    delivered: u64,
-    delivered_bytes: u64,
-    /// Deleted undelivered: unsent, or queued for a deleted account.
-    withdrawn: u64,
-    withdrawn_bytes: u64,
 }
 
 impl ContentStore for SqliteStore {

@@ -13,8 +13,9 @@ use super::clients::load_clients;
 use super::ids::MessageIds;
 use super::messages::count_queue;
 use super::spool::{self, Spool};
-use super::{QueueChange, SqliteStore};
+use super::SqliteStore;
 use crate::protocol::ClientId;
+use crate::store::queue::QueueChange;
 use crate::store::{access, migrations, Durability, StoreError};
 
 /// Pages a write may need beyond its bytes: index and interior pages.

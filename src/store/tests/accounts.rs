@@ -1,50 +1,30 @@
-//! Unit tests of the accounts side of the SQLite store: the account list and its positions,
-//! account deletion and the ids it retires, unsend, the queue per sender, and their undo.
+//! The accounts side of the stores, on every backend: the account list and its positions,
+//! account deletion, unsend, the queue per sender, and their undo.
 
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::tests::{budget, key, open, spool_files};
-use super::SqliteStore;
-use crate::protocol::{ClientId, MessageId, MessageType};
-use crate::store::{
-    eventually, ContentStore, Durability, NewContent, NewMessage, SenderQueue, Store, StoreError,
-    UnsendOutcome,
-};
+use super::{budget, key, on_every_backend, send, send_large, Backend, Harness};
+use crate::protocol::{ClientId, MessageId};
+use crate::store::{eventually, SenderQueue, UnsendOutcome};
 
-fn register(store: &mut SqliteStore, name: &str) -> ClientId {
+on_every_backend!(
+    accounts_are_listed_after_a_position_with_their_last_seen_time,
+    deleting_an_account_removes_its_queue_and_keeps_what_it_sent,
+    positions_are_never_given_twice_even_after_the_last_account_is_deleted,
+    only_the_sender_unsends_a_waiting_message_not_in_flight,
+    deletions_and_unsends_are_undone_with_their_request_or_batch,
+    the_queue_is_counted_per_sender_most_first,
+);
+
+fn register(store: &mut Harness, name: &str) -> ClientId {
     store
         .register_client(name, &key(1), SystemTime::now())
         .unwrap()
 }
 
-fn send(store: &mut SqliteStore, from: ClientId, to: ClientId, content: &[u8]) -> MessageId {
-    store
-        .insert_message(NewMessage {
-            to,
-            from,
-            kind: MessageType::Text,
-            content: NewContent::Inline(content),
-        })
-        .unwrap()
-}
-
-fn send_large(store: &mut SqliteStore, from: ClientId, to: ClientId, content: &[u8]) -> MessageId {
-    let mut sink = store.begin_content(content.len() as u64).unwrap();
-    sink.write(content).unwrap();
-    store
-        .insert_message(NewMessage {
-            to,
-            from,
-            kind: MessageType::File,
-            content: NewContent::Large(sink.make_durable().unwrap()),
-        })
-        .unwrap()
-}
-
 /// Every account after `after`: position, id and name.
-fn accounts(store: &mut SqliteStore, after: u64) -> Vec<(u64, ClientId, String)> {
+fn accounts(store: &mut Harness, after: u64) -> Vec<(u64, ClientId, String)> {
     let mut listed = Vec::new();
     store
         .accounts_after(after, &mut |account| {
@@ -55,23 +35,22 @@ fn accounts(store: &mut SqliteStore, after: u64) -> Vec<(u64, ClientId, String)>
     listed
 }
 
-fn position(store: &mut SqliteStore, id: ClientId) -> u64 {
+fn position(store: &mut Harness, id: ClientId) -> u64 {
     let listed = accounts(store, 0);
     let found = listed.iter().find(|(_, listed, _)| *listed == id);
     found.expect("listed").0
 }
 
 /// The ids of the messages waiting for `to`, and their senders.
-fn waiting(store: &mut SqliteStore, to: ClientId) -> Vec<(MessageId, ClientId)> {
+fn waiting(store: &mut Harness, to: ClientId) -> Vec<(MessageId, ClientId)> {
     let messages = store
         .queued_messages(to, budget(u64::MAX), &|_| false)
         .unwrap();
     messages.iter().map(|m| (m.id, m.from)).collect()
 }
 
-#[test]
-fn accounts_are_listed_after_a_position_with_their_last_seen_time() {
-    let (_dir, mut store) = open();
+fn accounts_are_listed_after_a_position_with_their_last_seen_time(backend: Backend) {
+    let mut store = Harness::open(backend);
     let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let a = store.register_client("a", &key(1), at).unwrap();
     let b = store.register_client("b", &key(1), at).unwrap();
@@ -104,17 +83,16 @@ fn accounts_are_listed_after_a_position_with_their_last_seen_time() {
     assert_eq!(calls, 1);
 }
 
-#[test]
-fn deleting_an_account_removes_its_queue_and_keeps_what_it_sent() {
-    let (_dir, mut store) = open();
+fn deleting_an_account_removes_its_queue_and_keeps_what_it_sent(backend: Backend) {
+    let mut store = Harness::open(backend);
     let gone = register(&mut store, "gone");
     let other = register(&mut store, "other");
     store.begin_batch().unwrap();
-    send(&mut store, other, gone, b"12345");
-    send_large(&mut store, other, gone, &[7; 100]);
-    let kept = send(&mut store, gone, other, b"from the gone");
+    send(&mut *store, other, gone, b"12345");
+    send_large(&mut *store, other, gone, &[7; 100]);
+    let kept = send(&mut *store, gone, other, b"from the gone");
     store.commit_batch().unwrap();
-    assert_eq!(spool_files(&store), 1);
+    assert_eq!(store.large_contents(), 1);
     assert_eq!(store.queue().messages, 3);
 
     store.begin_batch().unwrap();
@@ -125,7 +103,7 @@ fn deleting_an_account_removes_its_queue_and_keeps_what_it_sent() {
     let queue = store.queue();
     assert_eq!((queue.messages, queue.bytes, queue.delivered), (1, 13, 0));
     eventually("the queue's large content is removed", || {
-        spool_files(&store) == 0
+        store.large_contents() == 0
     });
     assert!(waiting(&mut store, gone).is_empty());
     assert_eq!(waiting(&mut store, other), vec![(kept, gone)]);
@@ -139,9 +117,8 @@ fn deleting_an_account_removes_its_queue_and_keeps_what_it_sent() {
     assert_eq!(names, vec!["other", "gone"]);
 }
 
-#[test]
-fn positions_are_never_given_twice_even_after_the_last_account_is_deleted() {
-    let (dir, mut store) = open();
+fn positions_are_never_given_twice_even_after_the_last_account_is_deleted(backend: Backend) {
+    let mut store = Harness::open(backend);
     register(&mut store, "a");
     let b = register(&mut store, "b");
     let b_position = position(&mut store, b);
@@ -150,55 +127,22 @@ fn positions_are_never_given_twice_even_after_the_last_account_is_deleted() {
     let c_position = position(&mut store, c);
     assert!(c_position > b_position, "{c_position} after {b_position}");
     store.delete_client(c).unwrap();
-    Box::new(store).close().unwrap();
-    let mut store = SqliteStore::open(&dir.path().join("test.db"), Durability::Normal, 0).unwrap();
+    let mut store = store.reopen();
     let d = register(&mut store, "d");
     assert!(position(&mut store, d) > c_position, "after reopening too");
 }
 
-static DRAWS: AtomicUsize = AtomicUsize::new(0);
-const DELETED: ClientId = ClientId([7; 16]);
-const FRESH: ClientId = ClientId([8; 16]);
-
-/// The first registration draws [`DELETED`]; the next draws it again, then [`FRESH`].
-fn colliding_draws() -> ClientId {
-    match DRAWS.fetch_add(1, Ordering::SeqCst) {
-        0 | 1 => DELETED,
-        _ => FRESH,
-    }
-}
-
-#[test]
-fn a_deleted_id_is_never_drawn_again() {
-    let (dir, mut store) = open();
-    store.draw_client_id = colliding_draws;
-    assert_eq!(register(&mut store, "first"), DELETED);
-    store.delete_client(DELETED).unwrap();
-    assert_eq!(register(&mut store, "first"), FRESH, "drawn again instead");
-    assert_eq!(DRAWS.load(Ordering::SeqCst), 3);
-    // The deleted ids are stored: after reopening, a draw of nothing else finds no id.
-    Box::new(store).close().unwrap();
-    let mut store = SqliteStore::open(&dir.path().join("test.db"), Durability::Normal, 0).unwrap();
-    store.draw_client_id = || DELETED;
-    let refused = store.register_client("third", &key(1), SystemTime::now());
-    assert!(
-        matches!(refused, Err(StoreError::IdsExhausted)),
-        "{refused:?}"
-    );
-}
-
-#[test]
-fn only_the_sender_unsends_a_waiting_message_not_in_flight() {
-    let (_dir, mut store) = open();
+fn only_the_sender_unsends_a_waiting_message_not_in_flight(backend: Backend) {
+    let mut store = Harness::open(backend);
     let (a, b) = (register(&mut store, "a"), register(&mut store, "b"));
     store.begin_batch().unwrap();
-    let small = send(&mut store, a, b, b"12345");
-    let large = send_large(&mut store, a, b, &[1; 50]);
-    send(&mut store, b, a, b"x");
+    let small = send(&mut *store, a, b, b"12345");
+    let large = send_large(&mut *store, a, b, &[1; 50]);
+    send(&mut *store, b, a, b"x");
     store.commit_batch().unwrap();
 
     store.begin_batch().unwrap();
-    let unsend = |store: &mut SqliteStore, from, id, in_flight: &dyn Fn(MessageId) -> bool| {
+    let unsend = |store: &mut Harness, from, id, in_flight: &dyn Fn(MessageId) -> bool| {
         store.unsend_message(from, id, in_flight).unwrap()
     };
     assert_eq!(
@@ -232,19 +176,18 @@ fn only_the_sender_unsends_a_waiting_message_not_in_flight() {
     let queue = store.queue();
     assert_eq!((queue.messages, queue.bytes, queue.delivered), (1, 1, 0));
     eventually("the unsent large content is removed", || {
-        spool_files(&store) == 0
+        store.large_contents() == 0
     });
     assert!(waiting(&mut store, b).is_empty());
 }
 
-#[test]
-fn deletions_and_unsends_are_undone_with_their_request_or_batch() {
-    let (_dir, mut store) = open();
+fn deletions_and_unsends_are_undone_with_their_request_or_batch(backend: Backend) {
+    let mut store = Harness::open(backend);
     let gone = register(&mut store, "gone");
     let other = register(&mut store, "other");
     store.begin_batch().unwrap();
-    let queued = send(&mut store, other, gone, b"waits");
-    let sent = send(&mut store, gone, other, b"sent");
+    let queued = send(&mut *store, other, gone, b"waits");
+    let sent = send(&mut *store, gone, other, b"sent");
     store.commit_batch().unwrap();
 
     store.begin_batch().unwrap();
@@ -256,7 +199,7 @@ fn deletions_and_unsends_are_undone_with_their_request_or_batch() {
     assert_eq!(unsent, UnsendOutcome::Deleted);
     store.rollback_request();
     // A request that succeeds keeps its deletion.
-    let kept = send(&mut store, other, other, b"to self");
+    let kept = send(&mut *store, other, other, b"to self");
     store.begin_request().unwrap();
     let unsent = store.unsend_message(other, kept, &|_| false).unwrap();
     assert_eq!(unsent, UnsendOutcome::Deleted);
@@ -275,9 +218,8 @@ fn deletions_and_unsends_are_undone_with_their_request_or_batch() {
     assert_eq!(store.queue().messages, 2);
 }
 
-#[test]
-fn the_queue_is_counted_per_sender_most_first() {
-    let (_dir, mut store) = open();
+fn the_queue_is_counted_per_sender_most_first(backend: Backend) {
+    let mut store = Harness::open(backend);
     let to = register(&mut store, "to");
     let (a, b, c) = (
         register(&mut store, "a"),
@@ -285,11 +227,11 @@ fn the_queue_is_counted_per_sender_most_first() {
         register(&mut store, "c"),
     );
     store.begin_batch().unwrap();
-    send(&mut store, b, to, b"b");
-    send(&mut store, a, to, b"aa");
-    send_large(&mut store, c, to, &[3; 10]);
-    send(&mut store, a, to, b"aaa");
-    send(&mut store, to, a, b"elsewhere");
+    send(&mut *store, b, to, b"b");
+    send(&mut *store, a, to, b"aa");
+    send_large(&mut *store, c, to, &[3; 10]);
+    send(&mut *store, a, to, b"aaa");
+    send(&mut *store, to, a, b"elsewhere");
     store.commit_batch().unwrap();
     let sender = |from, messages, bytes| SenderQueue {
         from,

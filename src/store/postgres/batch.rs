@@ -1,0 +1,171 @@
+//! The batch: one transaction per round, committed with `COMMIT` (durable once it returns,
+//! with synchronous_commit on), a savepoint per request so that a failed request undoes
+//! its own writes alone, and the LastSeen times written with it at most once a second.
+//!
+//! PostgreSQL aborts a transaction at its first failed statement. A failure inside a
+//! request leaves the request to be rolled back to its savepoint; one outside any request
+//! fails the batch as a whole, which is rolled back instead of committed.
+
+use std::mem;
+use std::time::{Duration, Instant};
+
+use super::PostgresStore;
+use crate::store::queue::QueueChange;
+use crate::store::{Committed, StoreError};
+
+/// How long LastSeen updates may wait in memory: written with every request, they would
+/// make every request a write.
+const LAST_SEEN_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The batch's bookkeeping as it stood when a request began, restored if it is undone.
+pub(super) struct RequestMark {
+    contents: usize,
+    queue: QueueChange,
+    /// A statement of the request failed: it can only be rolled back.
+    failed: bool,
+}
+
+impl PostgresStore {
+    /// `Store::begin_batch`.
+    pub(super) fn begin_transaction(&mut self) -> Result<(), StoreError> {
+        self.conn.batch("BEGIN")?;
+        self.in_batch = true;
+        self.batch_aborted = false;
+        Ok(())
+    }
+
+    /// `Store::commit_batch`: nothing waits for a flush after it, since COMMIT returns once
+    /// the transaction is as durable as the durability setting asks.
+    pub(super) fn commit_transaction(&mut self) -> Result<Committed, StoreError> {
+        if self.batch_aborted {
+            self.rollback_transaction();
+            return Err(StoreError::BatchAborted);
+        }
+        let due = self.last_seen_flushed.elapsed() >= LAST_SEEN_FLUSH_INTERVAL;
+        if !self.last_seen.is_empty() && due {
+            if let Err(error) = self.flush_last_seen() {
+                self.rollback_transaction();
+                return Err(error);
+            }
+        }
+        if let Err(error) = self.conn.batch("COMMIT") {
+            self.rollback_transaction();
+            return Err(error.into());
+        }
+        self.in_batch = false;
+        for content in self.batch_contents.drain(..) {
+            content.keep();
+        }
+        mem::take(&mut self.batch_queue).apply(&mut self.queue);
+        Ok(Committed::Durable)
+    }
+
+    /// `Store::rollback_batch`.
+    pub(super) fn rollback_transaction(&mut self) {
+        if self.in_batch {
+            if let Err(error) = self.conn.batch("ROLLBACK") {
+                log::error!("rollback failed: {error}");
+            }
+        }
+        self.in_batch = false;
+        self.batch_aborted = false;
+        self.request = None;
+        self.batch_queue = QueueChange::default();
+        // Dropped, the batch's new contents are deleted.
+        self.batch_contents.clear();
+    }
+
+    /// `Store::begin_request`: a savepoint, and the batch's bookkeeping.
+    pub(super) fn mark_request(&mut self) -> Result<(), StoreError> {
+        if self.batch_aborted {
+            return Err(StoreError::BatchAborted);
+        }
+        if self.in_batch {
+            if let Err(error) = self.conn.batch("SAVEPOINT request") {
+                self.batch_aborted = true;
+                return Err(error.into());
+            }
+        }
+        self.request = Some(RequestMark {
+            contents: self.batch_contents.len(),
+            queue: self.batch_queue,
+            failed: false,
+        });
+        Ok(())
+    }
+
+    /// `Store::commit_request`: keeps the request's writes in the batch. A request one of
+    /// whose statements failed cannot be kept: the caller rolls it back.
+    pub(super) fn keep_request(&mut self) -> Result<(), StoreError> {
+        let Some(mark) = &self.request else {
+            return Ok(());
+        };
+        if mark.failed {
+            return Err(StoreError::RequestAborted);
+        }
+        if self.in_batch {
+            self.conn.batch("RELEASE SAVEPOINT request")?;
+        }
+        self.request = None;
+        Ok(())
+    }
+
+    /// `Store::rollback_request`: back to the savepoint, and the bookkeeping to the mark.
+    pub(super) fn undo_request(&mut self) {
+        let Some(mark) = self.request.take() else {
+            return;
+        };
+        if self.in_batch && !self.batch_aborted {
+            let undone = self
+                .conn
+                .batch("ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request");
+            if let Err(error) = undone {
+                log::error!("cannot undo a failed request's writes: {error}; failing the batch");
+                self.batch_aborted = true;
+            }
+        }
+        // Dropped, the request's new contents are deleted.
+        self.batch_contents.truncate(mark.contents);
+        self.batch_queue = mark.queue;
+    }
+
+    /// Runs one operation, noting a failed statement: it aborted the request (inside one)
+    /// or the whole batch (outside any).
+    pub(super) fn run<T>(
+        &mut self,
+        operation: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.batch_aborted {
+            return Err(StoreError::BatchAborted);
+        }
+        if self.request.as_ref().is_some_and(|mark| mark.failed) {
+            return Err(StoreError::RequestAborted);
+        }
+        let result = operation(self);
+        if matches!(result, Err(StoreError::Postgres(_))) && self.in_batch {
+            match &mut self.request {
+                Some(mark) => mark.failed = true,
+                None => self.batch_aborted = true,
+            }
+        }
+        result
+    }
+
+    /// Writes the LastSeen times kept in memory, in one statement.
+    pub(super) fn flush_last_seen(&mut self) -> Result<(), StoreError> {
+        let (ids, seconds): (Vec<&[u8]>, Vec<i64>) = self
+            .last_seen
+            .iter()
+            .map(|(id, seconds)| (&id.0[..], *seconds))
+            .unzip();
+        self.conn.execute(
+            "UPDATE clients SET LastSeen = to_char(to_timestamp(seen.at) AT TIME ZONE 'UTC', \
+                                                  'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+             FROM unnest($1::bytea[], $2::bigint[]) AS seen (id, at) WHERE clients.ID = seen.id",
+            &[&ids, &seconds],
+        )?;
+        self.last_seen.clear();
+        self.last_seen_flushed = Instant::now();
+        Ok(())
+    }
+}

@@ -1,0 +1,228 @@
+//! The PostgreSQL backend: one connection for the rounds' transactions (group commit: one
+//! transaction per round, its replies released once COMMIT has returned, which with
+//! synchronous_commit on means durable), a savepoint per request, and large contents in the
+//! database (`contents.rs`) on connections of a pool (`conn.rs`).
+//!
+//! Unlike the SQLite store it keeps no index of clients in memory: every check reads the
+//! database, so that servers sharing it see each other's registrations. For now its calls
+//! run synchronously on the event loop's thread, each a round trip to the database; moving
+//! them to a store thread of their own is the next step.
+//!
+//! This file owns the [`PostgresStore`] state, opening, and maps the [`Store`] operations to
+//! the files that do each job: `batch.rs` (the round's transaction, savepoints, LastSeen
+//! times), `clients.rs` (registrations, the account list, account deletion), `messages.rs`
+//! (messages and the queue counts) and `migrate.rs` (the schema).
+
+mod batch;
+mod clients;
+mod conn;
+mod contents;
+mod messages;
+mod migrate;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::queue::QueueChange;
+use super::{
+    Acknowledged, Committed, ContentSink, ContentStore, Delivered, Durability, LargeContent,
+    NewMessage, PullBudget, QueueStats, QueuedMessage, SenderQueue, Store, StoreError,
+    StoredAccount, UnsendOutcome,
+};
+use crate::protocol::{ClientId, MessageId, Protection, PublicKey};
+use batch::RequestMark;
+use conn::{Conn, Pool};
+
+/// How old an unreferenced content must be before a start removes it: the upload of a
+/// server sharing the database may still be waiting for its message's round.
+const STRAY_CONTENT_AGE: &str = "10 minutes";
+
+/// The store on one PostgreSQL database.
+pub struct PostgresStore {
+    conn: Conn,
+    pool: Arc<Pool>,
+    in_batch: bool,
+    /// A statement of the batch failed outside a request's savepoint: PostgreSQL has
+    /// aborted the transaction, so the batch fails as a whole.
+    batch_aborted: bool,
+    /// Where the request being served began, to undo its writes alone.
+    request: Option<RequestMark>,
+    /// LastSeen times (Unix seconds) not yet written.
+    last_seen: HashMap<ClientId, i64>,
+    last_seen_flushed: Instant,
+    /// The id the next message tries first; a taken one is stepped over.
+    /// Large contents of the batch's new messages: kept if it commits, removed if not.
+    batch_contents: Vec<LargeContent>,
+    /// The queues as committed, and what the current batch changes in them.
+    queue: QueueStats,
+    batch_queue: QueueChange,
+}
+
+impl PostgresStore {
+    /// Connects to the database `conninfo` names (a libpq connection string, key=value or
+    /// URL, with every host and option the `postgres` crate takes, such as several hosts
+    /// and `target_session_attrs=read-write`) and brings its schema up to date.
+    pub fn open(conninfo: &str, durability: Durability) -> Result<PostgresStore, StoreError> {
+        let config: postgres::Config = conninfo.parse()?;
+        let mut conn = Conn::connect(&config, durability)?;
+        migrate::apply(&mut conn)?;
+        let removed = conn.execute(
+            "DELETE FROM contents c WHERE Stored < now() - $1::text::interval \
+             AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.SpoolFile = c.Key)",
+            &[&STRAY_CONTENT_AGE],
+        )?;
+        if removed > 0 {
+            log::info!("removed {removed} contents no message names");
+        }
+        let queue = messages::count_queue(&mut conn)?;
+        Ok(PostgresStore {
+            conn,
+            pool: Arc::new(Pool::new(config, durability)),
+            in_batch: false,
+            batch_aborted: false,
+            request: None,
+            last_seen: HashMap::new(),
+            last_seen_flushed: Instant::now(),
+            batch_contents: Vec::new(),
+            queue,
+            batch_queue: QueueChange::default(),
+        })
+    }
+}
+
+impl ContentStore for PostgresStore {
+    fn begin_content(&mut self, len: u64) -> Result<ContentSink, StoreError> {
+        contents::start(&self.pool, len).map(ContentSink::new)
+    }
+}
+
+impl Store for PostgresStore {
+    fn begin_batch(&mut self) -> Result<(), StoreError> {
+        self.begin_transaction()
+    }
+
+    fn commit_batch(&mut self) -> Result<Committed, StoreError> {
+        self.commit_transaction()
+    }
+
+    fn rollback_batch(&mut self) {
+        self.rollback_transaction()
+    }
+
+    fn begin_request(&mut self) -> Result<(), StoreError> {
+        self.mark_request()
+    }
+
+    fn commit_request(&mut self) -> Result<(), StoreError> {
+        self.keep_request()
+    }
+
+    fn rollback_request(&mut self) {
+        self.undo_request()
+    }
+
+    fn touch_client(
+        &mut self,
+        id: ClientId,
+        at: SystemTime,
+    ) -> Result<Option<Protection>, StoreError> {
+        self.touch(id, at)
+    }
+
+    fn set_protection(&mut self, id: ClientId, protection: Protection) -> Result<(), StoreError> {
+        self.protect(id, protection)
+    }
+
+    fn client_exists(&mut self, id: ClientId) -> Result<bool, StoreError> {
+        self.is_registered(id)
+    }
+
+    fn register_client(
+        &mut self,
+        name: &str,
+        public_key: &PublicKey,
+        at: SystemTime,
+    ) -> Result<ClientId, StoreError> {
+        self.register(name, public_key, at)
+    }
+
+    fn list_clients(
+        &mut self,
+        except: ClientId,
+        each: &mut dyn FnMut(ClientId, &str),
+    ) -> Result<(), StoreError> {
+        self.list(except, each)
+    }
+
+    fn public_key(&mut self, id: ClientId) -> Result<Option<PublicKey>, StoreError> {
+        self.key_of(id)
+    }
+
+    fn accounts_after(
+        &mut self,
+        after: u64,
+        each: &mut dyn FnMut(StoredAccount<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        self.accounts(after, each)
+    }
+
+    fn delete_client(&mut self, id: ClientId) -> Result<(), StoreError> {
+        self.delete_account(id)
+    }
+
+    fn insert_message(&mut self, message: NewMessage<'_>) -> Result<MessageId, StoreError> {
+        self.insert(message)
+    }
+
+    fn queued_messages(
+        &mut self,
+        to: ClientId,
+        budget: PullBudget,
+        skip: &dyn Fn(MessageId) -> bool,
+    ) -> Result<Vec<QueuedMessage>, StoreError> {
+        self.queued(to, budget, skip)
+    }
+
+    fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {
+        self.delete_delivered(messages)
+    }
+
+    fn acknowledge_messages(
+        &mut self,
+        to: ClientId,
+        ids: &[MessageId],
+    ) -> Result<Vec<Acknowledged>, StoreError> {
+        self.acknowledge(to, ids)
+    }
+
+    fn queue_of(&mut self, to: ClientId) -> Result<Vec<SenderQueue>, StoreError> {
+        self.senders_to(to)
+    }
+
+    fn unsend_message(
+        &mut self,
+        from: ClientId,
+        id: MessageId,
+        in_flight: &dyn Fn(MessageId) -> bool,
+    ) -> Result<UnsendOutcome, StoreError> {
+        self.unsend(from, id, in_flight)
+    }
+
+    fn queue(&self) -> QueueStats {
+        self.queue
+    }
+
+    fn close(mut self: Box<Self>) -> Result<(), StoreError> {
+        if self.in_batch {
+            self.rollback_transaction();
+        }
+        if !self.last_seen.is_empty() {
+            self.flush_last_seen()?;
+        }
+        Ok(())
+    }
+}
