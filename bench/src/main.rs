@@ -20,6 +20,7 @@ mod report;
 mod run;
 mod session;
 mod stats;
+mod subscriber_conn;
 mod subscribers;
 mod workload;
 

@@ -4,8 +4,7 @@
 //! in the next one. A mio loop per thread owns a share of the connections; the loops run in
 //! the background, beside the senders' loops, until stopped.
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,21 +12,18 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use messageu_protocol::client::pulled_messages;
-use messageu_protocol::extension::{
-    extension_request, hello_payload, parse_capabilities, proof, SECRET_LEN,
-};
+use messageu_protocol::extension::{hello_payload, parse_capabilities, proof, SECRET_LEN};
 use messageu_protocol::push::{acknowledge_payload, parse_count, MAX_ACKNOWLEDGED};
-use messageu_protocol::{
-    Extension, Features, MessageId, PushCode, Refusal, ReplyHeader, ERROR_REPLY_CODE,
-    REPLY_HEADER_LEN,
-};
-use mio::net::TcpStream;
+use messageu_protocol::{Extension, Features, MessageId, PushCode, ReplyHeader, REPLY_HEADER_LEN};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::accounts::Account;
 use crate::driver::{connect, established};
 use crate::ledger::{Ledger, Via};
 use crate::procstat;
+use crate::subscriber_conn::{
+    read_available, refused, write_available, Awaiting, Conn, Failure, Stage,
+};
 use crate::workload::{deliver, Directory};
 
 /// Connections of one loop logging in at a time: enough to keep the server's listen backlog
@@ -149,71 +145,6 @@ impl Subscribers {
         Ok(merged)
     }
 }
-
-/// A request whose reply has not come yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Awaiting {
-    Hello,
-    Challenge,
-    Prove,
-    Subscribe,
-    /// An acknowledgement listing this many ids.
-    Acknowledge(u64),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// Not connected yet: waits for a login slot.
-    Waiting,
-    /// Connected at `since`; hello, challenge, prove and subscribe under way.
-    LoggingIn {
-        since: Instant,
-    },
-    Subscribed,
-    /// Given up, its socket closed.
-    Failed,
-}
-
-struct Conn {
-    account: usize,
-    socket: Option<TcpStream>,
-    connected: bool,
-    stage: Stage,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    awaiting: VecDeque<Awaiting>,
-    to_acknowledge: Vec<MessageId>,
-}
-
-impl Conn {
-    fn new(account: usize) -> Conn {
-        Conn {
-            account,
-            socket: None,
-            connected: false,
-            stage: Stage::Waiting,
-            input: Vec::new(),
-            output: Vec::new(),
-            awaiting: VecDeque::new(),
-            to_acknowledge: Vec::new(),
-        }
-    }
-
-    fn request(
-        &mut self,
-        awaiting: Awaiting,
-        extension: Extension,
-        account: &Account,
-        body: &[u8],
-    ) {
-        self.output
-            .extend(extension_request(extension, account.id, body));
-        self.awaiting.push_back(awaiting);
-    }
-}
-
-/// Why a connection was given up.
-type Failure = String;
 
 struct Loop {
     poll: Poll,
@@ -459,48 +390,4 @@ impl Loop {
             self.outcome.error_samples.push(failure);
         }
     }
-}
-
-/// A refusal's reason, or the unexpected code.
-fn refused(extension: Extension, code: u16, payload: &[u8]) -> Failure {
-    match Refusal::parse(payload).filter(|_| code == ERROR_REPLY_CODE) {
-        Some((reason, text)) => format!("{extension:?} refused: {text} (reason {reason})"),
-        None => format!("{extension:?} answered with code {code}"),
-    }
-}
-
-/// Reads until the socket would block; true if the server closed its side.
-fn read_available(
-    socket: &mut TcpStream,
-    input: &mut Vec<u8>,
-    scratch: &mut [u8],
-) -> Result<bool, Failure> {
-    loop {
-        match socket.read(scratch) {
-            Ok(0) => return Ok(true),
-            Ok(read) => input.extend_from_slice(&scratch[..read]),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(format!("read: {error}")),
-        }
-    }
-}
-
-/// Writes until the output is empty or the socket would block.
-fn write_available(socket: &mut TcpStream, output: &mut Vec<u8>) -> Result<(), Failure> {
-    let mut written = 0;
-    let result = loop {
-        if written == output.len() {
-            break Ok(());
-        }
-        match socket.write(&output[written..]) {
-            Ok(0) => break Err("the connection closed while writing".into()),
-            Ok(count) => written += count,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break Ok(()),
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => break Err(format!("write: {error}")),
-        }
-    };
-    output.drain(..written);
-    result
 }
