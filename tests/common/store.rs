@@ -71,7 +71,11 @@ impl TestStore {
 
     /// The binary's `--db` argument for it.
     pub fn db_arg(&self) -> String {
-        self.database().to_string()
+        match self.database() {
+            Database::Sqlite(path) => path.to_str().expect("a UTF-8 path").to_owned(),
+            // The URL itself: the setting's Display describes it without secrets.
+            Database::Postgres(url) => url,
+        }
     }
 
     /// The sizes of the large contents stored (spool files, or `contents` rows with their
@@ -93,6 +97,19 @@ impl TestStore {
             .lines()
             .map(|size| size.parse().expect("a content's size"))
             .collect(),
+        }
+    }
+
+    /// Makes every large content a day older. A start of the PostgreSQL store removes the
+    /// contents no message names only once they are old enough (an upload of another server
+    /// on the database may still be waiting for its message's round): this lets a test see
+    /// that removal without waiting. The SQLite store removes them at any start.
+    pub fn backdate_contents(&self) {
+        if let TestStore::Postgres(schema) = self {
+            postgres::server_schema_query(
+                schema,
+                "UPDATE contents SET Stored = Stored - interval '1 day'",
+            );
         }
     }
 
