@@ -5,7 +5,6 @@
 mod common;
 mod owners;
 
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -365,13 +364,6 @@ fn a_message_whose_pull_reply_is_being_written_cannot_be_unsent() {
     assert_reason(&unsend_settled(&mut sender, a, id), Reason::UnknownMessage);
 }
 
-/// How many files the spool folder beside `database` holds.
-fn spool_files(database: &Path) -> usize {
-    let mut dir = database.as_os_str().to_owned();
-    dir.push(".spool");
-    std::fs::read_dir(dir).map_or(0, |entries| entries.count())
-}
-
 /// Waits until `condition` holds, for what the server does in the background.
 fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + IO_TIMEOUT;
@@ -390,7 +382,7 @@ fn a_deleted_account_is_gone_everywhere_but_in_what_it_sent() {
     client.send(EDITION, friend, owner.id, 3, b"small");
     client.send(EDITION, friend, owner.id, 4, &[1; 3000]);
     let kept = client.send(EDITION, owner.id, friend, 3, b"goodbye");
-    assert_eq!(spool_files(&server.db_path()), 1);
+    assert_eq!(server.store().large_contents().len(), 1);
 
     let mut leaving = server.connect();
     log_in(&mut leaving, &owner);
@@ -405,7 +397,7 @@ fn a_deleted_account_is_gone_everywhere_but_in_what_it_sent() {
     let reply = leaving.call(owner.id, DELETE_ACCOUNT, &[]);
     assert_eq!((reply.code, reply.payload.len()), (2510, 0));
     eventually("its queue's large content is removed", || {
-        spool_files(&server.db_path()) == 0
+        server.store().large_contents().is_empty()
     });
 
     // Its authentication ended here; elsewhere, requests as it find no such caller.

@@ -67,7 +67,7 @@ fn at_the_connection_cap_a_session_whose_request_has_arrived_is_not_closed_for_r
         let slow_list = Arc::clone(&slow_list);
         TestServer::start_on_with(
             |config| config.max_connections = 2,
-            move |path| FaultyStore::open(path, slow_list),
+            move |database| FaultyStore::open(database, slow_list),
         )
     };
     // A persistent session, served once, then idle at its menu.

@@ -1106,6 +1106,9 @@ fn cpu_ticks() -> u64 {
 
 #[test]
 fn random_abuse_never_crashes_hangs_or_stalls_the_server() {
+    if skip_on_postgres(common::store::STORE_ON_THE_LOOP) {
+        return;
+    }
     let test_started = Instant::now();
     let server = TestServer::start_with(|config| config.max_payload = MAX_PAYLOAD);
     let addr = server.addr;

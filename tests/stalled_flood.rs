@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{request_bytes, BinaryServer, Client};
+use common::{request_bytes, BinaryServer, Client, TestStore};
 use messageu::protocol::{ClientId, Edition, Operation};
 
 const EDITION: Edition = Edition::Y2024;
@@ -99,7 +99,8 @@ fn stalled_connections_are_closed_on_time_and_do_not_stop_active_clients() {
     let stalled_count = stalled_connections();
     let dir = tempfile::tempdir().expect("temporary directory");
     let timeout = REQUEST_TIMEOUT_SECS.to_string();
-    let server = BinaryServer::start(dir.path(), &["--request-timeout", &timeout]);
+    let db = TestStore::in_dir(dir.path(), "server.db").db_arg();
+    let server = BinaryServer::start(dir.path(), &["--db", &db, "--request-timeout", &timeout]);
     let mut setup = Client::connect(server.addr);
     let ids: Vec<ClientId> = (0..ACTIVE)
         .map(|n| setup.register(EDITION, &format!("active-{n}")))

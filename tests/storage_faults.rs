@@ -9,12 +9,19 @@ use messageu::protocol::{Edition, Operation};
 
 const EDITION: Edition = Edition::Y2026;
 
+/// Why these tests do not run on PostgreSQL.
+const MAX_DB_SIZE_IS_SQLITES: &str =
+    "--max-db-size caps the SQLite file; PostgreSQL's space is its administrator's";
+
 fn code(operation: Operation) -> u16 {
     EDITION.request_code(operation)
 }
 
 #[test]
 fn a_full_database_refuses_sends_serves_everything_else_and_recovers() {
+    if common::skip_on_postgres(MAX_DB_SIZE_IS_SQLITES) {
+        return;
+    }
     let server = TestServer::start_with(|config| config.max_db_size = Some(96 << 10));
     let mut client = server.connect();
     let alice = client.register(EDITION, "alice");
@@ -91,6 +98,9 @@ fn a_full_database_refuses_sends_serves_everything_else_and_recovers() {
 
 #[test]
 fn the_size_cap_is_a_command_line_option() {
+    if common::skip_on_postgres(MAX_DB_SIZE_IS_SQLITES) {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temporary directory");
     let server = BinaryServer::start(dir.path(), &["--max-db-size", "98304"]);
     let mut client = Client::connect(server.addr);

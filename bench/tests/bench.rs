@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use common::{assert_names_itself, BinaryServer, TestServer};
+use common::{assert_names_itself, BinaryServer, TestServer, TestStore};
 use messageu_protocol::{
     Operation, ReplyHeader, RequestCode, RequestHeader, REQUEST_HEADER_LEN, SERVER_VERSION,
 };
@@ -59,7 +59,8 @@ fn count(report: &str, label: &str) -> u64 {
 #[test]
 fn two_rounds_against_the_server_binary_deliver_everything_exactly_once() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let server = BinaryServer::start(dir.path(), &["--durability", "normal"]);
+    let db = TestStore::in_dir(dir.path(), "server.db").db_arg();
+    let server = BinaryServer::start(dir.path(), &["--db", &db, "--durability", "normal"]);
     let pid = server.child.id().to_string();
     let output = bench(
         server.addr,
@@ -102,7 +103,8 @@ fn two_rounds_against_the_server_binary_deliver_everything_exactly_once() {
 #[test]
 fn the_push_mix_pushes_and_acknowledges_every_message_once_beside_send_pull() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let server = BinaryServer::start(dir.path(), &["--durability", "full"]);
+    let db = TestStore::in_dir(dir.path(), "server.db").db_arg();
+    let server = BinaryServer::start(dir.path(), &["--db", &db, "--durability", "full"]);
     let pid = server.child.id().to_string();
     let output = bench(
         server.addr,

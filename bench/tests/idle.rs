@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::BinaryServer;
+use common::{BinaryServer, TestStore};
 
 /// The numbers after `label ` in `line`, e.g. `RSS 22.8 MiB (peak 22.8 MiB)` gives 22.8.
 fn figure(report: &str, label: &str) -> f64 {
@@ -25,7 +25,8 @@ fn figure(report: &str, label: &str) -> f64 {
 #[test]
 fn ten_thousand_idle_subscribers_cost_little_and_one_push_still_arrives_at_once() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let server = BinaryServer::start(dir.path(), &["--max-connections", "10100"]);
+    let db = TestStore::in_dir(dir.path(), "server.db").db_arg();
+    let server = BinaryServer::start(dir.path(), &["--db", &db, "--max-connections", "10100"]);
     let output = Command::new(env!("CARGO_BIN_EXE_messageu-bench"))
         .args([
             "--addr",

@@ -1,17 +1,17 @@
 //! A store wrapped to inject faults and delays into a real server.
 
 use std::ops::ControlFlow;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime};
 
+use messageu::config::Database;
 use messageu::protocol::{ClientId, MessageId, Protection, PublicKey};
 use messageu::store::{
     Acknowledged, Committed, ContentSink, ContentStore, Delivered, Durability, NewContent,
-    NewMessage, PullBudget, QueueStats, QueuedMessage, SenderQueue, SqliteStore, Store, StoreError,
-    StoredAccount, UnsendOutcome,
+    NewMessage, PostgresStore, PullBudget, QueueStats, QueuedMessage, SenderQueue, SqliteStore,
+    Store, StoreError, StoredAccount, UnsendOutcome,
 };
 
 /// A store with faults a request can reach: the public-key lookup panics for one target, a
@@ -19,7 +19,7 @@ use messageu::store::{
 /// writing, and listing clients takes half a second while `slow_list` is set (holding the
 /// event loop).
 pub struct FaultyStore {
-    inner: SqliteStore,
+    inner: Box<dyn Store>,
     slow_list: Arc<AtomicBool>,
 }
 
@@ -28,8 +28,16 @@ pub const POISONED_NAME: &str = "poisoned name";
 pub const POISONED_CONTENT: &[u8] = b"poisoned content";
 
 impl FaultyStore {
-    pub fn open(path: &Path, slow_list: Arc<AtomicBool>) -> Box<dyn Store> {
-        let inner = SqliteStore::open(path, Durability::Full, 0).expect("store");
+    /// Opens `database` (either backend) and wraps it.
+    pub fn open(database: &Database, slow_list: Arc<AtomicBool>) -> Box<dyn Store> {
+        let inner: Box<dyn Store> = match database {
+            Database::Sqlite(path) => {
+                Box::new(SqliteStore::open(path, Durability::Full, 0).expect("store"))
+            }
+            Database::Postgres(conninfo) => {
+                Box::new(PostgresStore::open(conninfo, Durability::Full).expect("store"))
+            }
+        };
         Box::new(FaultyStore { inner, slow_list })
     }
 }
@@ -147,6 +155,6 @@ impl Store for FaultyStore {
         self.inner.queue()
     }
     fn close(self: Box<Self>) -> Result<(), StoreError> {
-        Box::new(self.inner).close()
+        self.inner.close()
     }
 }

@@ -7,6 +7,7 @@
 pub mod crash;
 pub mod faulty_store;
 pub mod postgres;
+pub mod store;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -20,6 +21,8 @@ use messageu::config::Database;
 use messageu::protocol::{ClientId, Edition, Operation, ReplyHeader, RequestHeader};
 use messageu::store::Store;
 use messageu::{Config, Server, ShutdownHandle};
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use store::{on_postgres, skip_on_postgres, TestStore};
 
 /// Every blocking socket call in the tests gives up after this long.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,22 +56,21 @@ impl TestServer {
         TestServer::run(dir, server)
     }
 
-    /// Starts a server on the store `open` makes of its database `server.db` in a new
-    /// temporary folder: another backend, or one wrapped to inject faults.
-    pub fn start_on(open: impl FnOnce(&Path) -> Box<dyn Store>) -> TestServer {
+    /// Starts a server on the store `open` makes of the test's database (in a new temporary
+    /// folder): one wrapped to inject faults.
+    pub fn start_on(open: impl FnOnce(&Database) -> Box<dyn Store>) -> TestServer {
         TestServer::start_on_with(|_| {}, open)
     }
 
     /// [`start_on`](Self::start_on) with settings of its own.
     pub fn start_on_with(
         adjust: impl FnOnce(&mut Config),
-        open: impl FnOnce(&Path) -> Box<dyn Store>,
+        open: impl FnOnce(&Database) -> Box<dyn Store>,
     ) -> TestServer {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let path = dir.path().join("server.db");
-        let mut config = Config::loopback(path.clone());
+        let mut config = Config::loopback(test_database(dir.path()));
         adjust(&mut config);
-        let store = open(&path);
+        let store = open(&config.database);
         let server = Server::bind_with_store(config, store).expect("server starts");
         TestServer::run(dir, server)
     }
@@ -85,10 +87,9 @@ impl TestServer {
         }
     }
 
-    /// The SQLite database's file (with `MESSAGEU_TEST_STORE=postgres`, a file that is not
-    /// there).
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("server.db")
+    /// Its store, to look at what it holds.
+    pub fn store(&self) -> TestStore {
+        TestStore::in_dir(self.dir.path(), "server.db")
     }
 
     pub fn connect(&self) -> Client {
@@ -124,25 +125,10 @@ impl Drop for TestServer {
     }
 }
 
-/// The store end-to-end servers run on: SQLite, or PostgreSQL with
-/// `MESSAGEU_TEST_STORE=postgres` (a schema of a throwaway cluster, named after `dir`).
+/// The store end-to-end servers run on: the SQLite database `server.db` in `dir`, or with
+/// `MESSAGEU_TEST_STORE=postgres` a schema of a throwaway cluster named after `dir`.
 pub fn test_database(dir: &Path) -> Database {
-    match std::env::var("MESSAGEU_TEST_STORE").as_deref() {
-        Ok("postgres") => {
-            let tag: String = dir
-                .file_name()
-                .map(|name| {
-                    name.as_encoded_bytes()
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect()
-                })
-                .unwrap_or_default();
-            Database::Postgres(postgres::server_schema_url(&format!("server_{tag}")))
-        }
-        Ok("sqlite") | Err(_) => Database::Sqlite(dir.join("server.db")),
-        Ok(other) => panic!("MESSAGEU_TEST_STORE is sqlite or postgres, not {other}"),
-    }
+    TestStore::in_dir(dir, "server.db").database()
 }
 
 /// A reply as read from the wire.

@@ -108,6 +108,17 @@ pub fn server_schema_url(name: &str) -> String {
     )
 }
 
+/// Runs `sql` in the database of [`server_schema_url`] with `schema` first on the search
+/// path, returning what it prints (unaligned, tuples only): for tests that look at what a
+/// server stored.
+pub fn server_schema_query(schema: &str, sql: &str) -> String {
+    let cluster = CLUSTER.get().expect("the cluster runs");
+    cluster.psql(
+        SERVERS_DATABASE,
+        &format!("SET search_path TO {schema}; {sql}"),
+    )
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some(cluster) = CLUSTER.get() {

@@ -10,14 +10,17 @@ use std::time::{Duration, Instant};
 
 use super::content::SPOOL_THRESHOLD;
 use super::{edition_of, Settings, Shared};
-use crate::common::{launch, server_command, BinaryServer, Client, Launch, Rng, IO_TIMEOUT};
+use crate::common::{
+    launch, server_command, BinaryServer, Client, Launch, Rng, TestStore, IO_TIMEOUT,
+};
 
 pub const DATABASE: &str = "crash.db";
 const SIGKILL: i32 = 9;
 
 pub fn start_server(dir: &Path, generation: usize, settings: &Settings) -> BinaryServer {
     let mut command = server_command(dir, &["--bind", "127.0.0.1", "--port", "0"]);
-    command.args(["--db", DATABASE, "--durability", "full"]);
+    let db = TestStore::in_dir(dir, DATABASE).db_arg();
+    command.args(["--db", &db, "--durability", "full"]);
     command.args(["--spool-threshold", &SPOOL_THRESHOLD.to_string()]);
     match launch(command) {
         Launch::Listening(server) => server,
@@ -117,13 +120,16 @@ pub fn stop_server(server: &mut BinaryServer, generation: usize, settings: &Sett
 }
 
 /// After a clean stop every deletion is committed: a restarted server has nothing queued,
-/// and no spool file is left behind, neither of delivered messages nor of cut uploads.
+/// and no large content is left behind, neither of delivered messages nor of cut uploads.
 pub fn assert_queues_empty_after_restart(
     dir: &Path,
     generation: usize,
     shared: &Shared,
     settings: &Settings,
 ) {
+    // Uploads made durable whose messages a kill cut off are left for the start to remove.
+    let store = TestStore::in_dir(dir, DATABASE);
+    store.backdate_contents();
     let server = start_server(dir, generation, settings);
     let mut checker = Client::connect(server.addr);
     for (index, id) in shared.ids.iter().enumerate() {
@@ -134,12 +140,6 @@ pub fn assert_queues_empty_after_restart(
             back.len()
         );
     }
-    let spool = dir.join(format!("{DATABASE}.spool"));
-    let left = std::fs::read_dir(&spool).map_or(0, |files| files.count());
-    assert_eq!(
-        left,
-        0,
-        "spool files left in {}; {settings}",
-        spool.display()
-    );
+    let left = store.large_contents().len();
+    assert_eq!(left, 0, "large contents left in {store:?}; {settings}");
 }
