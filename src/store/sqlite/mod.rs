@@ -5,12 +5,14 @@
 //! that do each job: `open.rs` (opening, pragmas, recovery at start-up, room checks and size
 //! limits), `batch.rs` (the batch's transaction, per-request undo, log flushes), `clients.rs`
 //! (registrations and the in-memory client index), `accounts.rs` (the account list,
-//! account deletion and the deleted ids), `messages.rs` (messages and the queue counts) and
+//! account deletion and the deleted ids), `messages.rs` (messages and the queue counts),
+//! `count.rs` (the queue counts at start-up, taken in the background) and
 //! `spool.rs` (the spool folder: this backend's [`ContentStore`]).
 
 mod accounts;
 mod batch;
 mod clients;
+mod count;
 mod ids;
 mod messages;
 mod open;
@@ -35,6 +37,7 @@ use super::{
 use crate::protocol::{ClientId, MessageId, Protection, PublicKey};
 use batch::RequestMark;
 use clients::IndexedClient;
+use count::PendingCount;
 use ids::MessageIds;
 use spool::Spool;
 
@@ -89,6 +92,9 @@ pub struct SqliteStore {
     spare_disk: Option<(Instant, u64)>,
     /// The queues as committed, and what the current batch changes in them.
     queue: QueueStats,
+    /// The count of the queues at start-up, until it is in: `queue` holds only what commits
+    /// changed since.
+    queue_count: Option<PendingCount>,
     batch_queue: QueueChange,
 }
 
