@@ -60,7 +60,7 @@ start_server() {
     local bin=$1 db=$2
     shift 2
     local log=$work/server.log
-    rm -f "$log"
+    : >"$log"
     local t0
     t0=$(now)
     "$bin" --bind 127.0.0.1 --port 0 --db "$db" "$@" </dev/null 2>"$log" &
@@ -160,7 +160,7 @@ measure() {
         if [ "$b" -gt 0 ]; then
             cp "$work/filled.0.db" "$work/filled.$b.db"
         fi
-        rm -f "$work/empty.$b.db"*
+        rm -rf "$work/empty.$b.db"*
         # Warm-up starts: create the empty database, migrate a copy.
         for kind in empty filled; do
             start_server "${bins[$b]}" "$work/$kind.$b.db"
