@@ -27,7 +27,7 @@ DURATION=${DURATION:-3}
 
 ulimit -n "$(ulimit -Hn)"
 cargo build --release --bin messageu-bench >&2
-bench_bin=target/release/messageu-bench
+bench_bin=${CARGO_TARGET_DIR:-target}/release/messageu-bench
 
 work=$(mktemp -d)
 . scripts/server.sh

@@ -25,7 +25,7 @@ RUNS=${RUNS:-2}
 
 command -v valgrind >/dev/null || { echo "bench-instructions.sh: needs valgrind" >&2; exit 2; }
 cargo build --release --bin messageu-bench >&2
-bench_bin=target/release/messageu-bench
+bench_bin=${CARGO_TARGET_DIR:-target}/release/messageu-bench
 
 work=$(mktemp -d)
 . scripts/server.sh

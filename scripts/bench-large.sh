@@ -19,9 +19,9 @@ ROUNDS=${ROUNDS:-3}
 
 cargo build --release --bin messageu-server --bin messageu-bench --example large_file >&2
 # SERVER_BIN measures another build (or another MessageU server) with the same tools.
-server_bin=${SERVER_BIN:-target/release/messageu-server}
-bench_bin=target/release/messageu-bench
-transfer_bin=target/release/examples/large_file
+server_bin=${SERVER_BIN:-${CARGO_TARGET_DIR:-target}/release/messageu-server}
+bench_bin=${CARGO_TARGET_DIR:-target}/release/messageu-bench
+transfer_bin=${CARGO_TARGET_DIR:-target}/release/examples/large_file
 
 work=$(mktemp -d)
 server_pid=

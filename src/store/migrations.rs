@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_protection.sql"),
     include_str!("../../migrations/0004_accounts.sql"),
     include_str!("../../migrations/0005_message_ids.sql"),
+    include_str!("../../migrations/0006_spool_index.sql"),
 ];
 
 /// What makes a database unusable by this server, found before anything is changed.

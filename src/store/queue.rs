@@ -16,6 +16,16 @@ pub(crate) struct QueueChange {
 }
 
 impl QueueChange {
+    /// Adds `other`'s messages to these.
+    pub fn add(&mut self, other: QueueChange) {
+        self.stored += other.stored;
+        self.stored_bytes += other.stored_bytes;
+        self.delivered += other.delivered;
+        self.delivered_bytes += other.delivered_bytes;
+        self.withdrawn += other.withdrawn;
+        self.withdrawn_bytes += other.withdrawn_bytes;
+    }
+
     /// Applies a committed batch's change to `queue`.
     pub fn apply(self, queue: &mut QueueStats) {
         queue.messages =

@@ -86,7 +86,11 @@ impl SqliteStore {
         self.batch_deleted.clear();
         self.batch_protections.clear();
         self.settle_spool(true);
-        mem::take(&mut self.batch_queue).apply(&mut self.queue);
+        let change = mem::take(&mut self.batch_queue);
+        change.apply(&mut self.queue);
+        if let Some(pending) = self.queue_count.take() {
+            self.queue_count = pending.committed(change, &self.conn, &mut self.queue);
+        }
         if self.durable && self.batch_acknowledges {
             Ok(Committed::AfterFlush(self.log_flush()?))
         } else {

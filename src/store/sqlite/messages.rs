@@ -254,8 +254,8 @@ impl SqliteStore {
     }
 }
 
-/// The queue counts at start-up: one pass over the table, so that later they are kept as
-/// writes commit instead of counted.
+/// The queue counts: one pass over the table (at start-up, in the background), so that later
+/// they are kept as writes commit instead of counted.
 pub(super) fn count_queue(conn: &Connection) -> Result<QueueStats, StoreError> {
     let (messages, bytes) = conn.query_row(
         "SELECT count(*), coalesce(sum(coalesce(SpoolSize, length(Content))), 0) FROM messages",

@@ -10,20 +10,20 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::accounts::next_position;
 use super::clients::load_clients;
+use super::count::PendingCount;
 use super::ids::MessageIds;
-use super::messages::count_queue;
 use super::spool::{self, Spool};
 use super::SqliteStore;
 use crate::protocol::ClientId;
 use crate::store::queue::QueueChange;
-use crate::store::{access, migrations, Durability, StoreError};
+use crate::store::{access, migrations, Durability, QueueStats, StoreError};
 
 /// Pages a write may need beyond its bytes: index and interior pages.
 const ROOM_MARGIN_PAGES: u64 = 8;
 /// Log pages after which a commit also checkpoints the log into the database. A checkpoint
 /// flushes both files and holds up that commit's round; under churn the same pages are
 /// rewritten, so rarer checkpoints write little more each, and delay fewer rounds.
-const WAL_CHECKPOINT_PAGES: i64 = 8000;
+pub(super) const WAL_CHECKPOINT_PAGES: i64 = 8000;
 /// How long a reading of the free disk space is trusted.
 const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -80,7 +80,7 @@ impl SqliteStore {
         let page_size = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
         let clients = load_clients(&conn)?;
         let next_position = next_position(&conn)?;
-        let queue = count_queue(&conn)?;
+        let queue_count = PendingCount::start(&conn, path)?;
         let last_id: Option<u32> = conn
             .query_row(
                 "SELECT ID FROM messages ORDER BY rowid DESC LIMIT 1",
@@ -115,7 +115,8 @@ impl SqliteStore {
             request: None,
             max_pages: None,
             spare_disk: None,
-            queue,
+            queue: QueueStats::default(),
+            queue_count: Some(queue_count),
             batch_queue: QueueChange::default(),
         })
     }
