@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::store::Durability;
+use crate::store::{Durability, DEFAULT_CLAIM_LEASE};
 
 /// The port every edition's server uses when no port file says otherwise.
 pub const DEFAULT_PORT: u16 = 1357;
@@ -70,6 +70,9 @@ pub struct Config {
     /// The longest a long-poll waits for a message (protocol §E6); longer waits asked are
     /// cut to it. Zero answers every long-poll at once, like a pull.
     pub long_poll_limit: Duration,
+    /// How long a pull reply's claim holds its messages against servers sharing a
+    /// PostgreSQL database if this server dies while writing it.
+    pub claim_lease: Duration,
 }
 
 impl Config {
@@ -94,6 +97,7 @@ impl Config {
             stats_interval: Duration::from_secs(DEFAULT_STATS_INTERVAL),
             challenge_lifetime: CHALLENGE_LIFETIME,
             long_poll_limit: DEFAULT_LONG_POLL_LIMIT,
+            claim_lease: DEFAULT_CLAIM_LEASE,
         }
     }
 

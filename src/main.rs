@@ -11,7 +11,7 @@ use clap::Parser;
 use messageu::config::{self, Database, PortSource};
 use messageu::protocol::Edition;
 use messageu::server::ServerError;
-use messageu::store::Durability;
+use messageu::store::{Durability, DEFAULT_CLAIM_LEASE};
 use messageu::{Config, Server};
 
 /// A MessageU server: store-and-forward for end-to-end encrypted chat, compatible with the
@@ -75,6 +75,11 @@ struct Cli {
     /// on this host:port, e.g. 127.0.0.1:9100. Default: off.
     #[arg(long, value_name = "ADDR", value_parser = host_and_port)]
     metrics: Option<SocketAddr>,
+    /// With PostgreSQL: seconds a pull reply's claim on its messages holds if this server
+    /// dies while writing it; after that, another server sharing the database may deliver
+    /// them. Renewed while the reply is being written.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_CLAIM_LEASE.as_secs_f64(), value_parser = claim_lease)]
+    claim_lease: f64,
     /// Seconds between summary lines in the log (connections, requests, messages, queue,
     /// database size); 0 turns them off.
     #[arg(long, value_name = "SECONDS", default_value_t = config::DEFAULT_STATS_INTERVAL)]
@@ -146,6 +151,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     config.max_db_size = cli.max_db_size;
     config.metrics = cli.metrics;
     config.stats_interval = Duration::from_secs(cli.stats_interval);
+    config.claim_lease = Duration::from_secs_f64(cli.claim_lease);
 
     let server = bind_any(config.clone(), &addrs)?;
     let shutdown = server.shutdown_handle();
@@ -210,6 +216,14 @@ fn connection_limit() -> usize {
 
 fn parse_database(text: &str) -> Result<Database, String> {
     Ok(Database::parse(text))
+}
+
+/// A claim lease: a positive number of seconds, at most a day.
+fn claim_lease(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(seconds),
+        _ => Err(format!("{text} is not a number of seconds above 0 and at most 86400")),
+    }
 }
 
 /// A `host:port` as the command line gives it: an address, or a name such as localhost.

@@ -19,7 +19,8 @@ impl Handler for PullMessages {
 }
 
 /// The caller's queued messages that fit a reply, leaving out those in flight, and puts them
-/// in flight: the reply carrying them is the only one until it is written or given up.
+/// in flight, claimed against servers sharing the store: the reply carrying them is the only
+/// one until it is written or given up.
 pub(super) fn take_queued(
     ctx: &mut Context<'_>,
 ) -> Result<(Vec<QueuedMessage>, Vec<Delivered>), HandlerError> {
@@ -29,6 +30,7 @@ pub(super) fn take_queued(
         .queued_messages(ctx.caller, ctx.pull_budget, &|id| {
             deliveries.is_in_flight(id)
         })?;
+    let messages = ctx.store.claim_messages(messages)?;
     let delivered: Vec<Delivered> = messages
         .iter()
         .map(|message| Delivered {

@@ -162,6 +162,9 @@ impl CommitPipeline {
             self.notices.pulled(receipts);
         }
         deliveries.settle(deleting, deleted && epoch.is_some(), now);
+        if let Err(error) = self.store.renew_claims(now, &mut deliveries.in_flight()) {
+            log::warn!("cannot renew the claims of messages in delivery: {error}");
+        }
         Round { touched, epoch }
     }
 

@@ -36,6 +36,11 @@ impl Deliveries {
         self.in_flight.contains(&id) || self.pushed.contains_key(&id)
     }
 
+    /// The messages pull replies not yet written whole carry, or whose deletion is pending.
+    pub fn in_flight(&self) -> impl Iterator<Item = MessageId> + '_ {
+        self.in_flight.iter().copied()
+    }
+
     /// A connection pushed `id`.
     pub fn pushed(&mut self, id: MessageId) {
         *self.pushed.entry(id).or_default() += 1;

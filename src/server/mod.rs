@@ -117,8 +117,9 @@ impl Server {
                     if config.max_db_size.is_some() {
                         log::warn!("--max-db-size applies to SQLite only; ignored");
                     }
-                    let store =
+                    let mut store =
                         PostgresStore::open(conninfo, config.durability).map_err(database_error)?;
+                    store.set_claim_lease(config.claim_lease);
                     Ok(Box::new(store))
                 }
             }

@@ -12,7 +12,7 @@ mod tests;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use crate::protocol::{ClientId, MessageId, MessageType, Protection, PublicKey};
 
@@ -22,7 +22,7 @@ pub use crate::protocol::{Content, ContentReader, QueuedMessage};
 pub use access::Inaccessible;
 pub use content::{ContentSink, ContentStore, LargeContent, PendingContent};
 pub use migrations::SchemaMismatch;
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresStore, DEFAULT_CLAIM_LEASE};
 pub use sqlite::SqliteStore;
 
 /// A message a pull reply carries: its id, its content's size for the queue counts, and who
@@ -281,6 +281,24 @@ pub trait Store: ContentStore + Send {
         budget: PullBudget,
         skip: &dyn Fn(MessageId) -> bool,
     ) -> Result<Vec<QueuedMessage>, StoreError>;
+    /// Claims the messages a pull reply is to carry against the servers sharing the store;
+    /// returns those claimed, in order. A server alone on its store (SQLite) holds them all
+    /// already: the server's in-flight set keeps a second reply of its own from carrying them.
+    fn claim_messages(
+        &mut self,
+        messages: Vec<QueuedMessage>,
+    ) -> Result<Vec<QueuedMessage>, StoreError> {
+        Ok(messages)
+    }
+    /// Keeps the claims of the messages `in_flight` here and lets the others go, outside any
+    /// round; the store decides how often it needs to. Nothing to do alone on a store.
+    fn renew_claims(
+        &mut self,
+        _now: Instant,
+        _in_flight: &mut dyn Iterator<Item = MessageId>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Deletes messages whose pull reply was written whole.
     fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError>;
     /// Deletes the messages among `ids` that wait for `to`, which acknowledged them; returns

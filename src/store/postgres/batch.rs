@@ -151,7 +151,9 @@ impl PostgresStore {
         result
     }
 
-    /// Writes the LastSeen times kept in memory, in one statement.
+    /// Writes the LastSeen times kept in memory, in one statement. A client row another
+    /// transaction holds (a server sharing the database writing its own LastSeen, say) is
+    /// left as it is rather than waited for: waiting could deadlock two servers' rounds.
     pub(super) fn flush_last_seen(&mut self) -> Result<(), StoreError> {
         let (ids, seconds): (Vec<&[u8]>, Vec<i64>) = self
             .last_seen
@@ -161,7 +163,8 @@ impl PostgresStore {
         self.conn.execute(
             "UPDATE clients SET LastSeen = to_char(to_timestamp(seen.at) AT TIME ZONE 'UTC', \
                                                   'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
-             FROM unnest($1::bytea[], $2::bigint[]) AS seen (id, at) WHERE clients.ID = seen.id",
+             FROM unnest($1::bytea[], $2::bigint[]) AS seen (id, at) WHERE clients.ID = seen.id \
+             AND clients.ID IN (SELECT ID FROM clients WHERE ID = ANY($1) FOR UPDATE SKIP LOCKED)",
             &[&ids, &seconds],
         )?;
         self.last_seen.clear();

@@ -68,7 +68,8 @@ impl PostgresStore {
     }
 
     /// `Store::queued_messages`: the queue's sizes first, then the contents of the
-    /// messages that fit, so that no content beyond the budget crosses the network.
+    /// messages that fit, so that no content beyond the budget crosses the network. Messages
+    /// another server's pull reply holds (`claims.rs`) are left out.
     pub(super) fn queued(
         &mut self,
         to: ClientId,
@@ -78,8 +79,11 @@ impl PostgresStore {
         self.run(|store| {
             let rows = store.conn.query(
                 "SELECT ID, FromClient, Type, length(Content), SpoolFile, SpoolSize \
-                 FROM messages WHERE ToClient = $1 ORDER BY Seq",
-                &[&&to.0[..]],
+                 FROM messages m WHERE ToClient = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.ID = m.ID \
+                                 AND c.Node <> $2 AND c.Until >= now()) \
+                 ORDER BY Seq",
+                &[&&to.0[..], &store.claims.node],
             )?;
             let mut chosen = Vec::new();
             let (mut payload, mut in_memory) = (0u64, 0u64);
@@ -172,7 +176,9 @@ impl PostgresStore {
         })
     }
 
-    /// `Store::acknowledge_messages`: returned in the order asked.
+    /// `Store::acknowledge_messages`: returned in the order asked. A message another
+    /// transaction holds (another server deleting it for the same id's other device) is
+    /// left to it rather than waited for.
     pub(super) fn acknowledge(
         &mut self,
         to: ClientId,
@@ -181,7 +187,9 @@ impl PostgresStore {
         self.run(|store| {
             let asked: Vec<i64> = ids.iter().map(|id| i64::from(id.0)).collect();
             let rows = store.conn.query(
-                "WITH gone AS (DELETE FROM messages WHERE ID = ANY($1) AND ToClient = $2 \
+                "WITH gone AS (DELETE FROM messages WHERE ID IN \
+                                   (SELECT ID FROM messages WHERE ID = ANY($1) AND ToClient = $2 \
+                                    FOR UPDATE SKIP LOCKED) \
                                RETURNING ID, FromClient, SpoolFile, \
                                          coalesce(SpoolSize, length(Content)) AS len), \
                       removed AS (DELETE FROM contents WHERE Key IN (SELECT SpoolFile FROM gone)) \
@@ -239,6 +247,17 @@ impl PostgresStore {
                 return Ok(UnsendOutcome::NotWaiting);
             }
             if in_flight(id) {
+                return Ok(UnsendOutcome::InDelivery);
+            }
+            // Held: another transaction has the row (a server sharing the database claiming
+            // or deleting it), or a pull reply of another server has claimed it.
+            let held = store.conn.query_opt(
+                "SELECT EXISTS (SELECT 1 FROM claims c WHERE c.ID = m.ID \
+                                AND c.Node <> $2 AND c.Until >= now()) \
+                 FROM messages m WHERE ID = $1 FOR UPDATE OF m SKIP LOCKED",
+                &[&i64::from(id.0), &store.claims.node],
+            )?;
+            if held.map_or(Ok(true), |row| row.try_get::<_, bool>(0))? {
                 return Ok(UnsendOutcome::InDelivery);
             }
             let row = store.conn.query_one(

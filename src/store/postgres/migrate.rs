@@ -7,9 +7,10 @@ use super::conn::Conn;
 use crate::store::StoreError;
 
 /// Every migration, in order; migration `i` (from 0) brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!(
-    "../../../migrations/postgres/0001_initial.sql"
-)];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_initial.sql"),
+    include_str!("../../../migrations/postgres/0002_claims.sql"),
+];
 
 /// The advisory lock the migrations hold: any constant of this server's own.
 const MIGRATION_LOCK: i64 = 0x4d65_7373_6167_6555; // "MessageU"

@@ -14,6 +14,7 @@
 //! (messages and the queue counts) and `migrate.rs` (the schema).
 
 mod batch;
+mod claims;
 mod clients;
 mod conn;
 mod contents;
@@ -35,6 +36,8 @@ use super::{
 };
 use crate::protocol::{ClientId, MessageId, Protection, PublicKey};
 use batch::RequestMark;
+use claims::Claims;
+pub use claims::DEFAULT_CLAIM_LEASE;
 use conn::{Conn, Pool};
 
 /// How old an unreferenced content must be before a start removes it: the upload of a
@@ -54,12 +57,12 @@ pub struct PostgresStore {
     /// LastSeen times (Unix seconds) not yet written.
     last_seen: HashMap<ClientId, i64>,
     last_seen_flushed: Instant,
-    /// The id the next message tries first; a taken one is stepped over.
     /// Large contents of the batch's new messages: kept if it commits, removed if not.
     batch_contents: Vec<LargeContent>,
     /// The queues as committed, and what the current batch changes in them.
     queue: QueueStats,
     batch_queue: QueueChange,
+    claims: Claims,
 }
 
 impl PostgresStore {
@@ -79,6 +82,9 @@ impl PostgresStore {
             log::info!("removed {removed} contents no message names");
         }
         let queue = messages::count_queue(&mut conn)?;
+        let node = conn
+            .query_one("SELECT nextval('node_numbers')", &[])?
+            .try_get(0)?;
         Ok(PostgresStore {
             conn,
             pool: Arc::new(Pool::new(config, durability)),
@@ -90,6 +96,7 @@ impl PostgresStore {
             batch_contents: Vec::new(),
             queue,
             batch_queue: QueueChange::default(),
+            claims: Claims::new(node),
         })
     }
 }
@@ -185,6 +192,21 @@ impl Store for PostgresStore {
         skip: &dyn Fn(MessageId) -> bool,
     ) -> Result<Vec<QueuedMessage>, StoreError> {
         self.queued(to, budget, skip)
+    }
+
+    fn claim_messages(
+        &mut self,
+        messages: Vec<QueuedMessage>,
+    ) -> Result<Vec<QueuedMessage>, StoreError> {
+        self.claim(messages)
+    }
+
+    fn renew_claims(
+        &mut self,
+        now: Instant,
+        in_flight: &mut dyn Iterator<Item = MessageId>,
+    ) -> Result<(), StoreError> {
+        self.renew(now, in_flight)
     }
 
     fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {
