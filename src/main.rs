@@ -222,7 +222,9 @@ fn parse_database(text: &str) -> Result<Database, String> {
 fn claim_lease(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(seconds),
-        _ => Err(format!("{text} is not a number of seconds above 0 and at most 86400")),
+        _ => Err(format!(
+            "{text} is not a number of seconds above 0 and at most 86400"
+        )),
     }
 }
 

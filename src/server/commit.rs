@@ -20,7 +20,7 @@ use super::durability::{Flushed, Flusher};
 use super::notices::{Durable, Notices, SenderReceipt};
 use crate::metrics::{Metrics, StorageStep};
 use crate::protocol::{unix_millis, ClientId, Delivery, MessageId, QueuedMessage, Receipt};
-use crate::store::{Committed, Delivered, PullBudget, Store, StoreError};
+use crate::store::{Committed, Delivered, NewsFeed, PullBudget, Store, StoreError};
 
 /// How a round ended.
 pub(crate) struct Round {
@@ -44,12 +44,23 @@ pub(crate) struct CommitPipeline {
     /// Connections whose replies wait for a flush.
     awaiting_flush: Vec<usize>,
     notices: Notices,
+    /// What the servers sharing the store say; `None` alone on it.
+    news: Option<NewsFeed>,
 }
 
 impl CommitPipeline {
-    pub fn start(store: Box<dyn Store>, waker: Arc<Waker>) -> io::Result<CommitPipeline> {
+    pub fn start(mut store: Box<dyn Store>, waker: Arc<Waker>) -> io::Result<CommitPipeline> {
+        let news_waker = Arc::clone(&waker);
+        let news = store
+            .hear_others(Box::new(move || {
+                if let Err(error) = news_waker.wake() {
+                    log::error!("cannot wake the loop for other servers' news: {error}");
+                }
+            }))
+            .map_err(io::Error::other)?;
         Ok(CommitPipeline {
             store,
+            news,
             open: false,
             touched: Vec::new(),
             flusher: Flusher::start(waker)?,
@@ -89,8 +100,17 @@ impl CommitPipeline {
         self.notices.acknowledged(receipts);
     }
 
-    /// The notices that became durable since the last call (see [`Notices`]).
+    /// A request of the round deleted account `id`.
+    pub fn account_deleted(&mut self, id: ClientId) {
+        self.notices.account_deleted(id);
+    }
+
+    /// The notices that became durable since the last call (see [`Notices`]), with the news
+    /// heard from the servers sharing the store.
     pub fn take_durable(&mut self) -> Durable {
+        if let Some(feed) = &mut self.news {
+            self.notices.heard(feed.take());
+        }
         self.notices.take_durable()
     }
 
@@ -123,6 +143,18 @@ impl CommitPipeline {
     ) -> Round {
         let deleting = deliveries.take_due(now);
         let deleted = !deleting.is_empty() && self.delete(&deleting);
+        let pulled: Vec<SenderReceipt> = if deleted {
+            let at_ms = unix_millis(SystemTime::now());
+            deleting.iter().map(|m| pulled_receipt(m, at_ms)).collect()
+        } else {
+            Vec::new()
+        };
+        if self.open && self.news.is_some() {
+            let news = self.notices.round_news(&pulled);
+            if let Err(error) = self.store.tell_others(&news) {
+                log::error!("cannot tell the servers sharing the store the round's news: {error}");
+            }
+        }
         let touched = mem::take(&mut self.touched);
         let epoch = if !self.open {
             Some(self.durable_epoch)
@@ -154,12 +186,8 @@ impl CommitPipeline {
                 }
             }
         };
-        if deleted && epoch.is_some() {
-            let at_ms = unix_millis(SystemTime::now());
-            let receipts = deleting
-                .iter()
-                .map(|message| pulled_receipt(message, at_ms));
-            self.notices.pulled(receipts);
+        if epoch.is_some() {
+            self.notices.pulled(pulled);
         }
         deliveries.settle(deleting, deleted && epoch.is_some(), now);
         if let Err(error) = self.store.renew_claims(now, &mut deliveries.in_flight()) {

@@ -30,6 +30,7 @@ impl Core {
                 }
             }
             Effect::AccountDeleted(id) => {
+                self.pipeline.account_deleted(id);
                 connection.end_subscription(&mut self.deliveries);
                 self.ended_subscriptions
                     .extend(self.waiters.unsubscribe_all(id));

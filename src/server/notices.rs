@@ -3,12 +3,15 @@
 //! (protocol §E5–§E7). A round's notices wait for its commit, then for the flush that makes it
 //! durable; a round that fails, or whose flush fails, tells nothing, since its writes may not
 //! survive. It also knows which committed messages are not durable yet, so that none is pushed
-//! before its send's reply may go out. I/O-free; owned by the commit pipeline.
+//! before its send's reply may go out. A round's notices are also news for the servers
+//! sharing the store, whose news joins the durable notices. I/O-free; owned by the commit
+//! pipeline.
 
 use std::collections::{HashSet, VecDeque};
 use std::mem;
 
 use crate::protocol::{ClientId, MessageId, Receipt};
+use crate::store::News;
 
 /// A receipt, and the sender whose subscriptions it goes to.
 pub(crate) type SenderReceipt = (ClientId, Receipt);
@@ -19,12 +22,18 @@ pub(crate) struct Durable {
     /// Recipients of new messages, each once.
     pub recipients: Vec<ClientId>,
     pub receipts: Vec<SenderReceipt>,
+    /// Accounts deleted: their subscriptions end.
+    pub deleted: Vec<ClientId>,
+    /// News from the servers sharing the store may have been lost: any queue may have grown.
+    pub missed: bool,
 }
 
 impl Durable {
     fn append(&mut self, other: &mut Durable) {
         self.recipients.append(&mut other.recipients);
         self.receipts.append(&mut other.receipts);
+        self.deleted.append(&mut other.deleted);
+        self.missed |= mem::take(&mut other.missed);
     }
 }
 
@@ -55,6 +64,34 @@ impl Notices {
     /// The round deleted acknowledged messages: their receipts go out once it is durable.
     pub fn acknowledged(&mut self, receipts: Vec<SenderReceipt>) {
         self.round.notices.receipts.extend(receipts);
+    }
+
+    /// The round deleted account `id`.
+    pub fn account_deleted(&mut self, id: ClientId) {
+        self.round.notices.deleted.push(id);
+    }
+
+    /// What the round tells the servers sharing the store, with the receipts of the pulled
+    /// messages it deletes.
+    pub fn round_news(&self, pulled: &[SenderReceipt]) -> Vec<News> {
+        let round = &self.round.notices;
+        let queued = round.recipients.iter().map(|&to| News::Queued(to));
+        let receipts = round.receipts.iter().chain(pulled);
+        let receipts = receipts.map(|&(sender, receipt)| News::Receipt(sender, receipt));
+        let deleted = round.deleted.iter().map(|&id| News::AccountDeleted(id));
+        queued.chain(receipts).chain(deleted).collect()
+    }
+
+    /// News from the servers sharing the store, durable there already.
+    pub fn heard(&mut self, news: Vec<News>) {
+        for item in news {
+            match item {
+                News::Queued(to) => self.durable.recipients.push(to),
+                News::Receipt(sender, receipt) => self.durable.receipts.push((sender, receipt)),
+                News::AccountDeleted(id) => self.durable.deleted.push(id),
+                News::Missed => self.durable.missed = true,
+            }
+        }
     }
 
     /// Pulled messages' deletion committed: their receipts go out now (protocol §E7).

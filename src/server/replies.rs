@@ -64,7 +64,14 @@ impl Server {
     /// subscriptions, and pushes to the subscriptions that may take more. Returns the
     /// connections that got output.
     pub(super) fn tell_durable(&mut self) -> Vec<usize> {
-        let durable = self.core.pipeline.take_durable();
+        let mut durable = self.core.pipeline.take_durable();
+        if durable.missed {
+            durable.recipients = self.core.waiters.ids();
+        }
+        for &id in &durable.deleted {
+            let ended = self.core.waiters.unsubscribe_all(id);
+            self.core.ended_subscriptions.extend(ended);
+        }
         let woken = self.core.waiters.wake(&durable.recipients);
         for key in woken.parked {
             if let Some(connection) = self.connections.get_mut(key) {

@@ -82,6 +82,15 @@ impl Waiters {
         woken
     }
 
+    /// Every id a connection waits for or is subscribed as.
+    pub fn ids(&self) -> Vec<ClientId> {
+        let mut ids: Vec<ClientId> = self.by_recipient.keys().copied().collect();
+        ids.extend(self.subscribers.keys());
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Connection `key` subscribes as `id`; returns whether it was not subscribed as it.
     pub fn subscribe(&mut self, key: usize, id: ClientId) -> bool {
         if self.subscriptions.get(&key) == Some(&id) {

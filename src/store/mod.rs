@@ -4,6 +4,7 @@
 mod access;
 mod content;
 mod migrations;
+mod news;
 mod postgres;
 mod queue;
 mod sqlite;
@@ -22,6 +23,7 @@ pub use crate::protocol::{Content, ContentReader, QueuedMessage};
 pub use access::Inaccessible;
 pub use content::{ContentSink, ContentStore, LargeContent, PendingContent};
 pub use migrations::SchemaMismatch;
+pub use news::{News, NewsFeed};
 pub use postgres::{PostgresStore, DEFAULT_CLAIM_LEASE};
 pub use sqlite::SqliteStore;
 
@@ -189,6 +191,8 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot start the store's thread: {0}")]
+    Thread(std::io::Error),
     #[error("no free id found")]
     IdsExhausted,
     #[error("the database holds a malformed {0}")]
@@ -298,6 +302,16 @@ pub trait Store: ContentStore + Send {
         _in_flight: &mut dyn Iterator<Item = MessageId>,
     ) -> Result<(), StoreError> {
         Ok(())
+    }
+    /// Tells the servers sharing the store `news`, once the round commits (inside it).
+    /// Nobody to tell alone on a store.
+    fn tell_others(&mut self, _news: &[News]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Starts hearing the news of the servers sharing the store; `wake` wakes the loop when
+    /// some arrives. `None` alone on a store.
+    fn hear_others(&mut self, _wake: Box<dyn Fn() + Send>) -> Result<Option<NewsFeed>, StoreError> {
+        Ok(None)
     }
     /// Deletes messages whose pull reply was written whole.
     fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError>;

@@ -110,6 +110,11 @@ impl Pool {
         }
     }
 
+    /// The database's connection settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// An idle connection, or a new one.
     pub fn take(&self) -> Result<Conn, postgres::Error> {
         let idle = self.idle().pop();

@@ -18,8 +18,10 @@ mod claims;
 mod clients;
 mod conn;
 mod contents;
+mod listen;
 mod messages;
 mod migrate;
+mod notify;
 #[cfg(test)]
 mod tests;
 
@@ -31,8 +33,8 @@ use std::time::{Instant, SystemTime};
 use super::queue::QueueChange;
 use super::{
     Acknowledged, Committed, ContentSink, ContentStore, Delivered, Durability, LargeContent,
-    NewMessage, PullBudget, QueueStats, QueuedMessage, SenderQueue, Store, StoreError,
-    StoredAccount, UnsendOutcome,
+    NewMessage, News, NewsFeed, PullBudget, QueueStats, QueuedMessage, SenderQueue, Store,
+    StoreError, StoredAccount, UnsendOutcome,
 };
 use crate::protocol::{ClientId, MessageId, Protection, PublicKey};
 use batch::RequestMark;
@@ -207,6 +209,16 @@ impl Store for PostgresStore {
         in_flight: &mut dyn Iterator<Item = MessageId>,
     ) -> Result<(), StoreError> {
         self.renew(now, in_flight)
+    }
+
+    fn tell_others(&mut self, news: &[News]) -> Result<(), StoreError> {
+        self.tell(news)
+    }
+
+    fn hear_others(&mut self, wake: Box<dyn Fn() + Send>) -> Result<Option<NewsFeed>, StoreError> {
+        let feed = listen::start(self.pool.config().clone(), self.claims.node, wake)
+            .map_err(StoreError::Thread)?;
+        Ok(Some(feed))
     }
 
     fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {
