@@ -56,6 +56,16 @@ impl TestServer {
         TestServer::run(dir, server)
     }
 
+    /// Starts one of several servers sharing `database` (a PostgreSQL one): each a node of
+    /// one service.
+    pub fn start_node(database: &Database, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = Config::loopback(database.clone());
+        adjust(&mut config);
+        let server = Server::bind(config).expect("node starts");
+        TestServer::run(dir, server)
+    }
+
     /// Starts a server on the store `open` makes of the test's database (in a new temporary
     /// folder): one wrapped to inject faults.
     pub fn start_on(open: impl FnOnce(&Database) -> Box<dyn Store>) -> TestServer {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Config, NoTls};
 
-use super::notify::{decode, CHANNEL};
+use super::notify::{decode, listen_statement};
 use crate::store::{News, NewsFeed};
 
 /// How often the thread looks whether it should stop, while no news comes.
@@ -21,9 +21,11 @@ const STOP_CHECK: Duration = Duration::from_millis(200);
 /// The least time between two attempts to connect.
 const RECONNECT_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Starts listening for the news of servers other than `node`; `wake` wakes the loop.
+/// Starts listening on `channel` for the news of servers other than `node`; `wake` wakes
+/// the loop.
 pub(super) fn start(
     config: Config,
+    channel: String,
     node: i64,
     wake: Box<dyn Fn() + Send>,
 ) -> std::io::Result<NewsFeed> {
@@ -31,6 +33,7 @@ pub(super) fn start(
     let stop = Arc::new(AtomicBool::new(false));
     let listener = Listener {
         config,
+        channel,
         node,
         wake,
         sender,
@@ -51,6 +54,7 @@ enum Ended {
 
 struct Listener {
     config: Config,
+    channel: String,
     node: i64,
     wake: Box<dyn Fn() + Send>,
     sender: Sender<News>,
@@ -92,7 +96,7 @@ impl Listener {
 
     fn connect(&self) -> Result<Client, postgres::Error> {
         let mut client = self.config.connect(NoTls)?;
-        client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+        client.batch_execute(&listen_statement(&self.channel))?;
         Ok(client)
     }
 

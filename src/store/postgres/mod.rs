@@ -65,6 +65,8 @@ pub struct PostgresStore {
     queue: QueueStats,
     batch_queue: QueueChange,
     claims: Claims,
+    /// The channel news goes on (`notify.rs`).
+    channel: String,
 }
 
 impl PostgresStore {
@@ -87,6 +89,7 @@ impl PostgresStore {
         let node = conn
             .query_one("SELECT nextval('node_numbers')", &[])?
             .try_get(0)?;
+        let schema: String = conn.query_one("SELECT current_schema()", &[])?.try_get(0)?;
         Ok(PostgresStore {
             conn,
             pool: Arc::new(Pool::new(config, durability)),
@@ -99,6 +102,7 @@ impl PostgresStore {
             queue,
             batch_queue: QueueChange::default(),
             claims: Claims::new(node),
+            channel: notify::channel(&schema),
         })
     }
 }
@@ -216,8 +220,13 @@ impl Store for PostgresStore {
     }
 
     fn hear_others(&mut self, wake: Box<dyn Fn() + Send>) -> Result<Option<NewsFeed>, StoreError> {
-        let feed = listen::start(self.pool.config().clone(), self.claims.node, wake)
-            .map_err(StoreError::Thread)?;
+        let feed = listen::start(
+            self.pool.config().clone(),
+            self.channel.clone(),
+            self.claims.node,
+            wake,
+        )
+        .map_err(StoreError::Thread)?;
         Ok(Some(feed))
     }
 

@@ -1,4 +1,6 @@
-//! News between servers sharing the database, as NOTIFY payloads on one channel: sent in
+//! News between servers sharing the database, as NOTIFY payloads on the channel of their
+//! schema (`messageu.SCHEMA`, so that deployments in other schemas of the database hear
+//! none of it): sent in
 //! the round's transaction (PostgreSQL delivers a transaction's notifications when, and only
 //! if, it commits: by then the round is durable), heard by `listen.rs`.
 //!
@@ -15,8 +17,15 @@ use super::PostgresStore;
 use crate::protocol::{ClientId, Delivery, MessageId, Receipt};
 use crate::store::{News, StoreError};
 
-/// The channel every server listens on.
-pub(super) const CHANNEL: &str = "messageu";
+/// The channel of the servers whose tables are in `schema`.
+pub(super) fn channel(schema: &str) -> String {
+    format!("messageu.{schema}")
+}
+
+/// `LISTEN` on `channel`, the name quoted.
+pub(super) fn listen_statement(channel: &str) -> String {
+    format!("LISTEN \"{}\"", channel.replace('"', "\"\""))
+}
 
 /// The longest payload sent: within PostgreSQL's 8,000 bytes.
 const MAX_PAYLOAD: usize = 7_900;
@@ -31,7 +40,7 @@ impl PostgresStore {
         self.run(|store| {
             store.conn.execute(
                 "SELECT pg_notify($2, payload) FROM unnest($1::text[]) AS payload",
-                &[&payloads, &CHANNEL],
+                &[&payloads, &store.channel],
             )?;
             Ok(())
         })
@@ -162,6 +171,15 @@ mod tests {
             })
             .collect();
         assert_eq!(heard, news);
+    }
+
+    #[test]
+    fn a_schemas_channel_is_quoted_for_listen() {
+        assert_eq!(channel("public"), "messageu.public");
+        assert_eq!(
+            listen_statement("messageu.a\"b"),
+            "LISTEN \"messageu.a\"\"b\""
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Unit tests of the PostgreSQL store's own machinery: migrations, message id wrap-around,
-//! and what a start or a dropped upload removes. The tests every backend passes are in
+//! what a start or a dropped upload removes, and claims between servers sharing a database. The tests every backend passes are in
 //! `store/tests/`.
+
+use std::thread;
+use std::time::{Duration, Instant};
 
 use super::{migrate, PostgresStore};
 use crate::protocol::{ClientId, MessageId, MessageType};
@@ -86,4 +89,74 @@ fn a_start_removes_old_contents_no_message_names() {
         "recent"
     );
     assert_eq!(database.query("SELECT count(*) FROM content_chunks"), "0");
+}
+
+/// Stores `count` messages for `to` in one committed batch; returns their ids.
+fn queue_messages(store: &mut PostgresStore, to: ClientId, count: usize) -> Vec<MessageId> {
+    store.begin_batch().unwrap();
+    let sent = (0..count)
+        .map(|_| {
+            store
+                .insert_message(NewMessage {
+                    to,
+                    from: ClientId([9; 16]),
+                    kind: MessageType::Text,
+                    content: NewContent::Inline(b"claimed?"),
+                })
+                .unwrap()
+        })
+        .collect();
+    store.commit_batch().unwrap();
+    sent
+}
+
+/// What `store` would put in a pull reply for `to`, claimed, in a committed batch.
+fn pull(store: &mut PostgresStore, to: ClientId) -> Vec<MessageId> {
+    store.begin_batch().unwrap();
+    let queued = store
+        .queued_messages(to, budget(u64::MAX), &|_| false)
+        .unwrap();
+    let claimed = ids(&store.claim_messages(queued).unwrap());
+    store.commit_batch().unwrap();
+    claimed
+}
+
+#[test]
+fn a_claim_holds_messages_against_other_servers_until_its_lease_ends() {
+    let database = TestDatabase::create();
+    let (mut first, mut second) = (open(&database), open(&database));
+    first.set_claim_lease(Duration::from_millis(300));
+    let to = ClientId([1; 16]);
+    let sent = queue_messages(&mut first, to, 3);
+    assert_eq!(pull(&mut first, to), sent);
+    assert_eq!(pull(&mut second, to), vec![], "held by the first server");
+    assert_eq!(
+        pull(&mut first, to),
+        sent,
+        "its own claims hold nothing back"
+    );
+    thread::sleep(Duration::from_millis(400));
+    assert_eq!(pull(&mut second, to), sent, "a dead server's claims expire");
+}
+
+#[test]
+fn renewal_keeps_the_claims_in_flight_and_lets_the_others_go() {
+    let database = TestDatabase::create();
+    let (mut first, mut second) = (open(&database), open(&database));
+    first.set_claim_lease(Duration::from_millis(600));
+    let to = ClientId([1; 16]);
+    let sent = queue_messages(&mut first, to, 2);
+    assert_eq!(pull(&mut first, to), sent);
+    thread::sleep(Duration::from_millis(250));
+    // Only the first is still in flight: its reply is being written; the other's was given up.
+    let in_flight = [sent[0]];
+    first
+        .renew_claims(Instant::now(), &mut in_flight.iter().copied())
+        .unwrap();
+    thread::sleep(Duration::from_millis(450));
+    assert_eq!(
+        pull(&mut second, to),
+        vec![sent[1]],
+        "the renewed claim holds past its first lease; the given-up one is free"
+    );
 }
