@@ -32,10 +32,21 @@ fn user_with_server_info(text: &str) -> User {
     user
 }
 
+/// `--server` naming `nodes`, in order, then `args`.
+fn through(nodes: &[SocketAddr], args: &[&str]) -> Vec<String> {
+    let list: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+    let mut all = vec!["--server".to_owned(), list.join(",")];
+    all.extend(args.iter().map(|arg| arg.to_string()));
+    all
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 /// A user who names the service with `--server` (its `server.info` names a closed port).
-fn user_with_servers(servers: &[SocketAddr]) -> User {
-    let list: Vec<String> = servers.iter().map(ToString::to_string).collect();
-    User::new(closed_port(), "2025", &["--server", &list.join(",")])
+fn user_with_servers(nodes: &[SocketAddr]) -> User {
+    User::new(closed_port(), "2025", &strs(&through(nodes, &[])))
 }
 
 /// Registers `name` and lists the clients: both through whichever node answers.
@@ -134,10 +145,8 @@ fn a_send_whose_reply_was_lost_is_reported_and_not_sent_to_the_next_node() {
     bob.ok(&["pull"]);
 
     let (lossy, node) = node_that_loses_a_reply();
-    let mut args = vec!["--server".to_owned(), format!("{lossy},{}", server.addr)];
-    args.extend(["send-text", "bob", TEXT].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let error = alice.fails(&args);
+    let args = through(&[lossy, server.addr], &["send-text", "bob", TEXT]);
+    let error = alice.fails(&strs(&args));
     assert!(
         error.contains(&format!(
             "the connection to {lossy} failed before it confirmed the message to bob: the \
@@ -152,7 +161,7 @@ fn a_send_whose_reply_was_lost_is_reported_and_not_sent_to_the_next_node() {
     let (lossy, node) = node_that_loses_a_reply();
     let console = User {
         dir: alice.dir,
-        options: vec!["--server".to_owned(), format!("{lossy},{}", server.addr)],
+        options: through(&[lossy, server.addr], &[]),
     };
     let output = console.console("151\nbob\nn\n0\n");
     let asked = output
@@ -163,6 +172,39 @@ fn a_send_whose_reply_was_lost_is_reported_and_not_sent_to_the_next_node() {
     assert!(!output.contains("sent to bob"), "{output}");
     assert_eq!(node.join().expect("the node"), [603]);
     assert_eq!(bob.ok(&["pull"]), "", "nothing reached the second node");
+}
+
+#[test]
+fn a_read_whose_reply_was_lost_is_asked_of_the_next_node_and_a_pull_is_not() {
+    let server = TestServer::start();
+    let (alice, bob) = keyed_pair(&server);
+
+    let (lossy, node) = node_that_loses_a_reply();
+    let args = through(&[lossy, server.addr], &["list"]);
+    assert_eq!(
+        alice.ok(&strs(&args)),
+        "bob\n",
+        "answered by the second node"
+    );
+    assert_eq!(node.join().expect("the node"), [601], "the list, of 2025");
+
+    alice.ok(&["send-text", "bob", TEXT]);
+    let (lossy, node) = node_that_loses_a_reply();
+    let args = through(&[lossy, server.addr], &["pull"]);
+    let error = bob.fails(&strs(&args));
+    assert!(
+        error.contains(&format!(
+            "the connection to {lossy} failed before the pull's reply was complete: messages \
+             in that reply may be lost"
+        )),
+        "{error}"
+    );
+    assert_eq!(node.join().expect("the node"), [604]);
+    let pulled = bob.ok(&["pull"]);
+    assert!(
+        pulled.ends_with(&message("alice", TEXT)),
+        "not pulled from the second node behind the user's back: {pulled}"
+    );
 }
 
 /// Two `messageu-server` processes on one PostgreSQL database (a schema of the throwaway
