@@ -105,7 +105,7 @@ pub fn run(
                 Ok(()) => break,
                 Err(ClientError::Output(error)) => return Err(ClientError::Output(error)),
                 // Sending again could deliver the message twice: only the user can judge.
-                Err(error @ ClientError::SendUnconfirmed) => {
+                Err(error @ ClientError::SendUnconfirmed { .. }) => {
                     say(&mut output, &error.to_string())?;
                     let answer = read_line(&input, &mut output, "Send it again? (y/n)")?;
                     if !answer.is_some_and(|answer| answer.trim().eq_ignore_ascii_case("y")) {
@@ -230,6 +230,7 @@ fn say(output: &mut impl Write, line: &str) -> Result<(), ClientError> {
 mod tests {
     use super::*;
     use crate::identity::{ServerAddress, ME_INFO};
+    use crate::servers::Servers;
     use crate::session::SessionOptions;
     use crate::transport::ConnectionMode;
     use crate::vectors;
@@ -247,10 +248,10 @@ mod tests {
         let mut session = Session::open(SessionOptions {
             edition,
             mode: ConnectionMode::Persistent,
-            server: Some(ServerAddress {
+            server: Some(Servers::one(ServerAddress {
                 host: "127.0.0.1".into(),
                 port: 9,
-            }),
+            })),
             dir: dir.path().to_owned(),
             downloads: None,
         })

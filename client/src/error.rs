@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::crypto::CryptoError;
 use super::identity::FileFormatError;
+use super::servers::NodeFailures;
 use super::state::DamagedState;
 use messageu_protocol::client::ReplyError;
 use messageu_protocol::pattern::PatternError;
@@ -68,14 +69,26 @@ pub enum ClientError {
     ClosedEarly,
     #[error("connection to the server failed: {0}")]
     Connection(#[source] io::Error),
-    /// A connection kept from an earlier request failed before this one was answered.
-    #[error(transparent)]
-    Dropped(Box<ClientError>),
+    /// The request was sent (at least in part) and its connection failed before the whole
+    /// reply came: the server may or may not have acted on it.
+    #[error("no reply from {server} ({cause}); the request was not sent again")]
+    ReplyLost {
+        server: String,
+        cause: Box<ClientError>,
+    },
+    #[error("every server failed: {0}")]
+    EveryServerFailed(NodeFailures),
     #[error(
-        "the connection closed before the server confirmed the message: it may or may not \
-         have been delivered, and was not sent again"
+        "the connection to {server} failed before it confirmed the message to {to}: the \
+         message may or may not have been stored, and was not sent again"
     )]
-    SendUnconfirmed,
+    SendUnconfirmed { to: String, server: String },
+    #[error(
+        "the connection to {server} failed before the pull's reply was complete: messages in \
+         that reply may be lost (a classic pull deletes them once they are sent); pull again \
+         for those still waiting"
+    )]
+    PullUnconfirmed { server: String },
     #[error("{path}: {source}")]
     File { path: PathBuf, source: io::Error },
     #[error("{path}: {source}")]
@@ -115,7 +128,23 @@ pub enum ClientError {
     Output(#[source] io::Error),
 }
 
-/// What a 9000 reply to `operation` most likely means (protocol §3); the reply says no more.
+impl ClientError {
+    /// Whether this is a failure of the connection (or of every node's), which another
+    /// attempt, or another node, may not have: not the server's answer nor this client's.
+    pub fn is_connection_failure(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Connect { .. }
+                | ClientError::Connection(_)
+                | ClientError::ClosedEarly
+                | ClientError::Timeout(_)
+                | ClientError::ReplyLost { .. }
+                | ClientError::EveryServerFailed(_)
+                | ClientError::UnaskedReply { .. }
+        )
+    }
+}
+
 /// The server's own reason, when it gave one.
 fn said(reason: &Option<String>) -> String {
     reason
@@ -124,6 +153,7 @@ fn said(reason: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// What a 9000 reply to `operation` most likely means (protocol §3); the reply says no more.
 fn likely_causes(operation: Operation) -> String {
     const UNKNOWN_CALLER: &str = "the server may not know this client's id (me.info from \
         another server, or its database was reset: register again from a new folder)";

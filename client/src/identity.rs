@@ -18,7 +18,9 @@ use messageu_protocol::{ClientId, NAME_FIELD_LEN};
 
 /// The file holding the user's name, id and private key.
 pub const ME_INFO: &str = "me.info";
-/// The file holding the server's `host:port`.
+/// The file holding the server's `host:port` (or several, one a line: see [`Servers`]).
+///
+/// [`Servers`]: super::servers::Servers
 pub const SERVER_INFO: &str = "server.info";
 /// Crypto++'s Base64Encoder inserts a line break after this many characters.
 const BASE64_LINE_LEN: usize = 72;
@@ -38,8 +40,10 @@ pub enum FileFormatError {
     BadBase64(#[from] base64::DecodeError),
     #[error("{0}")]
     BadKey(#[from] CryptoError),
-    #[error("expected one line `host:port`, e.g. 127.0.0.1:1357")]
-    BadServerAddress,
+    #[error("{0:?} is not host:port (e.g. 127.0.0.1:1357)")]
+    BadServerAddress(String),
+    #[error("no server in it: write host:port (e.g. 127.0.0.1:1357), one server a line")]
+    NoServerAddress,
 }
 
 /// A user name the protocol can carry: 1–254 printable ASCII characters (spaces included).
@@ -61,10 +65,8 @@ pub struct ServerAddress {
 impl ServerAddress {
     /// Parses `host:port`; surrounding whitespace (the line ending) is ignored.
     pub fn parse(text: &str) -> Result<ServerAddress, FileFormatError> {
-        let (host, port) = text
-            .trim()
-            .rsplit_once(':')
-            .ok_or(FileFormatError::BadServerAddress)?;
+        let bad = || FileFormatError::BadServerAddress(text.trim().to_owned());
+        let (host, port) = text.trim().rsplit_once(':').ok_or_else(bad)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         match port.parse::<u16>() {
             Ok(port) if port != 0 && !host.is_empty() && !host.contains(char::is_whitespace) => {
@@ -73,17 +75,8 @@ impl ServerAddress {
                     port,
                 })
             }
-            _ => Err(FileFormatError::BadServerAddress),
+            _ => Err(bad()),
         }
-    }
-
-    /// Reads `server.info`.
-    pub fn load(path: &Path) -> Result<ServerAddress, ClientError> {
-        let text = read_text(path)?;
-        ServerAddress::parse(&text).map_err(|source| ClientError::BadFile {
-            path: path.to_owned(),
-            source,
-        })
     }
 }
 
@@ -209,7 +202,7 @@ impl Drop for NewMeInfo {
     }
 }
 
-fn read_text(path: &Path) -> Result<String, ClientError> {
+pub(crate) fn read_text(path: &Path) -> Result<String, ClientError> {
     let bytes = fs::read(path).map_err(|source| ClientError::File {
         path: path.to_owned(),
         source,

@@ -1,7 +1,8 @@
 //! `messageu-client`: a MessageU client that interoperates with the C++ clients.
 //!
 //! [`crypto`] is protocol §5, [`identity`] the files of §6, [`state`] what scripted use keeps
-//! between runs, [`transport`] the three ways of connecting (§4), [`extensions`] the hello and
+//! between runs, [`servers`] the nodes of the service and the order they are tried in,
+//! [`transport`] the three ways of connecting (§4), [`extensions`] the hello and
 //! log-in of protocol part II on each new connection, [`session`] the operations (the
 //! accounts extensions of §E8 in [`accounts`]), [`received`] what a message turned out to
 //! hold, [`actions`] what a user asks for and how it is reported, and [`console`] the menu.
@@ -22,6 +23,7 @@ pub mod input;
 pub mod live;
 pub mod push_frames;
 pub mod received;
+pub mod servers;
 pub mod session;
 pub mod state;
 pub mod transport;

@@ -1,9 +1,11 @@
 //! A live subscription (protocol §E5, §E7): a connection of its own, logged in and
 //! subscribed, that yields each message once, as it arrives, and each delivery receipt;
 //! acknowledges the messages the caller says it has handled; and, when the connection drops,
-//! reconnects, logs in and subscribes again by itself, waiting a little longer after each
-//! failed attempt. Requests other than the subscription's (sends, keys) go through the
-//! session's own connection.
+//! reconnects to the next node of the service ([`Servers`]), logs in and subscribes again by
+//! itself, waiting a little longer after each round of the nodes that all failed. Messages
+//! pushed again after a reconnection, by the same node or another on the same database, are
+//! recognised and not shown twice. Requests other than the subscription's (sends, keys) go
+//! through the session's own connection.
 
 use std::net::TcpStream;
 use std::thread;
@@ -13,15 +15,16 @@ use super::error::ClientError;
 use super::extensions::{self, Login, ServerKind};
 use super::identity::ServerAddress;
 use super::push_frames::{Frames, Incoming, PushedMessage, Seen};
+use super::servers::Servers;
 use super::session::Session;
 use super::transport::{connect, IO_TIMEOUT};
 use messageu_protocol::extension::extension_request;
 use messageu_protocol::push::{acknowledge_payload, MAX_ACKNOWLEDGED};
 use messageu_protocol::{Extension, Features, MessageId, Receipt};
 
-/// The first wait before reconnecting; it doubles after each failed attempt, up to
-/// [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The wait after a round of the nodes in which none could be subscribed to; it doubles after
+/// each such round, up to [`MAX_BACKOFF`]. A lost connection is followed by a round at once.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A connection silent this long is asked something, so that one that died without a close
 /// (a lost network) is noticed within [`IO_TIMEOUT`] more.
@@ -35,13 +38,18 @@ pub enum Event {
     Message(PushedMessage),
     /// A message this client sent reached its recipient.
     Receipt(Receipt),
-    /// The connection dropped (or a new one failed); the next attempt comes after `retry_in`.
+    /// The connection to `server` dropped; the next node is tried at once.
     Lost {
+        server: ServerAddress,
+        error: ClientError,
+    },
+    /// No node could be subscribed to; the next round comes after `retry_in`.
+    Unreachable {
         error: ClientError,
         retry_in: Duration,
     },
-    /// Connected, logged in and subscribed again.
-    Reconnected,
+    /// Connected to `server`, logged in and subscribed again.
+    Reconnected { server: ServerAddress },
 }
 
 /// A subscription that lasts across connections.
@@ -49,11 +57,12 @@ pub enum Event {
 pub struct Subscription {
     /// What needs the subscription, for the error a server without push delivery gets.
     command: &'static str,
-    server: ServerAddress,
+    /// The nodes, the one subscribed to (or to try next) current.
+    servers: Servers,
     login: Login,
     /// `None` while waiting to reconnect.
     connection: Option<Frames<TcpStream>>,
-    /// The wait before the next attempt to reconnect, and when it ends.
+    /// The wait after the next round that fails, and when the next round may start.
     backoff: Duration,
     retry_at: Instant,
     seen: Seen,
@@ -66,11 +75,11 @@ pub struct Subscription {
 impl Subscription {
     /// Connects, logs in as the session's client and subscribes.
     pub fn start(session: &Session, command: &'static str) -> Result<Subscription, ClientError> {
-        let (server, login) = session.subscriber()?;
-        let connection = open(&server, &login, command)?;
+        let (mut servers, login) = session.subscriber()?;
+        let connection = servers.try_each(|server| open(server, &login, command))?;
         Ok(Subscription {
             command,
-            server,
+            servers,
             login,
             connection: Some(connection),
             backoff: FIRST_BACKOFF,
@@ -161,33 +170,44 @@ impl Subscription {
         !self.unacknowledged.is_empty()
     }
 
-    /// A failure of the connection is reported and repaired later; any other ends it all.
+    /// A failure of the connection is reported, and repaired by the next call, from the next
+    /// node; any other ends it all.
     fn lost(&mut self, error: ClientError) -> Result<Option<Event>, ClientError> {
-        if !is_connection_loss(&error) {
+        if !error.is_connection_failure() {
             return Err(error);
         }
         self.connection = None;
         self.unacknowledged.clear();
-        let retry_in = self.backoff;
-        self.retry_at = Instant::now() + retry_in;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        Ok(Some(Event::Lost { error, retry_in }))
+        let server = self.servers.current().clone();
+        self.servers.advance();
+        self.retry_at = Instant::now();
+        Ok(Some(Event::Lost { server, error }))
     }
 
+    /// A round of the nodes, from the current one, once the wait after the last failed round
+    /// is over.
     fn reconnect(&mut self, wait: Duration) -> Result<Option<Event>, ClientError> {
         let until_retry = self.retry_at.saturating_duration_since(Instant::now());
         if !until_retry.is_zero() {
             thread::sleep(until_retry.min(wait));
             return Ok(None);
         }
-        match open(&self.server, &self.login, self.command) {
+        let (login, command) = (&self.login, self.command);
+        match self.servers.try_each(|server| open(server, login, command)) {
             Ok(connection) => {
                 self.connection = Some(connection);
                 self.backoff = FIRST_BACKOFF;
                 self.heard_at = Instant::now();
-                Ok(Some(Event::Reconnected))
+                let server = self.servers.current().clone();
+                Ok(Some(Event::Reconnected { server }))
             }
-            Err(error) => self.lost(error),
+            Err(error) if error.is_connection_failure() => {
+                let retry_in = self.backoff;
+                self.retry_at = Instant::now() + retry_in;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                Ok(Some(Event::Unreachable { error, retry_in }))
+            }
+            Err(error) => Err(error),
         }
     }
 }
@@ -213,17 +233,4 @@ fn open(
     let reply = frames.call(&subscribe, Instant::now() + IO_TIMEOUT)?;
     extensions::expect(&reply, Extension::Subscribe)?;
     Ok(frames)
-}
-
-/// Whether `error` is the connection's, not the server's answer or this client's.
-fn is_connection_loss(error: &ClientError) -> bool {
-    matches!(
-        error,
-        ClientError::Connect { .. }
-            | ClientError::Connection(_)
-            | ClientError::ClosedEarly
-            | ClientError::Timeout(_)
-            | ClientError::Dropped(_)
-            | ClientError::UnaskedReply { .. }
-    )
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use messageu_client::identity::ServerAddress;
 use messageu_client::input::Lines;
+use messageu_client::servers::Servers;
 use messageu_client::{
     console, edition_from_year, perform, Action, ClientError, ConnectionMode, Session,
     SessionOptions,
@@ -23,9 +23,10 @@ struct Cli {
     /// Request codes of this edition: 2021, 2022 (or 2023), 2025 (or 2024), 2026.
     #[arg(long, global = true, value_name = "YEAR", default_value = "2025", value_parser = parse_edition)]
     edition: Edition,
-    /// The server as host:port; overrides server.info.
-    #[arg(long, global = true, value_name = "HOST:PORT", value_parser = parse_server)]
-    server: Option<ServerAddress>,
+    /// The server as host:port, or several nodes of one service as host:port,host:port
+    /// (tried in turn when one fails); overrides server.info.
+    #[arg(long, global = true, value_name = "HOST:PORT[,...]", value_parser = parse_servers)]
+    server: Option<Servers>,
     /// The folder of me.info, server.info and peers.json.
     #[arg(long, global = true, value_name = "FOLDER", default_value = ".")]
     dir: PathBuf,
@@ -138,8 +139,8 @@ fn parse_edition(year: &str) -> Result<Edition, String> {
     edition_from_year(year).ok_or_else(|| "use 2021, 2022, 2023, 2024, 2025 or 2026".to_owned())
 }
 
-fn parse_server(text: &str) -> Result<ServerAddress, String> {
-    ServerAddress::parse(text).map_err(|error| error.to_string())
+fn parse_servers(text: &str) -> Result<Servers, String> {
+    Servers::parse_list(text).map_err(|error| error.to_string())
 }
 
 fn main() -> ExitCode {

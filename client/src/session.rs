@@ -12,10 +12,9 @@ use super::crypto::{
 };
 use super::error::ClientError;
 use super::extensions::{self, Login, ServerKind};
-use super::identity::{
-    exists, validate_name, Identity, NewMeInfo, ServerAddress, ME_INFO, SERVER_INFO,
-};
+use super::identity::{exists, validate_name, Identity, NewMeInfo, ME_INFO, SERVER_INFO};
 use super::received::{receive, Received};
+use super::servers::Servers;
 use super::state::{DamagedState, Peer, Peers, STATE_FILE};
 use super::transport::{socket_error, ConnectionMode, Greeting, Reply, Transport};
 use messageu_protocol::client::{
@@ -34,7 +33,7 @@ pub struct SessionOptions {
     pub edition: Edition,
     pub mode: ConnectionMode,
     /// Overrides `server.info`.
-    pub server: Option<ServerAddress>,
+    pub server: Option<Servers>,
     /// The folder of `me.info`, `server.info` and the state file.
     pub dir: PathBuf,
     /// Where received files are saved; by default [`DOWNLOADS`] in `dir`.
@@ -69,7 +68,7 @@ impl Session {
                 if !exists(&path)? {
                     return Err(ClientError::NoServer(path));
                 }
-                ServerAddress::load(&path)?
+                Servers::load(&path)?
             }
         };
         let me_info = options.dir.join(ME_INFO);
@@ -192,7 +191,7 @@ impl Session {
     /// Sends `name` a request for a symmetric key (type 1).
     pub fn request_symmetric_key(&mut self, name: &str) -> Result<MessageId, ClientError> {
         let to = self.peer_id(name)?;
-        self.send(to, MessageType::SymmetricKeyRequest, &[])
+        self.send(to, name, MessageType::SymmetricKeyRequest, &[])
     }
 
     /// Makes a new AES key for `name`, sends it encrypted with their public key (type 2) and
@@ -219,7 +218,7 @@ impl Session {
             .and_then(|peer| peer.public_key.clone())
             .ok_or_else(|| ClientError::NoPublicKey(name.to_owned()))?;
         let content = encrypt_symmetric_key(&public_key, &key)?;
-        let id = self.send(to, MessageType::SymmetricKey, &content)?;
+        let id = self.send(to, name, MessageType::SymmetricKey, &content)?;
         self.peers_mut()?.set_symmetric_key(to, name, key);
         self.save_state()?;
         Ok(id)
@@ -229,7 +228,7 @@ impl Session {
     pub fn send_text(&mut self, name: &str, text: &str) -> Result<MessageId, ClientError> {
         let to = self.peer_id(name)?;
         let key = self.symmetric_key(to, name)?;
-        self.send(to, MessageType::Text, &encrypt(&key, text.as_bytes()))
+        self.send(to, name, MessageType::Text, &encrypt(&key, text.as_bytes()))
     }
 
     /// Sends the file at `path` to `name` (type 4), encrypting it as it is read and written
@@ -290,7 +289,7 @@ impl Session {
                 },
                 &mut |_, _| {},
             )
-            .map_err(unconfirmed)?;
+            .map_err(|error| unconfirmed(error, name))?;
         self.sent(to, reply)
     }
 
@@ -310,7 +309,12 @@ impl Session {
             Some(wait) => self.long_poll(caller, wait)?,
             None => {
                 let request = bare_request(self.edition, Operation::PullMessages, caller);
-                self.exchange_reporting(Operation::PullMessages, &request, &mut progress)?
+                let reply = self
+                    .transport
+                    .call_streaming(&request, 0, |_| Ok(()), &mut progress)
+                    .map_err(pull_unconfirmed)?;
+                check_reply(self.edition, Operation::PullMessages, &reply)?;
+                reply.payload
             }
         };
         let messages = pulled_messages(&payload).collect::<Result<Vec<_>, _>>()?;
@@ -349,19 +353,18 @@ impl Session {
         Ok(received)
     }
 
-    /// A long-poll's payload: the messages, in a pull's layout. Sent again once on a new
-    /// connection if a kept one was closed unanswered, as a pull is: nothing is deleted before
-    /// its reply is written.
+    /// A long-poll's payload: the messages, in a pull's layout. Never sent again if its reply
+    /// is lost, as a pull is not.
     fn long_poll(&mut self, caller: ClientId, wait: Duration) -> Result<Vec<u8>, ClientError> {
         match self.transport.learn_server_kind()? {
             ServerKind::Extended(features) if features.has(Features::LONG_POLL) => {}
             _ => return Err(ClientError::NoLongPoll),
         }
         let request = extension_request(Extension::LongPoll, caller, &long_poll_payload(wait));
-        let reply = match self.transport.call_waiting(&request, wait) {
-            Err(ClientError::Dropped(_)) => self.transport.call_waiting(&request, wait)?,
-            reply => reply?,
-        };
+        let reply = self
+            .transport
+            .call_waiting(&request, wait)
+            .map_err(pull_unconfirmed)?;
         extensions::expect(&reply, Extension::LongPoll)?;
         Ok(reply.payload)
     }
@@ -385,15 +388,20 @@ impl Session {
             .ok_or_else(|| ClientError::NoSymmetricKey(name.to_owned()))
     }
 
+    /// Sends a message to `to`, called `name`; never sent again if its reply is lost.
     fn send(
         &mut self,
         to: ClientId,
+        name: &str,
         kind: MessageType,
         content: &[u8],
     ) -> Result<MessageId, ClientError> {
         let caller = self.me()?.id;
         let request = send_request(self.edition, caller, to, kind as u8, content);
-        let reply = self.transport.call(&request).map_err(unconfirmed)?;
+        let reply = self
+            .transport
+            .call(&request)
+            .map_err(|error| unconfirmed(error, name))?;
         self.sent(to, reply)
     }
 
@@ -411,26 +419,11 @@ impl Session {
     }
 
     /// Sends a request held in memory; returns the payload of a reply to `operation`. Used
-    /// for every request but a send, so it is sent again on a new connection if a kept one
-    /// was closed before the reply came: a repeated register at worst finds its name taken,
-    /// and a pull deletes nothing until its whole reply is written.
+    /// for the list, a public key and a registration, which are sent again, on the next
+    /// node, if their reply is lost: the first two change nothing, and a repeated register at
+    /// worst finds its own name taken.
     fn exchange(&mut self, operation: Operation, request: &[u8]) -> Result<Vec<u8>, ClientError> {
-        self.exchange_reporting(operation, request, &mut |_, _| {})
-    }
-
-    /// [`Session::exchange`], telling `progress` how much of the reply's payload has come.
-    fn exchange_reporting(
-        &mut self,
-        operation: Operation,
-        request: &[u8],
-        progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<Vec<u8>, ClientError> {
-        let mut call =
-            |transport: &mut Transport| transport.call_streaming(request, 0, |_| Ok(()), progress);
-        let reply = match call(&mut self.transport) {
-            Err(ClientError::Dropped(_)) => call(&mut self.transport)?,
-            reply => reply?,
-        };
+        let reply = self.transport.call_repeatable(request, &mut |_, _| {})?;
         check_reply(self.edition, operation, &reply)?;
         Ok(reply.payload)
     }
@@ -448,7 +441,9 @@ impl Session {
     }
 
     /// Sends an extension request as this client and returns the payload of its success,
-    /// if the server offers `feature`; otherwise [`ClientError::NotOffered`].
+    /// if the server offers `feature`; otherwise [`ClientError::NotOffered`]. Those that
+    /// change nothing (or set a state, as protecting does) are sent again on the next node if
+    /// their reply is lost; unsend and deleting the account are not.
     pub(crate) fn extension_call(
         &mut self,
         extension: Extension,
@@ -456,9 +451,13 @@ impl Session {
         payload: &[u8],
     ) -> Result<Vec<u8>, ClientError> {
         let caller = self.me()?.id;
-        let reply = self
-            .transport
-            .call(&extension_request(extension, caller, payload))?;
+        let request = extension_request(extension, caller, payload);
+        let reply = match extension {
+            Extension::ListAccounts | Extension::QueueStatus | Extension::Protect => {
+                self.transport.call_repeatable(&request, &mut |_, _| {})?
+            }
+            _ => self.transport.call(&request)?,
+        };
         match self.transport.server_kind() {
             ServerKind::Extended(features) if features.has(feature) => {
                 extensions::expect(&reply, extension)?;
@@ -478,14 +477,15 @@ impl Session {
         self.peers.as_ref().ok()?.by_id(id)
     }
 
-    /// Where a subscription connects, and who it logs in as (protocol §E3, §E5).
-    pub(crate) fn subscriber(&self) -> Result<(ServerAddress, Login), ClientError> {
+    /// Where a subscription connects (the node that last worked first), and who it logs in
+    /// as (protocol §E3, §E5).
+    pub(crate) fn subscriber(&self) -> Result<(Servers, Login), ClientError> {
         let me = self.me()?;
         let login = Login {
             id: me.id,
             key: me.key.clone(),
         };
-        Ok((self.transport.server().clone(), login))
+        Ok((self.transport.servers().clone(), login))
     }
 
     fn save_state(&self) -> Result<(), ClientError> {
@@ -496,11 +496,23 @@ impl Session {
     }
 }
 
-/// A send whose reply never came may have been stored: it is reported as such, never repeated
-/// here.
-fn unconfirmed(error: ClientError) -> ClientError {
+/// A send to `to` whose reply never came may have been stored: it is reported as such, never
+/// repeated here.
+fn unconfirmed(error: ClientError, to: &str) -> ClientError {
     match error {
-        ClientError::Dropped(_) | ClientError::ClosedEarly => ClientError::SendUnconfirmed,
+        ClientError::ReplyLost { server, .. } => ClientError::SendUnconfirmed {
+            to: to.to_owned(),
+            server,
+        },
+        other => other,
+    }
+}
+
+/// A pull whose reply never came may have taken messages off the server: it is reported as
+/// such, never repeated here.
+fn pull_unconfirmed(error: ClientError) -> ClientError {
+    match error {
+        ClientError::ReplyLost { server, .. } => ClientError::PullUnconfirmed { server },
         other => other,
     }
 }

@@ -1,6 +1,8 @@
 //! Sending one request and reading its reply, in the three ways real clients connect
 //! (protocol §4): one persistent connection, a new connection per request, or a new
-//! connection per request with zero padding to 1024-byte blocks.
+//! connection per request with zero padding to 1024-byte blocks. Connections go to the nodes
+//! of a [`Servers`] in its order; whether a request whose reply was lost is sent again is
+//! the caller's choice ([`Transport::call_repeatable`] or not).
 
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -9,6 +11,7 @@ use std::time::Duration;
 use super::error::ClientError;
 use super::extensions::{self, Login, ServerKind};
 use super::identity::ServerAddress;
+use super::servers::{Failures, Servers};
 use messageu_protocol::padding::reply_padding;
 use messageu_protocol::{ReplyHeader, REPLY_HEADER_LEN};
 
@@ -47,65 +50,99 @@ pub struct Reply {
     pub payload: Vec<u8>,
 }
 
-/// The connection (or connections) to one server.
+/// The connection (or connections) to one service: its nodes, tried as [`Servers`] says.
 #[derive(Debug)]
 pub struct Transport {
-    server: ServerAddress,
+    servers: Servers,
     mode: ConnectionMode,
-    /// The open connection of [`ConnectionMode::Persistent`].
+    /// The open connection of [`ConnectionMode::Persistent`], to the current node.
     persistent: Option<TcpStream>,
-    greeting: Greeting,
-    /// Who new connections log in as, once known.
-    login: Option<Login>,
-    server_kind: ServerKind,
+    greeter: Greeter,
     /// How long the server may hold back the reply being read (a long-poll's wait), on top
     /// of the usual timeout.
     reply_wait: Duration,
 }
 
+/// How new connections begin, and what the node they reach has shown itself to be.
+#[derive(Debug)]
+struct Greeter {
+    greeting: Greeting,
+    /// Padded connections never greet: their first request must be the padded one.
+    padded: bool,
+    /// Who new connections log in as, once known.
+    login: Option<Login>,
+    kind: ServerKind,
+    /// The node `kind` is of: another node may be another server, so it is learned again.
+    kind_of: Option<ServerAddress>,
+}
+
+impl Greeter {
+    /// A new connection to `server`, greeted as [`Greeting`] says.
+    fn open(&mut self, server: &ServerAddress) -> Result<TcpStream, ClientError> {
+        if self.kind_of.as_ref() != Some(server) {
+            self.kind = ServerKind::Unknown;
+            self.kind_of = Some(server.clone());
+        }
+        let mut stream = connect(server)?;
+        if self.greets() {
+            self.kind = extensions::open(&mut stream, self.login.as_ref())?;
+        }
+        Ok(stream)
+    }
+
+    /// Whether a new connection begins with a hello.
+    fn greets(&self) -> bool {
+        self.greeting == Greeting::Hello && !self.padded && self.kind != ServerKind::Classic
+    }
+}
+
 impl Transport {
-    /// A transport to `server`; nothing connects until the first request.
-    pub fn new(server: ServerAddress, mode: ConnectionMode, greeting: Greeting) -> Transport {
+    /// A transport to `servers`; nothing connects until the first request.
+    pub fn new(servers: Servers, mode: ConnectionMode, greeting: Greeting) -> Transport {
         Transport {
-            server,
+            servers,
             mode,
             persistent: None,
-            greeting,
-            login: None,
-            server_kind: ServerKind::Unknown,
+            greeter: Greeter {
+                greeting,
+                padded: mode == ConnectionMode::Padded,
+                login: None,
+                kind: ServerKind::Unknown,
+                kind_of: None,
+            },
             reply_wait: Duration::ZERO,
         }
     }
 
     /// New connections log in as `login` where the server offers authentication.
     pub fn log_in_as(&mut self, login: Login) {
-        self.login = Some(login);
+        self.greeter.login = Some(login);
     }
 
-    /// The server this transport connects to.
-    pub fn server(&self) -> &ServerAddress {
-        &self.server
+    /// The nodes this transport connects to, the one that last worked current.
+    pub fn servers(&self) -> &Servers {
+        &self.servers
     }
 
     /// What the server has shown itself to be so far.
     pub fn server_kind(&self) -> ServerKind {
-        self.server_kind
+        self.greeter.kind
     }
 
     /// What the server is, connecting (and greeting) now if no connection has shown it yet,
     /// so that a request can be chosen by what the server offers.
     pub fn learn_server_kind(&mut self) -> Result<ServerKind, ClientError> {
-        if self.server_kind == ServerKind::Unknown && self.greets() {
+        if self.greeter.kind == ServerKind::Unknown && self.greeter.greets() {
             let stream = self.open()?;
             if self.mode == ConnectionMode::Persistent {
                 self.persistent = Some(stream);
             }
         }
-        Ok(self.server_kind)
+        Ok(self.greeter.kind)
     }
 
     /// Sends a request whose reply the server may hold back for up to `wait` (a long-poll,
-    /// protocol §E6), and reads its reply.
+    /// protocol §E6), and reads its reply. Sent once, as [`Transport::call_streaming`].
     pub fn call_waiting(&mut self, request: &[u8], wait: Duration) -> Result<Reply, ClientError> {
         self.reply_wait = wait;
         let reply = self.call(request);
@@ -113,18 +150,46 @@ impl Transport {
         reply
     }
 
-    /// Sends a request held in memory and reads its reply.
+    /// Sends a request held in memory once and reads its reply.
     pub fn call(&mut self, request: &[u8]) -> Result<Reply, ClientError> {
         self.call_streaming(request, 0, |_| Ok(()), &mut |_, _| {})
+    }
+
+    /// Sends a request that may be sent again (one that changes nothing, or whose repetition
+    /// is harmless) and reads its reply. A reply lost on one node is asked for again of the
+    /// next, each node once and the first twice (so one node is asked twice: its kept
+    /// connection may have been closed between two requests); then the error names each.
+    pub fn call_repeatable(
+        &mut self,
+        request: &[u8],
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Reply, ClientError> {
+        let mut failures = Failures::default();
+        for _ in 0..=self.servers.len() {
+            match self.call_streaming(request, 0, |_| Ok(()), progress) {
+                Err(ClientError::ReplyLost { server, cause }) => {
+                    failures.add(server.clone(), ClientError::ReplyLost { server, cause })
+                }
+                // After a lost reply, no node could be reached for the next attempt.
+                Err(error) if error.is_connection_failure() && !failures.is_empty() => {
+                    failures.absorb(error);
+                    break;
+                }
+                reply => return reply,
+            }
+        }
+        Err(failures.give_up())
     }
 
     /// Sends `head`, then the `body_len` bytes that `write_body` writes, and reads the reply,
     /// telling `progress` the payload bytes read so far and the payload's size as they come.
     /// The body goes out in chunks as it is produced, so it is never held in memory.
     ///
-    /// A kept connection that fails before its reply is complete fails with
-    /// [`ClientError::Dropped`]: the server most likely closed it between two requests, and
-    /// the caller decides whether the request may be sent again.
+    /// The connection is the kept one if it is still open, else a new one to the first node
+    /// that answers ([`Servers::try_each`]). Once the request is on its way it is never sent
+    /// again here: if the connection fails before the reply is complete, the error is
+    /// [`ClientError::ReplyLost`], the next node becomes current, and the caller decides
+    /// whether the request may be sent again.
     pub fn call_streaming(
         &mut self,
         head: &[u8],
@@ -132,9 +197,9 @@ impl Transport {
         write_body: impl FnOnce(&mut dyn Write) -> Result<(), ClientError>,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Reply, ClientError> {
-        let (mut stream, kept) = match self.persistent.take().filter(still_open) {
-            Some(stream) => (stream, true),
-            None => (self.open()?, false),
+        let mut stream = match self.persistent.take().filter(still_open) {
+            Some(stream) => stream,
+            None => self.open()?,
         };
         match self.exchange(&mut stream, head, body_len, write_body, progress) {
             Ok(reply) => {
@@ -143,8 +208,13 @@ impl Transport {
                 }
                 Ok(reply)
             }
-            Err(error @ (ClientError::ClosedEarly | ClientError::Connection(_))) if kept => {
-                Err(ClientError::Dropped(Box::new(error)))
+            Err(error) if error.is_connection_failure() => {
+                let server = self.servers.current().to_string();
+                self.servers.advance();
+                Err(ClientError::ReplyLost {
+                    server,
+                    cause: Box::new(error),
+                })
             }
             Err(error) => Err(error),
         }
@@ -190,20 +260,10 @@ impl Transport {
         reply
     }
 
-    /// A new connection, greeted as [`Greeting`] says.
+    /// A new connection to the first node that answers, from the current one.
     fn open(&mut self) -> Result<TcpStream, ClientError> {
-        let mut stream = connect(&self.server)?;
-        if self.greets() {
-            self.server_kind = extensions::open(&mut stream, self.login.as_ref())?;
-        }
-        Ok(stream)
-    }
-
-    /// Whether a new connection begins with a hello.
-    fn greets(&self) -> bool {
-        self.greeting == Greeting::Hello
-            && self.mode != ConnectionMode::Padded
-            && self.server_kind != ServerKind::Classic
+        let greeter = &mut self.greeter;
+        self.servers.try_each(|server| greeter.open(server))
     }
 
     fn write_request(
@@ -451,7 +511,7 @@ mod tests {
             host: addr.ip().to_string(),
             port: addr.port(),
         };
-        Transport::new(server, mode, Greeting::Never)
+        Transport::new(Servers::one(server), mode, Greeting::Never)
     }
 
     #[test]
@@ -495,7 +555,7 @@ mod tests {
     }
 
     #[test]
-    fn a_kept_connection_the_server_closed_is_replaced_or_reported_as_dropped() {
+    fn a_kept_connection_the_server_closed_is_replaced_or_its_reply_reported_lost() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("address");
         // The first connection is closed after one reply; the second after one reply and
@@ -518,7 +578,7 @@ mod tests {
         transport.call(&[9; 23]).expect("a new connection");
         let error = transport.call(&[9; 23]).expect_err("no reply");
         assert!(
-            matches!(&error, ClientError::Dropped(inner) if matches!(**inner, ClientError::ClosedEarly)),
+            matches!(&error, ClientError::ReplyLost { cause, .. } if matches!(**cause, ClientError::ClosedEarly)),
             "{error:?}"
         );
         server.join().expect("server");

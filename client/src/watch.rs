@@ -83,11 +83,16 @@ pub fn watch(
 /// Says on standard error what became of the connection; the output keeps the messages only.
 pub(crate) fn report(event: &Event) {
     match event {
-        Event::Lost { error, retry_in } => eprintln!(
-            "messageu-client: connection lost ({error}); reconnecting in {:.2} s",
+        Event::Lost { server, error } => {
+            eprintln!("messageu-client: connection lost to {server} ({error}); reconnecting")
+        }
+        Event::Unreachable { error, retry_in } => eprintln!(
+            "messageu-client: cannot subscribe again ({error}); trying again in {:.2} s",
             retry_in.as_secs_f64()
         ),
-        Event::Reconnected => eprintln!("messageu-client: reconnected and subscribed again"),
+        Event::Reconnected { server } => {
+            eprintln!("messageu-client: reconnected to {server} and subscribed again")
+        }
         Event::Message(_) | Event::Receipt(_) => {}
     }
 }

@@ -558,16 +558,34 @@ fn sent_to(id: u8) -> Vec<u8> {
 
 #[test]
 fn a_request_on_a_connection_closed_unanswered_is_sent_again_on_a_new_one() {
-    // The list is answered, then the pull's connection closes without a reply.
+    // The list is answered, then the second list's connection closes without a reply.
     let (addr, server) =
-        fake_server_connections(vec![vec![listed("bob", 2)], vec![whole(2104, &[])]]);
+        fake_server_connections(vec![vec![listed("bob", 2)], vec![listed("bob", 2)]]);
     let user = User::new(addr, "2025", &[]);
     user.use_me_info_of("alice");
-    let output = user.console("120\n140\n0\n");
-    assert!(!output.contains("server closed"), "{output}");
+    let output = user.console("120\n120\n0\n");
+    assert!(!output.contains("reply"), "{output}");
+    assert_eq!(output.matches("bob\n").count(), 2, "{output}");
     assert_eq!(output.matches("at your service").count(), 3, "{output}");
     drop(user);
     assert_eq!(server.join().expect("fake server"), [2, 1]);
+}
+
+#[test]
+fn a_pull_whose_reply_was_lost_says_its_messages_may_be_lost_and_is_not_repeated() {
+    let (addr, server) = fake_server_connections(vec![vec![]]);
+    let user = User::new(addr, "2025", &[]);
+    user.use_me_info_of("alice");
+    let error = user.fails(&["pull"]);
+    assert!(
+        error.contains(&format!(
+            "the connection to {addr} failed before the pull's reply was complete: messages \
+             in that reply may be lost"
+        )),
+        "{error}"
+    );
+    drop(user);
+    assert_eq!(server.join().expect("fake server"), [1], "pulled once");
 }
 
 #[test]
@@ -578,7 +596,10 @@ fn a_send_whose_reply_was_lost_is_never_sent_again_unasked() {
     user.use_me_info_of("alice");
     let error = user.fails(&["request-key", "bob"]);
     assert!(
-        error.contains("may or may not have been delivered, and was not sent again"),
+        error.contains(&format!(
+            "the connection to {addr} failed before it confirmed the message to bob: the \
+             message may or may not have been stored, and was not sent again"
+        )),
         "{error}"
     );
     assert_eq!(server.join().expect("fake server"), [2], "sent once");
@@ -588,7 +609,7 @@ fn a_send_whose_reply_was_lost_is_never_sent_again_unasked() {
     user.use_me_info_of("alice");
     let output = user.console("151\nbob\ny\n0\n");
     for expected in [
-        "may or may not have been delivered",
+        "may or may not have been stored",
         "Send it again? (y/n)",
         "Request for symmetric key sent to bob",
     ] {
