@@ -10,7 +10,10 @@
 #     of each pair and its median, and the server's peak memory under the load;
 #   - one client listing the clients over and over, and beside it one client asking keys:
 #     the list request's median time, and the longest wait of a key request meanwhile (how long
-#     the event loop stalls).
+#     the event loop stalls);
+#   - HOARDERS (20) connections that each ask for the list and never read it: the server's
+#     memory beyond what it held before they came, and the longest key request meanwhile.
+# PARTS (default "start send-pull list") picks the measurements; the filling is always done.
 # Prints one markdown table; the progress goes to standard error.
 #
 #   scripts/bench-growth.sh                          # 100k:1M and 1M:10M
@@ -33,6 +36,9 @@ CONTENT=${CONTENT:-100}
 WARMUP=${WARMUP:-1}
 DURATION=${DURATION:-3}
 LIST_SECONDS=${LIST_SECONDS:-3}
+HOARDERS=${HOARDERS:-20}
+PARTS=${PARTS:-"start send-pull list"}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 ulimit -n "$(ulimit -Hn)"
 cargo build --release --bin messageu-server --bin messageu-bench >&2
@@ -126,6 +132,30 @@ PRAGMA journal_mode = WAL;
 SQL
 }
 
+# hoard DB: HOARDERS connections to the server ask for the list as a client of DB and read
+# nothing; prints the server's memory growth (MiB) once they have asked, and the longest key
+# request of a client asking keys meanwhile (ms).
+hoard() {
+    local id before fds=() i
+    id=$(sqlite3 "$1" "SELECT hex(ID) FROM clients ORDER BY rowid LIMIT 1")
+    [ -n "$id" ] || id=00000000000000000000000000000000
+    local request
+    request="$(echo "$id" | sed 's/../\\x&/g')"'\x02\x59\x02\x00\x00\x00\x00'
+    before=$(rss_mib)
+    for i in $(seq "$HOARDERS"); do
+        exec {fd}<>"/dev/tcp/127.0.0.1/$port"
+        printf '%b' "$request" >&"$fd"
+        fds+=("$fd")
+    done
+    local keys
+    keys=$(bench_row pubkey 1 2)
+    echo "+$(awk -v a="$(rss_mib)" -v b="$before" 'BEGIN { printf "%.1f", a - b }') MiB," \
+        "longest key request $(echo "$keys" | field 12) ms"
+    for fd in "${fds[@]}"; do
+        exec {fd}>&-
+    done
+}
+
 # One bench run of MIX against the server; prints its first markdown row.
 bench_row() {
     local mix=$1 clients=$2 duration=$3
@@ -168,6 +198,7 @@ measure() {
         done
     done
     for r in $(seq "$STARTS"); do
+        part start || break
         for b in $(order "$r"); do
             for kind in empty filled; do
                 db=$work/$kind.$b.db
@@ -186,6 +217,7 @@ measure() {
         done
     done
     for r in $(seq "$PAIRS"); do
+        part send-pull || break
         for b in $(order "$r"); do
             local kinds="empty filled"
             [ $((r % 2)) -eq 0 ] && kinds="filled empty"
@@ -203,8 +235,10 @@ measure() {
         done
     done
     for b in "${!bins[@]}"; do
+        part list || break
         for kind in empty filled; do
             start_server "${bins[$b]}" "$work/$kind.$b.db" --durability full
+            hoard "$work/$kind.$b.db" >"$work/results/$b.$size.$kind.hoard"
             bench_row list 1 "$LIST_SECONDS" >"$work/list.row" &
             local lister=$!
             local keys
@@ -214,7 +248,8 @@ measure() {
             field 9 <"$work/list.row" >"$work/results/$b.$size.$kind.list"
             echo "$keys" | field 12 >"$work/results/$b.$size.$kind.stall"
             echo "   list, build $b, $kind: $(cat "$work/results/$b.$size.$kind.list") ms," \
-                "longest key request beside it $(cat "$work/results/$b.$size.$kind.stall") ms" >&2
+                "longest key request beside it $(cat "$work/results/$b.$size.$kind.stall") ms;" \
+                "$HOARDERS hoarders: $(cat "$work/results/$b.$size.$kind.hoard")" >&2
         done
     done
     rm -rf "$work"/filled.*
@@ -234,8 +269,8 @@ done
 echo
 echo "| build | clients:messages | start-up warm s | start-up cold s | RSS after start MiB" \
     "| send-pull req/s | filled / empty | peak RSS under load MiB | list p50 ms" \
-    "| longest key request beside lists ms |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+    "| longest key request beside lists ms | $HOARDERS connections asking for the list, not reading |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for size in $SIZES; do
     for b in "${!bins[@]}"; do
         for kind in empty filled; do
@@ -249,7 +284,8 @@ for size in $SIZES; do
             echo "| $b | $label | $(median <"$f.$kind.warm") | $(median <"$f.$kind.cold")" \
                 "| $(median <"$f.$kind.rss") | $(median <"$f.$kind.rate") | $ratio" \
                 "| $(median <"$f.$kind.peak")" \
-                "| $(cat "$f.$kind.list") | $(cat "$f.$kind.stall") |"
+                "| $(cat "$f.$kind.list" 2>/dev/null) | $(cat "$f.$kind.stall" 2>/dev/null)" \
+                "| $(cat "$f.$kind.hoard" 2>/dev/null) |"
         done
     done
 done

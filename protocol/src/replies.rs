@@ -36,8 +36,9 @@ pub enum Reply {
 pub enum Answer {
     /// Register: the new client's id.
     Registered(ClientId),
-    /// List: every other client, in registration order.
-    Clients(Vec<ListedClient>),
+    /// List: every other client, in registration order: their entries (16-byte id, 255-byte
+    /// name field each) in wire form, in memory or streamed as the reply is written.
+    Clients(Content),
     /// Public key: the target's key, laid out as its requester reads it. Boxed so that every
     /// reply, moved several times on its way to the outbox, stays a few words long.
     PublicKey {
@@ -93,7 +94,7 @@ impl Reply {
         let code = edition.reply_code(answer.operation());
         match answer {
             Answer::Registered(id) => registered(code, id),
-            Answer::Clients(clients) => client_list(code, clients),
+            Answer::Clients(entries) => client_list(code, entries),
             Answer::PublicKey {
                 target,
                 key,
@@ -125,14 +126,20 @@ fn registered(code: u16, id: ClientId) -> EncodedReply {
 }
 
 /// List: an entry per client.
-fn client_list(code: u16, clients: Vec<ListedClient>) -> EncodedReply {
-    let mut reply = EncodedReply::with_capacity(code, clients.len() * LISTED_CLIENT_LEN);
-    let payload = reply.payload();
-    for client in clients {
-        payload.extend_from_slice(&client.id.0);
-        encode_name(&client.name, payload);
-    }
+fn client_list(code: u16, entries: Content) -> EncodedReply {
+    let mut reply = EncodedReply::with_capacity(code, 0);
+    reply.push_content(entries);
     reply
+}
+
+/// The list entries of `clients`, in wire form.
+pub fn client_entries(clients: &[ListedClient]) -> Content {
+    let mut entries = Vec::with_capacity(clients.len() * LISTED_CLIENT_LEN);
+    for client in clients {
+        entries.extend_from_slice(&client.id.0);
+        encode_name(&client.name, &mut entries);
+    }
+    Content::Inline(entries)
 }
 
 /// Public key: the target's id and key, or the key alone for the client that reads it so
@@ -245,7 +252,7 @@ mod tests {
                 name: "b".to_owned(),
             },
         ];
-        let (code, payload) = encode(Answer::Clients(listed.clone()));
+        let (code, payload) = encode(Answer::Clients(client_entries(&listed)));
         assert_eq!(code, 2101);
         assert_eq!(payload.len(), 2 * LISTED_CLIENT_LEN);
         assert_eq!(parse_client_list(&payload), Ok(listed));

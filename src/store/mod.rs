@@ -3,6 +3,7 @@
 
 mod access;
 mod content;
+pub mod directory;
 mod migrations;
 mod news;
 mod postgres;
@@ -254,12 +255,9 @@ pub trait Store: ContentStore + Send {
         public_key: &PublicKey,
         at: SystemTime,
     ) -> Result<ClientId, StoreError>;
-    /// Calls `each` for every client except `except`, in registration order.
-    fn list_clients(
-        &mut self,
-        except: ClientId,
-        each: &mut dyn FnMut(ClientId, &str),
-    ) -> Result<(), StoreError>;
+    /// The list reply's entries: every client except `except`, in registration order, in
+    /// wire form (streamed as the reply is written).
+    fn client_list(&mut self, except: ClientId) -> Result<Content, StoreError>;
     fn public_key(&mut self, id: ClientId) -> Result<Option<PublicKey>, StoreError>;
     /// Calls `each` for the clients registered after position `after` (0: from the first),
     /// in registration order, until it breaks.

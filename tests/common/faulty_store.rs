@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, SystemTime};
 
 use messageu::config::Database;
-use messageu::protocol::{ClientId, MessageId, Protection, PublicKey};
+use messageu::protocol::{ClientId, Content, MessageId, Protection, PublicKey};
 use messageu::store::{
     Acknowledged, Committed, ContentSink, ContentStore, Delivered, Durability, NewContent,
     NewMessage, PostgresStore, PullBudget, QueueStats, QueuedMessage, SenderQueue, SqliteStore,
@@ -90,15 +90,11 @@ impl Store for FaultyStore {
         assert_ne!(name, POISONED_NAME, "injected bug after writing");
         Ok(id)
     }
-    fn list_clients(
-        &mut self,
-        except: ClientId,
-        each: &mut dyn FnMut(ClientId, &str),
-    ) -> Result<(), StoreError> {
+    fn client_list(&mut self, except: ClientId) -> Result<Content, StoreError> {
         if self.slow_list.load(Ordering::SeqCst) {
             thread::sleep(Duration::from_millis(500));
         }
-        self.inner.list_clients(except, each)
+        self.inner.client_list(except)
     }
     fn public_key(&mut self, id: ClientId) -> Result<Option<PublicKey>, StoreError> {
         assert_ne!(id, POISONED, "injected bug");

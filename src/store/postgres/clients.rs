@@ -9,7 +9,8 @@ use postgres::fallible_iterator::FallibleIterator;
 
 use super::messages::count_and_bytes;
 use super::PostgresStore;
-use crate::protocol::{ClientId, Protection, PublicKey, PUBLIC_KEY_LEN};
+use crate::protocol::{ClientId, Content, Protection, PublicKey, PUBLIC_KEY_LEN};
+use crate::store::directory::Directory;
 use crate::store::{StoreError, StoredAccount};
 
 /// How many random client ids a registration tries (taken ones, or deleted accounts').
@@ -106,22 +107,27 @@ impl PostgresStore {
         Ok(row.is_some())
     }
 
-    /// `Store::list_clients`.
-    pub(super) fn list(
-        &mut self,
-        except: ClientId,
-        each: &mut dyn FnMut(ClientId, &str),
-    ) -> Result<(), StoreError> {
+    /// `Store::client_list`: read whole into a directory of this request's own (servers
+    /// sharing the database keep no copy that could be stale), rows streamed from the
+    /// database, then encoded as the reply is written.
+    pub(super) fn list(&mut self, except: ClientId) -> Result<Content, StoreError> {
         self.run(|store| {
-            let rows = store.conn.query(
-                "SELECT ID, UserName FROM clients WHERE ID <> $1 ORDER BY Position",
-                &[&&except.0[..]],
+            let mut directory = Directory::default();
+            let mut caller = None;
+            let mut rows = store.conn.query_iter(
+                "SELECT Position, ID, UserName FROM clients ORDER BY Position",
+                &[],
             )?;
-            for row in rows {
-                let id = client_id(row.try_get(0)?)?;
-                each(id, row.try_get(1)?);
+            while let Some(row) = rows.next()? {
+                let position = u64::try_from(row.try_get::<_, i64>(0)?)
+                    .map_err(|_| StoreError::Corrupt("client position"))?;
+                let id = client_id(row.try_get(1)?)?;
+                if id == except {
+                    caller = Some(position);
+                }
+                directory.insert(position, id, row.try_get(2)?);
             }
-            Ok(())
+            Ok(directory.listing(caller))
         })
     }
 

@@ -32,9 +32,9 @@ use std::time::{Instant, SystemTime};
 
 use super::queue::QueueChange;
 use super::{
-    Acknowledged, Committed, ContentSink, ContentStore, Delivered, Durability, LargeContent,
-    NewMessage, News, NewsFeed, PullBudget, QueueStats, QueuedMessage, SenderQueue, Store,
-    StoreError, StoredAccount, UnsendOutcome,
+    Acknowledged, Committed, Content, ContentSink, ContentStore, Delivered, Durability,
+    LargeContent, NewMessage, News, NewsFeed, PullBudget, QueueStats, QueuedMessage, SenderQueue,
+    Store, StoreError, StoredAccount, UnsendOutcome,
 };
 use crate::protocol::{ClientId, MessageId, Protection, PublicKey};
 use batch::RequestMark;
@@ -163,12 +163,8 @@ impl Store for PostgresStore {
         self.register(name, public_key, at)
     }
 
-    fn list_clients(
-        &mut self,
-        except: ClientId,
-        each: &mut dyn FnMut(ClientId, &str),
-    ) -> Result<(), StoreError> {
-        self.list(except, each)
+    fn client_list(&mut self, except: ClientId) -> Result<Content, StoreError> {
+        self.list(except)
     }
 
     fn public_key(&mut self, id: ClientId) -> Result<Option<PublicKey>, StoreError> {

@@ -55,9 +55,9 @@ impl SqliteStore {
     /// the rows it deletes.
     pub(super) fn delete_account(&mut self, id: ClientId) -> Result<(), StoreError> {
         self.run(|store| {
-            let Some(indexed) = store.clients.get(&id).cloned() else {
+            if !store.clients.contains_key(&id) {
                 return Err(StoreError::Corrupt("deletion of an unknown client"));
-            };
+            }
             store.savepoint_request()?;
             let mut queue = store.conn.prepare_cached(
                 "DELETE FROM messages WHERE ToClient = ?1 \
@@ -80,10 +80,11 @@ impl SqliteStore {
                 .conn
                 .prepare_cached("INSERT INTO deleted_clients (ID, Position) VALUES (?1, ?2)")?
                 .execute(params![&id.0[..], position])?;
-            store.clients.remove(&id);
+            drop(queue);
+            let removed = store.remove_client(id);
             store.last_seen.remove(&id);
-            if store.in_batch {
-                store.batch_deleted.push((id, indexed));
+            if let Some(removed) = removed.filter(|_| store.in_batch) {
+                store.batch_deleted.push(removed);
             }
             store.batch_acknowledges = true;
             Ok(())

@@ -109,10 +109,12 @@ impl SqliteStore {
         self.batch_aborted = false;
         self.message_ids.rolled_back();
         self.batch_queue = QueueChange::default();
-        for id in self.batch_registered.drain(..) {
-            self.clients.remove(&id);
+        for id in mem::take(&mut self.batch_registered) {
+            self.remove_client(id);
         }
-        self.clients.extend(self.batch_deleted.drain(..));
+        for (client, entry) in mem::take(&mut self.batch_deleted) {
+            self.add_client(client, entry);
+        }
         for (id, was) in mem::take(&mut self.batch_protections).into_iter().rev() {
             self.restore_protection(id, was);
         }
@@ -193,9 +195,11 @@ impl SqliteStore {
             }
         }
         for id in registered {
-            self.clients.remove(&id);
+            self.remove_client(id);
         }
-        self.clients.extend(deleted);
+        for (client, entry) in deleted {
+            self.add_client(client, entry);
+        }
         // The request's only update: a protection, written back as it was.
         for (id, was) in protections.into_iter().rev() {
             if self.batch_aborted {

@@ -10,7 +10,8 @@ use rusqlite::{params, Connection};
 use super::accounts::retired;
 use super::messages::inserted_unless_id_taken;
 use super::SqliteStore;
-use crate::protocol::{ClientId, Protection, PublicKey, PUBLIC_KEY_LEN};
+use crate::protocol::{ClientId, Content, Protection, PublicKey, PUBLIC_KEY_LEN};
+use crate::store::directory::{Directory, Entry};
 use crate::store::StoreError;
 
 /// How many random client ids a registration tries (taken ones, or deleted accounts').
@@ -23,6 +24,8 @@ pub(super) struct IndexedClient {
     /// as clients (a power of two), and an empty bucket then takes 8 bytes, not 161.
     key: Option<Box<PublicKey>>,
     protection: Protection,
+    /// Its registration position: its place in the directory.
+    position: u64,
 }
 
 impl SqliteStore {
@@ -122,11 +125,19 @@ impl SqliteStore {
                 if inserted_unless_id_taken(insert.execute(params))? {
                     store.next_position += 1;
                     store.batch_acknowledges = true;
+                    let position = position as u64;
                     let client = IndexedClient {
                         key: Some(Box::new(public_key.clone())),
                         protection: Protection::Open,
+                        position,
                     };
-                    store.clients.insert(id, client);
+                    let entry = Entry {
+                        position,
+                        id,
+                        name: name.to_owned(),
+                    };
+                    drop(insert);
+                    store.add_client(client, entry);
                     if store.in_batch {
                         store.batch_registered.push(id);
                     }
@@ -137,23 +148,27 @@ impl SqliteStore {
         })
     }
 
-    /// `Store::list_clients`.
-    pub(super) fn list(
-        &mut self,
-        except: ClientId,
-        each: &mut dyn FnMut(ClientId, &str),
-    ) -> Result<(), StoreError> {
-        self.run(|store| {
-            let mut query = store
-                .conn
-                .prepare_cached("SELECT ID, UserName FROM clients WHERE ID != ?1 ORDER BY rowid")?;
-            let mut rows = query.query([&except.0[..]])?;
-            while let Some(row) = rows.next()? {
-                let id = client_id(row.get_ref(0)?.as_blob()?)?;
-                each(id, row.get_ref(1)?.as_str()?);
-            }
-            Ok(())
-        })
+    /// `Store::client_list`: from the directory, shared, encoded as the reply is written.
+    pub(super) fn list(&mut self, except: ClientId) -> Result<Content, StoreError> {
+        if self.batch_aborted {
+            return Err(StoreError::BatchAborted);
+        }
+        let except = self.clients.get(&except).map(|client| client.position);
+        Ok(self.directory.listing(except))
+    }
+
+    /// Adds a client to the index and the directory (registered, or its deletion undone).
+    pub(super) fn add_client(&mut self, client: IndexedClient, entry: Entry) {
+        self.clients.insert(entry.id, client);
+        self.directory.insert(entry.position, entry.id, &entry.name);
+    }
+
+    /// Takes a client out of the index and the directory (deleted, or its registration
+    /// undone); returns what they held, to add back if the deletion is undone.
+    pub(super) fn remove_client(&mut self, id: ClientId) -> Option<(IndexedClient, Entry)> {
+        let client = self.clients.remove(&id)?;
+        let entry = self.directory.remove(client.position)?;
+        Some((client, entry))
     }
 
     /// `Store::public_key`, from the index.
@@ -169,16 +184,19 @@ impl SqliteStore {
     }
 }
 
-/// The registered clients, their keys and protections, for the in-memory index. Rows whose
-/// id is not 16 bytes (from an adopted database) cannot be addressed by any request and are
-/// left out.
+/// The registered clients, their keys and protections, for the in-memory index, and their
+/// names for the directory. Rows whose id is not 16 bytes (from an adopted database) cannot
+/// be addressed by any request and are left out; names are read as stored (a name that is
+/// not text lists as empty).
 pub(super) fn load_clients(
     conn: &Connection,
-) -> Result<HashMap<ClientId, IndexedClient>, StoreError> {
+) -> Result<(HashMap<ClientId, IndexedClient>, Directory), StoreError> {
     // Sized once: growing would hold the old table and the new one at the same time.
     let count: usize = conn.query_row("SELECT count(*) FROM clients", [], |row| row.get(0))?;
     let mut clients = HashMap::with_capacity(count);
-    let mut query = conn.prepare("SELECT ID, PublicKey, Protected FROM clients")?;
+    let mut directory = Directory::default();
+    let mut query = conn
+        .prepare("SELECT ID, PublicKey, Protected, rowid, UserName FROM clients ORDER BY rowid")?;
     let mut rows = query.query([])?;
     while let Some(row) = rows.next()? {
         let Some(id) = ClientId::from_slice(row.get_ref(0)?.as_blob()?) else {
@@ -195,9 +213,19 @@ pub(super) fn load_clients(
             Ok(1) => Protection::Protected,
             _ => Protection::Open,
         };
-        clients.insert(id, IndexedClient { key, protection });
+        let position = row.get::<_, i64>(3)? as u64;
+        let name = row.get_ref(4)?.as_str().unwrap_or_default();
+        directory.insert(position, id, name);
+        clients.insert(
+            id,
+            IndexedClient {
+                key,
+                protection,
+                position,
+            },
+        );
     }
-    Ok(clients)
+    Ok((clients, directory))
 }
 
 fn unix_seconds(at: SystemTime) -> i64 {

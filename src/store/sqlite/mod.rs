@@ -28,13 +28,14 @@ use std::time::{Instant, SystemTime};
 
 use rusqlite::Connection;
 
+use super::directory::{Directory, Entry};
 use super::queue::QueueChange;
 use super::{
     Acknowledged, Committed, ContentSink, ContentStore, Delivered, LargeContent, NewMessage,
     PullBudget, QueueStats, QueuedMessage, SenderQueue, Store, StoreError, StoredAccount,
     UnsendOutcome,
 };
-use crate::protocol::{ClientId, MessageId, Protection, PublicKey};
+use crate::protocol::{ClientId, Content, MessageId, Protection, PublicKey};
 use batch::RequestMark;
 use clients::IndexedClient;
 use count::PendingCount;
@@ -67,10 +68,14 @@ pub struct SqliteStore {
     /// per client (a 176-byte allocation for the key, and 33-byte buckets, up to two per
     /// client).
     clients: HashMap<ClientId, IndexedClient>,
+    /// Every registered client's id and name by position, for list replies: about 40 bytes
+    /// per client, shared by the replies being written.
+    directory: Directory,
     /// Clients registered in the current batch, forgotten again if it rolls back.
     batch_registered: Vec<ClientId>,
-    /// Clients the current batch deleted, with what the index held: back if it rolls back.
-    batch_deleted: Vec<(ClientId, IndexedClient)>,
+    /// Clients the current batch deleted, with what the index and the directory held: back
+    /// if it rolls back.
+    batch_deleted: Vec<(IndexedClient, Entry)>,
     /// The registration position the next client gets: above every client's, registered
     /// or deleted, so that no position is given twice (the account list's cursor).
     next_position: i64,
@@ -155,12 +160,8 @@ impl Store for SqliteStore {
         self.register(name, public_key, at)
     }
 
-    fn list_clients(
-        &mut self,
-        except: ClientId,
-        each: &mut dyn FnMut(ClientId, &str),
-    ) -> Result<(), StoreError> {
-        self.list(except, each)
+    fn client_list(&mut self, except: ClientId) -> Result<Content, StoreError> {
+        self.list(except)
     }
 
     fn public_key(&mut self, id: ClientId) -> Result<Option<PublicKey>, StoreError> {

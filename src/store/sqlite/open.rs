@@ -78,7 +78,7 @@ impl SqliteStore {
         let spool = Spool::open(path, min_free_space, durability == Durability::Full)?;
         recover_spool(&conn, &spool)?;
         let page_size = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
-        let clients = load_clients(&conn)?;
+        let (clients, directory) = load_clients(&conn)?;
         let next_position = next_position(&conn)?;
         let queue_count = PendingCount::start(&conn, path)?;
         let last_id: Option<u32> = conn
@@ -102,6 +102,7 @@ impl SqliteStore {
             last_seen: HashMap::new(),
             last_seen_flushed: Instant::now(),
             clients,
+            directory,
             batch_protections: Vec::new(),
             batch_registered: Vec::new(),
             batch_deleted: Vec::new(),

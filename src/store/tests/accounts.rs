@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{budget, key, on_every_backend, send, send_large, Backend, Harness};
+use super::{budget, key, listed, on_every_backend, send, send_large, Backend, Harness};
 use crate::protocol::{ClientId, MessageId};
 use crate::store::{eventually, SenderQueue, UnsendOutcome};
 
@@ -212,10 +212,21 @@ fn deletions_and_unsends_are_undone_with_their_request_or_batch(backend: Backend
 
     store.begin_batch().unwrap();
     store.delete_client(gone).unwrap();
+    assert_eq!(listed(&mut *store, other), vec![], "gone from the list");
     store.rollback_batch();
     assert!(store.client_exists(gone).unwrap());
     assert_eq!(accounts(&mut store, 0).len(), 2);
     assert_eq!(store.queue().messages, 2);
+    let back = vec![(gone, "gone".to_owned())];
+    assert_eq!(listed(&mut *store, other), back, "listed again");
+    let later = register(&mut store, "later");
+    store.begin_batch().unwrap();
+    store.delete_client(gone).unwrap();
+    store.commit_batch().unwrap();
+    assert_eq!(
+        listed(&mut *store, other),
+        vec![(later, "later".to_owned())]
+    );
 }
 
 fn the_queue_is_counted_per_sender_most_first(backend: Backend) {

@@ -14,7 +14,7 @@ use super::{
     Durability, MessageId, NewContent, NewMessage, PostgresStore, PullBudget, QueuedMessage,
     SqliteStore, Store,
 };
-use crate::protocol::{ClientId, MessageType, PublicKey, PUBLIC_KEY_LEN};
+use crate::protocol::{ClientId, Content, MessageType, PublicKey, PUBLIC_KEY_LEN};
 use cluster::TestDatabase;
 
 /// Which store a test runs on.
@@ -150,6 +150,24 @@ pub fn budget(payload: u64) -> PullBudget {
 
 pub fn ids(messages: &[QueuedMessage]) -> Vec<MessageId> {
     messages.iter().map(|m| m.id).collect()
+}
+
+/// The clients a list reply for `except` carries: (id, name), in order.
+pub fn listed(store: &mut dyn Store, except: ClientId) -> Vec<(ClientId, String)> {
+    let bytes = match store.client_list(except).unwrap() {
+        Content::Inline(bytes) => bytes,
+        Content::Streamed { mut reader, len } => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut reader, &mut bytes).unwrap();
+            assert_eq!(bytes.len() as u64, len, "as long as declared");
+            bytes
+        }
+    };
+    crate::protocol::client::parse_client_list(&bytes)
+        .unwrap()
+        .into_iter()
+        .map(|client| (client.id, client.name))
+        .collect()
 }
 
 pub fn key(byte: u8) -> PublicKey {
