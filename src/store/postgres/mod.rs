@@ -10,13 +10,14 @@
 //!
 //! This file owns the [`PostgresStore`] state, opening, and maps the [`Store`] operations to
 //! the files that do each job: `batch.rs` (the round's transaction, savepoints, LastSeen
-//! times), `clients.rs` (registrations, the account list, account deletion), `messages.rs`
+//! times, reconnecting between rounds through `link.rs`), `clients.rs` (registrations, the account list, account deletion), `messages.rs`
 //! (messages and the queue counts) and `migrate.rs` (the schema).
 
 mod batch;
 mod clients;
 mod conn;
 mod contents;
+mod link;
 mod messages;
 mod migrate;
 #[cfg(test)]
@@ -36,6 +37,7 @@ use super::{
 use crate::protocol::{ClientId, MessageId, Protection, PublicKey};
 use batch::RequestMark;
 use conn::{Conn, Pool};
+use link::Link;
 
 /// How old an unreferenced content must be before a start removes it: the upload of a
 /// server sharing the database may still be waiting for its message's round.
@@ -43,7 +45,7 @@ const STRAY_CONTENT_AGE: &str = "10 minutes";
 
 /// The store on one PostgreSQL database.
 pub struct PostgresStore {
-    conn: Conn,
+    conn: Link,
     pool: Arc<Pool>,
     in_batch: bool,
     /// A statement of the batch failed outside a request's savepoint: PostgreSQL has
@@ -79,9 +81,10 @@ impl PostgresStore {
             log::info!("removed {removed} contents no message names");
         }
         let queue = messages::count_queue(&mut conn)?;
+        let pool = Arc::new(Pool::new(config, durability));
         Ok(PostgresStore {
-            conn,
-            pool: Arc::new(Pool::new(config, durability)),
+            conn: Link::new(conn, Arc::clone(&pool)),
+            pool,
             in_batch: false,
             batch_aborted: false,
             request: None,
