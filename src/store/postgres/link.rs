@@ -56,7 +56,8 @@ impl Link {
             match &dialed {
                 Ok(_) => log::warn!("lost the connection to the database"),
                 Err(error) => log::warn!(
-                    "lost the connection to the database ({error}); reconnecting every {} ms",
+                    "lost the connection to the database ({}); reconnecting every {} ms",
+                    with_causes(error),
                     REDIAL_INTERVAL.as_millis()
                 ),
             }
@@ -78,6 +79,17 @@ impl Link {
         );
         Ok(Checked::Renewed)
     }
+}
+
+/// An error and its causes, which the `postgres` crate's errors do not show themselves.
+fn with_causes(error: &StoreError) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(error) = cause {
+        text = format!("{text}: {error}");
+        cause = error.source();
+    }
+    text
 }
 
 /// The statements of the rounds run on the current connection.
