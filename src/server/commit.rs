@@ -202,6 +202,8 @@ impl CommitPipeline {
             .and_then(|store| store.delete_messages(messages))
         {
             Ok(()) => true,
+            // The store has logged the loss of the database once; retried next round.
+            Err(StoreError::Disconnected) => false,
             Err(error) => {
                 log::error!(
                     "cannot delete {} delivered messages: {error}",

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::handlers::{self, Context, HandlerError, HandlerOutput, Outcome, Response};
 use crate::metrics::{ErrorCause, Metrics};
 use crate::protocol::{Code, Extension, Reason, Refusal, RequestHeader};
-use crate::store::{ContentSink, PullBudget, Store};
+use crate::store::{ContentSink, PullBudget, Store, StoreError};
 
 /// Content bytes one pull reply holds in memory (contents stored in rows); large contents
 /// are streamed and do not count.
@@ -252,7 +252,10 @@ impl Core {
         let store = match self.pipeline.round() {
             Ok(store) => store,
             Err(error) => {
-                log::warn!("{peer}: cannot start a transaction: {error}");
+                // While the database is lost the store logs the loss once, not each request.
+                if !matches!(error, StoreError::Disconnected) {
+                    log::warn!("{peer}: cannot start a transaction: {error}");
+                }
                 return Response::refused(Reason::Internal).into();
             }
         };

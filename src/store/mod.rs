@@ -217,6 +217,8 @@ pub enum StoreError {
     Postgres(#[from] ::postgres::Error),
     #[error("a statement of the request failed; its writes are undone")]
     RequestAborted,
+    #[error("the connection to the database is lost; reconnecting")]
+    Disconnected,
     #[error("the database holds a value of the wrong type: {0}")]
     Column(#[from] rusqlite::types::FromSqlError),
 }

@@ -6,6 +6,7 @@
 
 pub mod crash;
 pub mod faulty_store;
+pub mod pg_pair;
 pub mod postgres;
 pub mod store;
 

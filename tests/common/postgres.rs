@@ -280,37 +280,36 @@ impl Cluster {
     }
 
     fn try_psql(&self, database: &str, sql: &str) -> Result<String, String> {
-        let output = Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args([
-                "-d",
-                database,
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-            ])
-            .args(["-c", sql])
-            .env("PGCONNECT_TIMEOUT", "5")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|error| format!("cannot run psql: {error}"))?;
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout)
-                .trim_end()
-                .to_owned())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
-        }
+        try_psql_at(&self.bin, self.port, database, sql)
+    }
+}
+
+/// Runs `sql` through `psql` as `postgres` in `database` of the cluster on `port`, returning
+/// what it prints (unaligned, tuples only), or its error.
+pub fn try_psql_at(bin: &Path, port: u16, database: &str, sql: &str) -> Result<String, String> {
+    let output = Command::new(bin.join("psql"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args([
+            "-d",
+            database,
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
+        .args(["-c", sql])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| format!("cannot run psql: {error}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
     }
 }
 
@@ -336,7 +335,7 @@ fn register_exit_handler() {
 
 /// The newest PostgreSQL's programs: `/usr/lib/postgresql/<version>/bin`, else `initdb`'s
 /// folder on the PATH.
-fn bin_dir() -> Option<PathBuf> {
+pub fn bin_dir() -> Option<PathBuf> {
     let versions = fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -357,7 +356,7 @@ fn bin_dir() -> Option<PathBuf> {
 }
 
 /// The uid and gid to run PostgreSQL as: none unless the tests run as root.
-fn unprivileged_user() -> Option<(u32, u32)> {
+pub fn unprivileged_user() -> Option<(u32, u32)> {
     if id(&["-u"], None)? != 0 {
         return None;
     }
@@ -390,7 +389,7 @@ fn id(flag: &[&str], user: Option<&str>) -> Option<u32> {
 
 /// A command running `program` as `run_as` (through `setpriv`, which also gives it SIGQUIT
 /// when its parent thread ends), or as the current user.
-fn as_user(run_as: Option<(u32, u32)>, program: &Path) -> Command {
+pub fn as_user(run_as: Option<(u32, u32)>, program: &Path) -> Command {
     let mut command = Command::new("setpriv");
     command.args(["--pdeathsig", "SIGQUIT"]);
     if let Some((uid, gid)) = run_as {
@@ -404,16 +403,16 @@ fn as_user(run_as: Option<(u32, u32)>, program: &Path) -> Command {
     command
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
     listener.local_addr().expect("its address").port()
 }
 
-fn path_str(path: &Path) -> &str {
+pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 temporary path")
 }
 
-fn check(output: &Output, what: &str) {
+pub fn check(output: &Output, what: &str) {
     assert!(
         output.status.success(),
         "{what} failed: {}{}",

@@ -5,11 +5,17 @@
 //! PostgreSQL aborts a transaction at its first failed statement. A failure inside a
 //! request leaves the request to be rolled back to its savepoint; one outside any request
 //! fails the batch as a whole, which is rolled back instead of committed.
+//!
+//! A connection that broke fails its batch the same way (the transaction died with it); the
+//! next batch, or the next statement outside any batch, runs on a new connection (`link.rs`),
+//! and the queue counts are read again, since the database may have changed meanwhile (a
+//! failover, other servers sharing it).
 
 use std::mem;
 use std::time::{Duration, Instant};
 
-use super::PostgresStore;
+use super::link::Checked;
+use super::{messages, PostgresStore};
 use crate::store::queue::QueueChange;
 use crate::store::{Committed, StoreError};
 
@@ -28,7 +34,15 @@ pub(super) struct RequestMark {
 impl PostgresStore {
     /// `Store::begin_batch`.
     pub(super) fn begin_transaction(&mut self) -> Result<(), StoreError> {
-        self.conn.batch("BEGIN")?;
+        self.reconnect_if_lost()?;
+        if let Err(error) = self.conn.batch("BEGIN") {
+            // A connection that broke while idle shows it only now: once more on a new one.
+            if !self.conn.is_closed() {
+                return Err(error.into());
+            }
+            self.reconnect_if_lost()?;
+            self.conn.batch("BEGIN")?;
+        }
         self.in_batch = true;
         self.batch_aborted = false;
         Ok(())
@@ -62,7 +76,8 @@ impl PostgresStore {
 
     /// `Store::rollback_batch`.
     pub(super) fn rollback_transaction(&mut self) {
-        if self.in_batch {
+        // On a closed connection the transaction is already gone.
+        if self.in_batch && !self.conn.is_closed() {
             if let Err(error) = self.conn.batch("ROLLBACK") {
                 log::error!("rollback failed: {error}");
             }
@@ -115,7 +130,9 @@ impl PostgresStore {
         let Some(mark) = self.request.take() else {
             return;
         };
-        if self.in_batch && !self.batch_aborted {
+        if self.in_batch && !self.batch_aborted && self.conn.is_closed() {
+            self.batch_aborted = true;
+        } else if self.in_batch && !self.batch_aborted {
             let undone = self
                 .conn
                 .batch("ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request");
@@ -141,6 +158,9 @@ impl PostgresStore {
         if self.request.as_ref().is_some_and(|mark| mark.failed) {
             return Err(StoreError::RequestAborted);
         }
+        if !self.in_batch {
+            self.reconnect_if_lost()?;
+        }
         let result = operation(self);
         if matches!(result, Err(StoreError::Postgres(_))) && self.in_batch {
             match &mut self.request {
@@ -155,6 +175,9 @@ impl PostgresStore {
     /// transaction holds (a server sharing the database writing its own LastSeen, say) is
     /// left as it is rather than waited for: waiting could deadlock two servers' rounds.
     pub(super) fn flush_last_seen(&mut self) -> Result<(), StoreError> {
+        if !self.in_batch {
+            self.reconnect_if_lost()?;
+        }
         let (ids, seconds): (Vec<&[u8]>, Vec<i64>) = self
             .last_seen
             .iter()
@@ -169,6 +192,15 @@ impl PostgresStore {
         )?;
         self.last_seen.clear();
         self.last_seen_flushed = Instant::now();
+        Ok(())
+    }
+
+    /// Replaces a lost connection where no transaction is open, and reads again what the
+    /// store keeps of the database in memory.
+    fn reconnect_if_lost(&mut self) -> Result<(), StoreError> {
+        if self.conn.ensure()? == Checked::Renewed {
+            self.queue = messages::count_queue(&mut self.conn)?;
+        }
         Ok(())
     }
 }

@@ -1,20 +1,32 @@
 //! One connection to PostgreSQL with its prepared statements cached (each statement is
-//! prepared once per connection, so that running it costs one round trip), and the pool of
-//! connections that large contents are written and read on, beside the batch's.
+//! prepared once per connection, so that running it costs one round trip), and the pool that
+//! makes every connection after the first: those large contents are written and read on,
+//! and the new ones that replace a lost connection of the rounds (`link.rs`). Its attempts
+//! are rate-limited, so that a database that is down costs the event loop a short connect
+//! now and then, not one per request.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement};
 
-use crate::store::Durability;
+use crate::store::{Durability, StoreError};
 
 /// Parameters of a statement.
 pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 /// Idle connections the pool keeps for the next content.
 const IDLE_CONNECTIONS: usize = 4;
+
+/// After a failed attempt to connect, none is made before this has passed.
+pub(super) const REDIAL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The longest one attempt waits for each host: connections are made on the event loop's
+/// thread, which serves no one meanwhile. A shorter `connect_timeout` of the connection
+/// string is kept.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(super) struct Conn {
     client: Client,
@@ -93,20 +105,28 @@ impl Conn {
     }
 }
 
-/// Connections for large contents: each upload holds one for its transaction, each reader
-/// one while it reads; given back, a few are kept for the next.
+/// Makes new connections, rate-limited, and keeps a few idle ones for large contents: each
+/// upload holds one for its transaction, each reader one while it reads.
 pub(super) struct Pool {
+    /// The connection string's, with a connect timeout of at most [`DIAL_TIMEOUT`].
     config: Config,
     durability: Durability,
     idle: Mutex<Vec<Conn>>,
+    /// When the last attempt to connect failed, if the last attempt failed.
+    failed_at: Mutex<Option<Instant>>,
 }
 
 impl Pool {
-    pub fn new(config: Config, durability: Durability) -> Pool {
+    pub fn new(mut config: Config, durability: Durability) -> Pool {
+        let timeout = config
+            .get_connect_timeout()
+            .map_or(DIAL_TIMEOUT, |timeout| (*timeout).min(DIAL_TIMEOUT));
+        config.connect_timeout(timeout);
         Pool {
             config,
             durability,
             idle: Mutex::new(Vec::new()),
+            failed_at: Mutex::new(None),
         }
     }
 
@@ -116,28 +136,46 @@ impl Pool {
     }
 
     /// An idle connection, or a new one.
-    pub fn take(&self) -> Result<Conn, postgres::Error> {
-        let idle = self.idle().pop();
+    pub fn take(&self) -> Result<Conn, StoreError> {
+        let idle = lock(&self.idle).pop();
         match idle {
             Some(conn) if !conn.is_closed() => Ok(conn),
-            _ => Conn::connect(&self.config, self.durability),
+            _ => self.dial(),
         }
+    }
+
+    /// A new connection; [`StoreError::Disconnected`] without trying while the last attempt
+    /// failed less than [`REDIAL_INTERVAL`] ago.
+    pub fn dial(&self) -> Result<Conn, StoreError> {
+        let last_failure = *lock(&self.failed_at);
+        if last_failure.is_some_and(|at| at.elapsed() < REDIAL_INTERVAL) {
+            return Err(StoreError::Disconnected);
+        }
+        let dialed = Conn::connect(&self.config, self.durability);
+        *lock(&self.failed_at) = dialed.is_err().then(Instant::now);
+        Ok(dialed?)
     }
 
     /// A connection back, outside any transaction.
     pub fn give_back(&self, conn: Conn) {
-        let mut idle = self.idle();
+        let mut idle = lock(&self.idle);
         if !conn.is_closed() && idle.len() < IDLE_CONNECTIONS {
             idle.push(conn);
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
-        // A panic while holding the lock leaves a list of connections, still usable.
-        self.idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Drops the idle connections: made to a database since lost, they would fail the next
+    /// contents.
+    pub fn forget_idle(&self) {
+        lock(&self.idle).clear();
     }
+}
+
+/// A panic while holding one of the pool's locks leaves its value usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Conn {

@@ -10,7 +10,7 @@
 //!
 //! This file owns the [`PostgresStore`] state, opening, and maps the [`Store`] operations to
 //! the files that do each job: `batch.rs` (the round's transaction, savepoints, LastSeen
-//! times), `clients.rs` (registrations, the account list, account deletion), `messages.rs`
+//! times, reconnecting between rounds through `link.rs`), `clients.rs` (registrations, the account list, account deletion), `messages.rs`
 //! (messages and the queue counts) and `migrate.rs` (the schema).
 
 mod batch;
@@ -19,6 +19,7 @@ mod clients;
 mod conn;
 mod contents;
 mod listen;
+mod link;
 mod messages;
 mod migrate;
 mod notify;
@@ -41,6 +42,7 @@ use batch::RequestMark;
 use claims::Claims;
 pub use claims::DEFAULT_CLAIM_LEASE;
 use conn::{Conn, Pool};
+use link::Link;
 
 /// How old an unreferenced content must be before a start removes it: the upload of a
 /// server sharing the database may still be waiting for its message's round.
@@ -48,7 +50,7 @@ const STRAY_CONTENT_AGE: &str = "10 minutes";
 
 /// The store on one PostgreSQL database.
 pub struct PostgresStore {
-    conn: Conn,
+    conn: Link,
     pool: Arc<Pool>,
     in_batch: bool,
     /// A statement of the batch failed outside a request's savepoint: PostgreSQL has
@@ -90,9 +92,10 @@ impl PostgresStore {
             .query_one("SELECT nextval('node_numbers')", &[])?
             .try_get(0)?;
         let schema: String = conn.query_one("SELECT current_schema()", &[])?.try_get(0)?;
+        let pool = Arc::new(Pool::new(config, durability));
         Ok(PostgresStore {
-            conn,
-            pool: Arc::new(Pool::new(config, durability)),
+            conn: Link::new(conn, Arc::clone(&pool)),
+            pool,
             in_batch: false,
             batch_aborted: false,
             request: None,
