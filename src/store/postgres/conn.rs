@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use postgres::error::Severity;
 use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement};
 
@@ -31,6 +32,9 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) struct Conn {
     client: Client,
     statements: HashMap<&'static str, Statement>,
+    /// A statement failed with an error that ends the session (the server terminated it: a
+    /// FATAL error arrives before the socket is seen closed).
+    ended: bool,
 }
 
 impl Conn {
@@ -46,6 +50,7 @@ impl Conn {
         Ok(Conn {
             client,
             statements: HashMap::new(),
+            ended: false,
         })
     }
 
@@ -53,9 +58,24 @@ impl Conn {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client.prepare(sql)?;
+        let statement = self.client.prepare(sql);
+        let statement = self.noted(statement)?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)
+    }
+
+    /// `result`, noting whether its error ended the session.
+    fn noted<T>(&mut self, result: Result<T, postgres::Error>) -> Result<T, postgres::Error> {
+        if let Err(error) = &result {
+            let fatal = error.as_db_error().is_some_and(|db| {
+                matches!(
+                    db.parsed_severity(),
+                    Some(Severity::Fatal | Severity::Panic)
+                )
+            });
+            self.ended |= fatal || error.is_closed();
+        }
+        result
     }
 
     /// Runs a statement; returns the rows it changed.
@@ -65,7 +85,8 @@ impl Conn {
         params: Params<'_>,
     ) -> Result<u64, postgres::Error> {
         let statement = self.statement(sql)?;
-        self.client.execute(&statement, params)
+        let result = self.client.execute(&statement, params);
+        self.noted(result)
     }
 
     pub fn query(
@@ -74,7 +95,8 @@ impl Conn {
         params: Params<'_>,
     ) -> Result<Vec<Row>, postgres::Error> {
         let statement = self.statement(sql)?;
-        self.client.query(&statement, params)
+        let result = self.client.query(&statement, params);
+        self.noted(result)
     }
 
     pub fn query_opt(
@@ -83,7 +105,8 @@ impl Conn {
         params: Params<'_>,
     ) -> Result<Option<Row>, postgres::Error> {
         let statement = self.statement(sql)?;
-        self.client.query_opt(&statement, params)
+        let result = self.client.query_opt(&statement, params);
+        self.noted(result)
     }
 
     pub fn query_one(
@@ -92,16 +115,19 @@ impl Conn {
         params: Params<'_>,
     ) -> Result<Row, postgres::Error> {
         let statement = self.statement(sql)?;
-        self.client.query_one(&statement, params)
+        let result = self.client.query_one(&statement, params);
+        self.noted(result)
     }
 
     /// Runs statements without parameters (transaction control, migrations).
     pub fn batch(&mut self, sql: &str) -> Result<(), postgres::Error> {
-        self.client.batch_execute(sql)
+        let result = self.client.batch_execute(sql);
+        self.noted(result)
     }
 
+    /// Whether the session is over: closed, or ended by the server.
     pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.ended || self.client.is_closed()
     }
 }
 
