@@ -1,6 +1,7 @@
-//! Clients: registration, listing and protection in the database, and the in-memory index of
-//! every registered id, key and protection that the caller and destination checks and key
-//! lookups read.
+//! Clients: registration, listing and protection in the database, the in-memory index of
+//! every registered id with its protection and position that the caller and destination
+//! checks read, and the directory list replies are made from. Public keys stay in the
+//! database: fetched once per contact, they are not worth 176 bytes a client in memory.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,9 +21,6 @@ const CLIENT_ID_ATTEMPTS: u32 = 8;
 /// What the index keeps of a registered client.
 #[derive(Debug, Clone)]
 pub(super) struct IndexedClient {
-    /// `None`: the stored key is malformed. Boxed: the map has up to twice as many buckets
-    /// as clients (a power of two), and an empty bucket then takes 8 bytes, not 161.
-    key: Option<Box<PublicKey>>,
     protection: Protection,
     /// Its registration position: its place in the directory.
     position: u64,
@@ -127,7 +125,6 @@ impl SqliteStore {
                     store.batch_acknowledges = true;
                     let position = position as u64;
                     let client = IndexedClient {
-                        key: Some(Box::new(public_key.clone())),
                         protection: Protection::Open,
                         position,
                     };
@@ -171,21 +168,34 @@ impl SqliteStore {
         Some((client, entry))
     }
 
-    /// `Store::public_key`, from the index.
+    /// `Store::public_key`: an unknown id from the index, a key from the database.
     pub(super) fn key_of(&mut self, id: ClientId) -> Result<Option<PublicKey>, StoreError> {
-        if self.batch_aborted {
-            return Err(StoreError::BatchAborted);
+        if !self.clients.contains_key(&id) {
+            return if self.batch_aborted {
+                Err(StoreError::BatchAborted)
+            } else {
+                Ok(None)
+            };
         }
-        match self.clients.get(&id).map(|client| &client.key) {
-            None => Ok(None),
-            Some(Some(key)) => Ok(Some(PublicKey::clone(key))),
-            Some(None) => Err(StoreError::Corrupt("public key")),
-        }
+        self.run(|store| {
+            let mut query = store
+                .conn
+                .prepare_cached("SELECT PublicKey FROM clients WHERE ID = ?1")?;
+            let key = query.query_row([&id.0[..]], |row| {
+                Ok(row
+                    .get_ref(0)?
+                    .as_blob()
+                    .ok()
+                    .and_then(|key| <[u8; PUBLIC_KEY_LEN]>::try_from(key).ok()))
+            })?;
+            key.map(|key| Some(PublicKey(key)))
+                .ok_or(StoreError::Corrupt("public key"))
+        })
     }
 }
 
-/// The registered clients, their keys and protections, for the in-memory index, and their
-/// names for the directory. Rows whose id is not 16 bytes (from an adopted database) cannot
+/// The registered clients, their protections and positions, for the in-memory index, and
+/// their names for the directory. Rows whose id is not 16 bytes (from an adopted database) cannot
 /// be addressed by any request and are left out; names are read as stored (a name that is
 /// not text lists as empty).
 pub(super) fn load_clients(
@@ -195,31 +205,24 @@ pub(super) fn load_clients(
     let count: usize = conn.query_row("SELECT count(*) FROM clients", [], |row| row.get(0))?;
     let mut clients = HashMap::with_capacity(count);
     let mut directory = Directory::default();
-    let mut query = conn
-        .prepare("SELECT ID, PublicKey, Protected, rowid, UserName FROM clients ORDER BY rowid")?;
+    let mut query =
+        conn.prepare("SELECT ID, Protected, rowid, UserName FROM clients ORDER BY rowid")?;
     let mut rows = query.query([])?;
     while let Some(row) = rows.next()? {
         let Some(id) = ClientId::from_slice(row.get_ref(0)?.as_blob()?) else {
             continue;
         };
-        let key = row
-            .get_ref(1)?
-            .as_blob()
-            .ok()
-            .and_then(|key| <[u8; PUBLIC_KEY_LEN]>::try_from(key).ok())
-            .map(|key| Box::new(PublicKey(key)));
         // Any value but 1 (the only one this server writes) leaves the account open.
-        let protection = match row.get_ref(2)?.as_i64() {
+        let protection = match row.get_ref(1)?.as_i64() {
             Ok(1) => Protection::Protected,
             _ => Protection::Open,
         };
-        let position = row.get::<_, i64>(3)? as u64;
-        let name = row.get_ref(4)?.as_str().unwrap_or_default();
+        let position = row.get::<_, i64>(2)? as u64;
+        let name = row.get_ref(3)?.as_str().unwrap_or_default();
         directory.insert(position, id, name);
         clients.insert(
             id,
             IndexedClient {
-                key,
                 protection,
                 position,
             },

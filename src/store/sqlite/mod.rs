@@ -63,10 +63,9 @@ pub struct SqliteStore {
     last_seen: HashMap<ClientId, i64>,
     last_seen_flushed: Instant,
     message_ids: MessageIds,
-    /// Every registered client's public key and protection, so that the caller and
-    /// destination checks and key lookups of every request need no query: about 240 bytes
-    /// per client (a 176-byte allocation for the key, and 33-byte buckets, up to two per
-    /// client).
+    /// Every registered client's protection and position, so that the caller and
+    /// destination checks of every request need no query: 33-byte buckets, up to two per
+    /// client.
     clients: HashMap<ClientId, IndexedClient>,
     /// Every registered client's id and name by position, for list replies: about 40 bytes
     /// per client, shared by the replies being written.
