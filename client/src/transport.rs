@@ -17,6 +17,9 @@ use messageu_protocol::{ReplyHeader, REPLY_HEADER_LEN};
 
 /// How long a connect, read or write may take before the request fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting to one address may take: a node that is down without refusing (its
+/// machine gone) is passed over for the next one this soon.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests are written through a buffer this large, so a streamed file goes out in chunks.
 const WRITE_BUFFER_LEN: usize = 64 * 1024;
 
@@ -292,7 +295,7 @@ pub fn connect(server: &ServerAddress) -> Result<TcpStream, ClientError> {
         .map_err(connect_error)?;
     let mut last_error = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
     for address in addresses {
-        match TcpStream::connect_timeout(&address, IO_TIMEOUT) {
+        match TcpStream::connect_timeout(&address, CONNECT_TIMEOUT) {
             Ok(stream) => {
                 stream
                     .set_read_timeout(Some(IO_TIMEOUT))
