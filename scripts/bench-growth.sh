@@ -59,6 +59,8 @@ trap 'stop_server; rm -rf "$work"' EXIT
 
 now() { date +%s%N; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "-" }'; }
+# The median of the numbers in FILE, "-" if that part was not measured.
+median_of() { { cat "$1" 2>/dev/null || true; } | median; }
 
 # start_server BIN DB [ARGS...]: starts BIN on DB and waits until it listens; sets server_pid,
 # port and started (seconds from the spawn to the "listening" line).
@@ -132,13 +134,18 @@ PRAGMA journal_mode = WAL;
 SQL
 }
 
-# hoard DB: HOARDERS connections to the server ask for the list as a client of DB and read
+# A registered client of DB (its id in hex), read before a server locks the file.
+first_client() {
+    local id
+    id=$(sqlite3 "$1" "SELECT hex(ID) FROM clients ORDER BY rowid LIMIT 1")
+    echo "${id:-00000000000000000000000000000000}"
+}
+
+# hoard ID: HOARDERS connections to the server ask for the list as client ID (hex) and read
 # nothing; prints the server's memory growth (MiB) once they have asked, and the longest key
 # request of a client asking keys meanwhile (ms).
 hoard() {
-    local id before fds=() i
-    id=$(sqlite3 "$1" "SELECT hex(ID) FROM clients ORDER BY rowid LIMIT 1")
-    [ -n "$id" ] || id=00000000000000000000000000000000
+    local id=$1 before fds=() i
     local request
     request="$(echo "$id" | sed 's/../\\x&/g')"'\x02\x59\x02\x00\x00\x00\x00'
     before=$(rss_mib)
@@ -237,8 +244,10 @@ measure() {
     for b in "${!bins[@]}"; do
         part list || break
         for kind in empty filled; do
+            local hoarder
+            hoarder=$(first_client "$work/$kind.$b.db")
             start_server "${bins[$b]}" "$work/$kind.$b.db" --durability full
-            hoard "$work/$kind.$b.db" >"$work/results/$b.$size.$kind.hoard"
+            hoard "$hoarder" >"$work/results/$b.$size.$kind.hoard"
             bench_row list 1 "$LIST_SECONDS" >"$work/list.row" &
             local lister=$!
             local keys
@@ -276,14 +285,14 @@ for size in $SIZES; do
         for kind in empty filled; do
             f=$work/results/$b.$size
             label=$size
-            ratio="$(median <"$f.ratio") ($(tr '\n' ' ' <"$f.ratio" | sed 's/ $//'))"
+            ratio="$(median_of "$f.ratio") ($({ cat "$f.ratio" 2>/dev/null || true; } | tr '\n' ' ' | sed 's/ $//'))"
             if [ "$kind" = empty ]; then
                 label="empty (beside $size)"
                 ratio=1
             fi
-            echo "| $b | $label | $(median <"$f.$kind.warm") | $(median <"$f.$kind.cold")" \
-                "| $(median <"$f.$kind.rss") | $(median <"$f.$kind.rate") | $ratio" \
-                "| $(median <"$f.$kind.peak")" \
+            echo "| $b | $label | $(median_of "$f.$kind.warm") | $(median_of "$f.$kind.cold")" \
+                "| $(median_of "$f.$kind.rss") | $(median_of "$f.$kind.rate") | $ratio" \
+                "| $(median_of "$f.$kind.peak")" \
                 "| $(cat "$f.$kind.list" 2>/dev/null) | $(cat "$f.$kind.stall" 2>/dev/null)" \
                 "| $(cat "$f.$kind.hoard" 2>/dev/null) |"
         done
