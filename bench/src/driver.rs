@@ -132,6 +132,8 @@ enum State {
 
 struct Client {
     index: u32,
+    /// The server (node) this client talks to for the whole run.
+    target: SocketAddr,
     socket: Option<TcpStream>,
     /// The handshake is done: requests can be written.
     connected: bool,
@@ -147,7 +149,6 @@ struct Client {
 pub struct Driver {
     poll: Poll,
     clients: Vec<Client>,
-    target: SocketAddr,
     style: ConnStyle,
     timeout: Duration,
     scratch: Vec<u8>,
@@ -160,17 +161,25 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A loop for the clients with the given global indices, talking to `target`.
+    /// A loop for the clients with the given global indices; client `index` talks to
+    /// `targets[index % targets.len()]` (several nodes of one service, round robin).
     pub fn new(
-        target: SocketAddr,
+        targets: &[SocketAddr],
         style: ConnStyle,
         timeout: Duration,
         indices: impl IntoIterator<Item = u32>,
     ) -> io::Result<Driver> {
+        if targets.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no server address",
+            ));
+        }
         let clients = indices
             .into_iter()
             .map(|index| Client {
                 index,
+                target: targets[index as usize % targets.len()],
                 socket: None,
                 connected: false,
                 accepted: false,
@@ -182,7 +191,6 @@ impl Driver {
         Ok(Driver {
             poll: Poll::new()?,
             clients,
-            target,
             style,
             timeout,
             scratch: vec![0; READ_CHUNK],
@@ -300,7 +308,7 @@ impl Driver {
             if client.socket.is_some() || flight.failed.is_some() {
                 continue;
             }
-            match connect(self.target, &self.poll, slot) {
+            match connect(client.target, &self.poll, slot) {
                 Ok(socket) => {
                     client.socket = Some(socket);
                     client.connected = false;
