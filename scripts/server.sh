@@ -24,7 +24,8 @@ await_listening() {
     local pid=$1 log=$2
     port=
     for _ in $(seq 300); do
-        port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\),.*/\1/p' "$log" 2>/dev/null)
+        # The log may not exist yet: the server's shell has not opened it.
+        port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\),.*/\1/p' "$log" 2>/dev/null || true)
         [ -n "$port" ] && return 0
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
@@ -70,7 +71,7 @@ start_node() {
     # The metrics address is logged just after the listening line.
     metrics_url=
     for _ in $(seq 100); do
-        metrics_url=$(sed -n 's/.*metrics on \(http:[^ ,]*\).*/\1/p' "$log" | head -n 1)
+        metrics_url=$(sed -n 's/.*metrics on \(http:[^ ,]*\).*/\1/p' "$log" | head -n 1 || true)
         [ -n "$metrics_url" ] && return 0
         sleep 0.05
     done
