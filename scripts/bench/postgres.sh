@@ -160,7 +160,7 @@ pg_cost() {
     metrics_urls=()
     db_before=$(tree_ticks "$pg_pid")
     start_pg_nodes "$nodes"
-    pg_sql bench "SELECT pg_stat_statements_reset()" >/dev/null
+    pg_sql bench "SELECT pg_stat_statements_reset(), pg_stat_reset()" >/dev/null
     before=$(pg_counters)
     figures=$(send_pull "$addrs" "$clients" "$PG_DURATION" full)
     judge "$figures"
@@ -177,6 +177,12 @@ pg_cost() {
         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'bench')
           AND query NOT LIKE '%pg_stat%' ORDER BY calls DESC LIMIT 12" \
         >"$work/pg_statements_$nodes"
+    pg_sql bench "SELECT relname, coalesce(indexrelname, '(table scans)'),
+            coalesce(i.idx_scan, t.seq_scan), coalesce(i.idx_tup_read, t.seq_tup_read),
+            coalesce(i.idx_tup_fetch, 0)
+        FROM pg_stat_user_tables t LEFT JOIN pg_stat_user_indexes i USING (relid, relname)
+        WHERE coalesce(i.idx_scan, t.seq_scan) > 0 ORDER BY 4 DESC" \
+        >"$work/pg_scans_$nodes"
     pg_sql bench "ALTER SYSTEM RESET pg_stat_statements.track" >/dev/null
     pg_sql bench "SELECT pg_reload_conf()" >/dev/null
     echo "== cost, $nodes node(s): $figures; served $served; counters $before -> $after" >&2
@@ -275,7 +281,18 @@ pg_report_tables() {
     echo
     echo "| per pair | statement |"
     echo "|---|---|"
-    awk -F'|' -v pairs="$(awk -F'|' 'NR == 1 { gsub(/ /, "", $4); print $4 }' "$work/pg_cost")" \
+    local pairs
+    pairs=$(awk -F'|' 'NR == 1 { gsub(/ /, "", $4); print $4 }' "$work/pg_cost")
+    awk -F'|' -v pairs="$pairs" \
         'pairs > 0 { printf "| %.3f | `%s` |\n", $1 / pairs, substr($2, 1, 160) }' \
         "$work/pg_statements_1"
+    echo
+    echo "Where the rows read come from (the same run, per send-pull pair; an index's entries"
+    echo "read include those of deleted rows not yet vacuumed, which its live rows fetched do not):"
+    echo
+    echo "| table | index | scans | entries or rows read | live rows fetched |"
+    echo "|---|---|---|---|---|"
+    awk -F'|' -v pairs="$pairs" 'pairs > 0 {
+        printf "| %s | %s | %.2f | %.2f | %.2f |\n", $1, $2, $3 / pairs, $4 / pairs, $5 / pairs
+    }' "$work/pg_scans_1"
 }
