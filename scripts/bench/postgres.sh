@@ -277,6 +277,13 @@ pg_report_tables() {
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     cat "$work/pg_cost"
     echo
+    # Columns of a cost row: | nodes | msg/s | ... | commits per pair (the 7th) | ...
+    awk -F'|' -v floor="$(pg_median pgbench 2)" '
+        { commits = $3 * $7; line = line sep sprintf("%.0f with %d node(s) (%.3f of pgbench)",
+            commits, $2, floor > 0 ? commits / floor : 0); sep = ", " }
+        END { print "Commits per second in the cost runs (msg/s × commits per pair): " line \
+            "; pgbench: " floor " one-row commits/s." }' "$work/pg_cost"
+    echo
     echo "The statements of the one-node cost run, most frequent first, per send-pull pair:"
     echo
     echo "| per pair | statement |"
