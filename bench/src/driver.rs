@@ -182,16 +182,19 @@ impl Driver {
         }
         let clients = indices
             .into_iter()
-            .map(|index| Client {
-                index,
-                target: targets[index as usize % targets.len()],
-                source: source_address(index, targets[index as usize % targets.len()], style),
-                socket: None,
-                connected: false,
-                accepted: false,
-                peer_closed: false,
-                input: Vec::new(),
-                state: State::Done,
+            .map(|index| {
+                let target = targets[index as usize % targets.len()];
+                Client {
+                    index,
+                    target,
+                    source: source_address(index, target, style),
+                    socket: None,
+                    connected: false,
+                    accepted: false,
+                    peer_closed: false,
+                    input: Vec::new(),
+                    state: State::Done,
+                }
             })
             .collect();
         Ok(Driver {
@@ -559,16 +562,15 @@ mod tests {
     fn only_connections_per_request_to_loopback_get_source_addresses_of_their_own() {
         let loopback: SocketAddr = "127.0.0.1:1357".parse().expect("address");
         let remote: SocketAddr = "192.0.2.1:1357".parse().expect("address");
-        let source = |index, target, style| source_address(index, target, style);
-        assert_eq!(source(0, loopback, ConnStyle::Persistent), None);
-        assert_eq!(source(0, remote, ConnStyle::PerRequest), None);
-        let first = source(0, loopback, ConnStyle::PerRequest);
+        assert_eq!(source_address(0, loopback, ConnStyle::Persistent), None);
+        assert_eq!(source_address(0, remote, ConnStyle::PerRequest), None);
+        let first = source_address(0, loopback, ConnStyle::PerRequest);
         assert_eq!(first, Some("127.0.0.2".parse().expect("address")));
         assert_eq!(
-            source(249, loopback, ConnStyle::Padded),
+            source_address(249, loopback, ConnStyle::Padded),
             Some("127.0.0.251".parse().expect("address"))
         );
-        assert_eq!(source(250, loopback, ConnStyle::Padded), first);
+        assert_eq!(source_address(250, loopback, ConnStyle::Padded), first);
     }
 
     #[test]
