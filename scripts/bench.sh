@@ -14,6 +14,26 @@
 # many subscribed recipients) against send-pull with as many clients, in one invocation with
 # durability full, as a second table; and, if IDLE_SUBSCRIBERS is set (10000, say), the idle
 # subscribers' report (IDLE_IDS ids shared round robin, IDLE_SECONDS idle).
+#
+# Further parts, each off unless its variable is set (docs/performance.md and
+# docs/scaling-bench.md show their tables):
+#
+#   PER_REQUEST=N   clients that open a connection per request, as most published clients
+#                   do: exact (--conn-per-request) and zero-padded to 1024-byte blocks
+#                   (--padded), each against the floor in the same mode; send-pull and pubkey
+#                   at N clients, durability full (PER_REQUEST_MIXES)
+#   PG_CLIENTS=N    PostgreSQL (scripts/bench/postgres.sh): send-pull, durability full, at N
+#                   clients on SQLite, on one node on a throwaway cluster and on two nodes
+#                   sharing its database, alternating with pgbench's one-row insert
+#                   transactions (the database's commit rate here, the floor), PG_ROUNDS
+#                   rounds of PG_DURATION s; then what a send-pull pair costs the database.
+#                   Installs postgresql with apt-get when missing (as root)
+#   REDIS=N         Redis (scripts/bench/redis.sh): redis-benchmark SET at N clients with
+#                   persistence off and with appendfsync always, alternating with send-pull
+#                   at N clients, durability full and normal, REDIS_PAIRS pairs of about
+#                   REDIS_DURATION s; ratios. Installs redis-server with apt-get when missing
+#
+#   DURABILITIES= PUSH_CLIENTS= PER_REQUEST=50 PG_CLIENTS=50 REDIS=50 scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +48,10 @@ PUSH_CLIENTS=${PUSH_CLIENTS-50}
 IDLE_SUBSCRIBERS=${IDLE_SUBSCRIBERS-}
 IDLE_IDS=${IDLE_IDS:-100}
 IDLE_SECONDS=${IDLE_SECONDS:-3}
+PER_REQUEST=${PER_REQUEST-}
+PER_REQUEST_MIXES=${PER_REQUEST_MIXES:-"send-pull pubkey"}
+PG_CLIENTS=${PG_CLIENTS-}
+REDIS=${REDIS-}
 
 # 5,000 clients need 5,000 descriptors in the server and twice that in the generator (which
 # also hosts the floor).
@@ -41,7 +65,11 @@ bench_bin=$target_dir/release/messageu-bench
 
 work=$(mktemp -d)
 . scripts/server.sh
-trap 'stop_server; rm -rf "$work"' EXIT
+. scripts/bench/services.sh
+. scripts/bench/measure.sh
+. scripts/bench/postgres.sh
+. scripts/bench/redis.sh
+trap 'stop_server; stop_nodes; stop_postgres; stop_redis; rm -rf "$work"' EXIT
 
 status=0
 touch "$work/rows" "$work/push_rows"
@@ -69,6 +97,24 @@ for clients in $PUSH_CLIENTS; do
     stop_server
 done
 
+touch "$work/per_request_rows"
+if [ -n "$PER_REQUEST" ]; then
+    for padding in exact zero-padded; do
+        style=--conn-per-request
+        [ "$padding" = exact ] || style=--padded
+        for mix in $PER_REQUEST_MIXES; do
+            start_server -- "$server_bin" --durability full
+            echo "== a connection per request, $padding, mix $mix, $PER_REQUEST clients" >&2
+            "$bench_bin" --addr "127.0.0.1:$port" --server-pid "$server_pid" "$style" \
+                --clients "$PER_REQUEST" --mix "$mix" --size "$SIZE" \
+                --warmup "$WARMUP" --duration "$DURATION" --rounds "$ROUNDS" \
+                --markdown --durability-label full |
+                sed "s/^| /| $padding | /" >>"$work/per_request_rows" || status=1
+            stop_server
+        done
+    done
+fi
+
 if [ -n "$IDLE_SUBSCRIBERS" ]; then
     start_server -- "$server_bin" --durability full --max-connections "$((IDLE_SUBSCRIBERS + 100))"
     echo "== $IDLE_SUBSCRIBERS idle subscribers" >&2
@@ -76,6 +122,15 @@ if [ -n "$IDLE_SUBSCRIBERS" ]; then
         --idle-subscribers "$IDLE_SUBSCRIBERS" --idle-ids "$IDLE_IDS" \
         --idle-seconds "$IDLE_SECONDS" >"$work/idle" || status=1
     stop_server
+fi
+
+if [ -n "$PG_CLIENTS" ]; then
+    echo "== PostgreSQL, $PG_CLIENTS clients" >&2
+    postgres_report "$PG_CLIENTS" >"$work/postgres"
+fi
+if [ -n "$REDIS" ]; then
+    echo "== Redis, $REDIS clients" >&2
+    redis_report "$REDIS" >"$work/redis"
 fi
 
 echo "Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; $(uname -sr);" \
@@ -91,8 +146,19 @@ if [ -s "$work/push_rows" ]; then
     "$bench_bin" --markdown-header --mix push
     cat "$work/push_rows"
 fi
+if [ -s "$work/per_request_rows" ]; then
+    echo
+    "$bench_bin" --markdown-header | sed '1s/^| /| framing | /; 2s/^|/|---|/'
+    cat "$work/per_request_rows"
+fi
 if [ -s "$work/idle" ]; then
     echo
     cat "$work/idle"
 fi
+for part in postgres redis; do
+    if [ -s "$work/$part" ]; then
+        echo
+        cat "$work/$part"
+    fi
+done
 exit "$status"

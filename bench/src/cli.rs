@@ -18,13 +18,16 @@ use crate::workload::Mix;
 #[derive(Debug, Parser)]
 #[command(name = "messageu-bench", version)]
 pub struct Cli {
-    /// The server to load, e.g. 127.0.0.1:1357.
+    /// The server to load, e.g. 127.0.0.1:1357; or several nodes sharing one database,
+    /// comma-separated: the clients are spread over them round robin, each sending and
+    /// pulling through its own node (send-pull, send, pubkey and list only).
     #[arg(
         long,
-        value_name = "HOST:PORT",
+        value_name = "HOST:PORT[,HOST:PORT...]",
+        value_delimiter = ',',
         required_unless_present = "markdown_header"
     )]
-    pub addr: Option<SocketAddr>,
+    pub addr: Vec<SocketAddr>,
     /// Protocol edition of every request.
     #[arg(long, value_enum, default_value = "2024")]
     pub edition: EditionArg,
@@ -120,8 +123,19 @@ fn seconds(text: &str) -> Result<Duration, String> {
 }
 
 impl Cli {
-    /// The run the options ask for, given a server address.
-    pub fn plan(&self, addr: SocketAddr) -> Plan {
+    /// The run the options ask for; an error if they contradict each other.
+    pub fn plan(&self) -> Result<Plan, String> {
+        if self.addr.is_empty() {
+            return Err("--addr is required".into());
+        }
+        let single = self.mix == Mix::Push || self.idle_subscribers.is_some();
+        if single && self.addr.len() > 1 {
+            return Err(
+                "the push mix and the idle subscribers take one --addr: a node pushes only the \
+                 messages sent through it"
+                    .into(),
+            );
+        }
         let style = if self.padded {
             ConnStyle::Padded
         } else if self.conn_per_request {
@@ -129,8 +143,8 @@ impl Cli {
         } else {
             ConnStyle::Persistent
         };
-        Plan {
-            addr,
+        Ok(Plan {
+            addrs: self.addr.clone(),
             edition: self.edition.into(),
             clients: self.clients,
             mix: self.mix,
@@ -142,7 +156,7 @@ impl Cli {
             threads: self.threads as usize,
             timeout: self.timeout,
             server_pid: self.server_pid,
-        }
+        })
     }
 
     /// The idle-subscribers measurement, if asked for.
@@ -166,7 +180,8 @@ mod tests {
     #[test]
     fn defaults_make_a_persistent_send_pull_run() {
         let cli = parse(&["--addr", "127.0.0.1:1357"]).expect("valid");
-        let plan = cli.plan(cli.addr.expect("given"));
+        let plan = cli.plan().expect("consistent");
+        assert_eq!(plan.addrs, ["127.0.0.1:1357".parse().expect("address")]);
         assert_eq!(plan.clients, 50);
         assert_eq!(plan.mix, Mix::SendPull);
         assert_eq!(plan.style, ConnStyle::Persistent);
@@ -187,7 +202,7 @@ mod tests {
             "0.5",
         ])
         .expect("valid");
-        let plan = cli.plan(cli.addr.expect("given"));
+        let plan = cli.plan().expect("consistent");
         assert_eq!(plan.style, ConnStyle::Padded);
         assert_eq!(plan.edition, Edition::Y2022);
         assert_eq!(plan.duration, Duration::from_millis(500));
@@ -204,6 +219,23 @@ mod tests {
             "an address is required"
         );
         assert!(parse(&["--markdown-header"]).is_ok());
+    }
+
+    #[test]
+    fn several_addresses_are_nodes_for_the_loads_but_not_for_push_or_idle() {
+        let cli =
+            parse(&["--addr", "127.0.0.1:1,127.0.0.1:2", "--addr", "127.0.0.1:3"]).expect("valid");
+        let plan = cli.plan().expect("consistent");
+        assert_eq!(plan.addrs.len(), 3);
+        assert_eq!(plan.addr(), "127.0.0.1:1".parse().expect("address"));
+        assert_eq!(plan.addrs_text(), "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3");
+        for extra in [["--mix", "push"], ["--idle-subscribers", "10"]] {
+            let mut args = vec!["--addr", "127.0.0.1:1,127.0.0.1:2"];
+            args.extend(extra);
+            let cli = parse(&args).expect("valid syntax");
+            assert!(cli.plan().is_err(), "{extra:?} with two addresses");
+        }
+        assert!(parse(&["--addr", "127.0.0.1:1,nonsense"]).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use messageu_protocol::padding::reply_padding;
@@ -29,6 +29,9 @@ const READ_CHUNK: usize = 64 << 10;
 /// only after 1 s, 3 s...: the measured window would hold fewer clients than asked for. With a
 /// connection per request, opening connections is the workload itself, so it is not paced.
 const MAX_OPENING: usize = 64;
+/// Loopback source addresses a connection per request spreads its clients over:
+/// 127.0.0.2 and the next ones.
+const SOURCE_ADDRESSES: u32 = 250;
 
 /// How clients use connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +135,10 @@ enum State {
 
 struct Client {
     index: u32,
+    /// The server (node) this client talks to for the whole run.
+    target: SocketAddr,
+    /// The address its connections come from, if not the kernel's choice.
+    source: Option<IpAddr>,
     socket: Option<TcpStream>,
     /// The handshake is done: requests can be written.
     connected: bool,
@@ -147,7 +154,6 @@ struct Client {
 pub struct Driver {
     poll: Poll,
     clients: Vec<Client>,
-    target: SocketAddr,
     style: ConnStyle,
     timeout: Duration,
     scratch: Vec<u8>,
@@ -160,29 +166,40 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A loop for the clients with the given global indices, talking to `target`.
+    /// A loop for the clients with the given global indices; client `index` talks to
+    /// `targets[index % targets.len()]` (several nodes of one service, round robin).
     pub fn new(
-        target: SocketAddr,
+        targets: &[SocketAddr],
         style: ConnStyle,
         timeout: Duration,
         indices: impl IntoIterator<Item = u32>,
     ) -> io::Result<Driver> {
+        if targets.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no server address",
+            ));
+        }
         let clients = indices
             .into_iter()
-            .map(|index| Client {
-                index,
-                socket: None,
-                connected: false,
-                accepted: false,
-                peer_closed: false,
-                input: Vec::new(),
-                state: State::Done,
+            .map(|index| {
+                let target = targets[index as usize % targets.len()];
+                Client {
+                    index,
+                    target,
+                    source: source_address(index, target, style),
+                    socket: None,
+                    connected: false,
+                    accepted: false,
+                    peer_closed: false,
+                    input: Vec::new(),
+                    state: State::Done,
+                }
             })
             .collect();
         Ok(Driver {
             poll: Poll::new()?,
             clients,
-            target,
             style,
             timeout,
             scratch: vec![0; READ_CHUNK],
@@ -300,7 +317,7 @@ impl Driver {
             if client.socket.is_some() || flight.failed.is_some() {
                 continue;
             }
-            match connect(self.target, &self.poll, slot) {
+            match connect_from(client.target, client.source, &self.poll, slot) {
                 Ok(socket) => {
                     client.socket = Some(socket);
                     client.connected = false;
@@ -448,6 +465,55 @@ pub fn connect(target: SocketAddr, poll: &Poll, slot: usize) -> io::Result<TcpSt
     Ok(socket)
 }
 
+/// Where client `index`'s connections to `target` come from: with a connection per request
+/// to a loopback server, 127.0.0.2 and the next [`SOURCE_ADDRESSES`] addresses, round robin.
+///
+/// Thousands of connections a second, each left in TIME_WAIT for a minute by the side that
+/// closes first, exhaust one source address's ports to a server: the kernel then searches
+/// for a free one at every connect (perf: three quarters of the generator's CPU in
+/// `__inet_hash_connect`), which caps server and floor alike at the generator's pace. Real
+/// clients come from many hosts; on loopback, any 127.0.0.0/8 address is this host.
+fn source_address(index: u32, target: SocketAddr, style: ConnStyle) -> Option<IpAddr> {
+    if style == ConnStyle::Persistent || !target.ip().is_loopback() || !target.is_ipv4() {
+        return None;
+    }
+    let host = 2 + index % SOURCE_ADDRESSES;
+    Some(IpAddr::V4(Ipv4Addr::from(
+        u32::from(Ipv4Addr::LOCALHOST) & !0xff | host,
+    )))
+}
+
+/// [`connect`] from `source` (any port) when given.
+fn connect_from(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+    poll: &Poll,
+    slot: usize,
+) -> io::Result<TcpStream> {
+    let Some(source) = source else {
+        return connect(target, poll, slot);
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(target),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    match socket.connect(&target.into()) {
+        Ok(()) => {}
+        Err(error) if error.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(error) => return Err(error),
+    }
+    let mut socket = TcpStream::from_std(socket.into());
+    poll.registry().register(
+        &mut socket,
+        Token(slot),
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
+    Ok(socket)
+}
+
 /// Whether a non-blocking connect has completed; an error if it failed.
 pub fn established(socket: &TcpStream) -> io::Result<bool> {
     if let Some(error) = socket.take_error()? {
@@ -490,6 +556,21 @@ mod tests {
         assert_eq!(reply_len(&reply(176)[..6], ConnStyle::Persistent), None);
         assert_eq!(reply_len(&reply(176), ConnStyle::Persistent), Some(183));
         assert_eq!(reply_len(&reply(176), ConnStyle::PerRequest), Some(183));
+    }
+
+    #[test]
+    fn only_connections_per_request_to_loopback_get_source_addresses_of_their_own() {
+        let loopback: SocketAddr = "127.0.0.1:1357".parse().expect("address");
+        let remote: SocketAddr = "192.0.2.1:1357".parse().expect("address");
+        assert_eq!(source_address(0, loopback, ConnStyle::Persistent), None);
+        assert_eq!(source_address(0, remote, ConnStyle::PerRequest), None);
+        let first = source_address(0, loopback, ConnStyle::PerRequest);
+        assert_eq!(first, Some("127.0.0.2".parse().expect("address")));
+        assert_eq!(
+            source_address(249, loopback, ConnStyle::Padded),
+            Some("127.0.0.251".parse().expect("address"))
+        );
+        assert_eq!(source_address(250, loopback, ConnStyle::Padded), first);
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl IdleMeasured {
             out,
             "messageu-bench against {}: {} subscribed connections, {} ids ({} connections each, \
              every one proving on its own), idle {:.1} s",
-            plan.addr,
+            plan.addr(),
             idle.connections,
             idle.ids,
             idle.connections.div_ceil(idle.ids),
@@ -140,7 +140,7 @@ pub fn measure(plan: &Plan, idle: &IdlePlan) -> Result<IdleMeasured, RunError> {
     let run = fastrand::u32(..);
     // One more account than subscribed ids: the sender, never subscribed.
     let keys = accounts::generate_keys(idle.ids + 1, plan.threads)?;
-    let mut accounts = accounts::register(plan.addr, plan.edition, run, 0, keys, plan.timeout)?;
+    let mut accounts = accounts::register(plan.addr(), plan.edition, run, 0, keys, plan.timeout)?;
     let sender = accounts.pop().expect("one account more than the ids");
     let accounts_made = started.elapsed();
 
@@ -162,7 +162,7 @@ pub fn measure(plan: &Plan, idle: &IdlePlan) -> Result<IdleMeasured, RunError> {
     let (server_before, own_before) = (server_cpu(), own_cpu());
     let accounts = Arc::new(accounts);
     let subscribers = Subscribers::start(
-        plan.addr,
+        plan.addr(),
         Arc::clone(&accounts),
         &connections,
         Arc::new(directory),
@@ -228,7 +228,7 @@ fn send_one(
     recipient: &Account,
     stamp: Stamp,
 ) -> io::Result<(Instant, Instant)> {
-    let mut stream = TcpStream::connect(plan.addr)?;
+    let mut stream = TcpStream::connect(plan.addr())?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(plan.timeout))?;
     let request = send_request(

@@ -49,15 +49,17 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let Some(addr) = cli.addr else {
-        eprintln!("messageu-bench: --addr is required");
-        return ExitCode::from(RUN_FAILED);
+    let plan = match cli.plan() {
+        Ok(plan) => plan,
+        Err(error) => {
+            eprintln!("messageu-bench: {error}");
+            return ExitCode::from(RUN_FAILED);
+        }
     };
     // Each client holds a descriptor, and so does each floor connection in this process.
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("messageu-bench: cannot raise the descriptor limit: {error}");
     }
-    let plan = cli.plan(addr);
     if let Some(idle) = cli.idle_plan() {
         return match idle::measure(&plan, &idle) {
             Ok(measured) => {

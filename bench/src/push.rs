@@ -92,7 +92,7 @@ pub fn measure(plan: &Plan) -> Result<PushMeasured, RunError> {
 fn recipients(plan: &Plan, senders: &ServerSession<'_>) -> Result<Vec<Account>, RunError> {
     let keys = accounts::generate_keys(plan.clients as usize, plan.threads)?;
     Ok(accounts::register(
-        plan.addr,
+        plan.addr(),
         plan.edition,
         senders.run_tag(),
         plan.clients,
@@ -109,7 +109,7 @@ fn subscribe(
 ) -> Result<Subscribers, RunError> {
     let connections: Vec<usize> = (0..recipients.len()).collect();
     let subscribers = Subscribers::start(
-        plan.addr,
+        plan.addr(),
         Arc::new(recipients),
         &connections,
         Arc::new(senders.directory().clone()),

@@ -117,7 +117,7 @@ impl PushReport<'_> {
             out,
             "messageu-bench against {} (edition {}): mix push, {} senders to {} subscribed \
              recipients, beside send-pull with {} clients; {}-byte content",
-            plan.addr,
+            plan.addr(),
             plan.edition.name(),
             plan.clients,
             plan.clients,

@@ -179,7 +179,7 @@ impl Report<'_> {
         let _ = writeln!(
             out,
             "messageu-bench against {} (edition {}): {} clients, mix {}, {}-byte content, {}",
-            plan.addr,
+            plan.addrs_text(),
             plan.edition.name(),
             plan.clients,
             plan.mix.name(),

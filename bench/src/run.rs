@@ -20,7 +20,9 @@ use crate::workload::{Directory, Mix, Workload};
 /// Everything a run is asked to do.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub addr: SocketAddr,
+    /// The server, or several nodes of it sharing one database: client `i` talks to
+    /// `addrs[i % addrs.len()]`. Never empty.
+    pub addrs: Vec<SocketAddr>,
     pub edition: Edition,
     pub clients: u32,
     pub mix: Mix,
@@ -39,6 +41,19 @@ pub struct Plan {
     pub timeout: Duration,
     /// The server's process, for its CPU time and peak memory.
     pub server_pid: Option<u32>,
+}
+
+impl Plan {
+    /// The first server: the one the push mix and the idle subscribers use.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// The servers, comma-separated, for reports.
+    pub fn addrs_text(&self) -> String {
+        let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        addrs.join(",")
+    }
 }
 
 /// Why a run could not be carried out (as opposed to what it measured).
@@ -196,7 +211,7 @@ impl<'p> FloorSession<'p> {
     /// Starts the floor with `replies`; its clients have random ids (nothing is registered).
     fn start(plan: &'p Plan, replies: floor::Replies) -> Result<FloorSession<'p>, RunError> {
         let floor = Floor::start(replies).map_err(RunError::Floor)?;
-        let drivers = drivers(plan, floor.addr())?;
+        let drivers = drivers(plan, &[floor.addr()])?;
         let next_seqs = drivers.iter().map(|driver| vec![0; driver.len()]).collect();
         Ok(FloorSession {
             plan,

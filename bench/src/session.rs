@@ -36,7 +36,7 @@ impl<'p> ServerSession<'p> {
     /// Connects and registers every client under names unique to this run.
     pub fn register(plan: &'p Plan) -> Result<ServerSession<'p>, RunError> {
         let run = fastrand::u32(..);
-        let mut drivers = drivers(plan, plan.addr)?;
+        let mut drivers = drivers(plan, &plan.addrs)?;
         let started = Instant::now();
         let registrations = in_parallel(&mut drivers, |_, slots| {
             Registration::new(plan.edition, run, slots)
@@ -99,7 +99,7 @@ impl<'p> ServerSession<'p> {
         let recipients = senders..senders + ids.len() as u32;
         self.workload.destinations = recipients.clone();
         self.receivers = vec![Driver::new(
-            self.plan.addr,
+            &[self.plan.addr()],
             self.plan.style,
             self.plan.timeout,
             recipients,
@@ -184,13 +184,14 @@ impl<'p> ServerSession<'p> {
     }
 }
 
-/// The generator's event loops, each owning every `threads`-th client.
-pub fn drivers(plan: &Plan, target: SocketAddr) -> Result<Vec<Driver>, RunError> {
+/// The generator's event loops, each owning every `threads`-th client; client `i` talks to
+/// `targets[i % targets.len()]`.
+pub fn drivers(plan: &Plan, targets: &[SocketAddr]) -> Result<Vec<Driver>, RunError> {
     let threads = plan.threads.clamp(1, plan.clients.max(1) as usize) as u32;
     (0..threads)
         .map(|first| {
             let indices = (first..plan.clients).step_by(threads as usize);
-            Driver::new(target, plan.style, plan.timeout, indices).map_err(RunError::Setup)
+            Driver::new(targets, plan.style, plan.timeout, indices).map_err(RunError::Setup)
         })
         .collect()
 }

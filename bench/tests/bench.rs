@@ -163,14 +163,35 @@ fn the_push_mix_pushes_and_acknowledges_every_message_once_beside_send_pull() {
 }
 
 #[test]
-fn padded_clients_with_a_connection_per_request_get_every_message() {
-    let server = TestServer::start();
-    let output = bench(server.addr, &["--padded", "--mix", "send-pull"]);
-    let report = text(&output.stdout);
-    assert!(output.status.success(), "{report}{}", text(&output.stderr));
-    assert!(count(&report, "acknowledged") > 0, "{report}");
-    assert_eq!(count(&report, "lost"), 0, "{report}");
-    assert_eq!(count(&report, "duplicated"), 0, "{report}");
+fn clients_with_a_connection_per_request_get_every_message_exact_or_padded() {
+    for (style, name) in [
+        ("--conn-per-request", "a connection per request"),
+        ("--padded", "zero-padded requests, a connection per request"),
+    ] {
+        let server = TestServer::start();
+        let output = bench(server.addr, &[style, "--mix", "send-pull"]);
+        let report = text(&output.stdout);
+        assert!(output.status.success(), "{report}{}", text(&output.stderr));
+        assert!(report.contains(name), "{style}: {report}");
+        assert!(count(&report, "acknowledged") > 0, "{report}");
+        for label in ["lost", "duplicated", "corrupted"] {
+            assert_eq!(count(&report, label), 0, "{style}, {label}: {report}");
+        }
+        // The floor ran in the same mode: every operation has a ratio.
+        assert!(!report.contains("no floor"), "{style}: {report}");
+        for operation in ["send ", "pull "] {
+            let row = report
+                .lines()
+                .find(|line| line.starts_with(operation))
+                .unwrap_or_else(|| panic!("no {operation}row: {report}"));
+            let ratio: f64 = row
+                .rsplit(' ')
+                .next()
+                .and_then(|ratio| ratio.parse().ok())
+                .unwrap_or_else(|| panic!("{style}: no ratio in {row:?}"));
+            assert!(ratio > 0.0, "{style}: {row}");
+        }
+    }
 }
 
 #[test]
