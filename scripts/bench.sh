@@ -16,7 +16,7 @@
 # subscribers' report (IDLE_IDS ids shared round robin, IDLE_SECONDS idle).
 #
 # Further parts, each off unless its variable is set (docs/performance.md and
-# docs/scaling-bench.md show their tables):
+# docs/scaling.md show their tables):
 #
 #   PER_REQUEST=N   clients that open a connection per request, as most published clients
 #                   do: exact (--conn-per-request) and zero-padded to 1024-byte blocks
