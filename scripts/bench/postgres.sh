@@ -47,22 +47,12 @@ start_postgres() {
         -c shared_preload_libraries=pg_stat_statements \
         </dev/null >"$pg_dir/postgres.log" 2>&1 &
     pg_pid=$!
-    for _ in $(seq 300); do
-        pg_sql postgres "SELECT 1" >/dev/null 2>&1 && return 0
-        kill -0 "$pg_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "$(basename "$0"): PostgreSQL did not start:" >&2
-    cat "$pg_dir/postgres.log" >&2
-    exit 2
+    await_service PostgreSQL "$pg_pid" "$pg_dir/postgres.log" pg_sql postgres "SELECT 1"
 }
 
 stop_postgres() {
-    if [ -n "$pg_pid" ]; then
-        kill -INT "$pg_pid" 2>/dev/null || true
-        wait "$pg_pid" 2>/dev/null || true
-        pg_pid=
-    fi
+    end_service "$pg_pid" INT
+    pg_pid=
     if [ -n "$pg_dir" ]; then
         rm -rf "$pg_dir"
         pg_dir=

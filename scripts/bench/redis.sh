@@ -32,22 +32,16 @@ start_redis() {
     "${as_service_user[@]}" redis-server --bind 127.0.0.1 --port "$redis_port" \
         --dir "$redis_dir" --daemonize no --logfile "$redis_dir/redis.log" "$@" </dev/null &
     redis_pid=$!
-    for _ in $(seq 100); do
-        [ "$(redis-cli -p "$redis_port" ping 2>/dev/null)" = PONG ] && return 0
-        kill -0 "$redis_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "$(basename "$0"): redis-server did not start:" >&2
-    cat "$redis_dir/redis.log" >&2
-    exit 2
+    await_service redis-server "$redis_pid" "$redis_dir/redis.log" redis_up
+}
+
+redis_up() {
+    [ "$(redis-cli -p "$redis_port" ping 2>/dev/null)" = PONG ]
 }
 
 stop_redis() {
-    if [ -n "$redis_pid" ]; then
-        kill -TERM "$redis_pid" 2>/dev/null || true
-        wait "$redis_pid" 2>/dev/null || true
-        redis_pid=
-    fi
+    end_service "$redis_pid" TERM
+    redis_pid=
     if [ -n "$redis_dir" ]; then
         rm -rf "$redis_dir"
         redis_dir=

@@ -6,6 +6,8 @@
 #   service_user_init              chooses the service's user (creating it if need be)
 #   service_dir                    prints a new temporary folder the service's user owns
 #   "${as_service_user[@]}" CMD    runs CMD as that user (as root), dying with this script
+#   await_service NAME PID LOG CHECK...  waits until CHECK succeeds, or shows LOG and exits
+#   end_service PID SIGNAL         stops the service PID with SIGNAL and waits for it
 
 # Some port in the range Linux does not hand out as ephemeral (32768-60999 by default), so
 # that no client's connection takes it between the check and the service's bind.
@@ -52,6 +54,27 @@ service_user_init() {
             --regid="$(id -g "$service_user")" --clear-groups)
     fi
     as_service_user+=(--)
+}
+
+# Up to 30 s, while PID lives.
+await_service() {
+    local name=$1 pid=$2 log=$3
+    shift 3
+    for _ in $(seq 300); do
+        "$@" >/dev/null 2>&1 && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "$(basename "$0"): $name did not start:" >&2
+    cat "$log" >&2
+    exit 2
+}
+
+end_service() {
+    if [ -n "$1" ]; then
+        kill "-$2" "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
+    fi
 }
 
 service_dir() {
