@@ -4,7 +4,9 @@
 //!
 //! PostgreSQL aborts a transaction at its first failed statement. A failure inside a
 //! request leaves the request to be rolled back to its savepoint; one outside any request
-//! fails the batch as a whole, which is rolled back instead of committed.
+//! fails the batch as a whole, which is rolled back instead of committed. Each savepoint is a
+//! round trip, so it is taken at the request's first statement (a request that makes none
+//! takes none), and the previous request's savepoint is released in the same round trip.
 //!
 //! A connection that broke fails its batch the same way (the transaction died with it); the
 //! next batch, or the next statement outside any batch, runs on a new connection (`link.rs`),
@@ -29,6 +31,8 @@ pub(super) struct RequestMark {
     queue: QueueChange,
     /// A statement of the request failed: it can only be rolled back.
     failed: bool,
+    /// Its savepoint is taken (at its first statement).
+    savepoint: bool,
 }
 
 impl PostgresStore {
@@ -45,6 +49,7 @@ impl PostgresStore {
         }
         self.in_batch = true;
         self.batch_aborted = false;
+        self.kept_savepoint = false;
         Ok(())
     }
 
@@ -84,6 +89,7 @@ impl PostgresStore {
         }
         self.in_batch = false;
         self.batch_aborted = false;
+        self.kept_savepoint = false;
         self.request = None;
         self.batch_queue = QueueChange::default();
         // Dropped, the batch's new contents are deleted.
@@ -95,17 +101,31 @@ impl PostgresStore {
         if self.batch_aborted {
             return Err(StoreError::BatchAborted);
         }
-        if self.in_batch {
-            if let Err(error) = self.conn.batch("SAVEPOINT request") {
-                self.batch_aborted = true;
-                return Err(error.into());
-            }
-        }
         self.request = Some(RequestMark {
             contents: self.batch_contents.len(),
             queue: self.batch_queue,
             failed: false,
+            savepoint: false,
         });
+        Ok(())
+    }
+
+    /// Takes the request's savepoint before its first statement, releasing the kept one of
+    /// the request before it in the same round trip.
+    fn take_savepoint(&mut self) -> Result<(), StoreError> {
+        let Some(mark) = self.request.as_mut().filter(|mark| !mark.savepoint) else {
+            return Ok(());
+        };
+        mark.savepoint = true;
+        let sql = if mem::take(&mut self.kept_savepoint) {
+            "RELEASE SAVEPOINT request; SAVEPOINT request"
+        } else {
+            "SAVEPOINT request"
+        };
+        if let Err(error) = self.conn.batch(sql) {
+            self.batch_aborted = true;
+            return Err(error.into());
+        }
         Ok(())
     }
 
@@ -118,9 +138,8 @@ impl PostgresStore {
         if mark.failed {
             return Err(StoreError::RequestAborted);
         }
-        if self.in_batch {
-            self.conn.batch("RELEASE SAVEPOINT request")?;
-        }
+        // Released with the next request's savepoint, or by the COMMIT.
+        self.kept_savepoint |= self.in_batch && mark.savepoint;
         self.request = None;
         Ok(())
     }
@@ -130,7 +149,9 @@ impl PostgresStore {
         let Some(mark) = self.request.take() else {
             return;
         };
-        if self.in_batch && !self.batch_aborted && self.conn.is_closed() {
+        if !mark.savepoint {
+            // No statement ran: nothing to undo in the database.
+        } else if self.in_batch && !self.batch_aborted && self.conn.is_closed() {
             self.batch_aborted = true;
         } else if self.in_batch && !self.batch_aborted {
             let undone = self
@@ -160,6 +181,8 @@ impl PostgresStore {
         }
         if !self.in_batch {
             self.reconnect_if_lost()?;
+        } else {
+            self.take_savepoint()?;
         }
         let result = operation(self);
         if matches!(result, Err(StoreError::Postgres(_))) && self.in_batch {

@@ -58,6 +58,8 @@ pub struct PostgresStore {
     batch_aborted: bool,
     /// Where the request being served began, to undo its writes alone.
     request: Option<RequestMark>,
+    /// A kept request's savepoint is still open: released with the next one's.
+    kept_savepoint: bool,
     /// LastSeen times (Unix seconds) not yet written.
     last_seen: HashMap<ClientId, i64>,
     last_seen_flushed: Instant,
@@ -99,6 +101,7 @@ impl PostgresStore {
             in_batch: false,
             batch_aborted: false,
             request: None,
+            kept_savepoint: false,
             last_seen: HashMap::new(),
             last_seen_flushed: Instant::now(),
             batch_contents: Vec::new(),
