@@ -168,20 +168,21 @@ impl SqliteStore {
         Some((client, entry))
     }
 
-    /// `Store::public_key`: an unknown id from the index, a key from the database.
+    /// `Store::public_key`: an unknown id from the index, a key from the database, by its
+    /// position, the row's rowid: one lookup, not the id's index and then the row.
     pub(super) fn key_of(&mut self, id: ClientId) -> Result<Option<PublicKey>, StoreError> {
-        if !self.clients.contains_key(&id) {
+        let Some(position) = self.clients.get(&id).map(|client| client.position) else {
             return if self.batch_aborted {
                 Err(StoreError::BatchAborted)
             } else {
                 Ok(None)
             };
-        }
+        };
         self.run(|store| {
             let mut query = store
                 .conn
-                .prepare_cached("SELECT PublicKey FROM clients WHERE ID = ?1")?;
-            let key = query.query_row([&id.0[..]], |row| {
+                .prepare_cached("SELECT PublicKey FROM clients WHERE rowid = ?1")?;
+            let key = query.query_row([position as i64], |row| {
                 Ok(row
                     .get_ref(0)?
                     .as_blob()
