@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::postgres::server_schema_url;
+use common::postgres::{server_schema_query, server_schema_url};
 use common::*;
 use messageu::config::Database;
 use messageu::protocol::extension::{extension_request, long_poll_payload};
@@ -25,22 +25,25 @@ const PROMPT: Duration = Duration::from_secs(2);
 /// How long a whole test may take.
 const BOUND: Duration = Duration::from_secs(60);
 
-/// A fresh database (schema) for the nodes of one test.
-fn shared_database() -> Database {
+/// A fresh database (schema) for the nodes of one test, and its name.
+fn shared_database() -> (Database, String) {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "nodes_{}_{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    Database::Postgres(server_schema_url(&name))
+    (Database::Postgres(server_schema_url(&name)), name)
 }
 
 /// `count` nodes on one fresh database.
 fn nodes(count: usize) -> Vec<TestServer> {
-    let database = shared_database();
+    nodes_on(&shared_database().0, count)
+}
+
+fn nodes_on(database: &Database, count: usize) -> Vec<TestServer> {
     (0..count)
-        .map(|_| TestServer::start_node(&database, |_| {}))
+        .map(|_| TestServer::start_node(database, |_| {}))
         .collect()
 }
 
@@ -251,4 +254,34 @@ fn pushes_wakes_and_receipts_cross_nodes() {
     let pulled = parse_pull(&reply.payload);
     assert_eq!(pulled.len(), 1);
     assert_eq!(pulled[0].id, sent);
+}
+
+#[test]
+fn news_missed_while_a_node_was_not_listening_still_reaches_its_subscribers() {
+    let (database, schema) = shared_database();
+    let nodes = nodes_on(&database, 2);
+    let mut on_b = nodes[1].connect();
+    let bob = register_owner(&mut on_b, "bob");
+    log_in(&mut on_b, &bob);
+    let mut bob_live = Live::new(on_b);
+    assert_eq!(bob_live.subscribe(bob.id), 0);
+    let mut sender = nodes[0].connect();
+    let alice = sender.register(EDITION, "alice");
+
+    // The nodes' listening connections end (as in a failover); a message sent meanwhile is
+    // news nobody hears, until a node listening again reports news missed.
+    let ended = server_schema_query(
+        &schema,
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN \"messageu.{schema}\"%'"
+        ),
+    );
+    assert_eq!(ended, "2", "both nodes listen");
+    let id = sender.send(EDITION, alice, bob.id, 3, b"while deaf");
+    let pushed = bob_live.pushed_message(PROMPT);
+    assert_eq!(
+        (pushed.id, pushed.content.as_slice()),
+        (id, &b"while deaf"[..])
+    );
 }
