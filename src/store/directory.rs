@@ -15,6 +15,9 @@ use crate::protocol::{ClientId, Content, ContentReader};
 
 /// Entries per chunk: a chunk copied on a change is about 40 KiB.
 const CHUNK_ENTRIES: usize = 1024;
+/// The most entries a list reply can carry: its payload size is a u32 (about 15.8 million;
+/// the oldest registrations are listed).
+const MAX_LISTED: usize = u32::MAX as usize / LISTED_CLIENT_LEN;
 
 /// One client of the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,11 +167,12 @@ impl Directory {
     /// client, encoded as the reply is written.
     pub fn listing(&self, except: Option<u64>) -> Content {
         let except = except.filter(|&position| self.contains(position));
-        let count = self.len - usize::from(except.is_some());
+        let count = (self.len - usize::from(except.is_some())).min(MAX_LISTED);
         let len = (count * LISTED_CLIENT_LEN) as u64;
         let reader = ListReader {
             chunks: self.chunks.clone(),
             except,
+            left: count,
             chunk: 0,
             index: 0,
             pending: Vec::with_capacity(LISTED_CLIENT_LEN),
@@ -186,6 +190,8 @@ impl Directory {
 struct ListReader {
     chunks: Vec<Arc<Chunk>>,
     except: Option<u64>,
+    /// Entries still to encode.
+    left: usize,
     chunk: usize,
     index: usize,
     /// The entry being read, when a read ended inside it.
@@ -196,6 +202,9 @@ struct ListReader {
 impl ListReader {
     /// Encodes the next listed entry into `pending`; false at the end.
     fn next_entry(&mut self) -> bool {
+        if self.left == 0 {
+            return false;
+        }
         loop {
             let Some(chunk) = self.chunks.get(self.chunk) else {
                 return false;
@@ -214,6 +223,7 @@ impl ListReader {
             self.pending.extend_from_slice(&chunk.ids[index].0);
             encode_name(chunk.name(index), &mut self.pending);
             self.pending_at = 0;
+            self.left -= 1;
             return true;
         }
     }
