@@ -17,8 +17,9 @@ use super::PostgresStore;
 use crate::protocol::{MessageId, QueuedMessage};
 use crate::store::StoreError;
 
-/// How long a claim holds unless renewed, by default.
-pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(30);
+/// How long a claim holds unless renewed, by default: how long the messages a crashed server
+/// was delivering wait before another server (or the same one, restarted) delivers them.
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(10);
 
 /// This server's claims: its number and the lease.
 pub(super) struct Claims {
@@ -90,6 +91,13 @@ impl PostgresStore {
             .into_iter()
             .filter(|message| claimed.contains(&i64::from(message.id.0)))
             .collect())
+    }
+
+    /// Lets every claim of this server go: it stops, and delivers nothing more.
+    pub(super) fn release_claims(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM claims WHERE Node = $1", &[&self.claims.node])?;
+        Ok(())
     }
 
     /// `Store::renew_claims`: at most every third of the lease, outside any round, renews

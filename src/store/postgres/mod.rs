@@ -268,6 +268,7 @@ impl Store for PostgresStore {
         if !self.last_seen.is_empty() {
             self.flush_last_seen()?;
         }
-        Ok(())
+        // Messages whose replies were given up are free for the next server at once.
+        self.release_claims()
     }
 }

@@ -11,17 +11,22 @@ use std::time::{Duration, Instant};
 use super::content::SPOOL_THRESHOLD;
 use super::{edition_of, Settings, Shared};
 use crate::common::{
-    launch, server_command, BinaryServer, Client, Launch, Rng, TestStore, IO_TIMEOUT,
+    launch, on_postgres, server_command, BinaryServer, Client, Launch, Rng, TestStore, IO_TIMEOUT,
 };
 
 pub const DATABASE: &str = "crash.db";
 const SIGKILL: i32 = 9;
+/// The servers' `--claim-lease` (PostgreSQL only).
+pub const CLAIM_LEASE: Duration = Duration::from_secs(1);
 
 pub fn start_server(dir: &Path, generation: usize, settings: &Settings) -> BinaryServer {
     let mut command = server_command(dir, &["--bind", "127.0.0.1", "--port", "0"]);
     let db = TestStore::in_dir(dir, DATABASE).db_arg();
     command.args(["--db", &db, "--durability", "full"]);
     command.args(["--spool-threshold", &SPOOL_THRESHOLD.to_string()]);
+    // A killed generation's claims on PostgreSQL lapse after this (the next generation is
+    // another server to them).
+    command.args(["--claim-lease", &CLAIM_LEASE.as_secs_f64().to_string()]);
     match launch(command) {
         Launch::Listening(server) => server,
         Launch::Exited { status, stderr, .. } => panic!(
@@ -131,6 +136,10 @@ pub fn assert_queues_empty_after_restart(
     let store = TestStore::in_dir(dir, DATABASE);
     store.backdate_contents();
     let server = start_server(dir, generation, settings);
+    // What the killed generations had claimed is held until their claims lapse.
+    if on_postgres() {
+        thread::sleep(CLAIM_LEASE);
+    }
     let mut checker = Client::connect(server.addr);
     for (index, id) in shared.ids.iter().enumerate() {
         let back = checker.pull(edition_of(index), *id);
