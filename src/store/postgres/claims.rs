@@ -7,8 +7,13 @@
 //! server may deliver the message (at least once, never lost).
 //!
 //! Claiming never waits for another server's transaction: the messages' rows are locked with
-//! `SKIP LOCKED`, so a message another server is claiming at that moment is left out, and a
-//! committed claim of another server is honoured by the upsert, which sees the newest row.
+//! `SKIP LOCKED`, so a message another server is claiming at that moment is left out, those
+//! another server holds a live claim on are not locked at all, and a claim of another server
+//! committed meanwhile is honoured by the upsert, which sees the newest row.
+//!
+//! Renewal runs with the loop's turns, which come at least once a second: a lease of a few
+//! seconds (the default is 10) leaves room for that; the tests' 1 s leases serve replies
+//! written at once.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -66,8 +71,10 @@ impl PostgresStore {
         let (node, lease) = (self.claims.node, self.claims.lease_seconds());
         let claimed = self.run(|store| {
             let rows = store.conn.query(
-                "WITH locked AS (SELECT ID FROM messages WHERE ID = ANY($1) \
-                                 FOR UPDATE SKIP LOCKED) \
+                "WITH locked AS (SELECT m.ID FROM messages m WHERE m.ID = ANY($1) \
+                                 AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.ID = m.ID \
+                                                 AND c.Node <> $2 AND c.Until >= now()) \
+                                 FOR UPDATE OF m SKIP LOCKED) \
                  INSERT INTO claims (ID, Node, Until) \
                  SELECT ID, $2, now() + make_interval(secs => $3) FROM locked \
                  ON CONFLICT (ID) DO UPDATE SET Node = EXCLUDED.Node, Until = EXCLUDED.Until \
@@ -111,7 +118,6 @@ impl PostgresStore {
         if self.in_batch || !self.claims.renewal_due(now) {
             return Ok(());
         }
-        self.claims.renewed = now;
         let held: Vec<i64> = in_flight.map(|id| i64::from(id.0)).collect();
         let (node, lease) = (self.claims.node, self.claims.lease_seconds());
         self.conn.execute(
@@ -120,6 +126,8 @@ impl PostgresStore {
              DELETE FROM claims WHERE Node = $1 AND NOT (ID = ANY($2))",
             &[&node, &held, &lease],
         )?;
+        // Only once done: a failed renewal is tried again at the next turn.
+        self.claims.renewed = now;
         Ok(())
     }
 }

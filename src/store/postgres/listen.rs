@@ -20,6 +20,9 @@ use crate::store::{News, NewsFeed};
 const STOP_CHECK: Duration = Duration::from_millis(200);
 /// The least time between two attempts to connect.
 const RECONNECT_INTERVAL: Duration = Duration::from_millis(250);
+/// After this long without news the connection is checked with a round trip: a database
+/// host gone without closing it (powered off, cut off) leaves it silent, not closed.
+const LIVENESS_CHECK: Duration = Duration::from_secs(5);
 
 /// Starts listening on `channel` for the news of servers other than `node`; `wake` wakes
 /// the loop.
@@ -102,6 +105,7 @@ impl Listener {
 
     /// Hands on what comes until the connection breaks or the feed is dropped.
     fn listen(&self, client: &mut Client) -> Ended {
+        let mut heard_from = Instant::now();
         while !self.stopped() {
             let mut heard = Vec::new();
             let mut notifications = client.notifications();
@@ -128,6 +132,14 @@ impl Listener {
             drop(notifications);
             if client.is_closed() {
                 return Ended::Lost("the database closed it".into());
+            }
+            if !heard.is_empty() {
+                heard_from = Instant::now();
+            } else if heard_from.elapsed() >= LIVENESS_CHECK {
+                if let Err(error) = client.is_valid(LIVENESS_CHECK) {
+                    return Ended::Lost(error.to_string());
+                }
+                heard_from = Instant::now();
             }
             if !heard.is_empty() && !self.tell(heard) {
                 return Ended::Stopped;

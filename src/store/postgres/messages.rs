@@ -137,11 +137,11 @@ impl PostgresStore {
                     reader: ChunkReader::open(&self.pool, key, waiting.len)?,
                     len: waiting.len,
                 },
-                None => Content::Inline(
-                    contents
-                        .remove(&i64::from(waiting.id.0))
-                        .ok_or(StoreError::Corrupt("message gone while read"))?,
-                ),
+                None => match contents.remove(&i64::from(waiting.id.0)) {
+                    Some(bytes) => Content::Inline(bytes),
+                    // Deleted meanwhile through a server sharing the database.
+                    None => continue,
+                },
             };
             messages.push(QueuedMessage {
                 id: waiting.id,
@@ -257,8 +257,11 @@ impl PostgresStore {
                  FROM messages m WHERE ID = $1 FOR UPDATE OF m SKIP LOCKED",
                 &[&i64::from(id.0), &store.claims.node],
             )?;
-            if held.map_or(Ok(true), |row| row.try_get::<_, bool>(0))? {
-                return Ok(UnsendOutcome::InDelivery);
+            match held {
+                // Deleted meanwhile through a server sharing the database.
+                None => return Ok(UnsendOutcome::NotWaiting),
+                Some(row) if row.try_get::<_, bool>(0)? => return Ok(UnsendOutcome::InDelivery),
+                Some(_) => {}
             }
             let row = store.conn.query_one(
                 "WITH gone AS (DELETE FROM messages WHERE ID = $1 AND FromClient = $2 \

@@ -17,9 +17,24 @@ use super::PostgresStore;
 use crate::protocol::{ClientId, Delivery, MessageId, Receipt};
 use crate::store::{News, StoreError};
 
-/// The channel of the servers whose tables are in `schema`.
+/// The longest channel name PostgreSQL takes whole (`NOTIFY` refuses a longer one, `LISTEN`
+/// cuts it short).
+const MAX_CHANNEL_LEN: usize = 63;
+
+/// The channel of the servers whose tables are in `schema`: named after it, or after a hash
+/// of a name too long for a channel.
 pub(super) fn channel(schema: &str) -> String {
-    format!("messageu.{schema}")
+    let named = format!("messageu.{schema}");
+    if named.len() <= MAX_CHANNEL_LEN {
+        return named;
+    }
+    // FNV-1a: the same on every server, whatever its build.
+    let hash = schema
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("messageu.{hash:016x}")
 }
 
 /// `LISTEN` on `channel`, the name quoted.
@@ -176,6 +191,10 @@ mod tests {
     #[test]
     fn a_schemas_channel_is_quoted_for_listen() {
         assert_eq!(channel("public"), "messageu.public");
+        let long = "s".repeat(60);
+        assert!(channel(&long).len() <= MAX_CHANNEL_LEN);
+        assert_eq!(channel(&long), channel(&long), "the same on every server");
+        assert_ne!(channel(&long), channel(&"t".repeat(60)));
         assert_eq!(
             listen_statement("messageu.a\"b"),
             "LISTEN \"messageu.a\"\"b\""
