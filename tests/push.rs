@@ -337,3 +337,41 @@ fn a_subscription_keeps_its_id_online_and_ends_with_its_account() {
     phone.assert_no_push(QUIET);
     laptop.assert_no_push(QUIET);
 }
+
+#[test]
+fn a_message_acknowledged_while_a_pull_reply_carries_it_gets_one_receipt() {
+    let server = TestServer::start();
+    let (bob, mut device) = subscriber(&server, "bob");
+    device.subscribe(bob.id);
+    let (alice, mut alice_live) = subscriber(&server, "alice");
+    alice_live.subscribe(alice.id);
+    let mut puller = logged_in(&server, &bob);
+    let mut sender = server.connect();
+    let pull = request_bytes(
+        bob.id,
+        EDITION.request_code(Operation::PullMessages),
+        0,
+        &[],
+    );
+    for round in 0..20u8 {
+        let id = sender.send(EDITION, alice.id, bob.id, 3, &[round]);
+        assert_eq!(device.pushed_message(PROMPT).id, id);
+        // A pull carrying the message and its acknowledgement, at once: whichever deletes
+        // it, the sender is told once.
+        let ids = [MessageId(id)];
+        let ack = request_bytes(
+            bob.id,
+            ACKNOWLEDGE,
+            acknowledge_payload(&ids).len() as u32,
+            &acknowledge_payload(&ids),
+        );
+        puller.client.send_raw(&pull);
+        device.client.send_raw(&ack);
+        assert_eq!(device.client.read_reply().code, 2505);
+        let pulled = parse_pull(&puller.client.read_reply().payload);
+        assert!(pulled.len() <= 1);
+        let receipt = alice_live.receipt(PROMPT);
+        assert_eq!(receipt.id.0, id);
+        alice_live.assert_no_push(QUIET);
+    }
+}

@@ -142,12 +142,23 @@ impl CommitPipeline {
         now: Instant,
     ) -> Round {
         let deleting = deliveries.take_due(now);
-        let deleted = !deleting.is_empty() && self.delete(&deleting);
-        let pulled: Vec<SenderReceipt> = if deleted {
-            let at_ms = unix_millis(SystemTime::now());
-            deleting.iter().map(|m| pulled_receipt(m, at_ms)).collect()
+        let deleted = if deleting.is_empty() {
+            None
         } else {
-            Vec::new()
+            self.delete(&deleting)
+        };
+        // Receipts for what this deletion removed: a message acknowledged meanwhile (pushed
+        // to another connection, or through another server) was told of already.
+        let pulled: Vec<SenderReceipt> = match &deleted {
+            Some(ids) => {
+                let at_ms = unix_millis(SystemTime::now());
+                deleting
+                    .iter()
+                    .filter(|message| ids.contains(&message.id))
+                    .map(|message| pulled_receipt(message, at_ms))
+                    .collect()
+            }
+            None => Vec::new(),
         };
         if self.open && self.news.is_some() {
             let news = self.notices.round_news(&pulled);
@@ -189,27 +200,29 @@ impl CommitPipeline {
         if epoch.is_some() {
             self.notices.pulled(pulled);
         }
-        deliveries.settle(deleting, deleted && epoch.is_some(), now);
+        deliveries.settle(deleting, deleted.is_some() && epoch.is_some(), now);
         if let Err(error) = self.store.renew_claims(now, &mut deliveries.in_flight()) {
             log::warn!("cannot renew the claims of messages in delivery: {error}");
         }
         Round { touched, epoch }
     }
 
-    fn delete(&mut self, messages: &[Delivered]) -> bool {
+    /// Deletes `messages`; returns those that were still there, or `None` if the deletion
+    /// failed (it is retried).
+    fn delete(&mut self, messages: &[Delivered]) -> Option<Vec<MessageId>> {
         match self
             .round()
             .and_then(|store| store.delete_messages(messages))
         {
-            Ok(()) => true,
+            Ok(deleted) => Some(deleted),
             // The store has logged the loss of the database once; retried next round.
-            Err(StoreError::Disconnected) => false,
+            Err(StoreError::Disconnected) => None,
             Err(error) => {
                 log::error!(
                     "cannot delete {} delivered messages: {error}",
                     messages.len()
                 );
-                false
+                None
             }
         }
     }
@@ -269,8 +282,8 @@ mod tests {
     use mio::{Poll, Token};
 
     use super::*;
-    use crate::protocol::{ClientId, MessageId, PublicKey};
-    use crate::store::{Durability, SqliteStore};
+    use crate::protocol::{ClientId, MessageId, MessageType, PublicKey};
+    use crate::store::{Durability, NewContent, NewMessage, SqliteStore};
 
     struct Fixture {
         _dir: tempfile::TempDir,
@@ -381,11 +394,29 @@ mod tests {
         let mut fixture = fixture(Durability::Normal);
         let mut deliveries = Deliveries::default();
         let now = Instant::now();
-        let ids = [41, 42].map(|id| Delivered {
-            id: MessageId(id),
+        let (from, to) = (ClientId([1; 16]), ClientId([2; 16]));
+        let store = fixture.pipeline.round().expect("round");
+        let stored: Vec<MessageId> = (0..2)
+            .map(|_| {
+                let message = NewMessage {
+                    to,
+                    from,
+                    kind: MessageType::Text,
+                    content: NewContent::Inline(b"abc"),
+                };
+                store.insert_message(message).expect("stored")
+            })
+            .collect();
+        fixture
+            .pipeline
+            .commit(&mut deliveries, &fixture.metrics, now);
+        // The second is gone before its pull reply's deletion (acknowledged after a push).
+        let gone = MessageId(stored[1].0 + 1000);
+        let ids = [stored[0], stored[1], gone].map(|id| Delivered {
+            id,
             len: 3,
-            from: ClientId([1; 16]),
-            to: ClientId([2; 16]),
+            from,
+            to,
         });
         deliveries.start(&ids);
         deliveries.delivered(ids.to_vec());
@@ -394,20 +425,17 @@ mod tests {
             .commit(&mut deliveries, &fixture.metrics, now);
         assert!(round.epoch.is_some());
         assert_eq!(deliveries.undeleted(), 0);
-        assert!(!deliveries.is_in_flight(MessageId(41)));
+        assert!(!deliveries.is_in_flight(stored[0]));
         let receipts = fixture.pipeline.take_durable().receipts;
         let told: Vec<_> = receipts
             .iter()
             .map(|(sender, receipt)| (*sender, receipt.id, receipt.recipient, receipt.how))
             .collect();
-        let pulled = |id| {
-            (
-                ClientId([1; 16]),
-                MessageId(id),
-                ClientId([2; 16]),
-                Delivery::Pulled,
-            )
-        };
-        assert_eq!(told, vec![pulled(41), pulled(42)], "their senders are told");
+        let pulled = |id| (from, id, to, Delivery::Pulled);
+        assert_eq!(
+            told,
+            vec![pulled(stored[0]), pulled(stored[1])],
+            "the senders of what was deleted are told, not of what was gone already"
+        );
     }
 }

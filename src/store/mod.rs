@@ -313,8 +313,10 @@ pub trait Store: ContentStore + Send {
     fn hear_others(&mut self, _wake: Box<dyn Fn() + Send>) -> Result<Option<NewsFeed>, StoreError> {
         Ok(None)
     }
-    /// Deletes messages whose pull reply was written whole.
-    fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError>;
+    /// Deletes messages whose pull reply was written whole; returns those it deleted (one
+    /// acknowledged after a push meanwhile, or deleted through another server, is gone
+    /// already).
+    fn delete_messages(&mut self, messages: &[Delivered]) -> Result<Vec<MessageId>, StoreError>;
     /// Deletes the messages among `ids` that wait for `to`, which acknowledged them; returns
     /// them. Their deletion is acknowledged: durable before the reply.
     fn acknowledge_messages(

@@ -126,7 +126,7 @@ impl Store for FaultyStore {
     ) -> Result<Vec<QueuedMessage>, StoreError> {
         self.inner.queued_messages(to, budget, skip)
     }
-    fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {
+    fn delete_messages(&mut self, messages: &[Delivered]) -> Result<Vec<MessageId>, StoreError> {
         self.inner.delete_messages(messages)
     }
     fn queue_of(&mut self, to: ClientId) -> Result<Vec<SenderQueue>, StoreError> {

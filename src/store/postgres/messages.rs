@@ -154,7 +154,10 @@ impl PostgresStore {
     }
 
     /// `Store::delete_messages`: one statement for the whole pull.
-    pub(super) fn delete_delivered(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {
+    pub(super) fn delete_delivered(
+        &mut self,
+        messages: &[Delivered],
+    ) -> Result<Vec<MessageId>, StoreError> {
         self.run(|store| {
             let ids: Vec<i64> = messages.iter().map(|m| i64::from(m.id.0)).collect();
             let rows = store.conn.query(
@@ -163,16 +166,18 @@ impl PostgresStore {
                  SELECT ID FROM gone",
                 &[&ids],
             )?;
+            let mut deleted = Vec::with_capacity(rows.len());
             for row in rows {
-                let id = row.try_get::<_, i64>(0)?;
+                let id = message_id(row.try_get(0)?)?;
                 let len = messages
                     .iter()
-                    .find(|message| i64::from(message.id.0) == id)
+                    .find(|message| message.id == id)
                     .map_or(0, |message| message.len);
                 store.batch_queue.delivered += 1;
                 store.batch_queue.delivered_bytes += len;
+                deleted.push(id);
             }
-            Ok(())
+            Ok(deleted)
         })
     }
 

@@ -232,7 +232,7 @@ impl Store for PostgresStore {
         Ok(Some(feed))
     }
 
-    fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {
+    fn delete_messages(&mut self, messages: &[Delivered]) -> Result<Vec<MessageId>, StoreError> {
         self.delete_delivered(messages)
     }
 

@@ -115,13 +115,17 @@ impl SqliteStore {
     }
 
     /// `Store::delete_messages`.
-    pub(super) fn delete_delivered(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {
+    pub(super) fn delete_delivered(
+        &mut self,
+        messages: &[Delivered],
+    ) -> Result<Vec<MessageId>, StoreError> {
         self.run(|store| {
             // The sizes come with the ids: returning length(Content) here cost about 4,000
             // instructions a send-pull request under callgrind.
             let mut delete = store
                 .conn
                 .prepare_cached("DELETE FROM messages WHERE ID = ?1 RETURNING SpoolFile")?;
+            let mut deleted = Vec::with_capacity(messages.len());
             for message in messages {
                 let mut rows = delete.query([message.id.0])?;
                 while let Some(row) = rows.next()? {
@@ -130,9 +134,10 @@ impl SqliteStore {
                     }
                     store.batch_queue.delivered += 1;
                     store.batch_queue.delivered_bytes += message.len;
+                    deleted.push(message.id);
                 }
             }
-            Ok(())
+            Ok(deleted)
         })
     }
 

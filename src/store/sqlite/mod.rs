@@ -192,7 +192,7 @@ impl Store for SqliteStore {
         self.queued(to, budget, skip)
     }
 
-    fn delete_messages(&mut self, messages: &[Delivered]) -> Result<(), StoreError> {
+    fn delete_messages(&mut self, messages: &[Delivered]) -> Result<Vec<MessageId>, StoreError> {
         self.delete_delivered(messages)
     }
 
