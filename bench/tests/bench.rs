@@ -3,6 +3,7 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod report;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,6 +17,7 @@ use common::{assert_names_itself, BinaryServer, TestServer, TestStore};
 use messageu_protocol::{
     Operation, ReplyHeader, RequestCode, RequestHeader, REQUEST_HEADER_LEN, SERVER_VERSION,
 };
+use report::count;
 
 /// A short run with few clients: enough to exercise every phase, quick enough for `cargo test`.
 fn bench(addr: SocketAddr, extra: &[&str]) -> Output {
@@ -41,19 +43,6 @@ fn bench(addr: SocketAddr, extra: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The number after `label ` in the report, e.g. `lost 0`.
-fn count(report: &str, label: &str) -> u64 {
-    let pattern = format!("{label} ");
-    let at = report
-        .find(&pattern)
-        .unwrap_or_else(|| panic!("no {label:?} in the report:\n{report}"));
-    report[at + pattern.len()..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|digits| digits.parse().ok())
-        .unwrap_or_else(|| panic!("no number after {label:?}:\n{report}"))
 }
 
 #[test]

@@ -4,23 +4,12 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod report;
 
 use std::process::Command;
 
 use common::{on_postgres, BinaryServer, TestStore};
-
-/// The numbers after `label ` in `line`, e.g. `RSS 22.8 MiB (peak 22.8 MiB)` gives 22.8.
-fn figure(report: &str, label: &str) -> f64 {
-    let pattern = format!("{label} ");
-    let at = report
-        .find(&pattern)
-        .unwrap_or_else(|| panic!("no {label:?} in the report:\n{report}"));
-    report[at + pattern.len()..]
-        .split(|c: char| !c.is_ascii_digit() && c != '.')
-        .next()
-        .and_then(|number| number.parse().ok())
-        .unwrap_or_else(|| panic!("no number after {label:?}:\n{report}"))
-}
+use report::figure;
 
 #[test]
 fn ten_thousand_idle_subscribers_cost_little_and_one_push_still_arrives_at_once() {

@@ -5,6 +5,7 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod report;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,6 +17,7 @@ use common::postgres::TestDatabase;
 use common::IO_TIMEOUT;
 use messageu::config::Database;
 use messageu::{Config, Server, ShutdownHandle};
+use report::count;
 
 /// One node: a server in this process on the shared database, with its metrics served.
 struct Node {
@@ -74,19 +76,6 @@ impl Drop for Node {
             }
         }
     }
-}
-
-/// The number after `label ` in the report, e.g. `lost 0`.
-fn count(report: &str, label: &str) -> u64 {
-    let pattern = format!("{label} ");
-    let at = report
-        .find(&pattern)
-        .unwrap_or_else(|| panic!("no {label:?} in the report:\n{report}"));
-    report[at + pattern.len()..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|digits| digits.parse().ok())
-        .unwrap_or_else(|| panic!("no number after {label:?}:\n{report}"))
 }
 
 #[test]
