@@ -4,10 +4,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::http::{http, sample};
 use common::*;
 use messageu::protocol::{ClientId, Edition, Operation};
 use messageu::{Config, Server, ShutdownHandle};
@@ -15,30 +16,6 @@ use messageu::{Config, Server, ShutdownHandle};
 const WAIT: Duration = Duration::from_secs(10);
 /// Zero-padded clients send and read blocks of this many bytes (protocol §4.3).
 const PADDED_BLOCK: usize = 1024;
-
-/// One HTTP/1.1 request on its own connection: the status and the body.
-fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write the request");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("read the response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a whole response");
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok());
-    (status.expect("a status line"), body.to_owned())
-}
-
-/// The value of the sample `name` (with its labels), if the scrape has it.
-fn sample(scrape: &str, name: &str) -> Option<f64> {
-    scrape
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.parse().ok())
-}
 
 /// Scrapes until `ready` holds for a scrape (the loop records some things a turn after the
 /// reply: deletions of delivered messages, closed connections); returns that scrape.

@@ -7,81 +7,34 @@
 mod common;
 mod report;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use common::http::{http, sample};
 use common::postgres::TestDatabase;
-use common::IO_TIMEOUT;
+use common::{TestServer, IO_TIMEOUT};
 use messageu::config::Database;
-use messageu::{Config, Server, ShutdownHandle};
 use report::count;
 
-/// One node: a server in this process on the shared database, with its metrics served.
-struct Node {
-    addr: SocketAddr,
-    metrics: SocketAddr,
-    shutdown: ShutdownHandle,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Node {
-    fn start(url: &str) -> Node {
-        let mut config = Config::loopback(Database::Postgres(url.to_owned()));
+/// A node: a server in this process on the shared database, with its metrics served.
+fn node(url: &str) -> TestServer {
+    TestServer::start_node(&Database::Postgres(url.to_owned()), |config| {
         config.metrics = Some(([127, 0, 0, 1], 0).into());
-        let server = Server::bind(config).expect("node starts");
-        let metrics = server.metrics_addr().expect("metrics are served");
-        let (addr, shutdown) = (server.local_addr(), server.shutdown_handle());
-        let thread = thread::spawn(move || server.run().expect("node runs and stops"));
-        Node {
-            addr,
-            metrics,
-            shutdown,
-            thread: Some(thread),
-        }
-    }
-
-    /// A counter of the node's metrics.
-    fn counter(&self, name: &str) -> u64 {
-        let mut stream = TcpStream::connect(self.metrics).expect("connect to the metrics");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        )
-        .expect("write the request");
-        let mut text = String::new();
-        stream.read_to_string(&mut text).expect("read the metrics");
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|value| value.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-    }
+    })
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.shutdown.shutdown();
-        if let Some(thread) = self.thread.take() {
-            let deadline = Instant::now() + IO_TIMEOUT;
-            while !thread.is_finished() {
-                assert!(Instant::now() < deadline, "node did not stop in time");
-                thread::sleep(Duration::from_millis(10));
-            }
-            let result = thread.join();
-            if !thread::panicking() {
-                result.expect("node thread panicked");
-            }
-        }
-    }
+/// A counter of `node`'s metrics.
+fn counter(node: &TestServer, name: &str) -> u64 {
+    let metrics = node.metrics.expect("metrics are served");
+    let (_, scrape) = http(metrics, "GET", "/metrics");
+    sample(&scrape, name).unwrap_or_else(|| panic!("no {name} in:\n{scrape}")) as u64
 }
 
 #[test]
 fn two_clients_on_two_nodes_deliver_every_message_through_the_other_node() {
     let database = TestDatabase::create();
-    let nodes = [Node::start(&database.url()), Node::start(&database.url())];
+    let nodes = [node(&database.url()), node(&database.url())];
     let addrs = format!("{},{}", nodes[0].addr, nodes[1].addr);
     // Two clients: client 0 on the first node, client 1 on the second, and each sends only
     // to the other, so every message crosses from one node to the other.
@@ -108,10 +61,10 @@ fn two_clients_on_two_nodes_deliver_every_message_through_the_other_node() {
     let (stored, delivered) = loop {
         let stored = nodes
             .each_ref()
-            .map(|n| n.counter("messageu_messages_stored_total"));
+            .map(|n| counter(n, "messageu_messages_stored_total"));
         let delivered = nodes
             .each_ref()
-            .map(|n| n.counter("messageu_messages_delivered_total"));
+            .map(|n| counter(n, "messageu_messages_delivered_total"));
         if stored[0] == delivered[1] && stored[1] == delivered[0] || Instant::now() > deadline {
             break (stored, delivered);
         }

@@ -6,6 +6,7 @@
 
 pub mod crash;
 pub mod faulty_store;
+pub mod http;
 pub mod pg_pair;
 pub mod postgres;
 pub mod store;
@@ -33,6 +34,8 @@ pub const EDITIONS: [Edition; 4] = Edition::ALL;
 /// A server running in a thread of the test process.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Where its metrics are served, if they are.
+    pub metrics: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     shutdown: ShutdownHandle,
     thread: Option<JoinHandle<()>>,
@@ -88,10 +91,12 @@ impl TestServer {
 
     fn run(dir: tempfile::TempDir, server: Server) -> TestServer {
         let addr = server.local_addr();
+        let metrics = server.metrics_addr();
         let shutdown = server.shutdown_handle();
         let thread = thread::spawn(move || server.run().expect("server runs and stops cleanly"));
         TestServer {
             addr,
+            metrics,
             dir,
             shutdown,
             thread: Some(thread),
