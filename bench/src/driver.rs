@@ -456,7 +456,11 @@ impl Driver {
 
 /// A non-blocking connection attempt to `target`, watched by `poll` under `slot`.
 pub fn connect(target: SocketAddr, poll: &Poll, slot: usize) -> io::Result<TcpStream> {
-    let mut socket = TcpStream::connect(target)?;
+    watched(TcpStream::connect(target)?, poll, slot)
+}
+
+/// `socket`, connecting, registered with `poll` under `slot`.
+fn watched(mut socket: TcpStream, poll: &Poll, slot: usize) -> io::Result<TcpStream> {
     poll.registry().register(
         &mut socket,
         Token(slot),
@@ -505,13 +509,7 @@ fn connect_from(
         Err(error) if error.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(error) => return Err(error),
     }
-    let mut socket = TcpStream::from_std(socket.into());
-    poll.registry().register(
-        &mut socket,
-        Token(slot),
-        Interest::READABLE | Interest::WRITABLE,
-    )?;
-    Ok(socket)
+    watched(TcpStream::from_std(socket.into()), poll, slot)
 }
 
 /// Whether a non-blocking connect has completed; an error if it failed.
