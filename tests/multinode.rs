@@ -285,3 +285,43 @@ fn news_missed_while_a_node_was_not_listening_still_reaches_its_subscribers() {
         (id, &b"while deaf"[..])
     );
 }
+
+#[test]
+fn a_protection_or_deletion_through_one_node_holds_on_the_others_at_once() {
+    let nodes = nodes(2);
+    let mut on_a = nodes[0].connect();
+    let owner = register_owner(&mut on_a, "owner");
+    log_in(&mut on_a, &owner);
+    let mut stranger = nodes[1].connect();
+    let pull = EDITION.request_code(Operation::PullMessages);
+    // B knows the account as open: it served it.
+    assert_ne!(stranger.call(owner.id, pull, &[]).code, 9000);
+
+    assert_eq!(protect(&mut on_a, owner.id, true).code, 2503);
+    assert_eq!(
+        stranger.call(owner.id, pull, &[]).code,
+        9000,
+        "protected through A: refused on B's very next request"
+    );
+    let mut owner_on_b = nodes[1].connect();
+    log_in(&mut owner_on_b, &owner);
+    assert_ne!(owner_on_b.call(owner.id, pull, &[]).code, 9000);
+
+    assert_eq!(
+        on_a.call(owner.id, 1510, &[]).code,
+        2510,
+        "deleted through A"
+    );
+    assert_eq!(
+        owner_on_b.call(owner.id, pull, &[]).code,
+        9000,
+        "gone on B at once"
+    );
+    let alice = stranger.register(EDITION, "alice");
+    let send = stranger.call(
+        alice,
+        EDITION.request_code(Operation::SendMessage),
+        &send_body(owner.id, 3, b"to nobody"),
+    );
+    assert_eq!(send.code, 9000, "no message to a deleted account through B");
+}

@@ -21,6 +21,9 @@ use super::{messages, PostgresStore};
 use crate::store::queue::QueueChange;
 use crate::store::{Committed, StoreError};
 
+/// A round's start, with the counter of client changes (`known.rs`), in one round trip.
+const BEGIN: &str = "BEGIN; SELECT Version FROM client_changes";
+
 /// How long LastSeen updates may wait in memory: written with every request, they would
 /// make every request a write.
 const LAST_SEEN_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -39,14 +42,19 @@ impl PostgresStore {
     /// `Store::begin_batch`.
     pub(super) fn begin_transaction(&mut self) -> Result<(), StoreError> {
         self.reconnect_if_lost()?;
-        if let Err(error) = self.conn.batch("BEGIN") {
+        let version = match self.conn.batch_value(BEGIN) {
+            Ok(version) => version,
             // A connection that broke while idle shows it only now: once more on a new one.
-            if !self.conn.is_closed() {
-                return Err(error.into());
+            Err(error) if !self.conn.is_closed() => return Err(error.into()),
+            Err(_) => {
+                self.reconnect_if_lost()?;
+                self.conn.batch_value(BEGIN)?
             }
-            self.reconnect_if_lost()?;
-            self.conn.batch("BEGIN")?;
-        }
+        };
+        let version = version
+            .and_then(|version| version.parse().ok())
+            .ok_or(StoreError::Corrupt("client_changes"))?;
+        self.known.round_began(version);
         self.in_batch = true;
         self.batch_aborted = false;
         self.kept_savepoint = false;
@@ -67,7 +75,14 @@ impl PostgresStore {
                 return Err(error);
             }
         }
-        if let Err(error) = self.conn.batch("COMMIT") {
+        // Raised last, so that the counter's row is held for the COMMIT alone: two servers'
+        // rounds never wait on each other holding it.
+        let commit = if mem::take(&mut self.clients_changed) {
+            "UPDATE client_changes SET Version = Version + 1; COMMIT"
+        } else {
+            "COMMIT"
+        };
+        if let Err(error) = self.conn.batch(commit) {
             self.rollback_transaction();
             return Err(error.into());
         }
@@ -90,7 +105,9 @@ impl PostgresStore {
         self.in_batch = false;
         self.batch_aborted = false;
         self.kept_savepoint = false;
+        self.clients_changed = false;
         self.request = None;
+        self.known.forget_all();
         self.batch_queue = QueueChange::default();
         // Dropped, the batch's new contents are deleted.
         self.batch_contents.clear();
@@ -162,6 +179,7 @@ impl PostgresStore {
                 self.batch_aborted = true;
             }
         }
+        self.known.forget_all();
         // Dropped, the request's new contents are deleted.
         self.batch_contents.truncate(mark.contents);
         self.batch_queue = mark.queue;

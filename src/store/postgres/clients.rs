@@ -24,6 +24,19 @@ impl PostgresStore {
         id: ClientId,
         at: SystemTime,
     ) -> Result<Option<Protection>, StoreError> {
+        let protection = self.protection_of(id)?;
+        if protection.is_some() {
+            self.last_seen.insert(id, unix_seconds(at));
+        }
+        Ok(protection)
+    }
+
+    /// Whether `id` is registered, and its protection: known in this round (`known.rs`), or
+    /// read.
+    fn protection_of(&mut self, id: ClientId) -> Result<Option<Protection>, StoreError> {
+        if let Some(protection) = self.known.get(id).filter(|_| self.in_batch) {
+            return Ok(Some(protection));
+        }
         self.run(|store| {
             let row = store
                 .conn
@@ -31,13 +44,24 @@ impl PostgresStore {
             let Some(row) = row else {
                 return Ok(None);
             };
-            store.last_seen.insert(id, unix_seconds(at));
             // Any value but 1 (the only one this server writes) leaves the account open.
-            Ok(Some(match row.try_get::<_, i32>(0)? {
+            let protection = match row.try_get::<_, i32>(0)? {
                 1 => Protection::Protected,
                 _ => Protection::Open,
-            }))
+            };
+            if store.in_batch {
+                store.known.learn(id, protection);
+            }
+            Ok(Some(protection))
         })
+    }
+
+    /// `id` changed in the round: the counter of client changes is raised with its COMMIT,
+    /// so that every server reads again what it knows of clients at its next round
+    /// (`known.rs`).
+    fn client_changed(&mut self, id: ClientId) {
+        self.known.changed(id);
+        self.clients_changed = true;
     }
 
     /// `Store::set_protection`.
@@ -53,19 +77,17 @@ impl PostgresStore {
             )?;
             match updated {
                 0 => Err(StoreError::Corrupt("protection of an unknown client")),
-                _ => Ok(()),
+                _ => {
+                    store.client_changed(id);
+                    Ok(())
+                }
             }
         })
     }
 
     /// `Store::client_exists`.
     pub(super) fn is_registered(&mut self, id: ClientId) -> Result<bool, StoreError> {
-        self.run(|store| {
-            let row = store
-                .conn
-                .query_opt("SELECT 1 FROM clients WHERE ID = $1", &[&&id.0[..]])?;
-            Ok(row.is_some())
-        })
+        Ok(self.protection_of(id)?.is_some())
     }
 
     /// `Store::register_client`: no statement fails for a taken name or id (a failed
@@ -203,6 +225,7 @@ impl PostgresStore {
             if retired == 0 {
                 return Err(StoreError::Corrupt("deletion of an unknown client"));
             }
+            store.client_changed(id);
             store.last_seen.remove(&id);
             store.batch_queue.withdrawn += count;
             store.batch_queue.withdrawn_bytes += bytes;

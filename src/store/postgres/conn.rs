@@ -119,6 +119,17 @@ impl Conn {
         self.noted(result)
     }
 
+    /// Runs statements without parameters in one round trip; returns the first column of the
+    /// last row they return, if any.
+    pub fn batch_value(&mut self, sql: &str) -> Result<Option<String>, postgres::Error> {
+        let messages = self.client.simple_query(sql);
+        let messages = self.noted(messages)?;
+        Ok(messages.iter().rev().find_map(|message| match message {
+            postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        }))
+    }
+
     /// Runs statements without parameters (transaction control, migrations).
     pub fn batch(&mut self, sql: &str) -> Result<(), postgres::Error> {
         let result = self.client.batch_execute(sql);

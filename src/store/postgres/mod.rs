@@ -18,6 +18,7 @@ mod claims;
 mod clients;
 mod conn;
 mod contents;
+mod known;
 mod link;
 mod listen;
 mod messages;
@@ -42,6 +43,7 @@ use batch::RequestMark;
 use claims::Claims;
 pub use claims::DEFAULT_CLAIM_LEASE;
 use conn::{Conn, Pool};
+use known::KnownClients;
 use link::Link;
 
 /// How old an unreferenced content must be before a start removes it: the upload of a
@@ -69,6 +71,10 @@ pub struct PostgresStore {
     queue: QueueStats,
     batch_queue: QueueChange,
     claims: Claims,
+    /// What the caller and destination checks know without a query (`known.rs`).
+    known: KnownClients,
+    /// The round deleted a client or changed a protection: it raises the counter.
+    clients_changed: bool,
     /// The channel news goes on (`notify.rs`).
     channel: String,
 }
@@ -108,6 +114,8 @@ impl PostgresStore {
             queue,
             batch_queue: QueueChange::default(),
             claims: Claims::new(node),
+            known: KnownClients::default(),
+            clients_changed: false,
             channel: notify::channel(&schema),
         })
     }
