@@ -165,6 +165,47 @@ pub struct PullBudget {
     pub messages: usize,
 }
 
+impl PullBudget {
+    /// An empty reply to fill within this budget.
+    pub(crate) fn filling(self) -> PullFilling {
+        PullFilling {
+            budget: self,
+            payload: 0,
+            in_memory: 0,
+            messages: 0,
+        }
+    }
+}
+
+/// A pull reply being filled, message by message in queue order, within its budget: the
+/// rule both backends choose by.
+pub(crate) struct PullFilling {
+    budget: PullBudget,
+    payload: u64,
+    in_memory: u64,
+    messages: usize,
+}
+
+impl PullFilling {
+    /// Takes the next message, of `len` content bytes, held in memory if `inline`, if it fits;
+    /// the first always does, so that a message larger than the budget still goes alone.
+    /// False: the reply is full.
+    pub fn take(&mut self, len: u64, inline: bool) -> bool {
+        let entry = crate::protocol::replies::PULLED_MESSAGE_HEADER_LEN as u64 + len;
+        let memory = if inline { len } else { 0 };
+        let fits = self.payload + entry <= self.budget.payload
+            && self.in_memory + memory <= self.budget.in_memory
+            && self.messages < self.budget.messages;
+        if self.messages > 0 && !fits {
+            return false;
+        }
+        self.payload += entry;
+        self.in_memory += memory;
+        self.messages += 1;
+        true
+    }
+}
+
 /// The message queues as of the last commit, kept as writes commit so that reading them
 /// scans nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

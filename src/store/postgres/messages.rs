@@ -8,7 +8,6 @@ use super::clients::client_id;
 use super::conn::Conn;
 use super::contents::ChunkReader;
 use super::PostgresStore;
-use crate::protocol::replies::PULLED_MESSAGE_HEADER_LEN;
 use crate::protocol::{ClientId, MessageId};
 use crate::store::{
     Acknowledged, Content, Delivered, NewContent, NewMessage, PullBudget, QueueStats,
@@ -86,26 +85,15 @@ impl PostgresStore {
                 &[&&to.0[..], &store.claims.node],
             )?;
             let mut chosen = Vec::new();
-            let (mut payload, mut in_memory) = (0u64, 0u64);
+            let mut filling = budget.filling();
             for row in &rows {
                 let waiting = waiting(row)?;
                 if skip(waiting.id) {
                     continue;
                 }
-                let memory = if waiting.large.is_some() {
-                    0
-                } else {
-                    waiting.len
-                };
-                let entry = PULLED_MESSAGE_HEADER_LEN as u64 + waiting.len;
-                let fits = payload + entry <= budget.payload
-                    && in_memory + memory <= budget.in_memory
-                    && chosen.len() < budget.messages;
-                if !chosen.is_empty() && !fits {
+                if !filling.take(waiting.len, waiting.large.is_none()) {
                     break;
                 }
-                payload += entry;
-                in_memory += memory;
                 chosen.push(waiting);
             }
             store.with_contents(chosen)

@@ -73,29 +73,20 @@ impl SqliteStore {
             )?;
             let mut rows = query.query([&to.0[..]])?;
             let mut messages = Vec::new();
-            let (mut payload, mut in_memory) = (0u64, 0u64);
+            let mut filling = budget.filling();
             while let Some(row) = rows.next()? {
                 let id = MessageId(row.get(0)?);
                 if skip(id) {
                     continue;
                 }
                 let spool_file: Option<String> = row.get(5)?;
-                let (content_len, memory) = match spool_file {
-                    Some(_) => (row.get::<_, u64>(6)?, 0),
-                    None => {
-                        let len = row.get::<_, u64>(3)?;
-                        (len, len)
-                    }
+                let content_len = match spool_file {
+                    Some(_) => row.get::<_, u64>(6)?,
+                    None => row.get::<_, u64>(3)?,
                 };
-                let entry = PULLED_MESSAGE_HEADER_LEN as u64 + content_len;
-                let fits = payload + entry <= budget.payload
-                    && in_memory + memory <= budget.in_memory
-                    && messages.len() < budget.messages;
-                if !messages.is_empty() && !fits {
+                if !filling.take(content_len, spool_file.is_none()) {
                     break;
                 }
-                payload += entry;
-                in_memory += memory;
                 let content = match spool_file {
                     Some(name) => Content::Streamed {
                         reader: ContentReader::new(store.spool.open_content(&name)?),
