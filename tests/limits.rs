@@ -162,9 +162,6 @@ fn a_client_that_pipelines_without_reading_gets_every_reply_in_order() {
 
 #[test]
 fn clients_pipelining_floods_of_requests_do_not_stall_the_others() {
-    if skip_on_postgres(common::store::STORE_ON_THE_LOOP) {
-        return;
-    }
     let server = TestServer::start();
     let mut polite = server.connect();
     let me = polite.register(EDITION, "polite");

@@ -107,10 +107,6 @@ fn a_list_read_slowly_is_the_snapshot_of_its_request_while_clients_come_and_go()
 
 #[test]
 fn connections_that_never_read_their_list_do_not_hold_up_the_others() {
-    // On PostgreSQL each list is read from the database on the loop's thread.
-    if skip_on_postgres(common::store::STORE_ON_THE_LOOP) {
-        return;
-    }
     let server = TestServer::start();
     let ids = register_many(&server, "client", 4000);
     // 20 lists of about a megabyte each, none read.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use common::postgres::{server_schema_query, server_schema_url};
 use common::*;
 use messageu::config::Database;
+use messageu::protocol::client::parse_client_list;
 use messageu::protocol::extension::{extension_request, long_poll_payload};
 use messageu::protocol::{ClientId, Delivery, Extension, Operation};
 use owners::live::*;
@@ -324,4 +325,43 @@ fn a_protection_or_deletion_through_one_node_holds_on_the_others_at_once() {
         &send_body(owner.id, 3, b"to nobody"),
     );
     assert_eq!(send.code, 9000, "no message to a deleted account through B");
+}
+
+#[test]
+fn the_list_a_node_keeps_follows_registrations_and_deletions_on_the_others() {
+    let nodes = nodes(2);
+    let mut on_a = nodes[0].connect();
+    let mut on_b = nodes[1].connect();
+    let list = EDITION.request_code(Operation::ListClients);
+    let listed = |client: &mut Client, caller: ClientId| -> Vec<ClientId> {
+        let reply = client.call(caller, list, &[]);
+        parse_client_list(&reply.payload)
+            .expect("whole entries")
+            .iter()
+            .map(|client| client.id)
+            .collect()
+    };
+    let alice = on_a.register(EDITION, "alice");
+    assert!(
+        listed(&mut on_a, alice).is_empty(),
+        "A reads and keeps its list"
+    );
+    assert!(listed(&mut on_a, alice).is_empty());
+
+    let owner = register_owner(&mut on_b, "owner");
+    assert_eq!(
+        listed(&mut on_a, alice),
+        vec![owner.id],
+        "registered through B: on A's very next list"
+    );
+    log_in(&mut on_b, &owner);
+    assert_eq!(
+        on_b.call(owner.id, 1510, &[]).code,
+        2510,
+        "deleted through B"
+    );
+    assert!(
+        listed(&mut on_a, alice).is_empty(),
+        "gone from A's very next list"
+    );
 }

@@ -16,13 +16,14 @@
 use std::mem;
 use std::time::{Duration, Instant};
 
+use super::known::{Counters, Raise};
 use super::link::Checked;
 use super::{messages, PostgresStore};
 use crate::store::queue::QueueChange;
 use crate::store::{Committed, StoreError};
 
-/// A round's start, with the counter of client changes (`known.rs`), in one round trip.
-const BEGIN: &str = "BEGIN; SELECT Version FROM client_changes";
+/// A round's start, with the counters of client changes (`known.rs`), in one round trip.
+const BEGIN: &str = "BEGIN; SELECT Version || ' ' || Listed FROM client_changes";
 
 /// How long LastSeen updates may wait in memory: written with every request, they would
 /// make every request a write.
@@ -51,10 +52,11 @@ impl PostgresStore {
                 self.conn.batch_value(BEGIN)?
             }
         };
-        let version = version
-            .and_then(|version| version.parse().ok())
+        let counters = version
+            .as_deref()
+            .and_then(Counters::parse)
             .ok_or(StoreError::Corrupt("client_changes"))?;
-        self.known.round_began(version);
+        self.known.round_began(counters);
         self.in_batch = true;
         self.batch_aborted = false;
         self.kept_savepoint = false;
@@ -75,13 +77,7 @@ impl PostgresStore {
                 return Err(error);
             }
         }
-        // Raised last, so that the counter's row is held for the COMMIT alone: two servers'
-        // rounds never wait on each other holding it.
-        let commit = if mem::take(&mut self.clients_changed) {
-            "UPDATE client_changes SET Version = Version + 1; COMMIT"
-        } else {
-            "COMMIT"
-        };
+        let commit = mem::take(&mut self.raise).commit();
         if let Err(error) = self.conn.batch(commit) {
             self.rollback_transaction();
             return Err(error.into());
@@ -105,7 +101,7 @@ impl PostgresStore {
         self.in_batch = false;
         self.batch_aborted = false;
         self.kept_savepoint = false;
-        self.clients_changed = false;
+        self.raise = Raise::default();
         self.request = None;
         self.known.forget_all();
         self.batch_queue = QueueChange::default();
@@ -118,6 +114,7 @@ impl PostgresStore {
         if self.batch_aborted {
             return Err(StoreError::BatchAborted);
         }
+        self.known.request_began();
         self.request = Some(RequestMark {
             contents: self.batch_contents.len(),
             queue: self.batch_queue,
@@ -155,6 +152,7 @@ impl PostgresStore {
         if mark.failed {
             return Err(StoreError::RequestAborted);
         }
+        self.known.request_kept();
         // Released with the next request's savepoint, or by the COMMIT.
         self.kept_savepoint |= self.in_batch && mark.savepoint;
         self.request = None;
@@ -179,7 +177,7 @@ impl PostgresStore {
                 self.batch_aborted = true;
             }
         }
-        self.known.forget_all();
+        self.known.request_undone();
         // Dropped, the request's new contents are deleted.
         self.batch_contents.truncate(mark.contents);
         self.batch_queue = mark.queue;

@@ -2,11 +2,13 @@
 //! order, and account deletion with the ids it retires (`deleted_clients`). Every check
 //! reads the database, which servers sharing it keep up to date for each other.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postgres::fallible_iterator::FallibleIterator;
 
+use super::known::Known;
 use super::messages::count_and_bytes;
 use super::PostgresStore;
 use crate::protocol::{ClientId, Content, Protection, PublicKey, PUBLIC_KEY_LEN};
@@ -34,34 +36,46 @@ impl PostgresStore {
     /// Whether `id` is registered, and its protection: known in this round (`known.rs`), or
     /// read.
     fn protection_of(&mut self, id: ClientId) -> Result<Option<Protection>, StoreError> {
-        if let Some(protection) = self.known.get(id).filter(|_| self.in_batch) {
-            return Ok(Some(protection));
-        }
-        self.run(|store| {
-            let row = store
-                .conn
-                .query_opt("SELECT Protected FROM clients WHERE ID = $1", &[&&id.0[..]])?;
-            let Some(row) = row else {
-                return Ok(None);
-            };
-            // Any value but 1 (the only one this server writes) leaves the account open.
-            let protection = match row.try_get::<_, i32>(0)? {
-                1 => Protection::Protected,
-                _ => Protection::Open,
-            };
-            if store.in_batch {
-                store.known.learn(id, protection);
-            }
-            Ok(Some(protection))
+        let known = self.known.get(id).filter(|_| self.in_batch);
+        let found = match known {
+            Some(known) => known,
+            None => self.run(|store| {
+                let row = store
+                    .conn
+                    .query_opt("SELECT Protected FROM clients WHERE ID = $1", &[&&id.0[..]])?;
+                let found = match row {
+                    // Any value but 1 (the only one this server writes) leaves it open.
+                    Some(row) => Known::Registered(match row.try_get::<_, i32>(0)? {
+                        1 => Protection::Protected,
+                        _ => Protection::Open,
+                    }),
+                    None => Known::Unregistered,
+                };
+                if store.in_batch {
+                    store.known.learn(id, found);
+                }
+                Ok(found)
+            })?,
+        };
+        Ok(match found {
+            Known::Registered(protection) => Some(protection),
+            Known::Unregistered => None,
         })
     }
 
-    /// `id` changed in the round: the counter of client changes is raised with its COMMIT,
-    /// so that every server reads again what it knows of clients at its next round
-    /// (`known.rs`).
+    /// `id`'s protection changed, or it was deleted, in the round: the counter of client
+    /// changes is raised with its COMMIT, so that every server reads again what it knows of
+    /// clients at its next round (`known.rs`).
     fn client_changed(&mut self, id: ClientId) {
         self.known.changed(id);
-        self.clients_changed = true;
+        self.raise.version = true;
+    }
+
+    /// The round registered or deleted a client: the counter of listed clients is raised
+    /// with its COMMIT, so that every server reads the list again.
+    fn list_changed(&mut self) {
+        self.known.list_changed();
+        self.raise.listed = true;
     }
 
     /// `Store::set_protection`.
@@ -115,6 +129,8 @@ impl PostgresStore {
                     &[&&id.0[..], &name, &&public_key.0[..], &seconds],
                 )?;
                 if inserted == 1 {
+                    store.list_changed();
+                    store.known.learn(id, Known::Registered(Protection::Open));
                     return Ok(id);
                 }
             }
@@ -129,13 +145,16 @@ impl PostgresStore {
         Ok(row.is_some())
     }
 
-    /// `Store::client_list`: read whole into a directory of this request's own (servers
-    /// sharing the database keep no copy that could be stale), rows streamed from the
-    /// database, then encoded as the reply is written.
+    /// `Store::client_list`: the list as last read while no registration or deletion
+    /// anywhere changed it (`known.rs`), else read whole into a directory, rows streamed
+    /// from the database; encoded as the reply is written.
     pub(super) fn list(&mut self, except: ClientId) -> Result<Content, StoreError> {
+        if let Some(listing) = self.known.listing(except).filter(|_| self.in_batch) {
+            return Ok(listing);
+        }
         self.run(|store| {
             let mut directory = Directory::default();
-            let mut caller = None;
+            let mut positions = HashMap::new();
             let mut rows = store.conn.query_iter(
                 "SELECT Position, ID, UserName FROM clients ORDER BY Position",
                 &[],
@@ -144,12 +163,14 @@ impl PostgresStore {
                 let position = u64::try_from(row.try_get::<_, i64>(0)?)
                     .map_err(|_| StoreError::Corrupt("client position"))?;
                 let id = client_id(row.try_get(1)?)?;
-                if id == except {
-                    caller = Some(position);
-                }
+                positions.insert(id, position);
                 directory.insert(position, id, row.try_get(2)?);
             }
-            Ok(directory.listing(caller))
+            let listing = directory.listing(positions.get(&except).copied());
+            if store.in_batch {
+                store.known.listed(directory, positions);
+            }
+            Ok(listing)
         })
     }
 
@@ -226,6 +247,7 @@ impl PostgresStore {
                 return Err(StoreError::Corrupt("deletion of an unknown client"));
             }
             store.client_changed(id);
+            store.list_changed();
             store.last_seen.remove(&id);
             store.batch_queue.withdrawn += count;
             store.batch_queue.withdrawn_bytes += bytes;

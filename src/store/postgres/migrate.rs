@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_initial.sql"),
     include_str!("../../../migrations/postgres/0002_claims.sql"),
     include_str!("../../../migrations/postgres/0003_client_changes.sql"),
+    include_str!("../../../migrations/postgres/0004_listed.sql"),
 ];
 
 /// The advisory lock the migrations hold: any constant of this server's own.

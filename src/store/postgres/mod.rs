@@ -43,7 +43,7 @@ use batch::RequestMark;
 use claims::Claims;
 pub use claims::DEFAULT_CLAIM_LEASE;
 use conn::{Conn, Pool};
-use known::KnownClients;
+use known::{KnownClients, Raise};
 use link::Link;
 
 /// How old an unreferenced content must be before a start removes it: the upload of a
@@ -73,8 +73,8 @@ pub struct PostgresStore {
     claims: Claims,
     /// What the caller and destination checks know without a query (`known.rs`).
     known: KnownClients,
-    /// The round deleted a client or changed a protection: it raises the counter.
-    clients_changed: bool,
+    /// The counters of client changes the round raises (`known.rs`).
+    raise: Raise,
     /// The channel news goes on (`notify.rs`).
     channel: String,
 }
@@ -115,7 +115,7 @@ impl PostgresStore {
             batch_queue: QueueChange::default(),
             claims: Claims::new(node),
             known: KnownClients::default(),
-            clients_changed: false,
+            raise: Raise::default(),
             channel: notify::channel(&schema),
         })
     }
