@@ -43,8 +43,12 @@ const ROUND_TRIP: Duration = Duration::from_secs(2);
 const CLOSE_BOUND: Duration = Duration::from_secs(5);
 /// A server that reads nothing from a client that reads everything is stalled after this.
 const STALL_BOUND: Duration = Duration::from_secs(5);
-/// The abuse threads must be done within this (they normally need a few seconds).
-const CHAOS_BOUND: Duration = Duration::from_secs(25);
+/// The abuse threads must be done within this (they normally need a few seconds on SQLite,
+/// and two to three times as long on PostgreSQL, whose store makes its round trips on the
+/// event loop's thread): past it, the server is taken as hung.
+fn chaos_bound() -> Duration {
+    Duration::from_secs(if common::on_postgres() { 50 } else { 25 })
+}
 /// The well-behaved client makes at least this many rounds, however fast the abuse ends.
 const MIN_STEADY_ROUNDS: usize = 60;
 
@@ -818,9 +822,10 @@ fn abuse(thread: u64, addr: SocketAddr, victims: Vec<ClientId>) -> Result<Tally,
         if rng.chance(25) {
             thread::sleep(Duration::from_micros(rng.below(1500) as u64));
         }
-        if started.elapsed() > CHAOS_BOUND {
+        if started.elapsed() > chaos_bound() {
             return Err(format!(
-                "thread {thread}: not done after {CHAOS_BOUND:?} ({opened} connections opened)"
+                "thread {thread}: not done after {:?} ({opened} connections opened)",
+                chaos_bound()
             ));
         }
     }
@@ -1106,9 +1111,6 @@ fn cpu_ticks() -> u64 {
 
 #[test]
 fn random_abuse_never_crashes_hangs_or_stalls_the_server() {
-    if skip_on_postgres(common::store::STORE_ON_THE_LOOP) {
-        return;
-    }
     let test_started = Instant::now();
     let server = TestServer::start_with(|config| config.max_payload = MAX_PAYLOAD);
     let addr = server.addr;
@@ -1147,7 +1149,7 @@ fn random_abuse_never_crashes_hangs_or_stalls_the_server() {
             thread::sleep(Duration::from_millis(2));
         }
         assert!(
-            test_started.elapsed() < CHAOS_BOUND + Duration::from_secs(5),
+            test_started.elapsed() < chaos_bound() + Duration::from_secs(5),
             "the abuse threads never finished"
         );
     }

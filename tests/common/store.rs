@@ -19,10 +19,6 @@ pub enum TestStore {
     Postgres(String),
 }
 
-/// Why the load tests with time bounds do not run on PostgreSQL yet.
-pub const STORE_ON_THE_LOOP: &str = "the PostgreSQL store still runs its round trips on the \
-     event loop's thread (issue 14's next step moves it to a thread of its own)";
-
 /// Whether this run's servers use PostgreSQL (`MESSAGEU_TEST_STORE=postgres`).
 pub fn on_postgres() -> bool {
     match std::env::var("MESSAGEU_TEST_STORE").as_deref() {
@@ -33,7 +29,7 @@ pub fn on_postgres() -> bool {
 }
 
 /// True, with a note, when this run is on PostgreSQL and the test cannot run there (`why`:
-/// it is about what only the SQLite store has, or waits for the store thread);
+/// it is about what only the SQLite store has);
 /// docs/testing.md lists these tests.
 pub fn skip_on_postgres(why: &str) -> bool {
     let skip = on_postgres();
