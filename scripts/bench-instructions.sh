@@ -10,6 +10,8 @@
 #   scripts/bench-instructions.sh SERVER_BIN [SERVER_BIN ...]
 #
 # Override with DURABILITY (normal), MIX (send-pull), CLIENTS (50), DURATION (8), RUNS (2).
+# With PROFILES=DIR, each run's callgrind output is kept there (callgrind.<binary>.<run>.out),
+# to be read with `callgrind_annotate --inclusive=yes`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +44,10 @@ run_once() {
         awk -F'|' -v d="$DURATION" '{ gsub(/ /, "", $6); sum += $6 } END { printf "%d", sum * d }')
     stop_server
     instructions=$(awk '/^summary:/ { print $2; exit }' "$work/callgrind.out")
+    if [ -n "${PROFILES:-}" ]; then
+        mkdir -p "$PROFILES"
+        cp "$work/callgrind.out" "$PROFILES/callgrind.$(basename "$1").$2.out"
+    fi
     awk -v i="$instructions" -v r="$requests" 'BEGIN { printf "%d | %d | %d", i, r, i / r }'
 }
 
@@ -51,6 +57,6 @@ echo "| binary | run | instructions | requests | per request |"
 echo "|---|---|---|---|---|"
 for run in $(seq "$RUNS"); do
     for bin in "$@"; do
-        echo "| $bin | $run | $(run_once "$bin") |"
+        echo "| $bin | $run | $(run_once "$bin" "$run") |"
     done
 done

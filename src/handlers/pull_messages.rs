@@ -5,7 +5,7 @@
 
 use super::{Context, Handler, HandlerError, Response};
 use crate::protocol::request::PullMessages;
-use crate::protocol::{Answer, QueuedMessage, RequestCode};
+use crate::protocol::{Answer, Content, QueuedMessage, RequestCode};
 use crate::store::Delivered;
 
 impl Handler for PullMessages {
@@ -36,6 +36,7 @@ pub(super) fn take_queued(
         .map(|message| Delivered {
             id: message.id,
             len: message.content.len(),
+            stored_apart: matches!(message.content, Content::Streamed { .. }),
             from: message.from,
             to: ctx.caller,
         })

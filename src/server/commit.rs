@@ -415,6 +415,7 @@ mod tests {
         let ids = [stored[0], stored[1], gone].map(|id| Delivered {
             id,
             len: 3,
+            stored_apart: false,
             from,
             to,
         });

@@ -126,6 +126,7 @@ pub(crate) fn delivered(ids: &[u32]) -> Vec<Delivered> {
         .map(|&id| Delivered {
             id: MessageId(id),
             len: 10,
+            stored_apart: false,
             from: crate::protocol::ClientId([1; 16]),
             to: crate::protocol::ClientId([2; 16]),
         })

@@ -28,12 +28,14 @@ pub use news::{News, NewsFeed};
 pub use postgres::{PostgresStore, DEFAULT_CLAIM_LEASE};
 pub use sqlite::SqliteStore;
 
-/// A message a pull reply carries: its id, its content's size for the queue counts, and who
-/// sent it to whom, for its receipt.
+/// A message a pull reply carries: its id, its content's size for the queue counts, whether
+/// the content is stored apart from the message (a large content, streamed), and who sent it
+/// to whom, for its receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivered {
     pub id: MessageId,
     pub len: u64,
+    pub stored_apart: bool,
     pub from: ClientId,
     pub to: ClientId,
 }

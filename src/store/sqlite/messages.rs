@@ -112,17 +112,28 @@ impl SqliteStore {
     ) -> Result<Vec<MessageId>, StoreError> {
         self.run(|store| {
             // The sizes come with the ids: returning length(Content) here cost about 4,000
-            // instructions a send-pull request under callgrind.
-            let mut delete = store
-                .conn
-                .prepare_cached("DELETE FROM messages WHERE ID = ?1 RETURNING SpoolFile")?;
+            // instructions a send-pull request under callgrind. Only a content stored apart
+            // has a spool file to return: RETURNING collects its rows in a temporary table,
+            // which cost a third of a small message's deletion.
             let mut deleted = Vec::with_capacity(messages.len());
             for message in messages {
-                let mut rows = delete.query([message.id.0])?;
-                while let Some(row) = rows.next()? {
-                    if let Some(name) = row.get::<_, Option<String>>(0)? {
-                        store.batch_removals.push(name);
-                    }
+                let gone = if message.stored_apart {
+                    let mut delete = store
+                        .conn
+                        .prepare_cached("DELETE FROM messages WHERE ID = ?1 RETURNING SpoolFile")?;
+                    let spool_file = delete
+                        .query_row([message.id.0], |row| row.get::<_, Option<String>>(0))
+                        .optional()?;
+                    let gone = spool_file.is_some();
+                    store.batch_removals.extend(spool_file.flatten());
+                    gone
+                } else {
+                    let mut delete = store
+                        .conn
+                        .prepare_cached("DELETE FROM messages WHERE ID = ?1")?;
+                    delete.execute([message.id.0])? == 1
+                };
+                if gone {
                     store.batch_queue.delivered += 1;
                     store.batch_queue.delivered_bytes += message.len;
                     deleted.push(message.id);

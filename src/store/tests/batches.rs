@@ -35,6 +35,7 @@ fn delivered(ids: &[MessageId], len: u64) -> Vec<Delivered> {
         .map(|&id| Delivered {
             id,
             len,
+            stored_apart: false,
             from: ClientId([0; 16]),
             to: ClientId([0; 16]),
         })
@@ -126,11 +127,15 @@ fn large_contents_follow_their_rows_through_commit_and_rollback(backend: Backend
     assert_eq!(only_content(&mut *store), b"kept");
 
     store.begin_batch().unwrap();
-    store.delete_messages(&delivered(&[id], 4)).unwrap();
+    let large = [Delivered {
+        stored_apart: true,
+        ..delivered(&[id], 4)[0]
+    }];
+    store.delete_messages(&large).unwrap();
     store.rollback_batch();
     assert_eq!(store.large_contents(), 1);
     store.begin_batch().unwrap();
-    store.delete_messages(&delivered(&[id], 4)).unwrap();
+    store.delete_messages(&large).unwrap();
     store.commit_batch().unwrap();
     eventually("the deleted content is removed", || {
         store.large_contents() == 0
