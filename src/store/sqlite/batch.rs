@@ -53,6 +53,7 @@ impl SqliteStore {
     /// `Store::begin_batch`: opens the round's transaction.
     pub(super) fn begin_transaction(&mut self) -> Result<(), StoreError> {
         self.conn.execute_batch("BEGIN")?;
+        self.room = None;
         self.in_batch = true;
         self.batch_aborted = false;
         self.batch_acknowledges = false;

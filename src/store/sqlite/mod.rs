@@ -95,6 +95,9 @@ pub struct SqliteStore {
     max_pages: Option<u64>,
     /// The last reading of the spare disk space, and when it was taken.
     spare_disk: Option<(Instant, u64)>,
+    /// Pages the round's writes may still take without looking again (`ensure_room`);
+    /// `None`: look.
+    room: Option<u64>,
     /// The queues as committed, and what the current batch changes in them.
     queue: QueueStats,
     /// The count of the queues at start-up, until it is in: `queue` holds only what commits

@@ -116,6 +116,7 @@ impl SqliteStore {
             request: None,
             max_pages: None,
             spare_disk: None,
+            room: None,
             queue: QueueStats::default(),
             queue_count: Some(queue_count),
             batch_queue: QueueChange::default(),
@@ -132,10 +133,25 @@ impl SqliteStore {
 
     /// Refuses a write of about `bytes` that the database could not take. On a full disk
     /// SQLite rolls back the whole transaction, so the write must fail before it is tried,
-    /// or every other reply of its batch would fail with it.
+    /// or every other reply of its batch would fail with it. The room found is kept for the
+    /// round's next writes, each taking its own pages and one more (a page split) from it,
+    /// while each still needs the whole margin: looking costs a statement or two, and runs
+    /// for every insert otherwise.
     pub(super) fn ensure_room(&mut self, bytes: u64) -> Result<(), StoreError> {
-        let needed = bytes.div_ceil(self.page_size) + ROOM_MARGIN_PAGES;
-        // Cached statements: this runs for every insert.
+        let pages = bytes.div_ceil(self.page_size);
+        let needed = pages + ROOM_MARGIN_PAGES;
+        let room = match self.room.filter(|&room| needed <= room) {
+            Some(room) => room,
+            None => self.look_for_room(bytes, needed)?,
+        };
+        self.room = Some(room.saturating_sub(pages + 1));
+        Ok(())
+    }
+
+    /// The pages the database can still take, at least `needed`, or why not.
+    fn look_for_room(&mut self, bytes: u64, needed: u64) -> Result<u64, StoreError> {
+        // Cached statements: this runs for the first insert of a round, and when the room
+        // found runs out.
         let pragma = |sql| -> Result<u64, StoreError> {
             Ok(self
                 .conn
@@ -144,18 +160,18 @@ impl SqliteStore {
         };
         let free_pages = pragma("PRAGMA freelist_count")?;
         if needed <= free_pages {
-            return Ok(());
+            return Ok(free_pages);
         }
-        let growth = needed - free_pages;
         let no_space = |available| StoreError::NoSpace {
             len: bytes,
             available,
         };
+        let mut room = u64::MAX;
         if let Some(max_pages) = self.max_pages {
             let page_count = pragma("PRAGMA page_count")?;
-            if page_count + growth > max_pages {
-                let left = max_pages.saturating_sub(page_count) + free_pages;
-                return Err(no_space(left * self.page_size));
+            room = max_pages.saturating_sub(page_count) + free_pages;
+            if needed > room {
+                return Err(no_space(room * self.page_size));
             }
         }
         let now = Instant::now();
@@ -168,10 +184,11 @@ impl SqliteStore {
             }
         };
         // The pages go to the write-ahead log first, then to the database file.
+        let growth = needed - free_pages;
         if 2 * growth * self.page_size > spare {
             return Err(no_space(spare));
         }
-        Ok(())
+        Ok(room.min(free_pages + spare / (2 * self.page_size)))
     }
 }
 
