@@ -503,3 +503,47 @@ fn messages_survive_a_restart_with_full_durability() {
 fn normal_durability_delivers_and_survives_a_restart() {
     messages_survive_a_restart(Durability::Normal);
 }
+
+/// A pull carries only durable messages, so its reply tells of nothing its round wrote and
+/// goes out without waiting for the round's log flush, while a send's acknowledgement waits
+/// for it (an acknowledgement means stored). Here every flush takes 600 ms more (a slow
+/// disk), and sends keep the rounds flushing.
+#[test]
+fn a_pull_waits_for_no_flush_and_carries_only_durable_messages() {
+    if common::skip_on_postgres("a log flush after the commit is SQLite's; COMMIT is durable") {
+        return;
+    }
+    const DELAY: Duration = Duration::from_millis(600);
+    let server = TestServer::start_on(|database| {
+        common::faulty_store::FaultyStore::slow_flush(database, DELAY)
+    });
+    let edition = Edition::Y2026;
+    let mut alice = server.connect();
+    let mut bob = server.connect();
+    let a = alice.register(edition, "alice");
+    let b = bob.register(edition, "bob");
+    let started = Instant::now();
+    alice.send(edition, a, b, 3, b"first");
+    assert!(
+        started.elapsed() >= DELAY,
+        "a send is acknowledged once flushed"
+    );
+
+    let sender = thread::spawn(move || {
+        let started = Instant::now();
+        alice.send(edition, a, b, 3, b"second");
+        started.elapsed()
+    });
+    thread::sleep(Duration::from_millis(100));
+    // The second send is stored, its flush under way: not pulled yet, and not waited for.
+    let started = Instant::now();
+    let pulled = bob.pull(edition, b);
+    let took = started.elapsed();
+    let contents: Vec<&[u8]> = pulled.iter().map(|m| &m.content[..]).collect();
+    assert_eq!(contents, [b"first"], "only what is durable");
+    assert!(took < DELAY / 2, "the pull waited {took:?} for a flush");
+    assert!(sender.join().unwrap() >= DELAY);
+    let rest = bob.pull(edition, b);
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].content, b"second", "pulled once durable");
+}

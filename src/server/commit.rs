@@ -18,9 +18,20 @@ use mio::Waker;
 use super::deliveries::Deliveries;
 use super::durability::{Flushed, Flusher};
 use super::notices::{Durable, Notices, SenderReceipt};
+use super::outbox::Awaits;
 use crate::metrics::{Metrics, StorageStep};
 use crate::protocol::{unix_millis, ClientId, Delivery, MessageId, QueuedMessage, Receipt};
 use crate::store::{Committed, Delivered, NewsFeed, PullBudget, Store, StoreError};
+
+/// Which stored messages are not durable yet: none may be delivered before its flush.
+#[derive(Clone, Copy)]
+pub(crate) struct Undurable<'a>(&'a Notices);
+
+impl Undurable<'_> {
+    pub fn contains(&self, id: MessageId) -> bool {
+        self.0.is_undurable(id)
+    }
+}
 
 /// How a round ended.
 pub(crate) struct Round {
@@ -71,18 +82,25 @@ impl CommitPipeline {
         })
     }
 
-    /// The store, for work outside the round's transaction (starting an upload).
-    pub fn store(&mut self) -> &mut dyn Store {
-        &mut *self.store
-    }
-
     /// The store inside the round's transaction, opened by the first request of the round.
     pub fn round(&mut self) -> Result<&mut dyn Store, StoreError> {
+        self.round_and_undurable().map(|(store, _)| store)
+    }
+
+    /// [`round`](Self::round), and which stored messages are not durable yet (see
+    /// [`Notices::is_undurable`]).
+    pub fn round_and_undurable(&mut self) -> Result<(&mut dyn Store, Undurable<'_>), StoreError> {
         if !self.open {
             self.store.begin_batch()?;
             self.open = true;
         }
-        Ok(&mut *self.store)
+        Ok((&mut *self.store, Undurable(&self.notices)))
+    }
+
+    /// The store, for work outside the round's transaction (starting an upload), and which
+    /// stored messages are not durable yet.
+    pub fn store_and_undurable(&mut self) -> (&mut dyn Store, Undurable<'_>) {
+        (&mut *self.store, Undurable(&self.notices))
     }
 
     /// Connection `key` staged a reply in this round.
@@ -125,6 +143,20 @@ impl CommitPipeline {
         let notices = &self.notices;
         self.store
             .queued_messages(to, budget, &|id| skip(id) || notices.is_undurable(id))
+    }
+
+    /// What a reply that delivers `messages` waits for: nothing beyond what is durable now if
+    /// the store's pulls only read and every message is durable already (it then tells of
+    /// nothing the round wrote); else its round.
+    pub fn delivery_awaits(&self, messages: &[Delivered]) -> Awaits {
+        let durable = !self.store.pulls_write()
+            && messages
+                .iter()
+                .all(|message| !self.notices.is_undurable(message.id));
+        match durable {
+            true => Awaits::Durable(self.durable_epoch),
+            false => Awaits::Round,
+        }
     }
 
     /// The last commit known durable.

@@ -49,7 +49,8 @@ pub(crate) struct Notices {
     round: RoundNotices,
     /// Committed rounds' notices, by the epoch whose flush makes them durable.
     flushing: VecDeque<(u64, RoundNotices)>,
-    /// Messages committed in a round whose flush has not finished.
+    /// Messages stored in the open round, or committed in a round whose flush has not
+    /// finished.
     undurable: HashSet<MessageId>,
     durable: Durable,
 }
@@ -59,6 +60,7 @@ impl Notices {
     pub fn queued(&mut self, to: ClientId, id: MessageId) {
         self.round.notices.recipients.push(to);
         self.round.messages.push(id);
+        self.undurable.insert(id);
     }
 
     /// The round deleted acknowledged messages: their receipts go out once it is durable.
@@ -102,6 +104,9 @@ impl Notices {
     /// The round committed and is durable already.
     pub fn round_durable(&mut self) {
         let mut round = mem::take(&mut self.round);
+        for id in &round.messages {
+            self.undurable.remove(id);
+        }
         self.durable.append(&mut round.notices);
     }
 
@@ -111,13 +116,15 @@ impl Notices {
         if round.notices == Durable::default() {
             return;
         }
-        self.undurable.extend(&round.messages);
         self.flushing.push_back((epoch, round));
     }
 
     /// The round did not commit: its writes are gone.
     pub fn round_failed(&mut self) {
-        self.round = RoundNotices::default();
+        let round = mem::take(&mut self.round);
+        for id in &round.messages {
+            self.undurable.remove(id);
+        }
     }
 
     /// The flush through `epoch` ended; if it `succeeded`, its rounds' notices are due.
@@ -135,7 +142,8 @@ impl Notices {
         }
     }
 
-    /// Whether message `id` is committed but not durable yet.
+    /// Whether message `id` is stored (in the open round, or in a commit) but not durable
+    /// yet.
     pub fn is_undurable(&self, id: MessageId) -> bool {
         self.undurable.contains(&id)
     }

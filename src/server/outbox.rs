@@ -60,6 +60,16 @@ pub(crate) enum RoundEnd {
     RolledBack { durable: u64 },
 }
 
+/// What a reply waits for before it may go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Awaits {
+    /// Its round's commit, made durable: it tells of what the round wrote or read.
+    Round,
+    /// Nothing beyond commit `epoch`, durable already: it tells only of durable state (a
+    /// pull of durable messages from a store whose pulls write nothing).
+    Durable(u64),
+}
+
 /// How the log flush that made commits durable went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flush {
@@ -72,6 +82,9 @@ pub(crate) struct Outbox {
     /// for its flush, in request order.
     staged: VecDeque<Staged>,
     staged_len: u64,
+    /// Staged replies of the current round that wait for its commit: the last ones of
+    /// `staged` without an epoch.
+    unsealed: usize,
     output: VecDeque<Outgoing>,
     /// Bytes of `output.front()` already written, when it holds bytes.
     output_offset: usize,
@@ -88,6 +101,7 @@ impl Outbox {
         Outbox {
             staged: VecDeque::new(),
             staged_len: 0,
+            unsealed: 0,
             output: VecDeque::new(),
             output_offset: 0,
             output_len: 0,
@@ -128,17 +142,26 @@ impl Outbox {
         )
     }
 
-    /// Stages a reply of the current round, with the messages it delivers. Returns whether it
-    /// is the round's first for this outbox, so that the caller remembers to seal it after the
-    /// commit.
+    /// Stages a reply of the current round, with the messages it delivers, behind every reply
+    /// staged before it. Returns whether the caller must remember the outbox for the round's
+    /// end: to seal it (its first reply waiting for the round), or to release it (a reply
+    /// waiting for nothing more).
     pub fn stage(
         &mut self,
         reply: EncodedReply,
         delivered: Vec<Delivered>,
         padded: bool,
         errors: ErrorForm,
+        awaits: Awaits,
     ) -> bool {
-        let first = self.staged.back().is_none_or(|last| last.epoch.is_some());
+        let epoch = match awaits {
+            Awaits::Round => None,
+            Awaits::Durable(epoch) => Some(epoch),
+        };
+        let first = epoch.is_some() || self.unsealed == 0;
+        if epoch.is_none() {
+            self.unsealed += 1;
+        }
         let len = reply.encoded_len();
         self.staged_len += len;
         self.staged.push_back(Staged {
@@ -147,7 +170,7 @@ impl Outbox {
             padded,
             errors,
             len,
-            epoch: None,
+            epoch,
         });
         first
     }
@@ -159,10 +182,14 @@ impl Outbox {
         let epoch = match end {
             RoundEnd::Committed(epoch) | RoundEnd::RolledBack { durable: epoch } => epoch,
         };
-        for staged in self.staged.iter_mut().rev() {
-            if staged.epoch.is_some() {
-                break;
-            }
+        // The round's are the last ones, among which those that wait for no round are sealed
+        // already.
+        let round = self
+            .staged
+            .iter_mut()
+            .rev()
+            .filter(|staged| staged.epoch.is_none());
+        for staged in round.take(std::mem::take(&mut self.unsealed)) {
             staged.epoch = Some(epoch);
             if let RoundEnd::RolledBack { .. } = end {
                 deliveries.give_up(&std::mem::take(&mut staged.delivered));

@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime};
 use super::commit::CommitPipeline;
 use super::connection::{Answered, Connection, LargeSend, Unpark, Work};
 use super::deliveries::Deliveries;
+use super::outbox::Awaits;
 use super::pacer::BulkPacer;
 use super::presence::PresenceTracker;
 use super::sync::{Synced, Syncer};
@@ -22,7 +23,9 @@ use crate::auth::{ProofLimiter, Session};
 use crate::config::Config;
 use crate::handlers::{self, Context, HandlerError, HandlerOutput, Outcome, Response};
 use crate::metrics::{ErrorCause, Metrics};
-use crate::protocol::{Code, Extension, Reason, Refusal, RequestHeader};
+use crate::protocol::{
+    Code, Extension, MessageId, Operation, Reason, Refusal, Reply, RequestCode, RequestHeader,
+};
 use crate::store::{ContentSink, PullBudget, Store, StoreError};
 
 /// Content bytes one pull reply holds in memory (contents stored in rows); large contents
@@ -100,7 +103,8 @@ impl Core {
                             if let Some(effect) = response.effect.take() {
                                 self.apply(effect, connection);
                             }
-                            connection.answer(response, padded)
+                            let awaits = self.awaits(code, &response);
+                            connection.answer(response, padded, awaits)
                         }
                         Outcome::Park(parked) => {
                             self.waiters.park(key, parked.caller, parked.until);
@@ -132,7 +136,7 @@ impl Core {
                 Work::Rejected { padded, reason } => {
                     self.metrics.error(ErrorCause::Rejected);
                     self.pacer.saw_request(time.now);
-                    connection.answer(Response::refused(reason), padded)
+                    connection.answer(Response::refused(reason), padded, Awaits::Round)
                 }
                 Work::Fatal { reason } => {
                     self.metrics.error(ErrorCause::Framing);
@@ -147,7 +151,7 @@ impl Core {
                     connection.sync_started(started)
                 }
                 Work::UploadFailed { padded, refusal } => {
-                    connection.answer(Response::error(refusal), padded)
+                    connection.answer(Response::error(refusal), padded, Awaits::Round)
                 }
                 Work::Wait { until } => {
                     self.timers.schedule(until, key);
@@ -198,6 +202,23 @@ impl Core {
         self.serve(connection, time, scratch);
     }
 
+    /// What a request's reply waits for before it goes out: a pull's, answered with durable
+    /// messages (or none) from a store whose pulls only read, tells of nothing its round
+    /// wrote, so it waits for no flush of that round; every other reply waits for its round.
+    fn awaits(&self, code: Code, response: &Response) -> Awaits {
+        let pulled = matches!(
+            code,
+            Code::Classic(RequestCode {
+                operation: Operation::PullMessages,
+                ..
+            })
+        ) && matches!(response.reply, Reply::Success { .. });
+        match pulled {
+            true => self.pipeline.delivery_awaits(&response.delivered),
+            false => Awaits::Round,
+        }
+    }
+
     /// Keeps what an answer changed: the connection joins the round, or changes kind.
     fn record(&mut self, key: usize, answered: Answered) {
         if answered.opens_round {
@@ -225,8 +246,13 @@ impl Core {
             session,
             tally: Tally::Request,
         };
+        let (store, undurable) = self.pipeline.store_and_undurable();
+        let undurable = move |id| undurable.contains(id);
         let mut ctx = context(
-            self.pipeline.store(),
+            StoreView {
+                store,
+                undurable: &undurable,
+            },
             &mut self.deliveries,
             &mut self.proofs,
             &mut self.presence,
@@ -249,8 +275,8 @@ impl Core {
         handle: impl FnOnce(&mut Context<'_>) -> Result<T, HandlerError>,
     ) -> T {
         let (code, peer, request_tally) = (request.code, request.peer, request.tally);
-        let store = match self.pipeline.round() {
-            Ok(store) => store,
+        let (store, undurable) = match self.pipeline.round_and_undurable() {
+            Ok(round) => round,
             Err(error) => {
                 // While the database is lost the store logs the loss once, not each request.
                 if !matches!(error, StoreError::Disconnected) {
@@ -264,8 +290,12 @@ impl Core {
             return Response::refused(Reason::Internal).into();
         }
         let started = Instant::now();
+        let undurable = move |id| undurable.contains(id);
         let mut ctx = context(
-            store,
+            StoreView {
+                store,
+                undurable: &undurable,
+            },
             &mut self.deliveries,
             &mut self.proofs,
             &mut self.presence,
@@ -336,8 +366,15 @@ enum Tally {
 }
 
 /// What a handler works with for one request.
-fn context<'a>(
+/// The store as a request sees it: the round's transaction (or none, for an upload's start),
+/// and which stored messages are not durable yet.
+struct StoreView<'a> {
     store: &'a mut dyn Store,
+    undurable: &'a dyn Fn(MessageId) -> bool,
+}
+
+fn context<'a>(
+    view: StoreView<'a>,
     deliveries: &'a mut Deliveries,
     proofs: &'a mut ProofLimiter,
     presence: &'a mut PresenceTracker,
@@ -346,7 +383,8 @@ fn context<'a>(
     request: Served<'a>,
 ) -> Context<'a> {
     Context {
-        store,
+        store: view.store,
+        undurable: view.undurable,
         deliveries,
         pull_budget: PullBudget {
             payload: u64::from(config.max_payload),

@@ -380,6 +380,10 @@ pub trait Store: ContentStore + Send {
     ) -> Result<UnsendOutcome, StoreError>;
     /// The queues as of the last commit.
     fn queue(&self) -> QueueStats;
+    /// Whether a pull writes to the store (PostgreSQL's claims, held against the servers
+    /// sharing it), so that its reply stands only once its round commits. Where pulls only
+    /// read, a reply of durable messages may go out before its round is flushed.
+    fn pulls_write(&self) -> bool;
 
     /// Writes what is still buffered and closes the database.
     fn close(self: Box<Self>) -> Result<(), StoreError>;

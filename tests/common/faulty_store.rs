@@ -9,18 +9,19 @@ use std::time::{Duration, SystemTime};
 use messageu::config::Database;
 use messageu::protocol::{ClientId, Content, MessageId, Protection, PublicKey};
 use messageu::store::{
-    Acknowledged, Committed, ContentSink, ContentStore, Delivered, Durability, NewContent,
-    NewMessage, PostgresStore, PullBudget, QueueStats, QueuedMessage, SenderQueue, SqliteStore,
-    Store, StoreError, StoredAccount, UnsendOutcome,
+    Acknowledged, Committed, ContentSink, ContentStore, Delivered, Durability, LogFlush,
+    NewContent, NewMessage, PostgresStore, PullBudget, QueueStats, QueuedMessage, SenderQueue,
+    SqliteStore, Store, StoreError, StoredAccount, UnsendOutcome,
 };
 
 /// A store with faults a request can reach: the public-key lookup panics for one target, a
 /// registration of one name panics and a message with one content fails, both after
 /// writing, and listing clients takes half a second while `slow_list` is set (holding the
-/// event loop).
+/// event loop); and, if made with [`FaultyStore::slow_flush`], log flushes that take longer.
 pub struct FaultyStore {
     inner: Box<dyn Store>,
     slow_list: Arc<AtomicBool>,
+    flush_delay: Duration,
 }
 
 pub const POISONED: ClientId = ClientId([0xab; 16]);
@@ -30,15 +31,31 @@ pub const POISONED_CONTENT: &[u8] = b"poisoned content";
 impl FaultyStore {
     /// Opens `database` (either backend) and wraps it.
     pub fn open(database: &Database, slow_list: Arc<AtomicBool>) -> Box<dyn Store> {
-        let inner: Box<dyn Store> = match database {
-            Database::Sqlite(path) => {
-                Box::new(SqliteStore::open(path, Durability::Full, 0).expect("store"))
-            }
-            Database::Postgres(conninfo) => {
-                Box::new(PostgresStore::open(conninfo, Durability::Full).expect("store"))
-            }
-        };
-        Box::new(FaultyStore { inner, slow_list })
+        Box::new(FaultyStore {
+            inner: open_store(database),
+            slow_list,
+            flush_delay: Duration::ZERO,
+        })
+    }
+
+    /// Opens `database` with every log flush taking `delay` more (a slow disk).
+    pub fn slow_flush(database: &Database, delay: Duration) -> Box<dyn Store> {
+        Box::new(FaultyStore {
+            inner: open_store(database),
+            slow_list: Arc::default(),
+            flush_delay: delay,
+        })
+    }
+}
+
+fn open_store(database: &Database) -> Box<dyn Store> {
+    match database {
+        Database::Sqlite(path) => {
+            Box::new(SqliteStore::open(path, Durability::Full, 0).expect("store"))
+        }
+        Database::Postgres(conninfo) => {
+            Box::new(PostgresStore::open(conninfo, Durability::Full).expect("store"))
+        }
     }
 }
 
@@ -53,7 +70,16 @@ impl Store for FaultyStore {
         self.inner.begin_batch()
     }
     fn commit_batch(&mut self) -> Result<Committed, StoreError> {
-        self.inner.commit_batch()
+        let delay = self.flush_delay;
+        Ok(match self.inner.commit_batch()? {
+            Committed::AfterFlush(flush) if !delay.is_zero() => {
+                Committed::AfterFlush(LogFlush::new(move || {
+                    thread::sleep(delay);
+                    flush.run()
+                }))
+            }
+            committed => committed,
+        })
     }
     fn rollback_batch(&mut self) {
         self.inner.rollback_batch()
@@ -146,6 +172,9 @@ impl Store for FaultyStore {
         ids: &[MessageId],
     ) -> Result<Vec<Acknowledged>, StoreError> {
         self.inner.acknowledge_messages(to, ids)
+    }
+    fn pulls_write(&self) -> bool {
+        self.inner.pulls_write()
     }
     fn queue(&self) -> QueueStats {
         self.inner.queue()

@@ -8,6 +8,7 @@ use super::work::{After, Answered};
 use super::{Connection, State};
 use crate::handlers::Response;
 use crate::protocol::RequestHeader;
+use crate::server::outbox::Awaits;
 
 /// Bytes of later requests read while a long-poll is parked; past them the socket is left
 /// unread until the answer.
@@ -73,7 +74,7 @@ impl Connection {
     pub fn answer_parked(&mut self, response: Response) -> Answered {
         self.parked = None;
         Answered {
-            opens_round: self.stage(response, false),
+            opens_round: self.stage(response, false, Awaits::Round),
             classified: None,
         }
     }

@@ -9,6 +9,7 @@ use super::work::{After, Answered};
 use super::{Connection, State, REQUESTS_PER_TURN};
 use crate::handlers::{HandlerError, Response};
 use crate::protocol::{Reason, RequestCode, RequestHeader, SendHead};
+use crate::server::outbox::Awaits;
 use crate::store::ContentSink;
 
 /// A large send's request: what its message is stored and its reply answered from.
@@ -90,7 +91,7 @@ impl Connection {
         if let Err(error) = started {
             log::error!("{}: cannot start a sync thread: {error}", self.peer);
             self.syncing = None;
-            opens_round = self.stage(Response::refused(Reason::Internal), padded);
+            opens_round = self.stage(Response::refused(Reason::Internal), padded, Awaits::Round);
         }
         Answered {
             opens_round,
@@ -109,7 +110,7 @@ impl Connection {
         let Some(syncing) = self.syncing.take() else {
             return Answered::default();
         };
-        let opens_round = self.stage(response, syncing.padded);
+        let opens_round = self.stage(response, syncing.padded, Awaits::Round);
         if self.state == State::Open {
             self.requests_left = REQUESTS_PER_TURN;
             if self.peer_closed {

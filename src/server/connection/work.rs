@@ -14,6 +14,7 @@ use crate::auth::Session;
 use crate::handlers::Response;
 use crate::metrics::ConnectionKind;
 use crate::protocol::{Code, Reason, Refusal, RequestHeader};
+use crate::server::outbox::Awaits;
 use crate::server::reader::Event;
 use crate::store::ContentSink;
 
@@ -324,10 +325,10 @@ impl Connection {
 
     /// Answers the request of the last [`Work`] with `response`: padded clients get nothing
     /// more.
-    pub fn answer(&mut self, response: Response, padded: bool) -> Answered {
+    pub fn answer(&mut self, response: Response, padded: bool, awaits: Awaits) -> Answered {
         let classified = self.count_request(padded);
         Answered {
-            opens_round: self.stage(response, padded),
+            opens_round: self.stage(response, padded, awaits),
             classified,
         }
     }
@@ -356,7 +357,7 @@ impl Connection {
     /// Answers 9000 for `refusal` and closes after writing it: the rest of the stream cannot
     /// be trusted.
     pub fn close_with_error(&mut self, refusal: Refusal) -> Answered {
-        let opens_round = self.stage(Response::error(refusal), false);
+        let opens_round = self.stage(Response::error(refusal), false, Awaits::Round);
         self.drop_input();
         self.state = State::ClosingAfterWriting;
         Answered {
@@ -367,12 +368,12 @@ impl Connection {
 
     /// Stages a reply of the round, encoded; returns whether it is the connection's first of
     /// the round.
-    pub(super) fn stage(&mut self, response: Response, padded: bool) -> bool {
+    pub(super) fn stage(&mut self, response: Response, padded: bool, awaits: Awaits) -> bool {
         let Response {
             reply, delivered, ..
         } = response;
         let errors = self.session.errors();
         self.outbox
-            .stage(reply.encode(errors), delivered, padded, errors)
+            .stage(reply.encode(errors), delivered, padded, errors, awaits)
     }
 }

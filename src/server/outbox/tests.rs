@@ -70,13 +70,31 @@ impl Write for Throttled {
 fn staged_replies_wait_for_their_commit_to_be_durable_and_keep_request_order() {
     let mut outbox = Outbox::new(Instant::now());
     let mut deliveries = Deliveries::default();
-    assert!(outbox.stage(reply(b"first"), ids(&[]), false, ErrorForm::Bare));
-    assert!(!outbox.stage(reply(b"second"), ids(&[]), false, ErrorForm::Bare));
+    assert!(outbox.stage(
+        reply(b"first"),
+        ids(&[]),
+        false,
+        ErrorForm::Bare,
+        Awaits::Round
+    ));
+    assert!(!outbox.stage(
+        reply(b"second"),
+        ids(&[]),
+        false,
+        ErrorForm::Bare,
+        Awaits::Round
+    ));
     assert_eq!(drain(&mut outbox).0, b"");
     outbox.seal(RoundEnd::Committed(1), &mut deliveries);
     assert!(outbox.awaits_flush());
     // The next round's reply opens a new run.
-    assert!(outbox.stage(reply(b"third"), ids(&[]), false, ErrorForm::Bare));
+    assert!(outbox.stage(
+        reply(b"third"),
+        ids(&[]),
+        false,
+        ErrorForm::Bare,
+        Awaits::Round
+    ));
     outbox.release_through(0, Flush::Succeeded, &mut deliveries);
     assert_eq!(drain(&mut outbox).0, b"");
     outbox.release_through(1, Flush::Succeeded, &mut deliveries);
@@ -90,11 +108,44 @@ fn staged_replies_wait_for_their_commit_to_be_durable_and_keep_request_order() {
 }
 
 #[test]
+fn a_reply_that_waits_for_no_round_goes_out_at_once_but_behind_earlier_ones() {
+    let mut outbox = Outbox::new(Instant::now());
+    let mut deliveries = Deliveries::default();
+    let bare = ErrorForm::Bare;
+    assert!(outbox.stage(reply(b"pulled"), ids(&[]), false, bare, Awaits::Durable(4)));
+    outbox.release_through(4, Flush::Succeeded, &mut deliveries);
+    assert_eq!(
+        drain(&mut outbox).0,
+        wire(b"pulled"),
+        "before its round's commit"
+    );
+
+    // Behind a reply that waits for the round, it waits too; the round's seal and rollback
+    // leave it as it is.
+    assert!(outbox.stage(reply(b"sent"), ids(&[]), false, bare, Awaits::Round));
+    assert!(outbox.stage(reply(b"again"), ids(&[]), false, bare, Awaits::Durable(4)));
+    assert!(!outbox.stage(reply(b"sent2"), ids(&[]), false, bare, Awaits::Round));
+    outbox.release_through(4, Flush::Succeeded, &mut deliveries);
+    assert_eq!(drain(&mut outbox).0, b"");
+    outbox.seal(RoundEnd::RolledBack { durable: 4 }, &mut deliveries);
+    outbox.release_through(4, Flush::Succeeded, &mut deliveries);
+    let expected = [ERROR.to_vec(), wire(b"again"), ERROR.to_vec()].concat();
+    assert_eq!(drain(&mut outbox).0, expected);
+    assert!(outbox.is_empty());
+}
+
+#[test]
 fn a_round_that_failed_to_commit_or_flush_answers_9000_and_frees_its_messages() {
     let mut outbox = Outbox::new(Instant::now());
     let mut deliveries = Deliveries::default();
     deliveries.start(&ids(&[1, 2]));
-    outbox.stage(reply(b"pulled"), ids(&[1]), true, ErrorForm::Bare);
+    outbox.stage(
+        reply(b"pulled"),
+        ids(&[1]),
+        true,
+        ErrorForm::Bare,
+        Awaits::Round,
+    );
     outbox.seal(RoundEnd::RolledBack { durable: 1 }, &mut deliveries);
     outbox.release_through(1, Flush::Succeeded, &mut deliveries);
     let mut padded_error = ERROR.to_vec();
@@ -103,7 +154,13 @@ fn a_round_that_failed_to_commit_or_flush_answers_9000_and_frees_its_messages() 
     assert!(!deliveries.is_in_flight(MessageId(1)));
     assert!(deliveries.is_in_flight(MessageId(2)));
 
-    outbox.stage(reply(b"pulled"), ids(&[2]), false, ErrorForm::Bare);
+    outbox.stage(
+        reply(b"pulled"),
+        ids(&[2]),
+        false,
+        ErrorForm::Bare,
+        Awaits::Round,
+    );
     outbox.seal(RoundEnd::Committed(2), &mut deliveries);
     outbox.release_through(2, Flush::Failed, &mut deliveries);
     assert_eq!(drain(&mut outbox), (ERROR.to_vec(), vec![]));
@@ -114,7 +171,13 @@ fn a_round_that_failed_to_commit_or_flush_answers_9000_and_frees_its_messages() 
 fn a_9000_replacing_a_reply_of_an_extended_connection_says_internal() {
     let mut outbox = Outbox::new(Instant::now());
     let mut deliveries = Deliveries::default();
-    outbox.stage(reply(b"sent"), ids(&[]), false, ErrorForm::WithReason);
+    outbox.stage(
+        reply(b"sent"),
+        ids(&[]),
+        false,
+        ErrorForm::WithReason,
+        Awaits::Round,
+    );
     outbox.seal(RoundEnd::RolledBack { durable: 1 }, &mut deliveries);
     outbox.release_through(1, Flush::Succeeded, &mut deliveries);
     let out = drain(&mut outbox).0;
@@ -196,7 +259,13 @@ fn a_reply_no_request_produced_goes_after_what_was_released_and_before_what_is_s
     let mut outbox = Outbox::new(Instant::now());
     let mut deliveries = Deliveries::default();
     outbox.release(reply(b"released"), ids(&[]), false);
-    outbox.stage(reply(b"staged"), ids(&[]), false, ErrorForm::Bare);
+    outbox.stage(
+        reply(b"staged"),
+        ids(&[]),
+        false,
+        ErrorForm::Bare,
+        Awaits::Round,
+    );
     outbox.release(reply(b"pushed"), ids(&[]), false);
     outbox.seal(RoundEnd::Committed(1), &mut deliveries);
     outbox.release_through(1, Flush::Succeeded, &mut deliveries);
@@ -209,7 +278,13 @@ fn abandoning_frees_the_messages_of_replies_not_written_whole() {
     let mut deliveries = Deliveries::default();
     deliveries.start(&ids(&[1, 2, 3]));
     let mut outbox = Outbox::new(Instant::now());
-    outbox.stage(reply(b"staged"), ids(&[1]), false, ErrorForm::Bare);
+    outbox.stage(
+        reply(b"staged"),
+        ids(&[1]),
+        false,
+        ErrorForm::Bare,
+        Awaits::Round,
+    );
     assert!(
         !outbox.abandon(&mut deliveries),
         "nothing released was lost"

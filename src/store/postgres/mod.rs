@@ -265,6 +265,10 @@ impl Store for PostgresStore {
         self.unsend(from, id, in_flight)
     }
 
+    fn pulls_write(&self) -> bool {
+        true
+    }
+
     fn queue(&self) -> QueueStats {
         self.queue
     }

@@ -220,6 +220,10 @@ impl Store for SqliteStore {
         self.unsend(from, id, in_flight)
     }
 
+    fn pulls_write(&self) -> bool {
+        false
+    }
+
     fn queue(&self) -> QueueStats {
         self.queue
     }
