@@ -153,9 +153,10 @@ impl CommitPipeline {
             && messages
                 .iter()
                 .all(|message| !self.notices.is_undurable(message.id));
-        match durable {
-            true => Awaits::Durable(self.durable_epoch),
-            false => Awaits::Round,
+        if durable {
+            Awaits::Durable(self.durable_epoch)
+        } else {
+            Awaits::Round
         }
     }
 

@@ -213,9 +213,10 @@ impl Core {
                 ..
             })
         ) && matches!(response.reply, Reply::Success { .. });
-        match pulled {
-            true => self.pipeline.delivery_awaits(&response.delivered),
-            false => Awaits::Round,
+        if pulled {
+            self.pipeline.delivery_awaits(&response.delivered)
+        } else {
+            Awaits::Round
         }
     }
 
