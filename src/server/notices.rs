@@ -179,6 +179,7 @@ mod tests {
     fn a_rounds_notices_wait_for_its_flush_and_its_messages_are_undurable_until_then() {
         let mut notices = Notices::default();
         notices.queued(BOB, MessageId(7));
+        assert!(notices.is_undurable(MessageId(7)), "stored in the open round");
         notices.queued(BOB, MessageId(8));
         notices.acknowledged(vec![receipt(3)]);
         notices.round_flushing(1);
@@ -206,6 +207,7 @@ mod tests {
         let mut notices = Notices::default();
         notices.queued(BOB, MessageId(1));
         notices.round_failed();
+        assert!(!notices.is_undurable(MessageId(1)), "gone with its round");
         notices.round_durable();
         assert_eq!(notices.take_durable(), Durable::default());
         notices.queued(BOB, MessageId(2));
