@@ -46,9 +46,6 @@ pub struct Context<'a> {
     /// Messages in delivery: those in pull replies not yet written whole may be in no second
     /// pull reply.
     pub deliveries: &'a mut Deliveries,
-    /// Whether a stored message is not durable yet: no pull carries it before its flush, so
-    /// that a pull reply waits for no flush (its send's acknowledgement does).
-    pub undurable: &'a dyn Fn(MessageId) -> bool,
     /// How much one pull reply carries (a larger single message goes alone).
     pub pull_budget: PullBudget,
     pub now: SystemTime,

@@ -25,11 +25,10 @@ pub(super) fn take_queued(
     ctx: &mut Context<'_>,
 ) -> Result<(Vec<QueuedMessage>, Vec<Delivered>), HandlerError> {
     let deliveries = &*ctx.deliveries;
-    let undurable = ctx.undurable;
     let messages = ctx
         .store
         .queued_messages(ctx.caller, ctx.pull_budget, &|id| {
-            deliveries.is_in_flight(id) || undurable(id)
+            deliveries.is_in_flight(id)
         })?;
     let messages = ctx.store.claim_messages(messages)?;
     let delivered: Vec<Delivered> = messages

@@ -17,21 +17,11 @@ use mio::Waker;
 
 use super::deliveries::Deliveries;
 use super::durability::{Flushed, Flusher};
-use super::notices::{Durable, Notices, SenderReceipt};
+use super::notices::{Durable, DurableWith, Notices, SenderReceipt};
 use super::outbox::Awaits;
 use crate::metrics::{Metrics, StorageStep};
 use crate::protocol::{unix_millis, ClientId, Delivery, MessageId, QueuedMessage, Receipt};
 use crate::store::{Committed, Delivered, NewsFeed, PullBudget, Store, StoreError};
-
-/// Which stored messages are not durable yet: none may be delivered before its flush.
-#[derive(Clone, Copy)]
-pub(crate) struct Undurable<'a>(&'a Notices);
-
-impl Undurable<'_> {
-    pub fn contains(&self, id: MessageId) -> bool {
-        self.0.is_undurable(id)
-    }
-}
 
 /// How a round ended.
 pub(crate) struct Round {
@@ -84,23 +74,16 @@ impl CommitPipeline {
 
     /// The store inside the round's transaction, opened by the first request of the round.
     pub fn round(&mut self) -> Result<&mut dyn Store, StoreError> {
-        self.round_and_undurable().map(|(store, _)| store)
-    }
-
-    /// [`round`](Self::round), and which stored messages are not durable yet (see
-    /// [`Notices::is_undurable`]).
-    pub fn round_and_undurable(&mut self) -> Result<(&mut dyn Store, Undurable<'_>), StoreError> {
         if !self.open {
             self.store.begin_batch()?;
             self.open = true;
         }
-        Ok((&mut *self.store, Undurable(&self.notices)))
+        Ok(&mut *self.store)
     }
 
-    /// The store, for work outside the round's transaction (starting an upload), and which
-    /// stored messages are not durable yet.
-    pub fn store_and_undurable(&mut self) -> (&mut dyn Store, Undurable<'_>) {
-        (&mut *self.store, Undurable(&self.notices))
+    /// The store, for work outside the round's transaction (starting an upload).
+    pub fn store(&mut self) -> &mut dyn Store {
+        &mut *self.store
     }
 
     /// Connection `key` staged a reply in this round.
@@ -145,19 +128,23 @@ impl CommitPipeline {
             .queued_messages(to, budget, &|id| skip(id) || notices.is_undurable(id))
     }
 
-    /// What a reply that delivers `messages` waits for: nothing beyond what is durable now if
-    /// the store's pulls only read and every message is durable already (it then tells of
-    /// nothing the round wrote); else its round.
+    /// What a reply that delivers `messages` waits for, where the store's pulls only read
+    /// (it then tells of nothing its round wrote): the flushes that make those messages
+    /// durable, or the round's own if one was stored in it; nothing more if all are durable
+    /// already. Where pulls write, the round.
     pub fn delivery_awaits(&self, messages: &[Delivered]) -> Awaits {
-        let durable = !self.store.pulls_write()
-            && messages
-                .iter()
-                .all(|message| !self.notices.is_undurable(message.id));
-        if durable {
-            Awaits::Durable(self.durable_epoch)
-        } else {
-            Awaits::Round
+        if self.store.pulls_write() {
+            return Awaits::Round;
         }
+        let mut epoch = self.durable_epoch;
+        for message in messages {
+            match self.notices.durable_with(message.id) {
+                None => {}
+                Some(DurableWith::OpenRound) => return Awaits::Round,
+                Some(DurableWith::Flush(at)) => epoch = epoch.max(at),
+            }
+        }
+        Awaits::Durable(epoch)
     }
 
     /// The last commit known durable.

@@ -7,7 +7,7 @@
 //! sharing the store, whose news joins the durable notices. I/O-free; owned by the commit
 //! pipeline.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::mem;
 
 use crate::protocol::{ClientId, MessageId, Receipt};
@@ -37,6 +37,15 @@ impl Durable {
     }
 }
 
+/// When a stored message becomes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DurableWith {
+    /// With the open round's commit (and its flush).
+    OpenRound,
+    /// With the flush of this epoch.
+    Flush(u64),
+}
+
 /// The notices of one round, with the messages it stored.
 #[derive(Debug, Default)]
 struct RoundNotices {
@@ -49,9 +58,9 @@ pub(crate) struct Notices {
     round: RoundNotices,
     /// Committed rounds' notices, by the epoch whose flush makes them durable.
     flushing: VecDeque<(u64, RoundNotices)>,
-    /// Messages stored in the open round, or committed in a round whose flush has not
-    /// finished.
-    undurable: HashSet<MessageId>,
+    /// Messages stored in the open round (`None`), or committed as an epoch whose flush has
+    /// not finished.
+    undurable: HashMap<MessageId, Option<u64>>,
     durable: Durable,
 }
 
@@ -60,7 +69,7 @@ impl Notices {
     pub fn queued(&mut self, to: ClientId, id: MessageId) {
         self.round.notices.recipients.push(to);
         self.round.messages.push(id);
-        self.undurable.insert(id);
+        self.undurable.insert(id, None);
     }
 
     /// The round deleted acknowledged messages: their receipts go out once it is durable.
@@ -116,6 +125,9 @@ impl Notices {
         if round.notices == Durable::default() {
             return;
         }
+        for &id in &round.messages {
+            self.undurable.insert(id, Some(epoch));
+        }
         self.flushing.push_back((epoch, round));
     }
 
@@ -145,7 +157,15 @@ impl Notices {
     /// Whether message `id` is stored (in the open round, or in a commit) but not durable
     /// yet.
     pub fn is_undurable(&self, id: MessageId) -> bool {
-        self.undurable.contains(&id)
+        self.undurable.contains_key(&id)
+    }
+
+    /// When stored message `id` becomes durable; `None` if it is already.
+    pub fn durable_with(&self, id: MessageId) -> Option<DurableWith> {
+        self.undurable.get(&id).map(|epoch| match epoch {
+            None => DurableWith::OpenRound,
+            Some(epoch) => DurableWith::Flush(*epoch),
+        })
     }
 
     /// The notices that became durable since the last call.
@@ -179,10 +199,21 @@ mod tests {
     fn a_rounds_notices_wait_for_its_flush_and_its_messages_are_undurable_until_then() {
         let mut notices = Notices::default();
         notices.queued(BOB, MessageId(7));
-        assert!(notices.is_undurable(MessageId(7)), "stored in the open round");
+        assert!(
+            notices.is_undurable(MessageId(7)),
+            "stored in the open round"
+        );
         notices.queued(BOB, MessageId(8));
         notices.acknowledged(vec![receipt(3)]);
+        assert_eq!(
+            notices.durable_with(MessageId(8)),
+            Some(DurableWith::OpenRound)
+        );
         notices.round_flushing(1);
+        assert_eq!(
+            notices.durable_with(MessageId(8)),
+            Some(DurableWith::Flush(1))
+        );
         assert!(notices.is_undurable(MessageId(7)));
         assert_eq!(notices.take_durable(), Durable::default());
         notices.queued(ALICE, MessageId(9));

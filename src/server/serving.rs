@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::handlers::{self, Context, HandlerError, HandlerOutput, Outcome, Response};
 use crate::metrics::{ErrorCause, Metrics};
 use crate::protocol::{
-    Code, Extension, MessageId, Operation, Reason, Refusal, Reply, RequestCode, RequestHeader,
+    Code, Extension, Operation, Reason, Refusal, Reply, RequestCode, RequestHeader,
 };
 use crate::store::{ContentSink, PullBudget, Store, StoreError};
 
@@ -131,7 +131,8 @@ impl Core {
                         }
                         Unpark::Empty => handlers::long_poll_ended(),
                     };
-                    connection.answer_parked(response)
+                    let awaits = self.awaits(Code::Extension(Extension::LongPoll), &response);
+                    connection.answer_parked(response, awaits)
                 }
                 Work::Rejected { padded, reason } => {
                     self.metrics.error(ErrorCause::Rejected);
@@ -202,17 +203,20 @@ impl Core {
         self.serve(connection, time, scratch);
     }
 
-    /// What a request's reply waits for before it goes out: a pull's, answered with durable
-    /// messages (or none) from a store whose pulls only read, tells of nothing its round
-    /// wrote, so it waits for no flush of that round; every other reply waits for its round.
+    /// What a request's reply waits for before it goes out: a pull's (or a long-poll's that
+    /// delivers), from a store whose pulls only read, tells of nothing its round wrote, only
+    /// of the messages it carries, so it waits for their flushes alone; every other reply
+    /// waits for its round.
     fn awaits(&self, code: Code, response: &Response) -> Awaits {
-        let pulled = matches!(
+        let pull = matches!(
             code,
             Code::Classic(RequestCode {
                 operation: Operation::PullMessages,
                 ..
             })
-        ) && matches!(response.reply, Reply::Success { .. });
+        );
+        let pulled =
+            (pull || !response.delivered.is_empty()) && !matches!(response.reply, Reply::Error(_));
         if pulled {
             self.pipeline.delivery_awaits(&response.delivered)
         } else {
@@ -247,13 +251,8 @@ impl Core {
             session,
             tally: Tally::Request,
         };
-        let (store, undurable) = self.pipeline.store_and_undurable();
-        let undurable = move |id| undurable.contains(id);
         let mut ctx = context(
-            StoreView {
-                store,
-                undurable: &undurable,
-            },
+            self.pipeline.store(),
             &mut self.deliveries,
             &mut self.proofs,
             &mut self.presence,
@@ -276,8 +275,8 @@ impl Core {
         handle: impl FnOnce(&mut Context<'_>) -> Result<T, HandlerError>,
     ) -> T {
         let (code, peer, request_tally) = (request.code, request.peer, request.tally);
-        let (store, undurable) = match self.pipeline.round_and_undurable() {
-            Ok(round) => round,
+        let store = match self.pipeline.round() {
+            Ok(store) => store,
             Err(error) => {
                 // While the database is lost the store logs the loss once, not each request.
                 if !matches!(error, StoreError::Disconnected) {
@@ -291,12 +290,8 @@ impl Core {
             return Response::refused(Reason::Internal).into();
         }
         let started = Instant::now();
-        let undurable = move |id| undurable.contains(id);
         let mut ctx = context(
-            StoreView {
-                store,
-                undurable: &undurable,
-            },
+            store,
             &mut self.deliveries,
             &mut self.proofs,
             &mut self.presence,
@@ -367,15 +362,8 @@ enum Tally {
 }
 
 /// What a handler works with for one request.
-/// The store as a request sees it: the round's transaction (or none, for an upload's start),
-/// and which stored messages are not durable yet.
-struct StoreView<'a> {
-    store: &'a mut dyn Store,
-    undurable: &'a dyn Fn(MessageId) -> bool,
-}
-
 fn context<'a>(
-    view: StoreView<'a>,
+    store: &'a mut dyn Store,
     deliveries: &'a mut Deliveries,
     proofs: &'a mut ProofLimiter,
     presence: &'a mut PresenceTracker,
@@ -384,8 +372,7 @@ fn context<'a>(
     request: Served<'a>,
 ) -> Context<'a> {
     Context {
-        store: view.store,
-        undurable: view.undurable,
+        store,
         deliveries,
         pull_budget: PullBudget {
             payload: u64::from(config.max_payload),

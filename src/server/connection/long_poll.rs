@@ -71,10 +71,10 @@ impl Connection {
 
     /// Answers the parked long-poll of [`super::Work::Unparked`]; what was behind it is
     /// served next.
-    pub fn answer_parked(&mut self, response: Response) -> Answered {
+    pub fn answer_parked(&mut self, response: Response, awaits: Awaits) -> Answered {
         self.parked = None;
         Answered {
-            opens_round: self.stage(response, false, Awaits::Round),
+            opens_round: self.stage(response, false, awaits),
             classified: None,
         }
     }
