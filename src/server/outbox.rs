@@ -65,8 +65,8 @@ pub(crate) enum RoundEnd {
 pub(crate) enum Awaits {
     /// Its round's commit, made durable: it tells of what the round wrote or read.
     Round,
-    /// Nothing beyond commit `epoch`, durable already: it tells only of durable state (a
-    /// pull of durable messages from a store whose pulls write nothing).
+    /// The flush of commit `epoch` (perhaps done already), not its round's: it tells only of
+    /// writes committed by then (a pull's messages, from a store whose pulls write nothing).
     Durable(u64),
 }
 
